@@ -1,0 +1,365 @@
+//! Reading a snapshot from a file and validating it, with errors that name the file,
+//! the path inside it and what is wrong.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use crate::model::{McpServer, Snapshot, Workspace};
+use crate::naming::is_valid_slug;
+use crate::policy::CompiledPolicy;
+use crate::template::HeaderTemplate;
+
+/// One thing wrong with a snapshot, at a path such as `workspaces[0].servers[1].slug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Parse {
+        file: PathBuf,
+        path: String,
+        message: String,
+    },
+    #[error("{}: invalid configuration:\n{}", .file.display(), list(.problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// File formats a snapshot may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    /// `.json` is JSON; anything else is YAML (which also accepts JSON).
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// Reads, parses and validates a snapshot file.
+pub fn load_file(path: &Path) -> Result<Snapshot, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, Format::from_path(path), path)
+}
+
+/// Parses and validates snapshot text; `file` only labels errors.
+pub fn parse(text: &str, format: Format, file: &Path) -> Result<Snapshot, ConfigError> {
+    let parse_error = |path: String, message: String| ConfigError::Parse {
+        file: file.to_path_buf(),
+        path,
+        message,
+    };
+    let snapshot: Snapshot = match format {
+        Format::Json => {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+        }
+        Format::Yaml => {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| parse_error(e.path().to_string(), e.inner().to_string()))?
+        }
+    };
+    let problems = validate(&snapshot);
+    if problems.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// Every problem in a snapshot; empty means valid.
+pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
+    let mut out = Problems::default();
+    if snapshot.session_keys.is_empty() {
+        out.push(
+            "session_keys",
+            "at least one key is required to seal client sessions".into(),
+        );
+    }
+    let mut key_ids = HashSet::new();
+    for (i, key) in snapshot.session_keys.iter().enumerate() {
+        let at = format!("session_keys[{i}]");
+        if !key_ids.insert(key.id.as_str()) {
+            out.push(format!("{at}.id"), format!("duplicate key id {:?}", key.id));
+        }
+        match base64::engine::general_purpose::STANDARD.decode(key.key.expose()) {
+            Ok(bytes) if bytes.len() == 32 => {}
+            Ok(bytes) => out.push(
+                format!("{at}.key"),
+                format!("expected 32 bytes (base64), found {}", bytes.len()),
+            ),
+            Err(_) => out.push(format!("{at}.key"), "not valid base64".into()),
+        }
+    }
+    for (i, origin) in snapshot.allowed_origins.iter().enumerate() {
+        if url::Url::parse(origin).is_err() {
+            out.push(
+                format!("allowed_origins[{i}]"),
+                format!("{origin:?} is not an origin like https://app.example.com"),
+            );
+        }
+    }
+    if snapshot.limits.max_body_bytes == 0 {
+        out.push("limits.max_body_bytes", "must be greater than 0".into());
+    }
+
+    let mut slugs = HashSet::new();
+    let mut token_ids = HashSet::new();
+    let mut token_hashes = HashSet::new();
+    for (w, ws) in snapshot.workspaces.iter().enumerate() {
+        let at = format!("workspaces[{w}]");
+        if !is_valid_slug(&ws.slug) {
+            out.push(
+                format!("{at}.slug"),
+                format!("{:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$", ws.slug),
+            );
+        }
+        if !slugs.insert(ws.slug.as_str()) {
+            out.push(
+                format!("{at}.slug"),
+                format!("duplicate workspace {:?}", ws.slug),
+            );
+        }
+        validate_servers(ws, &at, &mut out);
+        for (t, token) in ws.tokens.iter().enumerate() {
+            let at = format!("{at}.tokens[{t}]");
+            if token.id.is_empty() {
+                out.push(format!("{at}.id"), "must not be empty".into());
+            } else if !token_ids.insert(token.id.as_str()) {
+                out.push(
+                    format!("{at}.id"),
+                    format!("duplicate token id {:?}", token.id),
+                );
+            }
+            let hex_ok = token.sha256.len() == 64
+                && token
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex_ok {
+                out.push(
+                    format!("{at}.sha256"),
+                    "expected 64 lowercase hex digits (the SHA-256 of the token)".into(),
+                );
+            } else if !token_hashes.insert(token.sha256.as_str()) {
+                out.push(
+                    format!("{at}.sha256"),
+                    "the same token is configured twice".into(),
+                );
+            }
+        }
+    }
+    out.0
+}
+
+fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
+    let mut slugs = HashSet::new();
+    for (s, server) in ws.servers.iter().enumerate() {
+        let at = format!("{at}.servers[{s}]");
+        if !is_valid_slug(&server.slug) {
+            out.push(
+                format!("{at}.slug"),
+                format!("{:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$", server.slug),
+            );
+        }
+        if !slugs.insert(server.slug.as_str()) {
+            out.push(
+                format!("{at}.slug"),
+                format!("duplicate server {:?} in this workspace", server.slug),
+            );
+        }
+        validate_url(server, &at, out);
+        for (name, value) in &server.headers {
+            let at = format!("{at}.headers.{name}");
+            if http_header_name_invalid(name) {
+                out.push(at.clone(), "not a valid HTTP header name".into());
+            }
+            if let Err(e) = HeaderTemplate::parse(value) {
+                out.push(at, e.to_string());
+            }
+        }
+        if let Err(e) = CompiledPolicy::compile(&server.policy) {
+            out.push(format!("{at}.policy"), e.to_string());
+        }
+        if server.call_timeout_ms == 0 {
+            out.push(
+                format!("{at}.call_timeout_ms"),
+                "must be greater than 0".into(),
+            );
+        }
+    }
+}
+
+fn validate_url(server: &McpServer, at: &str, out: &mut Problems) {
+    match url::Url::parse(&server.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(_) => out.push(
+            format!("{at}.url"),
+            format!("{:?} must be an http:// or https:// URL", server.url),
+        ),
+        Err(e) => out.push(format!("{at}.url"), format!("{:?}: {e}", server.url)),
+    }
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: String) {
+        self.0.push(Problem {
+            path: path.into(),
+            message,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    fn yaml(body: &str) -> Result<Snapshot, ConfigError> {
+        parse(body, Format::Yaml, Path::new("gatehouse.yaml"))
+    }
+
+    #[test]
+    fn parses_a_full_snapshot() {
+        let s = yaml(&format!(
+            r#"
+version: 3
+session_keys: [{{id: k1, key: "{KEY}"}}]
+workspaces:
+  - slug: engineering
+    name: Engineering
+    servers:
+      - slug: github
+        url: http://127.0.0.1:9000/mcp
+        headers: {{Authorization: "Bearer {{{{secrets.GITHUB_TOKEN}}}}"}}
+        secrets: {{GITHUB_TOKEN: ghp_x}}
+        policy: {{deny: ["delete_*"], read_only: false}}
+    tokens:
+      - id: t1
+        name: Alice
+        sha256: "{}"
+"#,
+            "a".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(s.version, 3);
+        let server = &s.workspaces[0].servers[0];
+        assert!(server.enabled);
+        assert_eq!(server.secrets["GITHUB_TOKEN"].expose(), "ghp_x");
+        assert!(!format!("{s:?}").contains("ghp_x"), "Debug leaks a secret");
+        assert!(!format!("{s:?}").contains(KEY), "Debug leaks a session key");
+    }
+
+    #[test]
+    fn parse_errors_name_the_path() {
+        let err = yaml("session_keys: [{id: k, key: x}]\nworkspaces: [{slug: a, servers: [{slug: s, url: http://x, colour: red}]}]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gatehouse.yaml: workspaces[0].servers[0]"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem_with_its_path() {
+        let err = yaml(&format!(
+            r#"
+session_keys: [{{id: k1, key: "c2hvcnQ="}}]
+workspaces:
+  - slug: Engineering
+    servers:
+      - {{slug: git_hub, url: "ftp://x"}}
+      - {{slug: ok, url: "http://x", headers: {{X: "{{{{secrets.A"}}}}
+    tokens:
+      - {{id: t1, sha256: "nothex"}}
+  - slug: dup
+    tokens: [{{id: t1, sha256: "{h}"}}]
+  - slug: dup
+    tokens: [{{id: t2, sha256: "{h}"}}]
+"#,
+            h = "b".repeat(64)
+        ))
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected validation errors, got {err}")
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "session_keys[0].key",
+                "workspaces[0].slug",
+                "workspaces[0].servers[0].slug",
+                "workspaces[0].servers[0].url",
+                "workspaces[0].servers[1].headers.X",
+                "workspaces[0].tokens[0].sha256",
+                "workspaces[1].tokens[0].id",
+                "workspaces[2].slug",
+                "workspaces[2].tokens[0].sha256",
+            ]
+        );
+        assert!(problems[6].message.contains("duplicate token id"));
+        assert!(problems[7].message.contains("duplicate workspace"));
+        assert!(problems[8].message.contains("twice"));
+    }
+
+    #[test]
+    fn json_files_are_json() {
+        let err = parse("{\"version\": \"x\"}", Format::Json, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.json: version:"), "{err}");
+    }
+}

@@ -1,0 +1,186 @@
+//! The snapshot: everything a proxy needs to serve every workspace.
+//!
+//! The same type is read from a file by a standalone proxy and pushed by the control
+//! plane, so it carries secrets and session keys; [`Secret`] keeps them out of `Debug`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One complete, versioned configuration of the data plane.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Monotonic version; the control plane increments it on every change.
+    #[serde(default)]
+    pub version: u64,
+    /// Keys for the client-facing session envelope. The first one seals new sessions;
+    /// all of them open existing ones (rotation).
+    #[serde(default)]
+    pub session_keys: Vec<SessionKey>,
+    /// Origins (`scheme://host[:port]`) a browser-based client may call from, besides
+    /// loopback origins and the gateway's own origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub workspaces: Vec<Workspace>,
+}
+
+/// A 256-bit AEAD key, base64 (standard alphabet) in the file.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionKey {
+    pub id: String,
+    pub key: Secret,
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest JSON-RPC request body accepted, in bytes.
+    #[serde(default = "Limits::default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long `initialize` waits for each upstream, in milliseconds.
+    #[serde(default = "Limits::default_initialize_timeout_ms")]
+    pub initialize_timeout_ms: u64,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+    fn default_max_body_bytes() -> usize {
+        Self::DEFAULT_MAX_BODY_BYTES
+    }
+    fn default_initialize_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: Self::default_max_body_bytes(),
+            initialize_timeout_ms: Self::default_initialize_timeout_ms(),
+        }
+    }
+}
+
+/// A named collection of MCP servers behind one gateway URL, `/ws/<slug>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    pub slug: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub servers: Vec<McpServer>,
+    #[serde(default)]
+    pub tokens: Vec<WorkspaceToken>,
+}
+
+/// How the gateway talks to an upstream.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    StreamableHttp,
+}
+
+/// An MCP server installed in a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Namespace of its tools: `<slug>__<tool>`. Never contains `_`.
+    pub slug: String,
+    /// The upstream's MCP endpoint, e.g. `http://127.0.0.1:9000/mcp`.
+    pub url: String,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Headers sent on every upstream request; values may reference
+    /// `{{secrets.NAME}}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Secret values for this (workspace, server), referenced by the header templates.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub policy: ToolPolicy,
+    /// Upper bound on one read from the upstream while a call is in flight, in ms.
+    #[serde(default = "McpServer::default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+impl McpServer {
+    fn default_call_timeout_ms() -> u64 {
+        300_000
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Which upstream tools a workspace exposes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicy {
+    /// Globs on the upstream's tool name; when non-empty a tool must match one.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Globs on the upstream's tool name; a match hides the tool.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Expose only tools annotated `readOnlyHint: true`.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A bearer token of a workspace, stored only as the SHA-256 of the token text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceToken {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Lowercase hex SHA-256 of the full token (`mwt_...`).
+    pub sha256: String,
+    /// Unix seconds after which the token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// A value that must never be printed: `Debug` and `Display` redact it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The plain value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
