@@ -308,7 +308,10 @@ workspaces:
         let err = yaml("session_keys: [{id: k, key: x}]\nworkspaces: [{slug: a, servers: [{slug: s, url: http://x, colour: red}]}]")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("gatehouse.yaml: workspaces[0].servers[0]"), "{err}");
+        assert!(
+            err.starts_with("gatehouse.yaml: workspaces[0].servers[0]"),
+            "{err}"
+        );
         assert!(err.contains("colour"), "{err}");
     }
 

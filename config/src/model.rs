@@ -39,7 +39,9 @@ pub struct SessionKey {
 
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("SessionKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn short_names_are_prefixed_verbatim() {
-        assert_eq!(exposed_name("github", "create_issue"), "github__create_issue");
+        assert_eq!(
+            exposed_name("github", "create_issue"),
+            "github__create_issue"
+        );
         assert_eq!(
             split_exposed("github__create_issue"),
             Some(("github", "create_issue"))

@@ -1,1 +1,23 @@
+//! Gatehouse data plane: a Pingora proxy that puts every MCP server of a workspace
+//! behind one URL, `/ws/<slug>`.
+//!
+//! It owns the request path — token auth ([`auth`]), the stateless session envelope
+//! ([`envelope`]), JSON-RPC reading and splicing ([`jsonrpc`]), tool catalogs
+//! ([`catalog`]), the Pingora phases ([`gateway`], [`handlers`]) and requests to
+//! upstreams on its own behalf ([`upstream`]) — plus the compiled config it serves
+//! ([`runtime`], [`state`], [`reload`]) and its metrics ([`metrics`]).
 
+pub mod auth;
+pub mod catalog;
+pub mod envelope;
+pub mod gateway;
+pub mod handlers;
+pub mod jsonrpc;
+pub mod metrics;
+pub mod protocol;
+pub mod reload;
+pub mod respond;
+pub mod runtime;
+pub mod sse;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,224 @@
+//! Workspace token authentication: `Authorization: Bearer mwt_...` -> SHA-256 -> an
+//! index lookup in the current snapshot, then a constant-time comparison of the full
+//! hash. Every failure looks the same to the caller; only metrics see the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gatehouse_config::{hash_token, Snapshot, TOKEN_PREFIX};
+use subtle::ConstantTimeEq;
+
+/// A token as the request path needs it.
+#[derive(Debug)]
+pub struct TokenRt {
+    hash: [u8; 32],
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub workspace: Arc<str>,
+    pub expires_at: Option<u64>,
+    pub revoked: bool,
+}
+
+/// Why a request was refused; the label of `gatehouse_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    Unknown,
+    Expired,
+    Revoked,
+    WrongWorkspace,
+}
+
+impl AuthFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::WrongWorkspace => "wrong_workspace",
+        }
+    }
+}
+
+/// Tokens keyed by the first 8 bytes of their hash. The hash of a random token is
+/// uniformly distributed, so the prefix is a perfect hash key; the whole hash is then
+/// compared in constant time.
+#[derive(Debug, Default)]
+pub struct TokenIndex {
+    by_prefix: HashMap<u64, Vec<TokenRt>, PrefixHasher>,
+}
+
+impl TokenIndex {
+    pub fn build(snapshot: &Snapshot) -> anyhow::Result<TokenIndex> {
+        let mut index = TokenIndex::default();
+        for ws in &snapshot.workspaces {
+            let workspace: Arc<str> = Arc::from(ws.slug.as_str());
+            for t in &ws.tokens {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&t.sha256, &mut hash)
+                    .map_err(|e| anyhow::anyhow!("token {}: sha256: {e}", t.id))?;
+                index
+                    .by_prefix
+                    .entry(prefix(&hash))
+                    .or_default()
+                    .push(TokenRt {
+                        hash,
+                        id: Arc::from(t.id.as_str()),
+                        name: Arc::from(t.name.as_str()),
+                        workspace: workspace.clone(),
+                        expires_at: t.expires_at,
+                        revoked: t.revoked,
+                    });
+            }
+        }
+        Ok(index)
+    }
+
+    /// Authenticates the `Authorization` header value for `workspace` at `now`
+    /// (unix seconds).
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        workspace: &str,
+        now: u64,
+    ) -> Result<&TokenRt, AuthFailure> {
+        let header = authorization.ok_or(AuthFailure::Missing)?;
+        let token = bearer(header).ok_or(AuthFailure::Malformed)?;
+        let hash = hash_token(token);
+        let found = self
+            .by_prefix
+            .get(&prefix(&hash))
+            .and_then(|bucket| bucket.iter().find(|t| bool::from(t.hash.ct_eq(&hash))))
+            .ok_or(AuthFailure::Unknown)?;
+        if found.revoked {
+            return Err(AuthFailure::Revoked);
+        }
+        if found.expires_at.is_some_and(|at| now >= at) {
+            return Err(AuthFailure::Expired);
+        }
+        if &*found.workspace != workspace {
+            return Err(AuthFailure::WrongWorkspace);
+        }
+        Ok(found)
+    }
+}
+
+fn bearer(header: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(header).ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    let body = token.strip_prefix(TOKEN_PREFIX)?;
+    (body.len() >= 32 && body.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(token)
+}
+
+fn prefix(hash: &[u8; 32]) -> u64 {
+    u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"))
+}
+
+/// The keys are already uniformly random: hashing them again is wasted work.
+#[derive(Debug, Default, Clone, Copy)]
+struct PrefixHasher;
+
+impl std::hash::BuildHasher for PrefixHasher {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_config::{hash_token_hex, Workspace, WorkspaceToken};
+
+    const ALICE: &str = "mwt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const OLD: &str = "mwt_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const GONE: &str = "mwt_ccccccccccccccccccccccccccccccccccccccccccc";
+
+    fn index() -> TokenIndex {
+        let token = |id: &str, text: &str, expires_at, revoked| WorkspaceToken {
+            id: id.into(),
+            name: id.into(),
+            sha256: hash_token_hex(text),
+            expires_at,
+            revoked,
+        };
+        let snapshot = Snapshot {
+            workspaces: vec![Workspace {
+                slug: "eng".into(),
+                name: "Eng".into(),
+                owner: None,
+                servers: vec![],
+                tokens: vec![
+                    token("alice", ALICE, Some(2_000), false),
+                    token("old", OLD, Some(1_000), false),
+                    token("gone", GONE, None, true),
+                ],
+            }],
+            ..Snapshot::default()
+        };
+        TokenIndex::build(&snapshot).unwrap()
+    }
+
+    #[test]
+    fn the_auth_matrix() {
+        let idx = index();
+        let auth = |h: Option<&str>, ws: &str| {
+            idx.authenticate(h.map(str::as_bytes), ws, 1_500)
+                .map(|t| t.id.to_string())
+        };
+        assert_eq!(
+            auth(Some(&format!("Bearer {ALICE}")), "eng"),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            auth(Some(&format!("bearer  {ALICE}")), "eng"),
+            Ok("alice".into())
+        );
+        assert_eq!(auth(None, "eng"), Err(AuthFailure::Missing));
+        assert_eq!(
+            auth(Some("Basic dXNlcjpwdw=="), "eng"),
+            Err(AuthFailure::Malformed)
+        );
+        assert_eq!(
+            auth(Some("Bearer mwt_short"), "eng"),
+            Err(AuthFailure::Malformed)
+        );
+        let unknown = format!("Bearer mwt_{}", "z".repeat(43));
+        assert_eq!(auth(Some(&unknown), "eng"), Err(AuthFailure::Unknown));
+        assert_eq!(
+            auth(Some(&format!("Bearer {OLD}")), "eng"),
+            Err(AuthFailure::Expired)
+        );
+        assert_eq!(
+            auth(Some(&format!("Bearer {GONE}")), "eng"),
+            Err(AuthFailure::Revoked)
+        );
+        assert_eq!(
+            auth(Some(&format!("Bearer {ALICE}")), "other"),
+            Err(AuthFailure::WrongWorkspace)
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! A workspace's merged tool list: every exposed tool of every server, prefixed
+//! `<server>__<tool>`, policy applied, in a deterministic order, rendered to JSON once
+//! so a warm `tools/list` is a memcpy, with the reverse map `tools/call` routes by.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatehouse_config::naming::exposed_name;
+use serde_json::Value;
+
+use crate::runtime::{ServerRt, WorkspaceRt};
+
+/// How long a catalog missing an unreachable server is served before trying again.
+pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
+
+/// An upstream's full tool list as it sent it, shared between catalogs.
+pub type ToolList = Arc<Vec<Value>>;
+
+/// Where an exposed tool name leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRoute {
+    pub server: String,
+    pub upstream_name: String,
+}
+
+pub struct ToolCatalog {
+    /// Runtime generation this was built for.
+    pub generation: u64,
+    built: Instant,
+    /// False when some server's list could not be fetched.
+    pub complete: bool,
+    /// The `tools` array of a `tools/list` result.
+    pub rendered: Bytes,
+    routes: HashMap<String, ToolRoute>,
+}
+
+impl ToolCatalog {
+    /// Merges upstream lists, given in the workspace's server order; `None` marks a
+    /// server whose list could not be fetched.
+    pub fn build(generation: u64, lists: &[(Arc<ServerRt>, Option<ToolList>)]) -> ToolCatalog {
+        let mut routes = HashMap::new();
+        let mut merged = Vec::new();
+        let mut complete = true;
+        for (server, tools) in lists {
+            let Some(tools) = tools else {
+                complete = false;
+                continue;
+            };
+            for tool in tools.iter() {
+                let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let read_only = tool
+                    .pointer("/annotations/readOnlyHint")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if !server.policy.exposes(name, read_only) {
+                    continue;
+                }
+                let exposed = exposed_name(&server.slug, name);
+                if routes.contains_key(&exposed) {
+                    tracing::warn!(server = %server.slug, tool = name, "two tools map to the same exposed name; keeping the first");
+                    continue;
+                }
+                let mut tool = tool.clone();
+                tool["name"] = Value::String(exposed.clone());
+                merged.push(tool);
+                routes.insert(
+                    exposed,
+                    ToolRoute {
+                        server: server.slug.clone(),
+                        upstream_name: name.to_string(),
+                    },
+                );
+            }
+        }
+        ToolCatalog {
+            generation,
+            built: Instant::now(),
+            complete,
+            rendered: Bytes::from(serde_json::to_vec(&merged).expect("tools serialise")),
+            routes,
+        }
+    }
+
+    pub fn route(&self, exposed: &str) -> Option<&ToolRoute> {
+        self.routes.get(exposed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Whether this catalog may answer for `generation` now.
+    pub fn is_fresh(&self, generation: u64) -> bool {
+        self.generation == generation && (self.complete || self.built.elapsed() < INCOMPLETE_RETRY)
+    }
+}
+
+/// The servers of a workspace a catalog is built from: enabled and configured.
+pub fn listed_servers(ws: &WorkspaceRt) -> impl Iterator<Item = &Arc<ServerRt>> {
+    ws.servers.iter().filter(|s| s.enabled)
+}

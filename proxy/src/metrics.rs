@@ -1,0 +1,172 @@
+//! Prometheus metrics of the data plane, and the admin listener that serves them.
+//! Labels are workspace and server slugs from the config (bounded), MCP method names
+//! from a fixed list, and outcome words; never tokens, secrets or session ids.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::state::GatewayState;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub upstream_seconds: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub sessions_opened: IntCounter,
+    pub sessions_closed: IntCounter,
+    pub sessions_active: IntGauge,
+    pub config_version: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_updated: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_upstream_request_duration_seconds",
+                "Time from sending a request to an upstream MCP server until its response headers arrived",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["workspace", "server"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter_vec(
+                "gatehouse_requests_total",
+                "Client requests by workspace, MCP method and outcome",
+                &["workspace", "method", "outcome"],
+            ),
+            upstream_errors: counter_vec(
+                "gatehouse_upstream_errors_total",
+                "Failed requests to upstream MCP servers by kind",
+                &["workspace", "server", "kind"],
+            ),
+            auth_failures: counter_vec(
+                "gatehouse_auth_failures_total",
+                "Requests refused for authentication, by reason",
+                &["reason"],
+            ),
+            sessions_opened: counter(
+                "gatehouse_sessions_opened_total",
+                "Client sessions initialized on this proxy",
+            ),
+            sessions_closed: counter(
+                "gatehouse_sessions_closed_total",
+                "Client sessions ended with DELETE on this proxy",
+            ),
+            sessions_active: gauge(
+                "gatehouse_sessions_active",
+                "Sessions initialized on this proxy and not yet deleted (sessions are stateless: clients that vanish are not subtracted)",
+            ),
+            config_version: gauge(
+                "gatehouse_config_version",
+                "Version of the config snapshot being served",
+            ),
+            config_reloads: counter_vec(
+                "gatehouse_config_reloads_total",
+                "Config reload attempts by outcome",
+                &["outcome"],
+            ),
+            config_updated: gauge(
+                "gatehouse_config_last_update_timestamp_seconds",
+                "Unix time the served config snapshot was installed",
+            ),
+            upstream_seconds,
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        out
+    }
+}
+
+/// The admin listener: `/metrics` and `/healthz`.
+pub struct AdminApp {
+    pub state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, content_type, body) = match path {
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.state.metrics.render(),
+            ),
+            "/healthz" => {
+                let rt = self.state.runtime();
+                (
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&serde_json::json!({
+                        "status": "ok",
+                        "config_version": rt.version,
+                    }))
+                    .expect("json"),
+                )
+            }
+            _ => (
+                404,
+                "application/json",
+                br#"{"error":"not found"}"#.to_vec(),
+            ),
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .expect("valid response")
+    }
+}

@@ -1,0 +1,142 @@
+//! Answers the gateway writes itself, and the request checks that precede them.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// The one answer every authentication failure gets, whatever the reason and whether
+/// or not the workspace exists.
+pub const UNAUTHORIZED_BODY: &[u8] =
+    br#"{"error":"unauthorized","error_description":"a valid workspace bearer token is required"}"#;
+pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="gatehouse", error="invalid_token", error_description="a valid workspace bearer token is required""#;
+
+/// Writes a complete JSON answer. Returns `Ok(true)`: "response already sent".
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    extra: &[(&'static str, &str)],
+    body: Bytes,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// `202 Accepted` with no body: what notifications and responses get.
+pub async fn accepted(session: &mut Session) -> Result<bool> {
+    let mut resp = ResponseHeader::build(202, Some(1))?;
+    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
+/// An error answered before the request body was read: the connection cannot be
+/// reused, since unread body bytes would be taken for the next request.
+pub async fn refuse(session: &mut Session, status: u16, message: &str) -> Result<bool> {
+    session.set_keepalive(None);
+    let body = serde_json::json!({ "error": message }).to_string();
+    json(session, status, &[], Bytes::from(body)).await
+}
+
+pub async fn unauthorized(session: &mut Session) -> Result<bool> {
+    session.set_keepalive(None);
+    json(
+        session,
+        401,
+        &[(header::WWW_AUTHENTICATE.as_str(), WWW_AUTHENTICATE)],
+        Bytes::from_static(UNAUTHORIZED_BODY),
+    )
+    .await
+}
+
+/// The workspace slug of `/ws/{slug}` and `/ws/{slug}/mcp`.
+pub fn workspace_slug(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/ws/")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let slug = match rest.split_once('/') {
+        None => rest,
+        Some((slug, "mcp")) => slug,
+        Some(_) => return None,
+    };
+    (!slug.is_empty()).then_some(slug)
+}
+
+/// DNS-rebinding defence: a browser origin must be loopback or explicitly allowed.
+/// The `Host` header proves nothing here — a rebound name sends a matching one.
+pub fn origin_allowed(origin: &[u8], allowed: &[String]) -> bool {
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    if allowed.iter().any(|a| *a == origin || a == "*") {
+        return true;
+    }
+    let Ok(url) = url::Url::parse(&origin) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether the client accepts both reply forms a Streamable HTTP server may choose.
+pub fn accepts_mcp_replies(accept: Option<&[u8]>) -> bool {
+    let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
+        return false;
+    };
+    let accept = accept.to_ascii_lowercase();
+    accept.contains("*/*")
+        || (accept.contains("application/json") && accept.contains("text/event-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(workspace_slug("/ws/eng"), Some("eng"));
+        assert_eq!(workspace_slug("/ws/eng/"), Some("eng"));
+        assert_eq!(workspace_slug("/ws/eng/mcp"), Some("eng"));
+        assert_eq!(workspace_slug("/ws/eng/other"), None);
+        assert_eq!(workspace_slug("/ws/"), None);
+        assert_eq!(workspace_slug("/metrics"), None);
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(origin_allowed(b"http://localhost:3000", &allowed));
+        assert!(origin_allowed(b"http://127.0.0.1", &allowed));
+        assert!(origin_allowed(b"http://[::1]:8080", &allowed));
+        assert!(origin_allowed(b"https://app.example.com", &allowed));
+        assert!(origin_allowed(b"https://APP.example.com/", &allowed));
+        assert!(!origin_allowed(b"https://evil.example", &allowed));
+        assert!(!origin_allowed(b"null", &allowed));
+        assert!(!origin_allowed(b"http://localhost.evil.example", &allowed));
+    }
+
+    #[test]
+    fn accept_header() {
+        assert!(accepts_mcp_replies(Some(
+            b"application/json, text/event-stream"
+        )));
+        assert!(accepts_mcp_replies(Some(
+            b"text/event-stream;q=0.9, application/json"
+        )));
+        assert!(accepts_mcp_replies(Some(b"*/*")));
+        assert!(!accepts_mcp_replies(Some(b"application/json")));
+        assert!(!accepts_mcp_replies(None));
+    }
+}

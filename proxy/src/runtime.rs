@@ -1,0 +1,191 @@
+//! The snapshot compiled for the request path: token index, workspaces by slug, each
+//! server with its headers rendered, policy compiled and peer resolved. Built once per
+//! config change, read lock-free by every request through an `ArcSwap`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_config::policy::CompiledPolicy;
+use gatehouse_config::template::HeaderTemplate;
+use gatehouse_config::{Limits, McpServer, Snapshot};
+use http::{HeaderName, HeaderValue, Uri};
+use pingora::upstreams::peer::HttpPeer;
+use sha2::{Digest, Sha256};
+
+use crate::auth::TokenIndex;
+use crate::envelope::SessionKeys;
+
+/// Everything a request needs, for one config generation.
+pub struct Runtime {
+    /// Local counter, bumped on every successful load: caches key on it.
+    pub generation: u64,
+    /// The snapshot's own version (set by the control plane or the file).
+    pub version: u64,
+    pub workspaces: HashMap<String, Arc<WorkspaceRt>>,
+    pub tokens: TokenIndex,
+    pub keys: SessionKeys,
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+pub struct WorkspaceRt {
+    pub slug: String,
+    /// Sorted by slug, so merged lists have a deterministic order.
+    pub servers: Vec<Arc<ServerRt>>,
+}
+
+impl WorkspaceRt {
+    pub fn server(&self, slug: &str) -> Option<&Arc<ServerRt>> {
+        self.servers
+            .binary_search_by(|s| s.slug.as_str().cmp(slug))
+            .ok()
+            .map(|i| &self.servers[i])
+    }
+}
+
+/// An upstream MCP server as the request path uses it. Holds rendered secrets, so it
+/// deliberately has no `Debug`.
+pub struct ServerRt {
+    pub slug: String,
+    pub url: String,
+    /// Path and query of the upstream endpoint, sent as the request target.
+    pub path: Uri,
+    /// `Host` header value.
+    pub authority: HeaderValue,
+    /// Headers rendered from templates, secrets filled in, marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Why this server cannot be used (a missing secret, an unresolvable host).
+    pub unavailable: Option<String>,
+    pub enabled: bool,
+    pub policy: CompiledPolicy,
+    pub call_timeout: Duration,
+    /// Changes whenever anything that could change the server's tool list changes.
+    pub fingerprint: [u8; 16],
+    peer: Option<HttpPeer>,
+}
+
+impl ServerRt {
+    /// A peer for Pingora's proxy path; `None` when the server is unavailable.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        self.peer.clone().map(Box::new)
+    }
+    /// Whether requests can be sent to this server at all.
+    pub fn usable(&self) -> bool {
+        self.enabled && self.unavailable.is_none()
+    }
+}
+
+impl Runtime {
+    /// Compiles a validated snapshot. Resolves upstream host names (blocking), so call it
+    /// off the request path.
+    pub fn compile(snapshot: &Snapshot, generation: u64) -> anyhow::Result<Runtime> {
+        let mut workspaces = HashMap::with_capacity(snapshot.workspaces.len());
+        for ws in &snapshot.workspaces {
+            let mut servers: Vec<Arc<ServerRt>> = ws
+                .servers
+                .iter()
+                .map(|s| compile_server(s).map(Arc::new))
+                .collect::<anyhow::Result<_>>()?;
+            servers.sort_by(|a, b| a.slug.cmp(&b.slug));
+            workspaces.insert(
+                ws.slug.clone(),
+                Arc::new(WorkspaceRt {
+                    slug: ws.slug.clone(),
+                    servers,
+                }),
+            );
+        }
+        Ok(Runtime {
+            generation,
+            version: snapshot.version,
+            workspaces,
+            tokens: TokenIndex::build(snapshot)?,
+            keys: SessionKeys::from_config(&snapshot.session_keys)?,
+            allowed_origins: snapshot
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+            limits: snapshot.limits.clone(),
+        })
+    }
+}
+
+fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
+    let url = url::Url::parse(&server.url)?;
+    let tls = url.scheme() == "https";
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("{}: URL has no host", server.slug))?
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+
+    let mut unavailable = None;
+    let mut headers = Vec::with_capacity(server.headers.len());
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(server.url.as_bytes());
+    for (name, template) in &server.headers {
+        let rendered = HeaderTemplate::parse(template)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| t.render(&server.secrets).map_err(anyhow::Error::from));
+        match rendered {
+            Ok(value) => {
+                fingerprint.update(name.as_bytes());
+                fingerprint.update([0]);
+                fingerprint.update(value.as_bytes());
+                fingerprint.update([0]);
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    anyhow::anyhow!(
+                        "server {}: header {name} is not a valid header value once rendered",
+                        server.slug
+                    )
+                })?;
+                value.set_sensitive(true);
+                headers.push((HeaderName::from_bytes(name.as_bytes())?, value));
+            }
+            Err(e) => unavailable = Some(format!("header {name}: {e}")),
+        }
+    }
+    fingerprint.update(format!("{:?}", server.policy).as_bytes());
+
+    let addr: Option<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(_) => None,
+    };
+    if addr.is_none() && unavailable.is_none() {
+        unavailable = Some(format!("cannot resolve host {host}"));
+    }
+    let call_timeout = Duration::from_millis(server.call_timeout_ms);
+    let peer = addr.map(|addr| {
+        let mut peer = HttpPeer::new(addr, tls, host.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.read_timeout = Some(call_timeout);
+        peer.options.write_timeout = Some(Duration::from_secs(30));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    });
+    let digest = fingerprint.finalize();
+    Ok(ServerRt {
+        slug: server.slug.clone(),
+        url: server.url.clone(),
+        path: path_and_query.parse()?,
+        authority: HeaderValue::from_str(&authority)?,
+        headers,
+        unavailable,
+        enabled: server.enabled,
+        policy: CompiledPolicy::compile(&server.policy)?,
+        call_timeout,
+        fingerprint: digest[..16].try_into().expect("16 bytes"),
+        peer,
+    })
+}

@@ -1,0 +1,243 @@
+//! State shared by every request of one proxy process: the current runtime (swapped
+//! atomically on config change) and caches any replica can rebuild on its own — tool
+//! lists, merged catalogs, and upstream sessions opened after a client initialized.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use gatehouse_config::Snapshot;
+use serde_json::Value;
+
+use crate::catalog::{listed_servers, ToolCatalog, ToolList};
+use crate::envelope::{SessionEnvelope, UpstreamSession};
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, ServerRt, WorkspaceRt};
+use crate::upstream::{SessionRef, UpstreamClient, UpstreamError};
+
+/// Upper bound on upstream sessions opened lazily (for servers added after a client
+/// initialized); beyond it the cache is emptied and sessions are reopened on demand.
+const MAX_LAZY_SESSIONS: usize = 100_000;
+
+/// A server's tool list, valid while the server's fingerprint is unchanged.
+struct CachedTools {
+    fingerprint: [u8; 16],
+    tools: ToolList,
+}
+
+pub struct GatewayState {
+    runtime: ArcSwap<Runtime>,
+    generation: AtomicU64,
+    pub upstream: UpstreamClient,
+    pub metrics: Metrics,
+    catalogs: DashMap<String, Arc<ToolCatalog>>,
+    /// (workspace, server) -> the upstream's tool list.
+    server_tools: DashMap<(String, String), CachedTools>,
+    /// (client session, server) -> an upstream session the envelope does not hold.
+    lazy_sessions: DashMap<([u8; 16], String), UpstreamSession>,
+}
+
+impl GatewayState {
+    pub fn new(snapshot: &Snapshot) -> anyhow::Result<GatewayState> {
+        let runtime = Runtime::compile(snapshot, 1)?;
+        let metrics = Metrics::new();
+        metrics.config_version.set(snapshot.version as i64);
+        metrics.config_updated.set(unix_now() as i64);
+        Ok(GatewayState {
+            runtime: ArcSwap::from_pointee(runtime),
+            generation: AtomicU64::new(1),
+            upstream: UpstreamClient::new(),
+            metrics,
+            catalogs: DashMap::new(),
+            server_tools: DashMap::new(),
+            lazy_sessions: DashMap::new(),
+        })
+    }
+
+    /// The runtime for one request: load once, use throughout.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Compiles and installs a new snapshot. Requests in flight keep the runtime they
+    /// loaded; caches of servers whose config did not change survive.
+    pub fn install(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let runtime = Runtime::compile(snapshot, generation)?;
+        self.server_tools.retain(|(ws, server), cached| {
+            runtime
+                .workspaces
+                .get(ws)
+                .and_then(|w| w.server(server))
+                .is_some_and(|s| s.fingerprint == cached.fingerprint)
+        });
+        self.catalogs
+            .retain(|ws, _| runtime.workspaces.contains_key(ws));
+        self.runtime.store(Arc::new(runtime));
+        self.metrics.config_version.set(snapshot.version as i64);
+        self.metrics.config_updated.set(unix_now() as i64);
+        Ok(())
+    }
+
+    /// The upstream session to use for `server` in this client session: the one
+    /// sealed in the envelope, or one opened (and cached) now.
+    pub async fn session_for(
+        &self,
+        rt: &Runtime,
+        env: &SessionEnvelope,
+        server: &ServerRt,
+    ) -> Result<UpstreamSession, UpstreamError> {
+        if let Some(s) = env.upstream(&server.slug) {
+            return Ok(s.clone());
+        }
+        let key = (env.sid, server.slug.clone());
+        if let Some(s) = self.lazy_sessions.get(&key) {
+            return Ok(s.clone());
+        }
+        let client_init: Value = serde_json::from_str(&env.client_init)
+            .map_err(|_| UpstreamError::Protocol("client init parameters are corrupt".into()))?;
+        let opened = self
+            .upstream
+            .initialize(
+                server,
+                &env.client_version,
+                &client_init,
+                Duration::from_millis(rt.limits.initialize_timeout_ms),
+            )
+            .await?;
+        let session = UpstreamSession {
+            server: server.slug.clone(),
+            session_id: opened.session_id,
+            protocol_version: opened.protocol_version,
+        };
+        if self.lazy_sessions.len() >= MAX_LAZY_SESSIONS {
+            self.lazy_sessions.clear();
+        }
+        self.lazy_sessions.insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// Drops a lazily opened session the upstream no longer knows. Returns whether
+    /// there was one (an envelope session cannot be replaced: the client must
+    /// re-initialize).
+    pub fn forget_lazy_session(&self, sid: [u8; 16], server: &str) -> bool {
+        self.lazy_sessions
+            .remove(&(sid, server.to_string()))
+            .is_some()
+    }
+
+    /// Forgets every lazily opened session of a client session (on DELETE).
+    pub fn end_client_session(&self, env: &SessionEnvelope) -> Vec<UpstreamSession> {
+        let mut ended: Vec<UpstreamSession> = env.upstreams.clone();
+        for server in self
+            .lazy_sessions
+            .iter()
+            .filter(|e| e.key().0 == env.sid)
+            .map(|e| e.key().1.clone())
+            .collect::<Vec<_>>()
+        {
+            if let Some((_, s)) = self.lazy_sessions.remove(&(env.sid, server)) {
+                ended.push(s);
+            }
+        }
+        ended
+    }
+
+    /// The workspace's merged tool catalog, from cache when fresh. Fetches only the
+    /// servers whose lists are not cached, in parallel.
+    pub async fn catalog(
+        &self,
+        rt: &Runtime,
+        ws: &WorkspaceRt,
+        env: &SessionEnvelope,
+    ) -> Result<Arc<ToolCatalog>, UpstreamError> {
+        if let Some(c) = self.catalogs.get(&ws.slug) {
+            if c.is_fresh(rt.generation) {
+                return Ok(c.clone());
+            }
+        }
+        let fetches = listed_servers(ws).map(|server| async move {
+            let key = (ws.slug.clone(), server.slug.clone());
+            if let Some(entry) = self.server_tools.get(&key) {
+                if entry.fingerprint == server.fingerprint {
+                    return Ok((server.clone(), Some(entry.tools.clone())));
+                }
+            }
+            match self.fetch_tools(rt, ws, env, server).await {
+                Ok(tools) => {
+                    let tools = Arc::new(tools);
+                    self.server_tools.insert(
+                        key,
+                        CachedTools {
+                            fingerprint: server.fingerprint,
+                            tools: tools.clone(),
+                        },
+                    );
+                    Ok((server.clone(), Some(tools)))
+                }
+                // The client's own upstream session is gone: it must re-initialize.
+                Err(UpstreamError::SessionGone) => Err(UpstreamError::SessionGone),
+                Err(e) => {
+                    tracing::warn!(workspace = %ws.slug, server = %server.slug, error = %e, "tools/list from upstream failed");
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[&ws.slug, &server.slug, e.kind()])
+                        .inc();
+                    Ok((server.clone(), None))
+                }
+            }
+        });
+        let lists = futures::future::try_join_all(fetches).await?;
+        let catalog = Arc::new(ToolCatalog::build(rt.generation, &lists));
+        self.catalogs.insert(ws.slug.clone(), catalog.clone());
+        Ok(catalog)
+    }
+
+    async fn fetch_tools(
+        &self,
+        rt: &Runtime,
+        ws: &WorkspaceRt,
+        env: &SessionEnvelope,
+        server: &ServerRt,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
+        for _attempt in 0..2 {
+            let session = self.session_for(rt, env, server).await?;
+            let started = std::time::Instant::now();
+            let result = self
+                .upstream
+                .list_tools(
+                    server,
+                    SessionRef {
+                        session_id: session.session_id.as_deref(),
+                        protocol_version: &session.protocol_version,
+                    },
+                    timeout,
+                )
+                .await;
+            self.metrics
+                .upstream_seconds
+                .with_label_values(&[&ws.slug, &server.slug])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                // A lazily opened session can be reopened; an envelope session cannot.
+                Err(UpstreamError::SessionGone)
+                    if self.forget_lazy_session(env.sid, &server.slug) =>
+                {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(UpstreamError::SessionGone)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,354 @@
+//! Requests the gateway makes to upstreams on its own behalf — `initialize`, paging
+//! through `tools/list`, notifications, `DELETE` — and calls too large for Pingora's
+//! replay buffer. One pooled HTTP client for the whole process.
+//!
+//! A reply may be `application/json` or an SSE stream that carries other messages
+//! before the response; both are read until the response with our request id.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::runtime::ServerRt;
+use crate::sse::SseSplitter;
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// Why an upstream could not serve a request. Messages never include secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failed")]
+    Connect,
+    #[error("timed out")]
+    Timeout,
+    #[error("its session ended")]
+    SessionGone,
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("sent an invalid reply: {0}")]
+    Protocol(String),
+    #[error("returned error {code}: {message}")]
+    Rpc { code: i64, message: String },
+    #[error("is not usable: {0}")]
+    Unusable(String),
+}
+
+impl UpstreamError {
+    /// Label for `gatehouse_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::SessionGone => "session_gone",
+            UpstreamError::Status(_) => "http_status",
+            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Rpc { .. } => "rpc_error",
+            UpstreamError::Unusable(_) => "unusable",
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> UpstreamError {
+        if e.is_timeout() {
+            UpstreamError::Timeout
+        } else if e.is_connect() {
+            UpstreamError::Connect
+        } else {
+            UpstreamError::Protocol(e.without_url().to_string())
+        }
+    }
+}
+
+/// Which upstream session a request belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRef<'a> {
+    pub session_id: Option<&'a str>,
+    pub protocol_version: &'a str,
+}
+
+/// The result of a successful upstream `initialize`.
+#[derive(Debug)]
+pub struct Initialized {
+    pub session_id: Option<String>,
+    pub protocol_version: String,
+    pub instructions: Option<String>,
+}
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    next_id: AtomicU64,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new() -> UpstreamClient {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http1_only()
+            .build()
+            .expect("reqwest client builds");
+        UpstreamClient {
+            http,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!("gatehouse-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn post(
+        &self,
+        server: &ServerRt,
+        session: Option<SessionRef<'_>>,
+        body: Bytes,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        if let Some(why) = &server.unavailable {
+            return Err(UpstreamError::Unusable(why.clone()));
+        }
+        let mut req = self
+            .http
+            .post(&server.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, ACCEPT_BOTH);
+        for (name, value) in &server.headers {
+            req = req.header(name, value);
+        }
+        if let Some(s) = session {
+            if let Some(id) = s.session_id {
+                req = req.header(SESSION_HEADER, id);
+            }
+            req = req.header(VERSION_HEADER, s.protocol_version);
+        }
+        Ok(req.body(body))
+    }
+
+    /// Sends a request and returns its `result`.
+    pub async fn call(
+        &self,
+        server: &ServerRt,
+        session: Option<SessionRef<'_>>,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<(Value, reqwest::header::HeaderMap), UpstreamError> {
+        let id = self.request_id();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let req = self.post(server, session, Bytes::from(body.to_string()))?;
+        let work = async {
+            let resp = req.send().await.map_err(UpstreamError::from_reqwest)?;
+            let status = resp.status().as_u16();
+            if session.is_some_and(|s| s.session_id.is_some()) && matches!(status, 400 | 404) {
+                return Err(UpstreamError::SessionGone);
+            }
+            if !(200..300).contains(&status) {
+                return Err(UpstreamError::Status(status));
+            }
+            let headers = resp.headers().clone();
+            let message = read_response(resp, &id).await?;
+            Ok((message, headers))
+        };
+        let (mut message, headers) = tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        if let Some(err) = message.get("error") {
+            return Err(UpstreamError::Rpc {
+                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
+        match message.get_mut("result") {
+            Some(result) => Ok((result.take(), headers)),
+            None => Err(UpstreamError::Protocol(
+                "response has neither result nor error".into(),
+            )),
+        }
+    }
+
+    /// Sends a notification; the upstream should answer 202.
+    pub async fn notify(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        method: &str,
+        timeout: Duration,
+    ) -> Result<(), UpstreamError> {
+        let body = json!({"jsonrpc": "2.0", "method": method});
+        let req = self.post(server, Some(session), Bytes::from(body.to_string()))?;
+        let resp = tokio::time::timeout(timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            s => Err(UpstreamError::Status(s)),
+        }
+    }
+
+    /// Opens a session: `initialize`, then `notifications/initialized`.
+    pub async fn initialize(
+        &self,
+        server: &ServerRt,
+        protocol_version: &str,
+        client_init: &Value,
+        timeout: Duration,
+    ) -> Result<Initialized, UpstreamError> {
+        let mut params = client_init.clone();
+        params["protocolVersion"] = Value::String(protocol_version.to_string());
+        let (result, headers) = self
+            .call(server, None, "initialize", params, timeout)
+            .await?;
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| UpstreamError::Protocol("no protocolVersion".into()))?;
+        if !crate::protocol::is_supported(version) {
+            return Err(UpstreamError::Protocol(format!(
+                "unsupported protocol version {version:?}"
+            )));
+        }
+        let session_id = headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let initialized = Initialized {
+            session_id,
+            protocol_version: version.to_string(),
+            instructions: result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string),
+        };
+        self.notify(
+            server,
+            SessionRef {
+                session_id: initialized.session_id.as_deref(),
+                protocol_version: &initialized.protocol_version,
+            },
+            "notifications/initialized",
+            timeout,
+        )
+        .await?;
+        Ok(initialized)
+    }
+
+    /// Every tool of an upstream, following `nextCursor` to the end.
+    pub async fn list_tools(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, UpstreamError> {
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A bound on pages protects against an upstream that never stops paging.
+        for _ in 0..1000 {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let (mut result, _) = self
+                .call(server, Some(session), "tools/list", params, timeout)
+                .await?;
+            match result.get_mut("tools").map(Value::take) {
+                Some(Value::Array(page)) => tools.extend(page),
+                _ => return Err(UpstreamError::Protocol("tools/list without tools".into())),
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if cursor.is_none() {
+                return Ok(tools);
+            }
+        }
+        Err(UpstreamError::Protocol(
+            "tools/list paged more than 1000 times".into(),
+        ))
+    }
+
+    /// Ends an upstream session (best effort: 405 means the server does not allow it).
+    pub async fn delete_session(&self, server: &ServerRt, session_id: &str) {
+        if server.unavailable.is_some() {
+            return;
+        }
+        let mut req = self
+            .http
+            .delete(&server.url)
+            .header(SESSION_HEADER, session_id);
+        for (name, value) in &server.headers {
+            req = req.header(name, value);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), req.send()).await;
+    }
+
+    /// Forwards a client's request body as is and hands back the raw response, for
+    /// bodies that cannot take Pingora's proxy path.
+    pub async fn forward(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        body: Bytes,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let req = self.post(server, Some(session), body)?;
+        let resp = tokio::time::timeout(server.call_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        let status = resp.status().as_u16();
+        if session.session_id.is_some() && matches!(status, 400 | 404) {
+            return Err(UpstreamError::SessionGone);
+        }
+        Ok(resp)
+    }
+}
+
+/// Reads a reply until the JSON-RPC response whose id is `id`.
+async fn read_response(resp: reqwest::Response, id: &str) -> Result<Value, UpstreamError> {
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if !is_sse {
+        let bytes = resp.bytes().await.map_err(UpstreamError::from_reqwest)?;
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| UpstreamError::Protocol(format!("reply is not JSON: {e}")));
+    }
+    let mut splitter = SseSplitter::default();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        splitter.push(&chunk.map_err(UpstreamError::from_reqwest)?);
+        while let Some(event) = splitter.next_event() {
+            let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            let is_ours = message.get("id").and_then(Value::as_str) == Some(id)
+                && message.get("method").is_none();
+            if is_ours {
+                return Ok(message);
+            }
+        }
+    }
+    Err(UpstreamError::Protocol(
+        "event stream ended without a response".into(),
+    ))
+}
