@@ -107,3 +107,53 @@ impl ToolCatalog {
 pub fn listed_servers(ws: &WorkspaceRt) -> impl Iterator<Item = &Arc<ServerRt>> {
     ws.servers.iter().filter(|s| s.enabled)
 }
+
+/// Spots `notifications/tools/list_changed` in a relayed SSE stream whose chunks may
+/// split it anywhere; `carry` keeps the tail of the previous chunk.
+#[derive(Debug, Default)]
+pub struct ListChangedSniffer {
+    carry: Vec<u8>,
+}
+
+const LIST_CHANGED: &[u8] = b"notifications/tools/list_changed";
+
+impl ListChangedSniffer {
+    pub fn saw_list_changed(&mut self, chunk: &[u8]) -> bool {
+        let keep = LIST_CHANGED.len() - 1;
+        let mut found = memchr::memmem::find(chunk, LIST_CHANGED).is_some();
+        if !found && !self.carry.is_empty() {
+            // A match straddling the boundary starts in the carry.
+            let carried = self.carry.len();
+            self.carry
+                .extend_from_slice(&chunk[..chunk.len().min(keep)]);
+            found = memchr::memmem::find(&self.carry, LIST_CHANGED).is_some();
+            self.carry.truncate(carried);
+        }
+        if chunk.len() >= keep {
+            self.carry.clear();
+            self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+        } else {
+            self.carry.extend_from_slice(chunk);
+            let excess = self.carry.len().saturating_sub(keep);
+            self.carry.drain(..excess);
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_list_changed_across_chunk_boundaries() {
+        let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
+        for cut in 1..stream.len() {
+            let mut s = ListChangedSniffer::default();
+            let seen = stream.chunks(cut).any(|c| s.saw_list_changed(c));
+            assert!(seen, "missed at chunk size {cut}");
+        }
+        let mut s = ListChangedSniffer::default();
+        assert!(!s.saw_list_changed(b"data: {\"method\":\"notifications/prompts/list_changed\"}"));
+    }
+}

@@ -13,8 +13,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
+use pingora::{ErrorSource, ErrorType};
 
+use crate::catalog::ListChangedSniffer;
 use crate::jsonrpc;
 use crate::respond;
 use crate::runtime::ServerRt;
@@ -49,6 +50,8 @@ pub struct Forward {
     pub(crate) client_sid: [u8; 16],
     pub(crate) sent_at: Option<Instant>,
     pub(crate) session_gone: bool,
+    /// Set when the reply is an event stream, which may announce a tool list change.
+    pub(crate) list_changed: Option<ListChangedSniffer>,
 }
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
@@ -225,6 +228,12 @@ impl ProxyHttp for Gateway {
             ctx.outcome = "session_not_found";
         } else if !(200..300).contains(&status) {
             ctx.outcome = "upstream_error";
+        } else if resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+        {
+            f.list_changed = Some(ListChangedSniffer::default());
         }
         Ok(())
     }
@@ -236,10 +245,21 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(f) = ctx.forward.as_mut().filter(|f| f.session_gone) {
+        let Some(f) = ctx.forward.as_mut() else {
+            return Ok(None);
+        };
+        if f.session_gone {
             // Replace the upstream's body with ours, once.
             *body = (!f.body.is_empty()).then(|| session_gone_body(&f.request_id, &f.server.slug));
             f.body = Bytes::new();
+        } else if let (Some(sniffer), Some(chunk), Some(ws)) = (
+            f.list_changed.as_mut(),
+            body.as_ref(),
+            ctx.workspace.as_deref(),
+        ) {
+            if sniffer.saw_list_changed(chunk) {
+                self.state.invalidate_tools(ws, &f.server.slug);
+            }
         }
         Ok(None)
     }
@@ -285,12 +305,24 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: written,
             };
         }
+        // Anything else: Pingora's own mapping (nothing is written to a client whose
+        // connection already failed).
         ctx.outcome = "error";
-        if session.response_written().is_none() {
-            let _ = session.respond_error(502).await;
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) => 502,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            let _ = session.respond_error(code).await;
         }
         FailToProxy {
-            error_code: 502,
+            error_code: code,
             can_reuse_downstream: false,
         }
     }

@@ -410,6 +410,7 @@ async fn tools_call(
             client_sid: env.sid,
             sent_at: None,
             session_gone: false,
+            list_changed: None,
         });
         return Ok(false);
     }

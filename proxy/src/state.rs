@@ -81,6 +81,14 @@ impl GatewayState {
         Ok(())
     }
 
+    /// Forgets a server's cached tool list (it said its list changed); the next
+    /// `tools/list` of the workspace fetches it again.
+    pub fn invalidate_tools(&self, workspace: &str, server: &str) {
+        self.server_tools
+            .remove(&(workspace.to_string(), server.to_string()));
+        self.catalogs.remove(workspace);
+    }
+
     /// The upstream session to use for `server` in this client session: the one
     /// sealed in the envelope, or one opened (and cached) now.
     pub async fn session_for(
