@@ -153,7 +153,7 @@ pub async fn post(
     }
 }
 
-/// Reads the whole body, refusing (`None`) as soon as it passes `max` bytes.
+/// Reads the whole body, refusing (`None`) once it passes `max` bytes.
 async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
     let declared = session
         .req_header()
@@ -162,6 +162,7 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > max) {
+        drain_body(session).await;
         return Ok(None);
     }
     let mut chunks: Vec<Bytes> = Vec::new();
@@ -169,6 +170,7 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
     while let Some(chunk) = session.read_request_body().await? {
         total += chunk.len();
         if total > max {
+            drain_body(session).await;
             return Ok(None);
         }
         chunks.push(chunk);
@@ -184,6 +186,23 @@ async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
             all.freeze()
         }
     }))
+}
+
+/// Reads and discards the rest of a refused body, within bounds, so a client still
+/// uploading gets to read the 413 instead of a broken pipe.
+async fn drain_body(session: &mut Session) {
+    const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+    const DRAIN_TIME: Duration = Duration::from_secs(10);
+    let drain = async {
+        let mut drained = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            drained += chunk.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 /// Opens and checks the client's session id: `Err((400|404, why))` otherwise.

@@ -1,0 +1,261 @@
+//! The real `gatehouse-proxy` binary as a child process.
+//!
+//! The binary is `$GATEHOUSE_PROXY_BIN` when set, else `<target>/<profile>/gatehouse-proxy`
+//! next to this test executable (which lives in `<target>/<profile>/deps`). When it is
+//! missing it is built once per test process with `$CARGO build`. Note that an existing
+//! binary is used as it is: build it first (`cargo build -p gatehouse-proxy`) so the
+//! tests do not run a stale one.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{wait_until, TempDir, STEP_TIMEOUT};
+
+/// How long the proxy may take to answer `/healthz` after it is spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The admin endpoint's `/healthz` body.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Health {
+    pub status: String,
+    pub config_version: u64,
+}
+
+/// A running proxy; killed on drop, its log printed (libtest shows it on failure).
+pub struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log_path: PathBuf,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    /// Spawns the proxy on free loopback ports with `config` and waits until `/healthz`
+    /// answers 200.
+    pub async fn start(config: &Path) -> anyhow::Result<Proxy> {
+        let bin = proxy_binary()?;
+        let mut last_error = None;
+        // A port picked by binding :0 can be taken by someone else before the proxy
+        // binds it; that (and only that) is worth another try.
+        for _ in 0..3 {
+            match Self::spawn(&bin, config).await {
+                Ok(proxy) => return Ok(proxy),
+                Err(SpawnError::PortTaken(e)) => last_error = Some(e),
+                Err(SpawnError::Other(e)) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("proxy did not start")))
+    }
+
+    async fn spawn(bin: &Path, config: &Path) -> Result<Proxy, SpawnError> {
+        let dir = TempDir::new("proxy").map_err(SpawnError::Other)?;
+        let log_path = dir.path().join("proxy.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot create log: {e}")))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot clone log: {e}")))?;
+        let addr = free_port().map_err(SpawnError::Other)?;
+        let admin = free_port().map_err(SpawnError::Other)?;
+        let mut command = Command::new(bin);
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let child = command
+            .spawn()
+            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot run {}: {e}", bin.display())))?;
+        let mut proxy = Proxy {
+            child,
+            addr,
+            admin,
+            log_path,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        match proxy.wait_ready().await {
+            Ok(()) => Ok(proxy),
+            Err(e) => {
+                let log = proxy.log();
+                let text = format!("{e}\n--- proxy log:\n{log}");
+                if log.contains("Address already in use") || log.contains("AddrInUse") {
+                    Err(SpawnError::PortTaken(anyhow::anyhow!(text)))
+                } else {
+                    Err(SpawnError::Other(anyhow::anyhow!(text)))
+                }
+            }
+        }
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("gatehouse-proxy exited before it was ready: {status}");
+            }
+            if let Ok(response) = self.http.get(self.admin_url("/healthz")).send().await {
+                if response.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "gatehouse-proxy: /healthz did not answer 200 within {READY_TIMEOUT:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The workspace endpoint, `http://127.0.0.1:PORT/ws/<slug>`.
+    pub fn ws_url(&self, slug: &str) -> String {
+        self.url(&format!("/ws/{slug}"))
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// `GET /healthz` on the admin port.
+    pub async fn health(&self) -> anyhow::Result<Health> {
+        let response = self.http.get(self.admin_url("/healthz")).send().await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "/healthz answered {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    /// Waits until `/healthz` reports `config_version >= version`.
+    pub async fn wait_for_config_version(&self, version: u64) -> anyhow::Result<()> {
+        wait_until(
+            &format!("the proxy reports config_version {version}"),
+            STEP_TIMEOUT,
+            || async {
+                self.health()
+                    .await
+                    .is_ok_and(|h| h.config_version >= version)
+            },
+        )
+        .await
+    }
+
+    /// `GET /metrics` on the admin port: status and body.
+    pub async fn metrics(&self) -> anyhow::Result<(u16, String)> {
+        let response = self.http.get(self.admin_url("/metrics")).send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// What the proxy wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Shown only when the test fails (libtest captures it otherwise).
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(200)..];
+        eprintln!(
+            "--- gatehouse-proxy on {} (admin {}) log, last {} line(s):\n{}",
+            self.addr,
+            self.admin,
+            tail.len(),
+            tail.join("\n")
+        );
+    }
+}
+
+enum SpawnError {
+    PortTaken(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Where the proxy binary is, building it once if it is missing.
+pub fn proxy_binary() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(find_or_build)
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn find_or_build() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("GATEHOUSE_PROXY_BIN") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "GATEHOUSE_PROXY_BIN={} is not a file",
+                path.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // <target>/<profile>/deps/<test-exe>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test executable path {}", exe.display()))?;
+    let bin = profile_dir.join(format!("gatehouse-proxy{}", std::env::consts::EXE_SUFFIX));
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.args(["build", "-p", "gatehouse-proxy", "--bin", "gatehouse-proxy"]);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        command.arg("--release");
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {cargo:?} build: {e}"))?;
+    if !status.success() {
+        return Err(format!("building gatehouse-proxy failed: {status}"));
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "built gatehouse-proxy but {} does not exist",
+            bin.display()
+        ))
+    }
+}

@@ -1,0 +1,20 @@
+//! The data plane as a user sees it: real upstream MCP servers, a real
+//! `gatehouse-proxy` process, and real clients (rmcp for ordinary flows, raw HTTP for
+//! protocol details). Each test starts its own proxy on free ports.
+//!
+//! One test binary, one module per concern; the shared gateway set-up is in `fixture`.
+
+#[path = "data_plane/access.rs"]
+mod access;
+#[path = "data_plane/failures.rs"]
+mod failures;
+#[path = "data_plane/fixture.rs"]
+mod fixture;
+#[path = "data_plane/framing.rs"]
+mod framing;
+#[path = "data_plane/operations.rs"]
+mod operations;
+#[path = "data_plane/sessions.rs"]
+mod sessions;
+#[path = "data_plane/tools.rs"]
+mod tools;

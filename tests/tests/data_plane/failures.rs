@@ -1,0 +1,100 @@
+//! Upstreams that are down or have forgotten their sessions.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::{connect, echo_of, CallOutcome, RawClient};
+use serde_json::json;
+
+use crate::fixture::{call, tool_names, try_call, Gateway};
+
+#[tokio::test]
+async fn a_dead_upstream_does_not_break_the_workspace() -> anyhow::Result<()> {
+    let mut gw = Gateway::start().await?;
+    gw.notes.stop().await;
+
+    let started = Instant::now();
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "initialize waited {elapsed:?} on a refused connection"
+    );
+    assert_eq!(
+        tool_names(&client).await?,
+        [
+            "github__create_issue",
+            "github__list_issues",
+            "github__slow"
+        ]
+    );
+    match try_call(&client, "notes__search", json!({"q": "x"})).await? {
+        CallOutcome::JsonRpcError(_) => {}
+        other => panic!("a dead server's tool must give a JSON-RPC error, got {other:?}"),
+    }
+    // The session is still good for the live server.
+    let result = call(&client, "github__list_issues", json!({})).await?;
+    assert_eq!(echo_of(&result)?["tool"], json!("list_issues"));
+
+    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    raw.initialize().await?;
+    let response = raw.call_tool(7, "notes__search", json!({"q": "x"})).await?;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.error().is_ok(), "{}", response.text());
+    assert_eq!(response.message()?["id"], json!(7));
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_session_gives_json_rpc_errors() -> anyhow::Result<()> {
+    let mut gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    call(&client, "notes__search", json!({"q": "before"})).await?;
+
+    gw.notes.stop().await;
+    match try_call(&client, "notes__search", json!({"q": "after"})).await? {
+        CallOutcome::JsonRpcError(_) => {}
+        other => panic!("a server that went away must give a JSON-RPC error, got {other:?}"),
+    }
+    let result = call(&client, "github__create_issue", json!({})).await?;
+    assert_eq!(echo_of(&result)?["server"], json!("github"));
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn upstream_session_expiry_makes_the_client_reinitialize() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    raw.initialize().await?;
+    let first = raw
+        .call_tool(1, "github__create_issue", json!({"n": 1}))
+        .await?;
+    assert_eq!(first.tool_echo()?["arguments"], json!({"n": 1}));
+
+    gw.github.forget_sessions().await;
+    let expired = raw
+        .call_tool(2, "github__create_issue", json!({"n": 2}))
+        .await?;
+    assert_eq!(
+        expired.status,
+        404,
+        "the upstream session is gone, so the client must re-initialize: {}",
+        expired.text()
+    );
+
+    raw.initialize().await?;
+    let again = raw
+        .call_tool(3, "github__create_issue", json!({"n": 3}))
+        .await?;
+    assert_eq!(again.tool_echo()?["arguments"], json!({"n": 3}));
+
+    // The rmcp client does that re-initialization by itself.
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    call(&client, "github__create_issue", json!({"n": 4})).await?;
+    gw.github.forget_sessions().await;
+    let result = call(&client, "github__create_issue", json!({"n": 5})).await?;
+    assert_eq!(echo_of(&result)?["arguments"], json!({"n": 5}));
+    client.cancel().await?;
+    Ok(())
+}

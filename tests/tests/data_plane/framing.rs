@@ -1,0 +1,177 @@
+//! JSON-RPC framing errors, simple messages and request body limits.
+
+use gatehouse_tests::config::random_base62;
+use gatehouse_tests::{connect, echo_of, RawClient};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::fixture::{call, Gateway};
+
+#[tokio::test]
+async fn json_rpc_framing_errors_and_simple_messages() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+
+    let malformed = client.send(r#"{"jsonrpc":"2.0","id":1,"method":"#).await?;
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    assert_eq!(malformed.error_code()?, -32700, "{}", malformed.text());
+
+    let batch = client
+        .send(r#"[{"jsonrpc":"2.0","id":2,"method":"ping"}]"#)
+        .await?;
+    assert_eq!(
+        batch.error_code()?,
+        -32600,
+        "HTTP {}: {}",
+        batch.status,
+        batch.text()
+    );
+
+    let unknown = client.request(3, "no/such", json!({})).await?;
+    assert_ne!(unknown.status, 404, "404 would mean the session is gone");
+    assert_eq!(unknown.error_code()?, -32601, "{}", unknown.text());
+    assert_eq!(unknown.message()?["id"], json!(3));
+
+    let ping = client
+        .send(r#"{"jsonrpc":"2.0","id":"p-7","method":"ping"}"#)
+        .await?;
+    assert_eq!(ping.status, 200);
+    assert_eq!(
+        ping.message()?["id"],
+        json!("p-7"),
+        "string ids come back as sent"
+    );
+    assert_eq!(ping.result()?, &json!({}));
+
+    // Ids come back exactly as sent, including integers beyond f64 precision.
+    for id in [json!("call-1"), json!(9_007_199_254_740_993_u64), json!(0)] {
+        let response = client
+            .send_json(&json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "github__create_issue", "arguments": {}},
+            }))
+            .await?;
+        assert_eq!(response.message()?["id"], id, "{}", response.text());
+        assert_eq!(response.tool_echo()?["tool"], json!("create_issue"));
+    }
+
+    let unsupported = client
+        .post(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#)
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await?;
+    assert_eq!(
+        unsupported.status,
+        400,
+        "unsupported MCP-Protocol-Version: {}",
+        unsupported.text()
+    );
+
+    let notification = client.notify("notifications/roots/list_changed").await?;
+    assert_eq!(notification.status, 202, "{}", notification.text());
+    assert!(notification.body.is_empty(), "{}", notification.text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mebibyte_argument_round_trips_intact() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    let text = random_base62(1 << 20);
+    let result = call(&client, "notes__echo_size", json!({"text": text})).await?;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"len": 1 << 20, "sha256": hex::encode(Sha256::digest(text.as_bytes()))})
+    );
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bodies_over_the_default_limit_get_413() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "notes__echo_size", "arguments": {"text": "x".repeat(5 << 20)}},
+    });
+    let response = client
+        .post(serde_json::to_vec(&body)?)
+        .send_reading_early()
+        .await?;
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(
+        response
+            .content_type()
+            .is_some_and(|ct| ct.starts_with("application/json")),
+        "413 content-type {:?}",
+        response.content_type()
+    );
+    response.json()?;
+    assert!(
+        gw.notes.calls().is_empty(),
+        "an oversized call reached the upstream"
+    );
+
+    // The session is still usable afterwards.
+    let ok = client
+        .call_tool(2, "notes__echo_size", json!({"text": "abc"}))
+        .await?;
+    assert_eq!(ok.tool_echo()?["len"], json!(3));
+    Ok(())
+}
+
+/// What an rmcp/reqwest (hyper) client sees. It reads the response only after its
+/// write fails or finishes, so a 413 sent early and followed by a close races the
+/// upload: the client often reports just "broken pipe" unless the server drains the
+/// request body before closing. Several attempts make a lost race show reliably.
+#[tokio::test]
+async fn a_hyper_client_sending_too_much_sees_the_413() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "notes__echo_size", "arguments": {"text": "x".repeat(5 << 20)}},
+    });
+    for attempt in 1..=10 {
+        let response = client
+            .send_json(&body)
+            .await
+            .map_err(|e| anyhow::anyhow!("attempt {attempt}: no 413 seen: {e:#}"))?;
+        assert_eq!(
+            response.status,
+            413,
+            "attempt {attempt}: {}",
+            response.text()
+        );
+        response.json()?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_configured_body_limit_applies() -> anyhow::Result<()> {
+    let gw = Gateway::start_with(|cfg| cfg.limits_mut().max_body_bytes = 64 * 1024).await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    let fits = client
+        .call_tool(
+            1,
+            "notes__echo_size",
+            json!({"text": "y".repeat(32 * 1024)}),
+        )
+        .await?;
+    assert_eq!(fits.tool_echo()?["len"], json!(32 * 1024));
+    let too_big = client
+        .call_tool(
+            2,
+            "notes__echo_size",
+            json!({"text": "y".repeat(100 * 1024)}),
+        )
+        .await?;
+    assert_eq!(too_big.status, 413, "{}", too_big.text());
+    Ok(())
+}

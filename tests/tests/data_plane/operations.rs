@@ -1,0 +1,143 @@
+//! Hot reload, several proxies sharing a key, and the admin endpoints.
+
+use gatehouse_tests::{
+    connect, echo_of, wait_until, within, ConfigBuilder, Proxy, RawClient, Upstream, UpstreamTool,
+    STEP_TIMEOUT,
+};
+use serde_json::json;
+
+use crate::fixture::{
+    args, call, github_spec, notes_spec, tool_names, Gateway, ENG_TOOLS, GITHUB_SECRET,
+    NOTES_SECRET,
+};
+
+#[tokio::test]
+async fn hot_reload_keeps_in_flight_calls_and_adds_servers() -> anyhow::Result<()> {
+    let github = Upstream::start(
+        "github",
+        [UpstreamTool::new("create_issue"), UpstreamTool::new("slow")],
+    )
+    .await?;
+    let notes = Upstream::start("notes", [UpstreamTool::new("search")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", github_spec(&github));
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    assert_eq!(proxy.health().await?.config_version, 1);
+
+    let client = connect(&proxy.ws_url("eng"), &token).await?;
+    assert_eq!(
+        tool_names(&client).await?,
+        ["github__create_issue", "github__slow"]
+    );
+    let peer = client.peer().clone();
+    let in_flight = tokio::spawn(async move {
+        let params = rmcp::model::CallToolRequestParams::new("github__slow")
+            .with_arguments(args(json!({"ms": 3000})));
+        peer.call_tool(params).await
+    });
+    wait_until(
+        "the slow call reaches the upstream",
+        STEP_TIMEOUT,
+        || async { github.calls().iter().any(|c| c.tool == "slow") },
+    )
+    .await?;
+
+    cfg.server("eng", notes_spec(&notes));
+    let version = cfg.rewrite()?;
+    proxy.wait_for_config_version(version).await?;
+    assert!(
+        !in_flight.is_finished(),
+        "the reload must land while the call is in flight for this test to mean anything"
+    );
+    let result = within("the in-flight call", STEP_TIMEOUT, in_flight).await???;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"server": "github", "tool": "slow", "arguments": {"ms": 3000}})
+    );
+
+    let fresh = connect(&proxy.ws_url("eng"), &token).await?;
+    assert_eq!(
+        tool_names(&fresh).await?,
+        ["github__create_issue", "github__slow", "notes__search"]
+    );
+    let result = call(&fresh, "notes__search", json!({"q": "new"})).await?;
+    assert_eq!(echo_of(&result)?["server"], json!("notes"));
+    // The session opened before the reload keeps working, and reaches the new server
+    // too: the gateway opens an upstream session for it on demand.
+    let result = call(&client, "github__create_issue", json!({})).await?;
+    assert_eq!(echo_of(&result)?["tool"], json!("create_issue"));
+    assert_eq!(
+        tool_names(&client).await?,
+        ["github__create_issue", "github__slow", "notes__search"]
+    );
+    let result = call(&client, "notes__search", json!({"q": "old session"})).await?;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"server": "notes", "tool": "search", "arguments": {"q": "old session"}})
+    );
+    client.cancel().await?;
+    fresh.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_moves_between_proxies_that_share_a_key() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let other = Proxy::start(gw.cfg.path()).await?;
+
+    let mut on_a = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    on_a.initialize().await?;
+    let on_b = on_a.with_url(other.ws_url("eng"));
+
+    let listed = on_b.list_tools(1).await?;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.tool_names()?, ENG_TOOLS);
+    let called = on_b
+        .call_tool(2, "github__create_issue", json!({"via": "b"}))
+        .await?;
+    assert_eq!(
+        called.tool_echo()?,
+        json!({"server": "github", "tool": "create_issue", "arguments": {"via": "b"}})
+    );
+    // And back to A.
+    let back = on_a
+        .call_tool(3, "notes__search", json!({"q": "a"}))
+        .await?;
+    assert_eq!(back.tool_echo()?["server"], json!("notes"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn healthz_reports_the_loaded_config_version() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let health = gw.proxy.health().await?;
+    assert_eq!(health.status, "ok");
+    assert_eq!(health.config_version, gw.cfg.version());
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_workspace() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    tool_names(&client).await?;
+    call(&client, "github__create_issue", json!({})).await?;
+
+    let (status, text) = gw.proxy.metrics().await?;
+    assert_eq!(status, 200);
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gatehouse_requests_total{"))
+        .collect();
+    assert!(
+        samples.iter().any(|l| l.contains(r#"workspace="eng""#)),
+        "no gatehouse_requests_total sample for workspace eng in:\n{text}"
+    );
+    for secret in [gw.alice.as_str(), GITHUB_SECRET, NOTES_SECRET] {
+        assert!(!text.contains(secret), "metrics expose a secret");
+    }
+    client.cancel().await?;
+    Ok(())
+}

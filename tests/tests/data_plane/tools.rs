@@ -1,0 +1,315 @@
+//! Tool listing (names, order, policy) and call routing.
+
+use gatehouse_tests::{
+    connect, echo_of, wait_until, within, CallOutcome, ConfigBuilder, Proxy, RawClient, ServerSpec,
+    Upstream, UpstreamTool, STEP_TIMEOUT,
+};
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
+
+use crate::fixture::{
+    args, call, tool_names, try_call, Gateway, ENG_TOOLS, GITHUB_SECRET, NOTES_SECRET,
+};
+
+#[tokio::test]
+async fn tools_are_listed_prefixed_and_in_a_stable_order() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    let tools = within("tools/list", STEP_TIMEOUT, client.peer().list_all_tools()).await??;
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ENG_TOOLS, "github__delete_repo is denied by policy");
+
+    let create = &tools[0];
+    assert_eq!(create.description.as_deref(), Some("Open an issue"));
+    let list_issues = &tools[1];
+    assert_eq!(
+        list_issues
+            .annotations
+            .as_ref()
+            .and_then(|a| a.read_only_hint),
+        Some(true),
+        "annotations pass through"
+    );
+
+    // Same order on every session.
+    let other = connect(&gw.eng_url(), &gw.bob).await?;
+    assert_eq!(tool_names(&other).await?, ENG_TOOLS);
+    client.cancel().await?;
+    other.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn policies_filter_tools_and_long_names_are_shortened_but_callable() -> anyhow::Result<()> {
+    let long = format!("generate_{}report", "quarterly_revenue_".repeat(4));
+    assert!(long.len() > 64);
+    let zulu = Upstream::start(
+        "zulu",
+        [UpstreamTool::new("b_tool"), UpstreamTool::new("a_tool")],
+    )
+    .await?;
+    let alpha = Upstream::start(
+        "alpha",
+        [
+            UpstreamTool::new("list_a"),
+            UpstreamTool::new("get_b"),
+            UpstreamTool::new("get_secret_c"),
+            UpstreamTool::new("put_d"),
+        ],
+    )
+    .await?;
+    let beta = Upstream::start(
+        "beta",
+        [
+            UpstreamTool::new("r1").read_only(true),
+            UpstreamTool::new("w1"),
+            UpstreamTool::new("w2").read_only(false),
+            UpstreamTool::new("r2").read_only(true),
+        ],
+    )
+    .await?;
+    let gamma = Upstream::start(
+        "gamma",
+        [UpstreamTool::new(long.clone()), UpstreamTool::new("plain")],
+    )
+    .await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("pol", ServerSpec::new("zulu", &zulu.url()))
+        .server("pol", ServerSpec::new("gamma", &gamma.url()))
+        .server(
+            "pol",
+            ServerSpec::new("alpha", &alpha.url())
+                .allow(&["get_*", "list_*"])
+                .deny(&["get_secret*"]),
+        )
+        .server("pol", ServerSpec::new("beta", &beta.url()).read_only());
+    let token = cfg.token("pol");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+
+    let client = connect(&proxy.ws_url("pol"), &token).await?;
+    let names = tool_names(&client).await?;
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(
+        names[..4],
+        ["alpha__list_a", "alpha__get_b", "beta__r1", "beta__r2"],
+        "{names:?}"
+    );
+    assert_eq!(
+        names[5..],
+        ["gamma__plain", "zulu__b_tool", "zulu__a_tool"],
+        "{names:?}"
+    );
+
+    let short = &names[4];
+    assert!(short.starts_with("gamma__"), "{short}");
+    assert!(short.len() <= 64, "{short} is {} chars", short.len());
+    assert!(
+        short
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{short} must match ^[a-zA-Z0-9_-]{{1,64}}$"
+    );
+    let result = call(&client, short, json!({"k": "v"})).await?;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"server": "gamma", "tool": long, "arguments": {"k": "v"}})
+    );
+
+    // The shortened name is the same on another session.
+    let again = connect(&proxy.ws_url("pol"), &token).await?;
+    assert_eq!(tool_names(&again).await?, names);
+
+    // Filtered-out tools are not callable and never reach their upstream.
+    for hidden in [
+        "alpha__get_secret_c",
+        "alpha__put_d",
+        "beta__w1",
+        "beta__w2",
+    ] {
+        match try_call(&client, hidden, json!({})).await? {
+            CallOutcome::JsonRpcError(e) => {
+                assert_eq!(e.code.0, -32602, "{hidden}: {e:?}");
+                assert_eq!(e.message, format!("Unknown tool: {hidden}"));
+            }
+            other => panic!("{hidden}: expected a JSON-RPC error, got {other:?}"),
+        }
+    }
+    assert!(alpha.calls().is_empty(), "{:?}", alpha.calls());
+    assert!(beta.calls().is_empty(), "{:?}", beta.calls());
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_reach_the_upstream_with_its_own_name_and_credentials() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+
+    let arguments = json!({
+        "title": "Bug: ünïcode ✓",
+        "labels": ["a", "b"],
+        "n": 3,
+        "nested": {"x": null, "y": [1.5, true, {"z": "\"quoted\""}]},
+    });
+    let result = call(&client, "github__create_issue", arguments.clone()).await?;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"server": "github", "tool": "create_issue", "arguments": arguments})
+    );
+    let result = call(&client, "notes__search", json!({"q": "hello"})).await?;
+    assert_eq!(
+        echo_of(&result)?,
+        json!({"server": "notes", "tool": "search", "arguments": {"q": "hello"}})
+    );
+    assert_eq!(gw.github.calls().len(), 1);
+    assert_eq!(gw.notes.calls().len(), 1);
+
+    let github_auth = format!("Bearer {GITHUB_SECRET}");
+    for r in gw.github.requests() {
+        assert_eq!(r.path, "/mcp");
+        assert_eq!(
+            r.header("authorization"),
+            Some(github_auth.as_str()),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.header("x-notes-key"),
+            None,
+            "notes' secret leaked to github"
+        );
+    }
+    for r in gw.notes.requests() {
+        assert_eq!(r.header("x-notes-key"), Some(NOTES_SECRET), "{r:?}");
+        assert_eq!(r.header("authorization"), None, "{r:?}");
+    }
+    // The gateway's own client credentials and session never go upstream; each upstream
+    // sees only the session id it issued.
+    for upstream in [&gw.github, &gw.notes] {
+        let issued = upstream.issued_sessions();
+        for r in upstream.requests() {
+            for (name, value) in &r.headers {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                assert!(
+                    !value.contains(&gw.alice) && !value.contains("mwt_"),
+                    "{} received the client's token in {name}: {value}",
+                    upstream.label()
+                );
+            }
+            if r.rpc_method.as_deref() != Some("initialize") {
+                let sent = r.header("mcp-session-id").unwrap_or_default();
+                assert!(
+                    issued.iter().any(|s| s == sent),
+                    "{} got Mcp-Session-Id {sent:?}, it issued {issued:?}",
+                    upstream.label()
+                );
+                let version = r.header("mcp-protocol-version").unwrap_or_default();
+                assert!(
+                    is_protocol_version(version),
+                    "{} got {:?} without a valid MCP-Protocol-Version: {version:?}",
+                    upstream.label(),
+                    r.rpc_method
+                );
+            }
+        }
+    }
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_and_denied_tools_give_one_error() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    for (id, name) in [
+        "nosuch__tool",
+        "github__nosuch",
+        "github__delete_repo",
+        "noprefix",
+        "pager__page",
+        "archive__restore",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = client.call_tool(10 + id as u64, name, json!({})).await?;
+        assert_ne!(
+            response.status, 404,
+            "{name}: 404 would mean the session is gone"
+        );
+        let error = response.error()?;
+        assert_eq!(error["code"], json!(-32602), "{name}: {error}");
+        assert_eq!(
+            error["message"],
+            json!(format!("Unknown tool: {name}")),
+            "{name}"
+        );
+        assert_eq!(response.message()?["id"], json!(10 + id as u64));
+    }
+    assert!(
+        gw.github.calls().iter().all(|c| c.tool != "delete_repo"),
+        "a denied tool reached the upstream"
+    );
+    assert!(gw.pager.requests().is_empty());
+    assert!(gw.archive.requests().is_empty());
+    Ok(())
+}
+
+/// `YYYY-MM-DD`, the shape of every MCP protocol version.
+fn is_protocol_version(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+#[tokio::test]
+async fn concurrent_calls_get_their_own_results_and_do_not_wait_on_a_slow_one() -> anyhow::Result<()>
+{
+    let gw = Gateway::start().await?;
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+
+    let slow = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move {
+            let params = CallToolRequestParams::new("github__slow")
+                .with_arguments(args(json!({"ms": 2000})));
+            peer.call_tool(params).await
+        })
+    };
+    wait_until("the slow call reaches github", STEP_TIMEOUT, || async {
+        gw.github.calls().iter().any(|c| c.tool == "slow")
+    })
+    .await?;
+
+    let calls = (0..16).map(|i| {
+        let (name, server) = if i % 2 == 0 {
+            ("github__create_issue", "github")
+        } else {
+            ("notes__write_note", "notes")
+        };
+        let client = &client;
+        async move {
+            let result = call(client, name, json!({"i": i})).await?;
+            let echo = echo_of(&result)?;
+            anyhow::ensure!(
+                echo["server"] == json!(server) && echo["arguments"] == json!({"i": i}),
+                "call {i} to {name} got {echo}"
+            );
+            Ok(())
+        }
+    });
+    for outcome in futures::future::join_all(calls).await {
+        outcome?;
+    }
+    assert!(
+        !slow.is_finished(),
+        "16 quick calls had to wait for the slow one on the same session"
+    );
+    let slow = within("the slow call", STEP_TIMEOUT, slow).await???;
+    assert_eq!(echo_of(&slow)?["tool"], json!("slow"));
+    client.cancel().await?;
+    Ok(())
+}
