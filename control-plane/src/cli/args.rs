@@ -1,0 +1,583 @@
+//! The command line grammar (PRODUCT.md's, mirroring the seeds) and the value
+//! parsers that reject bad input before anything is sent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use gatehouse_config::naming::{is_valid_slug, slugify};
+
+use super::dates::{parse_duration, parse_since, Since};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse, the self-hosted MCP gateway: run it, and manage its workspaces, tokens, MCP servers and secrets",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Control plane API URL [default: the one stored at login, else http://127.0.0.1:7070]
+    #[arg(long, global = true, env = "GATEHOUSE_API", value_name = "URL")]
+    pub api: Option<String>,
+
+    /// Print the API's JSON answer instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane and one proxy on this machine, logged in as the admin
+    Up(UpArgs),
+    /// Run the control plane alone (proxies connect to it)
+    Serve(ServeArgs),
+    /// Log in to a control plane
+    Login(LoginArgs),
+    /// Forget the stored credential
+    Logout,
+    /// Show who the stored credential belongs to
+    Whoami,
+    /// Manage users (admins only)
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage workspaces, their tokens and their audit log
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage the MCP servers of a workspace
+    #[command(subcommand)]
+    Mcp(McpCommand),
+    /// Manage the secrets of a workspace's MCP servers
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// List the proxies connected to the control plane
+    Proxies,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Also create a `demo` workspace with a built-in demo MCP server
+    #[arg(long)]
+    pub demo: bool,
+    /// Where the store, master key and proxy state live [default: <XDG data dir>/gatehouse]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin API listen address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub api_listen: SocketAddr,
+    /// Proxy listen address for MCP clients
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Proxy admin listen address (/metrics, /healthz)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Gateway base URL printed in workspace URLs [default: http://<--listen>]
+    #[arg(long, value_name = "URL")]
+    pub gateway_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where the store and master key live [default: <XDG data dir>/gatehouse]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin API listen address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Gateway base URL clients use (printed in workspace URLs)
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub gateway_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Username (prompted for when missing)
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// Credential (prompted for without echo when missing)
+    #[arg(long, env = "GATEHOUSE_CREDENTIAL", hide_env_values = true)]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print their one-time credential
+    Create {
+        /// Username, which is also their namespace (@NAME)
+        name: String,
+        #[arg(long)]
+        email: String,
+        /// Make the user an administrator
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace and its first token
+    Create {
+        /// Display name, e.g. "Engineering"
+        name: String,
+        /// Slug used in the gateway URL [default: derived from the name]
+        #[arg(long, value_parser = parse_slug)]
+        slug: Option<String>,
+    },
+    /// List your workspaces (* marks the active one)
+    List,
+    /// Make a workspace the default for the other commands
+    Use {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+    },
+    /// Delete a workspace: revokes its tokens, removes its servers and secrets
+    Delete {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Manage a workspace's tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show a workspace's audit log
+    Audit {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        /// Only events newer than this: a duration (30m, 1h, 7d) or a date (2026-03-07)
+        #[arg(long, value_parser = parse_since)]
+        since: Option<Since>,
+        /// Only events by this actor (user or token name)
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this action (install, remove, token_create, token_revoke, tool_call, ...)
+        #[arg(long)]
+        action: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once with a ready-to-paste MCP config
+    Create {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        /// Who or what the token is for, e.g. "Alice Cursor"
+        #[arg(long)]
+        name: String,
+        /// Lifetime in seconds, or with a unit (90m, 12h, 30d) [default: never expires]
+        #[arg(long, value_name = "SECONDS", value_parser = parse_lifetime)]
+        expires_in: Option<u64>,
+    },
+    /// List a workspace's tokens
+    List {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+    },
+    /// Revoke a token by name or id; every proxy rejects it immediately
+    #[command(group(ArgGroup::new("which").required(true).args(["name", "id"])))]
+    Revoke {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        /// The token's name, e.g. "Alice Cursor"
+        #[arg(long)]
+        name: Option<String>,
+        /// The token's id (see --json output), when several share a name
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    StreamableHttp,
+    Sse,
+}
+
+impl Transport {
+    /// The API's spelling.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Transport::StreamableHttp => "streamable_http",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
+/// `--workspace WS`, defaulting to the active workspace.
+#[derive(Debug, Args)]
+pub struct WorkspaceFlag {
+    /// Workspace [default: the active one]
+    #[arg(long, short = 'w', value_name = "WS", value_parser = parse_slug)]
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Install an MCP server into a workspace by URL
+    Install {
+        /// The server's Streamable HTTP or SSE URL
+        url: String,
+        /// Slug for the server, prefixing its tools (SLUG__tool) [default: derived from the URL]
+        #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
+        name: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        /// Header sent upstream, may reference secrets: 'Authorization: Bearer {{secrets.TOKEN}}'
+        #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        /// How to reach the server [default: chosen by the control plane]
+        #[arg(long, value_enum)]
+        transport: Option<Transport>,
+        /// Only expose tools matching this glob (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        allow: Vec<String>,
+        /// Never expose tools matching this glob (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        deny: Vec<String>,
+        /// Only expose tools annotated readOnlyHint: true
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Remove an MCP server from a workspace
+    Remove {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+    /// List a workspace's MCP servers
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set a secret for an MCP server (VALUE is prompted for, or read from stdin, when omitted)
+    Set {
+        #[arg(value_parser = parse_slug)]
+        server: String,
+        name: String,
+        value: Option<String>,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+    /// List secret names (values are never shown)
+    List {
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+    /// Delete a secret
+    Delete {
+        #[arg(value_parser = parse_slug)]
+        server: String,
+        name: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+}
+
+/// Workspace and server slugs: `^[a-z0-9][a-z0-9-]{0,31}$` (never `_`, which
+/// separates server and tool in `SLUG__tool`). A rejected value comes with the
+/// slug the control plane would derive from it, as a hint.
+pub fn parse_slug(text: &str) -> Result<String, String> {
+    if is_valid_slug(text) {
+        return Ok(text.to_owned());
+    }
+    let mut message = format!(
+        "invalid slug {text:?}: use 1-32 lowercase letters, digits and '-', starting with a letter or digit"
+    );
+    let suggestion = slugify(text);
+    if !suggestion.is_empty() && suggestion != text {
+        message += &format!(" (did you mean {suggestion:?}?)");
+    }
+    Err(message)
+}
+
+/// `Name: value` -> (`Name`, `value`); the value may itself contain colons.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header {text:?}: expected 'Name: value'"))?;
+    let name = name.trim();
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name {
+        return Err(format!(
+            "invalid header {text:?}: {name:?} is not a valid header name"
+        ));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+fn parse_lifetime(text: &str) -> Result<u64, String> {
+    match parse_duration(text)? {
+        0 => Err("--expires-in must be at least 1 second".to_owned()),
+        secs => Ok(secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn slugs_follow_the_product_rules() {
+        for ok in ["engineering", "client-acme", "a", "0x", &"a".repeat(32)] {
+            assert_eq!(parse_slug(ok), Ok(ok.to_string()));
+        }
+        for bad in ["", "-a", "Eng", "a_b", "a b", &"a".repeat(33), "é"] {
+            assert!(parse_slug(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_slug("Engineering").unwrap_err(),
+            "invalid slug \"Engineering\": use 1-32 lowercase letters, digits and '-', starting with a letter or digit (did you mean \"engineering\"?)"
+        );
+    }
+
+    #[test]
+    fn slugify_derives_like_the_examples() {
+        assert_eq!(slugify("Engineering"), "engineering");
+        assert_eq!(slugify("Acme Corp"), "acme-corp");
+        assert_eq!(slugify("  GitHub / MCP!! "), "github-mcp");
+        assert_eq!(slugify("github_mcp"), "github-mcp");
+        assert_eq!(slugify("!!!"), "");
+        assert_eq!(slugify(&format!("{}-b", "a".repeat(31))), "a".repeat(31));
+    }
+
+    #[test]
+    fn headers_split_on_the_first_colon() {
+        assert_eq!(
+            parse_header("Authorization: Bearer {{secrets.GITHUB_TOKEN}}"),
+            Ok((
+                "Authorization".into(),
+                "Bearer {{secrets.GITHUB_TOKEN}}".into()
+            ))
+        );
+        assert_eq!(
+            parse_header("X-Url:http://a:1"),
+            Ok(("X-Url".into(), "http://a:1".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": v").is_err());
+        assert!(parse_header("Bad Name: v").is_err());
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = parse(&["workspace", "list", "--json", "--api", "http://h:1"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.api.as_deref(), Some("http://h:1"));
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::List)
+        ));
+    }
+
+    #[test]
+    fn token_create_takes_workspace_name_and_lifetime() {
+        let cli = parse(&[
+            "workspace",
+            "token",
+            "create",
+            "engineering",
+            "--name",
+            "Alice",
+            "--expires-in",
+            "86400",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Workspace(WorkspaceCommand::Token(TokenCommand::Create {
+                workspace,
+                name,
+                expires_in,
+            })) => {
+                assert_eq!(workspace.as_deref(), Some("engineering"));
+                assert_eq!(name, "Alice");
+                assert_eq!(expires_in, Some(86_400));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&[
+            "workspace",
+            "token",
+            "create",
+            "e",
+            "--name",
+            "A",
+            "--expires-in",
+            "0"
+        ])
+        .is_err());
+        assert!(parse(&["workspace", "token", "create", "e"]).is_err());
+    }
+
+    #[test]
+    fn token_revoke_needs_exactly_one_of_name_or_id() {
+        assert!(parse(&[
+            "workspace",
+            "token",
+            "revoke",
+            "eng",
+            "--name",
+            "Alice Cursor"
+        ])
+        .is_ok());
+        assert!(parse(&["workspace", "token", "revoke", "eng", "--id", "7"]).is_ok());
+        assert!(parse(&["workspace", "token", "revoke", "eng"]).is_err());
+        assert!(parse(&[
+            "workspace",
+            "token",
+            "revoke",
+            "eng",
+            "--name",
+            "a",
+            "--id",
+            "7"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn audit_parses_since() {
+        let cli = parse(&[
+            "workspace",
+            "audit",
+            "acme-team",
+            "--since",
+            "1h",
+            "--action",
+            "tool_call",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Workspace(WorkspaceCommand::Audit {
+                workspace,
+                since,
+                action,
+                user,
+            }) => {
+                assert_eq!(workspace.as_deref(), Some("acme-team"));
+                assert_eq!(since, Some(Since::Ago(3_600)));
+                assert_eq!(action.as_deref(), Some("tool_call"));
+                assert_eq!(user, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["workspace", "audit", "--since", "soon"]).is_err());
+    }
+
+    #[test]
+    fn mcp_install_collects_headers_and_transport() {
+        let cli = parse(&[
+            "mcp",
+            "install",
+            "https://example.com/mcp",
+            "--name",
+            "github-mcp",
+            "-w",
+            "engineering",
+            "--header",
+            "Authorization: Bearer {{secrets.GITHUB_TOKEN}}",
+            "-H",
+            "X-Team: core",
+            "--transport",
+            "sse",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Mcp(McpCommand::Install {
+                url,
+                name,
+                workspace,
+                headers,
+                transport,
+                ..
+            }) => {
+                assert_eq!(url, "https://example.com/mcp");
+                assert_eq!(name.as_deref(), Some("github-mcp"));
+                assert_eq!(workspace.workspace.as_deref(), Some("engineering"));
+                assert_eq!(headers.len(), 2);
+                assert_eq!(headers[1], ("X-Team".into(), "core".into()));
+                assert_eq!(transport.map(Transport::api_name), Some("sse"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["mcp", "install", "u", "--transport", "streamable-http"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mcp(McpCommand::Install {
+                transport: Some(Transport::StreamableHttp),
+                ..
+            })
+        ));
+        assert!(parse(&["mcp", "install", "u", "--name", "git_hub"]).is_err());
+    }
+
+    #[test]
+    fn up_has_the_documented_defaults() {
+        let cli = parse(&["up", "--demo"]).unwrap();
+        match cli.command {
+            Command::Up(up) => {
+                assert!(up.demo);
+                assert_eq!(up.api_listen.to_string(), "127.0.0.1:7070");
+                assert_eq!(up.listen.to_string(), "127.0.0.1:8080");
+                assert_eq!(up.admin_listen.to_string(), "127.0.0.1:9090");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["up", "--listen", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn secrets_value_is_optional_for_prompting() {
+        let cli = parse(&["secrets", "set", "github-mcp", "GITHUB_TOKEN"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Secrets(SecretsCommand::Set { value: None, .. })
+        ));
+        assert!(parse(&[
+            "secrets",
+            "set",
+            "github-mcp",
+            "GITHUB_TOKEN",
+            "v",
+            "--workspace",
+            "personal"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn workspace_delete_accepts_yes() {
+        let cli = parse(&["workspace", "delete", "client-acme", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::Delete { yes: true, .. })
+        ));
+        assert!(parse(&["workspace", "delete", "Client Acme"]).is_err());
+    }
+}

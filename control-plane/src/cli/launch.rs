@@ -1,0 +1,101 @@
+//! `gatehouse up` and `gatehouse serve`: turn flags into the server's options and
+//! run it on a multi-threaded runtime until Ctrl-C.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use super::args::{ServeArgs, UpArgs};
+use super::error::CliError;
+use crate::server::{self, ServeOptions, UpOptions};
+
+pub fn up(args: UpArgs) -> Result<(), CliError> {
+    let serve = ServeOptions {
+        data_dir: data_dir(args.data_dir)?,
+        listen: args.api_listen,
+        gateway_url: args
+            .gateway_url
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| gateway_url_for(args.listen)),
+    };
+    let options = UpOptions {
+        serve,
+        proxy_listen: args.listen,
+        proxy_admin_listen: args.admin_listen,
+        demo: args.demo,
+    };
+    block_on(server::up(options))
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let options = ServeOptions {
+        data_dir: data_dir(args.data_dir)?,
+        listen: args.listen,
+        gateway_url: args.gateway_url.trim_end_matches('/').to_owned(),
+    };
+    block_on(server::serve(options))
+}
+
+fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    flag.or_else(|| dirs::data_dir().map(|dir| dir.join("gatehouse")))
+        .ok_or_else(|| {
+            CliError::usage("cannot find a data directory for this user: pass --data-dir DIR")
+        })
+}
+
+/// The URL clients use to reach a proxy listening on `listen`. A wildcard bind
+/// address is not somewhere a client can connect to, so loopback stands in.
+pub fn gateway_url_for(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> Result<(), CliError> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::Local(anyhow::anyhow!("cannot start the async runtime: {err}")))?;
+    runtime.block_on(task).map_err(CliError::Local)
+}
+
+/// Logs to stderr, `RUST_LOG` or `info`. `try_init` so the server may install its
+/// own subscriber first without a panic.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_url_uses_the_proxy_listen_address() {
+        assert_eq!(
+            gateway_url_for("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            gateway_url_for("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            gateway_url_for("[::]:81".parse().unwrap()),
+            "http://[::1]:81"
+        );
+        assert_eq!(
+            gateway_url_for("10.0.0.5:80".parse().unwrap()),
+            "http://10.0.0.5:80"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! `gatehouse mcp ...`, `gatehouse secrets ...` and `gatehouse proxies`: what a
+//! workspace's gateway fronts, the secrets its headers use, and who enforces it.
+
+use serde_json::{json, Map, Value};
+
+use super::api::decode;
+use super::args::{McpCommand, SecretsCommand, Transport};
+use super::dates::now_unix;
+use super::error::CliError;
+use super::prompt::ask_secret;
+use super::render;
+use super::resources::{McpServer, ProxyList, SecretList, ServerInstalled, ServerList};
+use super::session::Context;
+
+pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError> {
+    match command {
+        McpCommand::Install {
+            url,
+            name,
+            workspace,
+            headers,
+            transport,
+            allow,
+            deny,
+            read_only,
+        } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            let body = install_body(
+                &url,
+                name,
+                &headers,
+                transport,
+                Policy {
+                    allow,
+                    deny,
+                    read_only,
+                },
+            )?;
+            let answer = ctx
+                .client()?
+                .post(&["v1", "workspaces", &ws, "servers"], &body)
+                .await?;
+            let installed: ServerInstalled = decode(&answer, "mcp install")?;
+            ctx.output(&answer, || Ok(render::server_installed(&installed, &ws)))
+        }
+        McpCommand::Remove { slug, workspace } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            let answer = ctx
+                .client()?
+                .delete(&["v1", "workspaces", &ws, "servers", &slug])
+                .await?;
+            let mut removed: McpServer = answer
+                .get("server")
+                .map(|s| decode(s, "mcp remove"))
+                .transpose()?
+                .unwrap_or_default();
+            if removed.slug.is_empty() {
+                removed.slug = slug;
+            }
+            ctx.output(&answer, || Ok(render::server_removed(&removed, &ws)))
+        }
+        McpCommand::List { workspace } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            let answer = ctx
+                .client()?
+                .get(&["v1", "workspaces", &ws, "servers"])
+                .await?;
+            let list: ServerList = decode(&answer, "mcp list")?;
+            ctx.output(&answer, || Ok(render::server_table(&ws, &list.servers)))
+        }
+    }
+}
+
+struct Policy {
+    allow: Vec<String>,
+    deny: Vec<String>,
+    read_only: bool,
+}
+
+/// The install request; only what was given is sent, so the control plane's
+/// defaults (slug from the URL, transport, open policy) apply to the rest.
+fn install_body(
+    url: &str,
+    slug: Option<String>,
+    headers: &[(String, String)],
+    transport: Option<Transport>,
+    policy: Policy,
+) -> Result<Value, CliError> {
+    if url.starts_with('@') {
+        return Err(CliError::usage(format!(
+            "{url} looks like a Hub package; Hub packages are not available yet: install the server by URL (gatehouse mcp install https://HOST/mcp)"
+        )));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(CliError::usage(format!(
+            "invalid MCP server URL {url:?}: expected http://... or https://..."
+        )));
+    }
+    let mut body = json!({"url": url});
+    if let Some(slug) = slug {
+        body["slug"] = json!(slug);
+    }
+    if let Some(transport) = transport {
+        body["transport"] = json!(transport.api_name());
+    }
+    if !headers.is_empty() {
+        let mut map = Map::new();
+        for (name, value) in headers {
+            if map.insert(name.clone(), json!(value)).is_some() {
+                return Err(CliError::usage(format!(
+                    "header {name:?} given twice: pass each header once"
+                )));
+            }
+        }
+        body["headers"] = Value::Object(map);
+    }
+    if !policy.allow.is_empty() || !policy.deny.is_empty() || policy.read_only {
+        body["policy"] = json!({
+            "allow": policy.allow,
+            "deny": policy.deny,
+            "read_only": policy.read_only,
+        });
+    }
+    Ok(body)
+}
+
+pub async fn secrets(ctx: &Context, command: SecretsCommand) -> Result<String, CliError> {
+    match command {
+        SecretsCommand::Set {
+            server,
+            name,
+            value,
+            workspace,
+        } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            check_secret_name(&name)?;
+            let value = match value {
+                Some(value) => value,
+                None => ask_secret(&format!("Value for {name}: "))?,
+            };
+            if value.is_empty() {
+                return Err(CliError::usage(format!(
+                    "secret {name} must not be empty (to remove it: gatehouse secrets delete {server} {name})"
+                )));
+            }
+            let answer = ctx
+                .client()?
+                .put(
+                    &[
+                        "v1",
+                        "workspaces",
+                        &ws,
+                        "servers",
+                        &server,
+                        "secrets",
+                        &name,
+                    ],
+                    &json!({"value": value}),
+                )
+                .await?;
+            ctx.output(&answer, || Ok(render::secret_set(&server, &name, &ws)))
+        }
+        SecretsCommand::List { workspace } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            let answer = ctx
+                .client()?
+                .get(&["v1", "workspaces", &ws, "secrets"])
+                .await?;
+            let list: SecretList = decode(&answer, "secrets list")?;
+            ctx.output(&answer, || Ok(render::secret_table(&ws, &list.secrets)))
+        }
+        SecretsCommand::Delete {
+            server,
+            name,
+            workspace,
+        } => {
+            let ws = ctx.workspace(workspace.workspace)?;
+            check_secret_name(&name)?;
+            let answer = ctx
+                .client()?
+                .delete(&[
+                    "v1",
+                    "workspaces",
+                    &ws,
+                    "servers",
+                    &server,
+                    "secrets",
+                    &name,
+                ])
+                .await?;
+            ctx.output(&answer, || Ok(render::secret_deleted(&server, &name, &ws)))
+        }
+    }
+}
+
+/// Secret names appear in header templates as `{{secrets.NAME}}`; reject what
+/// could never be referenced there before it reaches the server.
+fn check_secret_name(name: &str) -> Result<(), CliError> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "invalid secret name {name:?}: use letters, digits and '_', e.g. GITHUB_TOKEN"
+        )))
+    }
+}
+
+pub async fn proxies(ctx: &Context) -> Result<String, CliError> {
+    let answer = ctx.client()?.get(&["v1", "proxies"]).await?;
+    let list: ProxyList = decode(&answer, "proxies")?;
+    ctx.output(&answer, || {
+        Ok(render::proxy_table(&list.proxies, now_unix()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> Policy {
+        Policy {
+            allow: vec![],
+            deny: vec![],
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn install_sends_only_what_was_given() {
+        assert_eq!(
+            install_body("http://u/mcp", None, &[], None, open()).unwrap(),
+            json!({"url": "http://u/mcp"})
+        );
+        let body = install_body(
+            "https://u/sse",
+            Some("github-mcp".into()),
+            &[(
+                "Authorization".into(),
+                "Bearer {{secrets.GITHUB_TOKEN}}".into(),
+            )],
+            Some(Transport::Sse),
+            Policy {
+                allow: vec!["list_*".into()],
+                deny: vec![],
+                read_only: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "url": "https://u/sse",
+                "slug": "github-mcp",
+                "transport": "sse",
+                "headers": {"Authorization": "Bearer {{secrets.GITHUB_TOKEN}}"},
+                "policy": {"allow": ["list_*"], "deny": [], "read_only": true},
+            })
+        );
+    }
+
+    #[test]
+    fn install_rejects_hub_packages_bad_urls_and_duplicate_headers() {
+        let hub = install_body("@aerostack/github-mcp", None, &[], None, open()).unwrap_err();
+        assert!(hub.to_string().contains("Hub package"), "{hub}");
+        assert!(install_body("github.com", None, &[], None, open()).is_err());
+        let twice = [
+            ("A".to_owned(), "1".to_owned()),
+            ("A".to_owned(), "2".to_owned()),
+        ];
+        assert!(install_body("http://u", None, &twice, None, open()).is_err());
+    }
+
+    #[test]
+    fn secret_names_must_be_referencable() {
+        assert!(check_secret_name("GITHUB_TOKEN").is_ok());
+        assert!(check_secret_name("api_key2").is_ok());
+        assert!(check_secret_name("api.key-2").is_err());
+        assert!(check_secret_name("").is_err());
+        assert!(check_secret_name("A B").is_err());
+        assert!(check_secret_name("{{x}}").is_err());
+    }
+}
