@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod protocol;
+pub mod push;
 pub mod reload;
 pub mod respond;
 pub mod runtime;

@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use gatehouse_config::{Secret, SessionKey, Snapshot};
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::metrics::AdminApp;
+use gatehouse_proxy::push::{ConfigStream, ControlPlane};
 use gatehouse_proxy::reload::ConfigWatch;
 use gatehouse_proxy::state::GatewayState;
 use pingora::apps::http_app::HttpServer;
@@ -23,9 +26,25 @@ use pingora::services::listening::Service;
 )]
 struct Args {
     /// Config snapshot file (YAML, or JSON when it ends in .json). Reloaded on change
-    /// and on SIGHUP.
-    #[arg(long, env = "GATEHOUSE_CONFIG")]
-    config: PathBuf,
+    /// and on SIGHUP. Use this or --control-plane.
+    #[arg(long, env = "GATEHOUSE_CONFIG", conflicts_with = "control_plane")]
+    config: Option<PathBuf>,
+    /// Control plane URL to receive config from (e.g. http://127.0.0.1:7070).
+    #[arg(long, env = "GATEHOUSE_CONTROL_PLANE", requires = "proxy_token")]
+    control_plane: Option<String>,
+    /// Credential this proxy presents to the control plane.
+    #[arg(long, env = "GATEHOUSE_PROXY_TOKEN", hide_env_values = true)]
+    proxy_token: Option<String>,
+    /// Name shown by `gatehouse proxies`.
+    #[arg(long, env = "GATEHOUSE_PROXY_NAME", default_value = "proxy")]
+    proxy_name: String,
+    /// Where a control-plane-fed proxy keeps its id and its (encrypted) last snapshot.
+    #[arg(
+        long,
+        env = "GATEHOUSE_STATE_DIR",
+        default_value = "gatehouse-proxy-state"
+    )]
+    state_dir: PathBuf,
     /// Address MCP clients connect to.
     #[arg(long, default_value = "127.0.0.1:8080", env = "GATEHOUSE_LISTEN")]
     listen: String,
@@ -35,6 +54,12 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long, env = "GATEHOUSE_THREADS")]
     threads: Option<usize>,
+}
+
+/// Where the config comes from, and the background service that keeps it current.
+enum Source {
+    File { path: PathBuf, loaded: Vec<u8> },
+    ControlPlane(ControlPlane),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,15 +72,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    let loaded = std::fs::read(&args.config)
-        .with_context(|| format!("{}: cannot read", args.config.display()))?;
-    let text = String::from_utf8(loaded.clone())
-        .with_context(|| format!("{}: not UTF-8", args.config.display()))?;
-    let snapshot = gatehouse_config::parse(
-        &text,
-        gatehouse_config::Format::from_path(&args.config),
-        &args.config,
-    )?;
+    let (snapshot, source) = initial_config(&args)?;
     let state = Arc::new(GatewayState::new(&snapshot)?);
 
     let conf = ServerConf {
@@ -88,14 +105,89 @@ fn main() -> anyhow::Result<()> {
     admin.add_tcp(&args.admin_listen);
     server.add_service(admin);
 
-    server.add_service(background_service(
-        "config watch",
-        ConfigWatch {
-            path: args.config.clone(),
-            state,
-            loaded,
-        },
-    ));
-    tracing::info!(listen = %args.listen, admin = %args.admin_listen, version = snapshot.version, "gatehouse-proxy starting");
+    match source {
+        Source::File { path, loaded } => server.add_service(background_service(
+            "config watch",
+            ConfigWatch {
+                path,
+                state,
+                loaded,
+            },
+        )),
+        Source::ControlPlane(control_plane) => server.add_service(background_service(
+            "control plane watch",
+            ConfigStream {
+                control_plane,
+                state,
+            },
+        )),
+    };
+    tracing::info!(listen = %args.listen, admin = %args.admin_listen, "gatehouse-proxy starting");
     server.run_forever()
+}
+
+/// The config to start with: the file, or the control plane's current snapshot, or
+/// (control plane unreachable) the last one saved to disk, or (first start with the
+/// control plane down) an empty config that refuses every token until it arrives.
+fn initial_config(args: &Args) -> anyhow::Result<(Snapshot, Source)> {
+    if let Some(path) = &args.config {
+        let loaded =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let text = String::from_utf8(loaded.clone())
+            .with_context(|| format!("{}: not UTF-8", path.display()))?;
+        let snapshot =
+            gatehouse_config::parse(&text, gatehouse_config::Format::from_path(path), path)?;
+        let source = Source::File {
+            path: path.clone(),
+            loaded,
+        };
+        return Ok((snapshot, source));
+    }
+    let (Some(url), Some(token)) = (&args.control_plane, &args.proxy_token) else {
+        anyhow::bail!("give --config FILE or --control-plane URL with --proxy-token (or GATEHOUSE_PROXY_TOKEN)");
+    };
+    let cp = ControlPlane::new(
+        url.clone(),
+        token.clone(),
+        args.proxy_name.clone(),
+        args.state_dir.clone(),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let snapshot = match runtime.block_on(cp.fetch_once(Duration::from_secs(5))) {
+        Ok(snapshot) => {
+            if let Err(e) = cp.save_cache(&serde_json::to_vec(&snapshot)?) {
+                tracing::warn!("could not save the snapshot cache: {e:#}");
+            }
+            snapshot
+        }
+        Err(e) => {
+            match cp.load_cache() {
+                Ok(snapshot) => {
+                    tracing::warn!(version = snapshot.version, "control plane unreachable ({e:#}); serving the last snapshot saved on disk");
+                    snapshot
+                }
+                Err(cache) => {
+                    tracing::warn!("control plane unreachable ({e:#}) and no usable snapshot on disk ({cache:#}); refusing every token until config arrives");
+                    Snapshot {
+                        session_keys: vec![SessionKey {
+                            id: "ephemeral".into(),
+                            key: Secret::new(random_key()),
+                        }],
+                        ..Snapshot::default()
+                    }
+                }
+            }
+        }
+    };
+    Ok((snapshot, Source::ControlPlane(cp)))
+}
+
+fn random_key() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
 }

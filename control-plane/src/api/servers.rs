@@ -1,0 +1,233 @@
+//! MCP servers installed in a workspace, and their secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use gatehouse_config::naming::{is_valid_slug, slugify};
+use gatehouse_config::policy::CompiledPolicy;
+use gatehouse_config::template::HeaderTemplate;
+use gatehouse_config::ToolPolicy;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::workspaces::visible;
+use super::{ApiError, ApiResult, AuthUser, Body};
+use crate::crypto::random_id;
+use crate::state::{secret_binding, App};
+use crate::store::{now, ServerRow, WorkspaceRow};
+
+fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
+    json!({
+        "slug": s.slug, "url": s.url, "transport": s.transport,
+        "headers": serde_json::from_str::<Value>(&s.headers).unwrap_or(Value::Null),
+        "policy": serde_json::from_str::<Value>(&s.policy).unwrap_or(Value::Null),
+        "enabled": s.enabled != 0, "secrets": secrets, "created_at": s.created_at,
+    })
+}
+
+async fn server_of(app: &App, ws: &WorkspaceRow, slug: &str) -> ApiResult<ServerRow> {
+    app.store.server(&ws.id, slug).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("no MCP server {slug:?} in workspace {:?}", ws.slug))
+    })
+}
+
+/// Secret names per server slug.
+async fn secret_names(app: &App, ws: &WorkspaceRow) -> ApiResult<BTreeMap<String, Vec<String>>> {
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (server, row) in app.store.secrets_of_workspace(&ws.id).await? {
+        names.entry(server).or_default().push(row.name);
+    }
+    Ok(names)
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let names = secret_names(&app, &ws).await?;
+    let servers: Vec<Value> = app
+        .store
+        .servers(&ws.id)
+        .await?
+        .iter()
+        .map(|s| server_json(s, names.get(&s.slug).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    Ok(Json(json!({"servers": servers})))
+}
+
+#[derive(Deserialize)]
+pub struct Install {
+    url: String,
+    slug: Option<String>,
+    #[serde(default)]
+    transport: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    policy: ToolPolicy,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn install(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+    Body(req): Body<Install>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ws = visible(&app, &user, &ws).await?;
+    let url = url::Url::parse(&req.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{:?} is not an http:// or https:// URL", req.url))
+        })?;
+    let slug = match &req.slug {
+        Some(s) => s.clone(),
+        None => slugify(url.host_str().unwrap_or("server")).into_owned(),
+    };
+    if !is_valid_slug(&slug) {
+        return Err(ApiError::BadRequest(format!(
+            "server slug {slug:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$ (no `_`: tools are named <server>__<tool>); pass --name"
+        )));
+    }
+    let transport = req.transport.unwrap_or_else(|| "streamable_http".into());
+    if !matches!(transport.as_str(), "streamable_http" | "sse") {
+        return Err(ApiError::BadRequest(format!(
+            "transport {transport:?} must be streamable_http or sse"
+        )));
+    }
+    let mut needed = BTreeSet::new();
+    for (name, template) in &req.headers {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ApiError::BadRequest(format!("{name:?} is not a valid header name")))?;
+        let parsed = HeaderTemplate::parse(template)
+            .map_err(|e| ApiError::BadRequest(format!("header {name}: {e}")))?;
+        needed.extend(parsed.secret_names().map(str::to_string));
+    }
+    CompiledPolicy::compile(&req.policy)
+        .map_err(|e| ApiError::BadRequest(format!("policy: {e}")))?;
+    if app.store.server(&ws.id, &slug).await?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "MCP server {slug:?} is already installed in {:?} (pass --name to install it again under another slug)",
+            ws.slug
+        )));
+    }
+    let row = ServerRow {
+        id: random_id("srv_"),
+        workspace_id: ws.id.clone(),
+        slug,
+        url: req.url.clone(),
+        transport,
+        headers: serde_json::to_string(&req.headers).map_err(anyhow::Error::from)?,
+        policy: serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?,
+        enabled: i64::from(req.enabled),
+        created_at: now(),
+    };
+    app.store.insert_server(&ws, &row, &user.username).await?;
+    app.publish().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"server": server_json(&row, &[]), "missing_secrets": needed})),
+    ))
+}
+
+pub async fn remove(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let row = server_of(&app, &ws, &server).await?;
+    app.store.delete_server(&ws, &row, &user.username).await?;
+    app.publish().await?;
+    Ok(Json(json!({"server": server_json(&row, &[])})))
+}
+
+#[derive(Deserialize)]
+pub struct SecretValue {
+    value: String,
+}
+
+pub async fn set_secret(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server, name)): Path<(String, String, String)>,
+    Body(req): Body<SecretValue>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let row = server_of(&app, &ws, &server).await?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(ApiError::BadRequest(format!(
+            "secret name {name:?} must match [A-Za-z0-9_]+"
+        )));
+    }
+    if req.value.is_empty() {
+        return Err(ApiError::BadRequest(
+            "a secret value must not be empty".into(),
+        ));
+    }
+    if http::HeaderValue::from_str(&req.value).is_err() {
+        return Err(ApiError::BadRequest(
+            "a secret value must be usable in an HTTP header (visible ASCII, no line breaks)"
+                .into(),
+        ));
+    }
+    let sealed = app
+        .master
+        .seal(req.value.as_bytes(), &secret_binding(&row.id, &name));
+    let updated_at = app
+        .store
+        .put_secret(&ws, &row, &name, sealed, &user.username)
+        .await?;
+    app.publish().await?;
+    Ok(Json(
+        json!({"server": row.slug, "name": name, "updated_at": updated_at}),
+    ))
+}
+
+pub async fn delete_secret(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let row = server_of(&app, &ws, &server).await?;
+    if !app
+        .store
+        .delete_secret(&ws, &row, &name, &user.username)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no secret {name:?} for {:?}",
+            row.slug
+        )));
+    }
+    app.publish().await?;
+    Ok(Json(json!({"server": row.slug, "name": name})))
+}
+
+pub async fn secrets(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let list: Vec<Value> = app
+        .store
+        .secrets_of_workspace(&ws.id)
+        .await?
+        .iter()
+        .map(|(server, row)| json!({"server": server, "name": row.name, "updated_at": row.updated_at}))
+        .collect();
+    Ok(Json(json!({"secrets": list})))
+}

@@ -1,0 +1,286 @@
+//! Workspaces, their tokens and their audit log.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use gatehouse_config::naming::{is_valid_slug, slugify};
+use gatehouse_config::TOKEN_PREFIX;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiResult, AuthUser, Body};
+use crate::crypto::{random_id, random_token};
+use crate::state::{sha256_hex, App};
+use crate::store::{now, AuditQuery, NewToken, TokenRow, WorkspaceRow};
+
+/// The workspace if the user may see it; 404 otherwise, existing or not.
+pub async fn visible(app: &App, user: &AuthUser, slug: &str) -> ApiResult<WorkspaceRow> {
+    app.store
+        .visible_workspace(&user.id, slug)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workspace {slug:?} not found")))
+}
+
+fn workspace_json(w: &WorkspaceRow) -> Value {
+    json!({"slug": w.slug, "name": w.name, "owner": w.owner, "servers": w.servers,
+           "tokens": w.tokens, "created_at": w.created_at})
+}
+
+fn token_json(t: &TokenRow) -> Value {
+    let status = if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|e| e <= now()) {
+        "expired"
+    } else {
+        "active"
+    };
+    json!({"id": t.id, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
+           "last_used_at": t.last_used_at, "status": status})
+}
+
+fn mcp_json(app: &App, slug: &str, secret: &str) -> Value {
+    let (url, _) = app.gateway_urls(slug);
+    json!({"mcpServers": {slug: {"url": url, "headers": {"Authorization": format!("Bearer {secret}")}}}})
+}
+
+/// A fresh token: the secret text (shown once) and what is stored.
+fn new_token(name: &str, expires_in: Option<i64>) -> ApiResult<(String, NewToken)> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "a token needs a name of 1 to 100 characters".into(),
+        ));
+    }
+    if expires_in.is_some_and(|s| s <= 0) {
+        return Err(ApiError::BadRequest(
+            "expires_in must be a positive number of seconds".into(),
+        ));
+    }
+    let secret = random_token(TOKEN_PREFIX);
+    let stored = NewToken {
+        id: random_id("tok_"),
+        name: name.to_string(),
+        sha256: sha256_hex(&secret),
+        expires_at: expires_in.map(|s| now() + s),
+    };
+    Ok((secret, stored))
+}
+
+pub async fn list(State(app): State<Arc<App>>, user: AuthUser) -> ApiResult<Json<Value>> {
+    let rows = app.store.visible_workspaces(&user.id).await?;
+    Ok(Json(
+        json!({"workspaces": rows.iter().map(workspace_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(workspace_json(&visible(&app, &user, &ws).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct NewWorkspace {
+    name: String,
+    slug: Option<String>,
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Body(req): Body<NewWorkspace>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "a workspace needs a name of 1 to 100 characters".into(),
+        ));
+    }
+    let slug = match &req.slug {
+        Some(s) => s.clone(),
+        None => slugify(name).into_owned(),
+    };
+    if !is_valid_slug(&slug) {
+        return Err(ApiError::BadRequest(format!(
+            "workspace slug {slug:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$ (pass --slug)"
+        )));
+    }
+    if app.store.workspace_slug_taken(&slug).await? {
+        return Err(ApiError::Conflict(format!(
+            "workspace {slug:?} already exists"
+        )));
+    }
+    let (secret, token) = new_token("default", None)?;
+    app.store
+        .insert_workspace(&slug, name, &user.id, &token, &user.username)
+        .await
+        .map_err(|e| match e {
+            // Lost a race with another create of the same slug.
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                ApiError::Conflict(format!("workspace {slug:?} already exists"))
+            }
+            e => e.into(),
+        })?;
+    app.publish().await?;
+    let ws = visible(&app, &user, &slug).await?;
+    let tokens = app.store.tokens(&ws.id).await?;
+    let (gateway_url, sse_url) = app.gateway_urls(&slug);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "workspace": workspace_json(&ws),
+            "gateway_url": gateway_url,
+            "sse_url": sse_url,
+            "token": tokens.first().map(token_json),
+            "secret": secret,
+            "mcp_json": mcp_json(&app, &slug, &secret),
+        })),
+    ))
+}
+
+pub async fn remove(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    if ws.owner != user.username {
+        return Err(ApiError::Forbidden(format!(
+            "only the owner of {:?} can delete it",
+            ws.slug
+        )));
+    }
+    let (tokens, servers, secrets) = app.store.delete_workspace(&ws, &user.username).await?;
+    app.publish().await?;
+    Ok(Json(
+        json!({"revoked_tokens": tokens, "removed_servers": servers, "deleted_secrets": secrets}),
+    ))
+}
+
+pub async fn tokens(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let rows = app.store.tokens(&ws.id).await?;
+    Ok(Json(
+        json!({"tokens": rows.iter().map(token_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenRequest {
+    name: String,
+    expires_in: Option<i64>,
+}
+
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+    Body(req): Body<NewTokenRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let ws = visible(&app, &user, &ws).await?;
+    let (secret, token) = new_token(&req.name, req.expires_in)?;
+    app.store.create_token(&ws, &token, &user.username).await?;
+    app.publish().await?;
+    let row = app
+        .store
+        .tokens(&ws.id)
+        .await?
+        .into_iter()
+        .find(|t| t.id == token.id)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("token vanished after insert")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"token": token_json(&row), "secret": secret, "mcp_json": mcp_json(&app, &ws.slug, &secret)}),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Revoke {
+    name: Option<String>,
+    id: Option<String>,
+}
+
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+    Body(req): Body<Revoke>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let rows = app.store.tokens(&ws.id).await?;
+    let matches: Vec<&TokenRow> = match (&req.id, &req.name) {
+        (Some(id), _) => rows.iter().filter(|t| &t.id == id).collect(),
+        (None, Some(name)) => rows
+            .iter()
+            .filter(|t| &t.name == name && t.revoked_at.is_none())
+            .collect(),
+        (None, None) => return Err(ApiError::BadRequest("give the token's name or id".into())),
+    };
+    let token = match matches.as_slice() {
+        [one] => *one,
+        [] => {
+            let what = req.id.or(req.name).unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "no active token {what:?} in {:?}",
+                ws.slug
+            )));
+        }
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "{} active tokens are named {:?}: revoke by id",
+                matches.len(),
+                req.name.unwrap_or_default()
+            )))
+        }
+    };
+    let revoked = app.store.revoke_token(&ws, token, &user.username).await?;
+    app.publish().await?;
+    Ok(Json(json!({"token": token_json(&revoked)})))
+}
+
+#[derive(Deserialize)]
+pub struct AuditParams {
+    since: Option<i64>,
+    user: Option<String>,
+    action: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path(ws): Path<String>,
+    Query(q): Query<AuditParams>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let rows = app
+        .store
+        .audit_events(
+            &ws.slug,
+            &AuditQuery {
+                since: q.since,
+                actor: q.user,
+                action: q.action,
+                limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+            },
+        )
+        .await?;
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "time": e.time, "workspace": e.workspace, "actor": e.actor,
+                        "action": e.action, "target": e.target, "outcome": e.outcome})
+        })
+        .collect();
+    Ok(Json(json!({"events": events})))
+}

@@ -1,0 +1,12 @@
+//! Gatehouse control plane: owns all state (users, workspaces, workspace tokens, MCP
+//! servers, secrets, audit) in an embedded SQLite store, serves the admin API under
+//! `/v1`, and pushes versioned config snapshots to every connected proxy. The
+//! `gatehouse` CLI ([`cli`]) is its client.
+
+pub mod api;
+pub mod cli;
+pub mod crypto;
+pub mod demo;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,242 @@
+//! Starting the control plane (`gatehouse serve`) and the all-in-one (`gatehouse up`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::state::App;
+
+/// Options of `gatehouse serve`: the control plane alone.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the SQLite file, master key and proxy token live.
+    pub data_dir: PathBuf,
+    /// Admin API listen address.
+    pub listen: SocketAddr,
+    /// Base URL clients use to reach the gateway (printed in workspace URLs),
+    /// e.g. `http://127.0.0.1:8080`.
+    pub gateway_url: String,
+}
+
+/// Options of `gatehouse up`: control plane + one proxy child process.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub serve: ServeOptions,
+    /// Proxy listen address for MCP clients.
+    pub proxy_listen: SocketAddr,
+    /// Proxy admin listener (/metrics, /healthz).
+    pub proxy_admin_listen: SocketAddr,
+    /// Also create the `demo` workspace with the built-in demo MCP server.
+    pub demo: bool,
+}
+
+/// The API, the demo MCP server and nothing else, on one listener.
+async fn start_api(
+    opts: &ServeOptions,
+) -> anyhow::Result<(
+    Arc<App>,
+    crate::state::Bootstrap,
+    String,
+    tokio::task::JoinHandle<()>,
+)> {
+    let (app, boot) = App::open(&opts.data_dir, opts.gateway_url.clone())
+        .await
+        .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+    let app = Arc::new(app);
+    let router =
+        crate::api::router(app.clone()).nest_service(crate::demo::PATH, crate::demo::service());
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok((app, boot, api_url, task))
+}
+
+/// Runs the control plane until Ctrl-C.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let (_app, boot, api_url, task) = start_api(&opts).await?;
+    println!("Gatehouse control plane: {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
+    if let Some(credential) = &boot.admin_credential {
+        println!(
+            "Bootstrap admin created: gatehouse login --api {api_url} --username admin --credential {credential}\n(also saved in {})",
+            opts.data_dir.join("admin.credential").display()
+        );
+    }
+    println!(
+        "Proxy token for gatehouse-proxy --control-plane {api_url}: {}",
+        opts.data_dir.join("proxy.token").display()
+    );
+    tokio::signal::ctrl_c().await?;
+    task.abort();
+    Ok(())
+}
+
+/// Runs control plane + proxy until Ctrl-C, logging the CLI in as the bootstrap admin.
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let (app, boot, api_url, task) = start_api(&opts.serve).await?;
+    let (token, _) = app.sessions.issue(&boot.admin);
+    crate::cli::save_login(&api_url, &token, &boot.admin.username)?;
+
+    let demo = if opts.demo {
+        Some(ensure_demo(&app, &boot.admin, &api_url).await?)
+    } else {
+        None
+    };
+
+    let proxy_bin = sibling_binary("gatehouse-proxy")?;
+    let state_dir = opts.serve.data_dir.join("proxy");
+    let mut proxy = tokio::process::Command::new(&proxy_bin)
+        .arg("--control-plane")
+        .arg(&api_url)
+        .arg("--listen")
+        .arg(opts.proxy_listen.to_string())
+        .arg("--admin-listen")
+        .arg(opts.proxy_admin_listen.to_string())
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .arg("--proxy-name")
+        .arg("local")
+        .env("GATEHOUSE_PROXY_TOKEN", &boot.proxy_token)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", proxy_bin.display()))?;
+
+    println!("Gatehouse is up.");
+    println!("  Admin API:   {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
+    println!(
+        "  Gateway:     {}/ws/<workspace>",
+        opts.serve.gateway_url.trim_end_matches('/')
+    );
+    println!("  Metrics:     http://{}/metrics", opts.proxy_admin_listen);
+    println!(
+        "  CLI logged in as {} (try: gatehouse workspace list)",
+        boot.admin.username
+    );
+    if let Some(credential) = &boot.admin_credential {
+        println!(
+            "  Admin credential (saved in {}): {credential}",
+            opts.serve.data_dir.join("admin.credential").display()
+        );
+    }
+    if let Some((secret, mcp_json)) = demo {
+        println!("\nDemo workspace ready (echo, add, current_time).");
+        println!("Token: {secret} (shown once — save this)");
+        println!("{}", serde_json::to_string_pretty(&mcp_json)?);
+    }
+    println!("\nCtrl-C stops everything.");
+
+    let outcome = tokio::select! {
+        signal = stop_signal() => signal,
+        status = proxy.wait() => Err(anyhow::anyhow!("the proxy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
+    };
+    stop_child(&mut proxy).await;
+    task.abort();
+    outcome
+}
+
+/// Creates the `demo` workspace (once) with the built-in server, and a fresh token.
+async fn ensure_demo(
+    app: &Arc<App>,
+    admin: &crate::store::UserRow,
+    api_url: &str,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    use crate::store::NewToken;
+    let token_secret = crate::crypto::random_token(gatehouse_config::TOKEN_PREFIX);
+    let token = NewToken {
+        id: crate::crypto::random_id("tok_"),
+        name: format!("demo {}", crate::store::now()),
+        sha256: crate::state::sha256_hex(&token_secret),
+        expires_at: None,
+    };
+    let ws = match app.store.visible_workspace(&admin.id, "demo").await? {
+        Some(ws) => {
+            app.store.create_token(&ws, &token, &admin.username).await?;
+            ws
+        }
+        None => {
+            anyhow::ensure!(
+                !app.store.workspace_slug_taken("demo").await?,
+                "a workspace named demo exists and belongs to someone else"
+            );
+            app.store
+                .insert_workspace("demo", "Demo", &admin.id, &token, &admin.username)
+                .await?;
+            app.store
+                .visible_workspace(&admin.id, "demo")
+                .await?
+                .context("demo workspace vanished")?
+        }
+    };
+    if app.store.server(&ws.id, "demo").await?.is_none() {
+        let server = crate::store::ServerRow {
+            id: crate::crypto::random_id("srv_"),
+            workspace_id: ws.id.clone(),
+            slug: "demo".into(),
+            url: format!("{api_url}{}", crate::demo::PATH),
+            transport: "streamable_http".into(),
+            headers: "{}".into(),
+            policy: serde_json::to_string(&gatehouse_config::ToolPolicy::default())?,
+            enabled: 1,
+            created_at: crate::store::now(),
+        };
+        app.store
+            .insert_server(&ws, &server, &admin.username)
+            .await?;
+    }
+    app.publish().await?;
+    let (url, _) = app.gateway_urls("demo");
+    let mcp_json = json!({"mcpServers": {"demo": {"url": url, "headers": {"Authorization": format!("Bearer {token_secret}")}}}});
+    Ok((token_secret, mcp_json))
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP: any of them stops the all-in-one and its proxy.
+async fn stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+        _ = hangup.recv() => {}
+    }
+    Ok(())
+}
+
+/// A binary installed next to this one (`cargo build` puts them side by side).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to {}: build it with `cargo build --release -p gatehouse-proxy`",
+        path.display(),
+        exe.display()
+    );
+    Ok(path)
+}
+
+/// SIGTERM, then SIGKILL after 5 s.
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}

@@ -1,0 +1,300 @@
+//! The control plane's shared state: the store, the keys, and the latest published
+//! snapshot that proxies watch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use gatehouse_config::{
+    McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Workspace, WorkspaceToken,
+};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::api::{ApiError, ProxyRegistry};
+use crate::crypto::{random_key, random_token, write_private, MasterKey};
+use crate::store::{now, Store, UserRow};
+
+/// How long a CLI login lasts.
+pub const LOGIN_TTL_SECS: i64 = 12 * 3600;
+
+/// One published config snapshot, serialised once for every proxy.
+pub struct Published {
+    pub version: i64,
+    pub json: String,
+}
+
+pub struct App {
+    pub store: Store,
+    pub master: MasterKey,
+    pub sessions: UserSessions,
+    /// Base URL of the gateway, for the URLs printed to users.
+    pub gateway_url: String,
+    session_keys: Vec<SessionKey>,
+    proxy_token_sha256: [u8; 32],
+    pub snapshots: watch::Sender<Arc<Published>>,
+    pub proxies: ProxyRegistry,
+}
+
+/// What the first start created, for `gatehouse up` to print and use.
+pub struct Bootstrap {
+    pub admin: UserRow,
+    /// The admin's credential, when this start created it.
+    pub admin_credential: Option<String>,
+    pub proxy_token: String,
+}
+
+impl App {
+    /// Opens the store in `data_dir`, creating keys and the bootstrap admin on first
+    /// start, and publishes the current snapshot.
+    pub async fn open(data_dir: &Path, gateway_url: String) -> anyhow::Result<(App, Bootstrap)> {
+        let store = Store::open(data_dir).await?;
+        let master = MasterKey::load_or_create(data_dir)?;
+
+        let session_keys: Vec<SessionKey> = match store.setting("session_keys").await? {
+            Some(sealed) => {
+                serde_json::from_slice(&master.open(&sealed, "settings/session_keys")?)?
+            }
+            None => {
+                let keys = vec![SessionKey {
+                    id: "k1".into(),
+                    key: Secret::new(random_key()),
+                }];
+                store
+                    .put_setting(
+                        "session_keys",
+                        master.seal(&serde_json::to_vec(&keys)?, "settings/session_keys"),
+                    )
+                    .await?;
+                keys
+            }
+        };
+        let jwt_key = match store.setting("jwt_key").await? {
+            Some(sealed) => master.open(&sealed, "settings/jwt_key")?,
+            None => {
+                let key = random_key().into_bytes();
+                store
+                    .put_setting("jwt_key", master.seal(&key, "settings/jwt_key"))
+                    .await?;
+                key
+            }
+        };
+
+        let proxy_token = match std::env::var("GATEHOUSE_PROXY_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => {
+                let path = data_dir.join("proxy.token");
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => t.trim().to_string(),
+                    Err(_) => {
+                        let t = random_token("gpx_");
+                        write_private(&path, t.as_bytes())?;
+                        t
+                    }
+                }
+            }
+        };
+
+        let (admin, admin_credential) = match store.user_by_name("admin").await? {
+            Some(admin) => (admin, None),
+            None if store.count_users().await? == 0 => {
+                let credential = random_token("ghu_");
+                let admin = store
+                    .insert_user(
+                        "admin",
+                        "admin@localhost",
+                        true,
+                        &sha256_hex(&credential),
+                        "gatehouse",
+                    )
+                    .await?;
+                write_private(&data_dir.join("admin.credential"), credential.as_bytes())?;
+                (admin, Some(credential))
+            }
+            None => anyhow::bail!("the store has users but no `admin`"),
+        };
+
+        let (snapshots, _) = watch::channel(Arc::new(Published {
+            version: 0,
+            json: String::new(),
+        }));
+        let app = App {
+            store,
+            master,
+            sessions: UserSessions::new(&jwt_key),
+            gateway_url,
+            session_keys,
+            proxy_token_sha256: Sha256::digest(proxy_token.as_bytes()).into(),
+            snapshots,
+            proxies: ProxyRegistry::default(),
+        };
+        app.publish().await?;
+        Ok((
+            app,
+            Bootstrap {
+                admin,
+                admin_credential,
+                proxy_token,
+            },
+        ))
+    }
+
+    pub fn proxy_token_matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        hash.ct_eq(&self.proxy_token_sha256).into()
+    }
+
+    pub fn gateway_urls(&self, slug: &str) -> (String, String) {
+        let base = self.gateway_url.trim_end_matches('/');
+        (format!("{base}/ws/{slug}"), format!("{base}/ws/{slug}/sse"))
+    }
+
+    /// Rebuilds the snapshot from the store and hands it to every watching proxy.
+    /// Concurrent publishes never move proxies backwards: an older version is dropped.
+    pub async fn publish(&self) -> anyhow::Result<()> {
+        let snapshot = self.build_snapshot().await?;
+        let problems = gatehouse_config::validate(&snapshot);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "refusing to publish an invalid snapshot: {}",
+                list.join("; ")
+            );
+        }
+        let published = Arc::new(Published {
+            version: snapshot.version as i64,
+            json: serde_json::to_string(&snapshot)?,
+        });
+        self.snapshots.send_if_modified(|current| {
+            if published.version > current.version {
+                *current = published.clone();
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    /// The snapshot every proxy should serve now, secrets opened.
+    pub async fn build_snapshot(&self) -> anyhow::Result<Snapshot> {
+        let rows = self.store.snapshot_rows().await?;
+        let now = now();
+        let mut workspaces = Vec::with_capacity(rows.workspaces.len());
+        for (ws_id, slug, name) in &rows.workspaces {
+            let mut servers = Vec::new();
+            for s in rows.servers.iter().filter(|s| &s.workspace_id == ws_id) {
+                let mut secrets = BTreeMap::new();
+                for x in rows.secrets.iter().filter(|x| x.server_id == s.id) {
+                    let plain = self
+                        .master
+                        .open(&x.sealed, &secret_binding(&s.id, &x.name))?;
+                    secrets.insert(x.name.clone(), Secret::new(String::from_utf8(plain)?));
+                }
+                servers.push(McpServer {
+                    slug: s.slug.clone(),
+                    url: s.url.clone(),
+                    transport: serde_json::from_value(serde_json::Value::String(
+                        s.transport.clone(),
+                    ))
+                    .unwrap_or_default(),
+                    enabled: s.enabled != 0,
+                    headers: serde_json::from_str(&s.headers)?,
+                    secrets,
+                    policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
+                    call_timeout_ms: 300_000,
+                });
+            }
+            let tokens = rows
+                .tokens
+                .iter()
+                .filter(|t| &t.workspace_id == ws_id)
+                // Long-revoked and long-expired tokens need not travel; recent ones do,
+                // so proxies can tell "revoked" from "unknown" in their metrics.
+                .filter(|t| t.revoked_at.is_none_or(|at| now - at < 86_400))
+                .map(|t| WorkspaceToken {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    sha256: t.sha256.clone(),
+                    expires_at: t.expires_at.map(|e| e.max(0) as u64),
+                    revoked: t.revoked_at.is_some(),
+                })
+                .collect();
+            workspaces.push(Workspace {
+                slug: slug.clone(),
+                name: name.clone(),
+                owner: None,
+                servers,
+                tokens,
+            });
+        }
+        Ok(Snapshot {
+            version: rows.version as u64,
+            session_keys: self.session_keys.clone(),
+            allowed_origins: vec![],
+            limits: Default::default(),
+            workspaces,
+        })
+    }
+}
+
+/// Where a secret is bound when sealed: it opens only for this server and name.
+pub fn secret_binding(server_id: &str, name: &str) -> String {
+    format!("secrets/{server_id}/{name}")
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// CLI logins: short-lived HS256 JWTs.
+pub struct UserSessions {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub name: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl UserSessions {
+    fn new(key: &[u8]) -> Self {
+        UserSessions {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+        }
+    }
+
+    pub fn issue(&self, user: &UserRow) -> (String, i64) {
+        let iat = now();
+        let claims = Claims {
+            sub: user.id.clone(),
+            name: user.username.clone(),
+            iat,
+            exp: iat + LOGIN_TTL_SECS,
+        };
+        let token = jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
+            .expect("HS256 encoding cannot fail");
+        (token, claims.exp)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::default();
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("credential expired: run `gatehouse login`".into())
+                }
+                _ => ApiError::Unauthorized("invalid credential: run `gatehouse login`".into()),
+            })
+    }
+}

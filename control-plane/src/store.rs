@@ -1,0 +1,681 @@
+//! The control plane's database: embedded SQLite through sqlx's `Any` driver. Queries
+//! use `$N` placeholders and portable SQL, so a PostgreSQL backend needs only its own
+//! migration files. Every change that alters what proxies serve runs in one
+//! transaction that also writes its audit event and bumps the config version.
+
+use std::path::Path;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::crypto::random_id;
+
+/// Schema migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub admin: i64,
+    pub credential_sha256: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub owner: String,
+    pub created_at: i64,
+    pub servers: i64,
+    pub tokens: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub sha256: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServerRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub slug: String,
+    pub url: String,
+    pub transport: String,
+    /// JSON object of header templates.
+    pub headers: String,
+    /// JSON of a `ToolPolicy`.
+    pub policy: String,
+    pub enabled: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretRow {
+    pub server_id: String,
+    pub name: String,
+    pub sealed: Vec<u8>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: String,
+    pub time: i64,
+    pub workspace: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+/// Filters of the audit listing.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery {
+    pub since: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub limit: i64,
+}
+
+const WORKSPACE_COLUMNS: &str = "w.id, w.slug, w.name, u.username AS owner, w.created_at, \
+    (SELECT COUNT(*) FROM servers s WHERE s.workspace_id = w.id) AS servers, \
+    (SELECT COUNT(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS tokens";
+
+impl Store {
+    /// Opens (creating if needed) `gatehouse.db` in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("gatehouse.db").display()
+        );
+        Self::connect(&url).await
+    }
+
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        // sqlx's SQLite driver enables foreign keys and a 5 s busy timeout by default.
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await?;
+        sqlx::raw_sql("PRAGMA journal_mode = WAL;")
+            .execute(&pool)
+            .await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if applied.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied schema migration");
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    // ---- settings -------------------------------------------------------------
+
+    pub async fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar("SELECT sealed FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn put_setting(&self, name: &str, sealed: Vec<u8>) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO settings (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed")
+            .bind(name)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- users ----------------------------------------------------------------
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn count_users(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    pub async fn insert_user(
+        &self,
+        username: &str,
+        email: &str,
+        admin: bool,
+        credential_sha256: &str,
+        actor: &str,
+    ) -> Result<UserRow, sqlx::Error> {
+        let user = UserRow {
+            id: random_id("usr_"),
+            username: username.to_string(),
+            email: email.to_string(),
+            admin: i64::from(admin),
+            credential_sha256: credential_sha256.to_string(),
+            created_at: now(),
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO users (id, username, email, admin, credential_sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(user.admin)
+            .bind(&user.credential_sha256)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, "", actor, "user_create", username).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    // ---- workspaces -----------------------------------------------------------
+
+    /// The workspace if `user_id` owns it or is a member; `None` otherwise, whether or
+    /// not it exists.
+    pub async fn visible_workspace(
+        &self,
+        user_id: &str,
+        slug: &str,
+    ) -> Result<Option<WorkspaceRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces w JOIN users u ON u.id = w.owner_id \
+             WHERE w.slug = $1 AND (w.owner_id = $2 OR EXISTS \
+             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $2))"
+        ))
+        .bind(slug)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn visible_workspaces(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<WorkspaceRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces w JOIN users u ON u.id = w.owner_id \
+             WHERE w.owner_id = $1 OR EXISTS \
+             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $1) \
+             ORDER BY w.slug"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn workspace_slug_taken(&self, slug: &str) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces WHERE slug = $1")
+            .bind(slug)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Creates a workspace owned by `owner_id` with its first token.
+    pub async fn insert_workspace(
+        &self,
+        slug: &str,
+        name: &str,
+        owner_id: &str,
+        first_token: &NewToken,
+        actor: &str,
+    ) -> Result<String, sqlx::Error> {
+        let id = random_id("ws_");
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO workspaces (id, slug, name, owner_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&id)
+            .bind(slug)
+            .bind(name)
+            .bind(owner_id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, 'owner')",
+        )
+        .bind(&id)
+        .bind(owner_id)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, slug, actor, "workspace_create", slug).await?;
+        insert_token(&mut tx, &id, first_token).await?;
+        audit(&mut tx, slug, actor, "token_create", &first_token.name).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Deletes a workspace, its tokens, servers and secrets in one transaction.
+    /// Returns (tokens revoked, servers removed, secrets deleted).
+    pub async fn delete_workspace(
+        &self,
+        ws: &WorkspaceRow,
+        actor: &str,
+    ) -> Result<(i64, i64, i64), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let tokens = sqlx::query("DELETE FROM workspace_tokens WHERE workspace_id = $1")
+            .bind(&ws.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let secrets = sqlx::query(
+            "DELETE FROM secrets WHERE server_id IN (SELECT id FROM servers WHERE workspace_id = $1)",
+        )
+        .bind(&ws.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let servers = sqlx::query("DELETE FROM servers WHERE workspace_id = $1")
+            .bind(&ws.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1")
+            .bind(&ws.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM workspaces WHERE id = $1")
+            .bind(&ws.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "workspace_delete", &ws.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok((tokens as i64, servers as i64, secrets as i64))
+    }
+
+    // ---- tokens ---------------------------------------------------------------
+
+    pub async fn create_token(
+        &self,
+        ws: &WorkspaceRow,
+        token: &NewToken,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        insert_token(&mut tx, &ws.id, token).await?;
+        audit(&mut tx, &ws.slug, actor, "token_create", &token.name).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    pub async fn tokens(&self, workspace_id: &str) -> Result<Vec<TokenRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM workspace_tokens WHERE workspace_id = $1 ORDER BY created_at, name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Revokes a token; returns it as it is now.
+    pub async fn revoke_token(
+        &self,
+        ws: &WorkspaceRow,
+        token: &TokenRow,
+        actor: &str,
+    ) -> Result<TokenRow, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let at = now();
+        sqlx::query(
+            "UPDATE workspace_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(&token.id)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut tx, &ws.slug, actor, "token_revoke", &token.name).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(TokenRow {
+            revoked_at: token.revoked_at.or(Some(at)),
+            ..token.clone()
+        })
+    }
+
+    // ---- servers and secrets --------------------------------------------------
+
+    pub async fn servers(&self, workspace_id: &str) -> Result<Vec<ServerRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM servers WHERE workspace_id = $1 ORDER BY slug")
+            .bind(workspace_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    pub async fn server(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+    ) -> Result<Option<ServerRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM servers WHERE workspace_id = $1 AND slug = $2")
+            .bind(workspace_id)
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn insert_server(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&server.id)
+            .bind(&server.workspace_id)
+            .bind(&server.slug)
+            .bind(&server.url)
+            .bind(&server.transport)
+            .bind(&server.headers)
+            .bind(&server.policy)
+            .bind(server.enabled)
+            .bind(server.created_at)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "install", &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    pub async fn delete_server(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM secrets WHERE server_id = $1")
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM servers WHERE id = $1")
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "remove", &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    pub async fn secrets_of_workspace(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<(String, SecretRow)>, sqlx::Error> {
+        let rows: Vec<AnyRow> = sqlx::query(
+            "SELECT s.slug AS server_slug, x.server_id, x.name, x.sealed, x.updated_at FROM secrets x \
+             JOIN servers s ON s.id = x.server_id WHERE s.workspace_id = $1 ORDER BY s.slug, x.name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("server_slug")?,
+                    SecretRow {
+                        server_id: r.try_get("server_id")?,
+                        name: r.try_get("name")?,
+                        sealed: r.try_get("sealed")?,
+                        updated_at: r.try_get("updated_at")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn put_secret(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        name: &str,
+        sealed: Vec<u8>,
+        actor: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO secrets (server_id, name, sealed, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (server_id, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at")
+            .bind(&server.id)
+            .bind(name)
+            .bind(sealed)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &ws.slug,
+            actor,
+            "secret_set",
+            &format!("{}/{name}", server.slug),
+        )
+        .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(at)
+    }
+
+    /// Returns whether there was such a secret.
+    pub async fn delete_secret(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        name: &str,
+        actor: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM secrets WHERE server_id = $1 AND name = $2")
+            .bind(&server.id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            audit(
+                &mut tx,
+                &ws.slug,
+                actor,
+                "secret_delete",
+                &format!("{}/{name}", server.slug),
+            )
+            .await?;
+            bump_version(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    // ---- audit ----------------------------------------------------------------
+
+    pub async fn audit_events(
+        &self,
+        workspace: &str,
+        q: &AuditQuery,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM audit_events WHERE workspace = $1 AND time >= $2 \
+             AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
+             ORDER BY time, id LIMIT $5",
+        )
+        .bind(workspace)
+        .bind(q.since.unwrap_or(0))
+        .bind(q.actor.clone().unwrap_or_default())
+        .bind(q.action.clone().unwrap_or_default())
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    // ---- what proxies serve ---------------------------------------------------
+
+    pub async fn config_version(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Every row a snapshot is built from, read in one transaction so it is consistent.
+    pub async fn snapshot_rows(&self) -> Result<SnapshotRows, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let version = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let workspaces: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, slug, name FROM workspaces ORDER BY slug")
+                .fetch_all(&mut *tx)
+                .await?;
+        let servers = sqlx::query_as("SELECT * FROM servers ORDER BY workspace_id, slug")
+            .fetch_all(&mut *tx)
+            .await?;
+        let secrets = sqlx::query_as("SELECT * FROM secrets ORDER BY server_id, name")
+            .fetch_all(&mut *tx)
+            .await?;
+        let tokens =
+            sqlx::query_as("SELECT * FROM workspace_tokens ORDER BY workspace_id, created_at")
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(SnapshotRows {
+            version,
+            workspaces,
+            servers,
+            secrets,
+            tokens,
+        })
+    }
+}
+
+/// The rows of one consistent snapshot.
+pub struct SnapshotRows {
+    pub version: i64,
+    /// (id, slug, name)
+    pub workspaces: Vec<(String, String, String)>,
+    pub servers: Vec<ServerRow>,
+    pub secrets: Vec<SecretRow>,
+    pub tokens: Vec<TokenRow>,
+}
+
+/// A token about to be stored: only its hash is kept.
+pub struct NewToken {
+    pub id: String,
+    pub name: String,
+    pub sha256: String,
+    pub expires_at: Option<i64>,
+}
+
+async fn insert_token(
+    tx: &mut Tx<'_>,
+    workspace_id: &str,
+    t: &NewToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO workspace_tokens (id, workspace_id, name, sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&t.id)
+        .bind(workspace_id)
+        .bind(&t.name)
+        .bind(&t.sha256)
+        .bind(now())
+        .bind(t.expires_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn audit(
+    tx: &mut Tx<'_>,
+    workspace: &str,
+    actor: &str,
+    action: &str,
+    target: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_events (id, time, workspace, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5, $6, 'ok')")
+        .bind(random_id("evt_"))
+        .bind(now())
+        .bind(workspace)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn bump_version(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE config_version SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,286 @@
+//! Config pushed by the control plane: a long-lived watch stream of versioned
+//! snapshots (SSE events `snapshot`), installed as they arrive and acknowledged so the
+//! control plane can show each proxy's version and lag. The last snapshot is kept on
+//! disk encrypted (it holds secrets), so a proxy restarted while the control plane is
+//! down serves what it served before.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use async_trait::async_trait;
+use futures::StreamExt;
+use gatehouse_config::Snapshot;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::sse::SseSplitter;
+use crate::state::GatewayState;
+
+/// No event (not even a keep-alive, sent every 15 s) for this long means the stream
+/// is dead.
+const IDLE_LIMIT: Duration = Duration::from_secs(45);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a proxy reaches its control plane.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub url: String,
+    pub token: String,
+    pub proxy_id: String,
+    pub proxy_name: String,
+    pub state_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl ControlPlane {
+    pub fn new(
+        url: String,
+        token: String,
+        proxy_name: String,
+        state_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&state_dir)?;
+        let id_file = state_dir.join("proxy.id");
+        let proxy_id = match std::fs::read_to_string(&id_file) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => {
+                let mut bytes = [0u8; 8];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                let id = format!("px_{}", hex::encode(bytes));
+                std::fs::write(&id_file, &id)?;
+                id
+            }
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        Ok(ControlPlane {
+            url: url.trim_end_matches('/').to_string(),
+            token,
+            proxy_id,
+            proxy_name,
+            state_dir,
+            http,
+        })
+    }
+
+    /// Opens the watch stream.
+    async fn connect(&self) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/proxy/watch", self.url))
+            .query(&[("id", &self.proxy_id), ("name", &self.proxy_name)])
+            .bearer_auth(&self.token)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "control plane answered HTTP {} to the watch request",
+            resp.status()
+        );
+        Ok(resp)
+    }
+
+    /// The first snapshot the control plane sends, within `timeout`.
+    pub async fn fetch_once(&self, timeout: Duration) -> anyhow::Result<Snapshot> {
+        let work = async {
+            let resp = self.connect().await?;
+            let mut events = Box::pin(snapshots(resp));
+            events
+                .next()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("watch stream ended before a snapshot"))?
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| anyhow::anyhow!("no snapshot within {timeout:?}"))?
+    }
+
+    async fn acknowledge(&self, version: u64) {
+        let result = self
+            .http
+            .post(format!("{}/v1/proxy/status", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"id": self.proxy_id, "name": self.proxy_name, "version": version}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e.without_url(), "could not report the applied config version");
+        }
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.state_dir.join("snapshot.enc")
+    }
+
+    /// The disk copy is sealed with a key derived from the proxy token, which is
+    /// never stored next to it.
+    fn cache_cipher(&self) -> Aes256Gcm {
+        let key = Sha256::digest(format!("gatehouse proxy snapshot cache\0{}", self.token));
+        Aes256Gcm::new_from_slice(&key).expect("32 bytes")
+    }
+
+    pub fn save_cache(&self, snapshot_json: &[u8]) -> anyhow::Result<()> {
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cache_cipher()
+            .encrypt(Nonce::from_slice(&nonce), snapshot_json)
+            .map_err(|_| anyhow::anyhow!("sealing the snapshot cache failed"))?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend(sealed);
+        write_atomically(&self.cache_path(), &bytes)
+    }
+
+    pub fn load_cache(&self) -> anyhow::Result<Snapshot> {
+        let path = self.cache_path();
+        let bytes = std::fs::read(&path)?;
+        anyhow::ensure!(bytes.len() > 12, "{} is truncated", path.display());
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self
+            .cache_cipher()
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| {
+                anyhow::anyhow!("{} does not open with this proxy token", path.display())
+            })?;
+        Ok(gatehouse_config::parse(
+            std::str::from_utf8(&plain)?,
+            gatehouse_config::Format::Json,
+            &path,
+        )?)
+    }
+}
+
+/// Parsed, validated snapshots from a watch response.
+fn snapshots(resp: reqwest::Response) -> impl futures::Stream<Item = anyhow::Result<Snapshot>> {
+    let body = resp.bytes_stream();
+    futures::stream::unfold(
+        (body, SseSplitter::default()),
+        |(mut body, mut splitter)| async move {
+            loop {
+                if let Some(event) = splitter.next_event() {
+                    if event.event.as_deref() != Some("snapshot") {
+                        continue;
+                    }
+                    let parsed = gatehouse_config::parse(
+                        &event.data,
+                        gatehouse_config::Format::Json,
+                        Path::new("control-plane snapshot"),
+                    )
+                    .map_err(anyhow::Error::from);
+                    return Some((parsed, (body, splitter)));
+                }
+                match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
+                    Ok(Some(Ok(chunk))) => splitter.push(&chunk),
+                    Ok(Some(Err(e))) => {
+                        return Some((
+                            Err(anyhow::anyhow!("watch stream broke: {}", e.without_url())),
+                            (body, splitter),
+                        ))
+                    }
+                    Ok(None) => return None,
+                    Err(_) => {
+                        return Some((
+                            Err(anyhow::anyhow!("watch stream idle for {IDLE_LIMIT:?}")),
+                            (body, splitter),
+                        ))
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The background service that keeps the proxy's config in step with the control plane.
+pub struct ConfigStream {
+    pub control_plane: ControlPlane,
+    pub state: Arc<GatewayState>,
+}
+
+impl ConfigStream {
+    async fn follow(&self, shutdown: &mut ShutdownWatch) -> anyhow::Result<()> {
+        let resp = self.control_plane.connect().await?;
+        tracing::info!(url = %self.control_plane.url, "watching the control plane for config");
+        let mut events = Box::pin(snapshots(resp));
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let snapshot = match next {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => return Err(e),
+                None => anyhow::bail!("the control plane closed the watch stream"),
+            };
+            let version = snapshot.version;
+            if version != self.state.runtime().version {
+                let state = self.state.clone();
+                let to_install = snapshot.clone();
+                // Compiling resolves upstream host names: keep it off the async workers.
+                tokio::task::spawn_blocking(move || state.install(&to_install)).await??;
+                self.state
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["ok"])
+                    .inc();
+                tracing::info!(version, "config snapshot applied");
+                let cp = self.control_plane.clone();
+                let json = serde_json::to_vec(&snapshot)?;
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = cp.save_cache(&json) {
+                        tracing::warn!("could not save the snapshot cache: {e:#}");
+                    }
+                });
+            }
+            self.control_plane.acknowledge(version).await;
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ConfigStream {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = std::time::Instant::now();
+            match self.follow(&mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("control plane watch: {e:#}; serving the last config and retrying in {backoff:?}");
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
