@@ -655,7 +655,7 @@ async fn audit(
     target: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO audit_events (id, time, workspace, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5, $6, 'ok')")
-        .bind(random_id("evt_"))
+        .bind(event_id())
         .bind(now())
         .bind(workspace)
         .bind(actor)
@@ -671,6 +671,21 @@ async fn bump_version(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Event ids sort in creation order — a strictly increasing microsecond clock, then
+/// randomness — so events list in the order they happened on any backend.
+fn event_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let micros = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
+        .map_or(now, |last| now.max(last + 1));
+    format!("evt_{micros:016x}{}", &random_id("")[..8])
 }
 
 pub fn now() -> i64 {
