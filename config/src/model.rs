@@ -95,8 +95,12 @@ pub struct Workspace {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
+    /// Streamable HTTP (MCP 2025-03-26 and later): `url` is the server's MCP endpoint.
     #[default]
     StreamableHttp,
+    /// Legacy HTTP+SSE (MCP 2024-11-05): `url` is the server's SSE endpoint; the
+    /// gateway POSTs to the `endpoint` URL the stream announces.
+    Sse,
 }
 
 /// An MCP server installed in a workspace.

@@ -86,15 +86,25 @@ impl SessionKeys {
 
     /// Seals with the first (current) key.
     pub fn seal(&self, envelope: &SessionEnvelope) -> String {
+        self.seal_bytes(&encode(envelope))
+    }
+
+    pub fn open(&self, text: &str) -> Result<SessionEnvelope, EnvelopeError> {
+        decode(&self.open_bytes(text)?).ok_or(EnvelopeError::Malformed)
+    }
+
+    /// Seals any short plaintext the same way as an envelope (first key, fresh nonce,
+    /// base64url): the gateway's own opaque tokens, such as the ids it gives
+    /// server-to-client requests, use it so a client can neither read nor forge them.
+    pub fn seal_bytes(&self, plain: &[u8]) -> String {
         let (fp, cipher) = &self.keys[0];
-        let plain = encode(envelope);
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: &plain,
+                    msg: plain,
                     aad: fp,
                 },
             )
@@ -106,7 +116,8 @@ impl SessionKeys {
         URL_SAFE_NO_PAD.encode(wire)
     }
 
-    pub fn open(&self, text: &str) -> Result<SessionEnvelope, EnvelopeError> {
+    /// Opens what [`seal_bytes`](Self::seal_bytes) produced with any configured key.
+    pub fn open_bytes(&self, text: &str) -> Result<Vec<u8>, EnvelopeError> {
         let wire = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| EnvelopeError::Encoding)?;
@@ -121,7 +132,7 @@ impl SessionKeys {
             .find(|(k, _)| k == fp)
             .map(|(_, c)| c)
             .ok_or(EnvelopeError::UnknownKey)?;
-        let plain = cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -129,8 +140,7 @@ impl SessionKeys {
                     aad: fp,
                 },
             )
-            .map_err(|_| EnvelopeError::Forged)?;
-        decode(&plain).ok_or(EnvelopeError::Malformed)
+            .map_err(|_| EnvelopeError::Forged)
     }
 }
 

@@ -15,10 +15,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::catalog::ListChangedSniffer;
 use crate::jsonrpc;
+use crate::live::InFlight;
+use crate::relay::{MessageKind, Relay, SseRewriter};
 use crate::respond;
-use crate::runtime::ServerRt;
+use crate::runtime::{Runtime, ServerRt};
 use crate::state::GatewayState;
 use crate::upstream::{SESSION_HEADER, VERSION_HEADER};
 
@@ -48,10 +49,15 @@ pub struct Forward {
     /// The client's JSON-RPC id (raw JSON), for errors written in its name.
     pub(crate) request_id: String,
     pub(crate) client_sid: [u8; 16],
+    /// The config the call was routed under (its keys seal relayed request ids).
+    pub(crate) runtime: Arc<Runtime>,
     pub(crate) sent_at: Option<Instant>,
     pub(crate) session_gone: bool,
-    /// Set when the reply is an event stream, which may announce a tool list change.
-    pub(crate) list_changed: Option<ListChangedSniffer>,
+    /// Set when the reply is an event stream: its messages are rewritten for the
+    /// client (server-to-client request ids, log tags, resource URIs).
+    pub(crate) rewriter: Option<SseRewriter>,
+    /// Keeps the call findable by `notifications/cancelled` while it runs.
+    pub(crate) _in_flight: InFlight,
 }
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
@@ -233,7 +239,7 @@ impl ProxyHttp for Gateway {
             .get(header::CONTENT_TYPE)
             .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
         {
-            f.list_changed = Some(ListChangedSniffer::default());
+            f.rewriter = Some(SseRewriter::default());
         }
         Ok(())
     }
@@ -242,7 +248,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         let Some(f) = ctx.forward.as_mut() else {
@@ -252,14 +258,34 @@ impl ProxyHttp for Gateway {
             // Replace the upstream's body with ours, once.
             *body = (!f.body.is_empty()).then(|| session_gone_body(&f.request_id, &f.server.slug));
             f.body = Bytes::new();
-        } else if let (Some(sniffer), Some(chunk), Some(ws)) = (
-            f.list_changed.as_mut(),
-            body.as_ref(),
-            ctx.workspace.as_deref(),
-        ) {
-            if sniffer.saw_list_changed(chunk) {
-                self.state.invalidate_tools(ws, &f.server.slug);
+            return Ok(None);
+        }
+        let Some(rewriter) = f.rewriter.as_mut() else {
+            return Ok(None);
+        };
+        let relay = Relay {
+            keys: &f.runtime.keys,
+            sid: f.client_sid,
+            server: &f.server.slug,
+        };
+        let mut list_changed = false;
+        let mut out = match body.as_ref() {
+            Some(chunk) => rewriter.push(chunk, &relay, &mut |kind| {
+                list_changed |= kind == MessageKind::ToolsChanged;
+            }),
+            None => Bytes::new(),
+        };
+        if end_of_stream {
+            let rest = rewriter.finish();
+            if !rest.is_empty() {
+                let mut all = bytes::BytesMut::from(&out[..]);
+                all.extend_from_slice(&rest);
+                out = all.freeze();
             }
+        }
+        *body = (!out.is_empty()).then_some(out);
+        if let (true, Some(ws)) = (list_changed, ctx.workspace.as_deref()) {
+            self.state.invalidate_tools(ws, &f.server.slug);
         }
         Ok(None)
     }

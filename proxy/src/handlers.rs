@@ -1,5 +1,7 @@
-//! What the gateway does for each MCP method of an authenticated request.
+//! The Streamable HTTP transport on the client side: POST (one JSON-RPC message,
+//! answered as [`dispatch`] decides), DELETE, and the body handling around them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -8,15 +10,15 @@ use http::{header, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use rand::RngCore;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::auth::TokenRt;
+use crate::dispatch::{self, Reply, Scope, ToolCall};
 use crate::envelope::{SessionEnvelope, UpstreamSession};
 use crate::gateway::{session_gone_body, Forward, Gateway, RequestCtx};
-use crate::jsonrpc::{self, Message, Parsed};
+use crate::jsonrpc::{self, Parsed};
+use crate::live::live;
 use crate::protocol;
+use crate::relay::{MessageKind, Relay, SseRewriter};
 use crate::respond;
 use crate::runtime::{Runtime, WorkspaceRt};
 use crate::upstream::{SessionRef, UpstreamError, SESSION_HEADER, VERSION_HEADER};
@@ -28,7 +30,7 @@ const REPLAY_BUFFER: usize = 64 * 1024;
 
 /// An authenticated caller and the config it is served under.
 pub struct Caller<'a> {
-    pub rt: &'a Runtime,
+    pub rt: &'a Arc<Runtime>,
     pub ws: &'a WorkspaceRt,
     pub token: &'a TokenRt,
 }
@@ -71,10 +73,23 @@ pub async fn post(
             return respond::json(session, 400, &[], err).await;
         }
     };
+    let scope = Scope {
+        state: &gw.state,
+        rt: caller.rt,
+        ws: caller.ws,
+    };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {
             ctx.method = "initialize";
-            return initialize(gw, session, ctx, caller, msg).await;
+            return match dispatch::initialize(scope, &caller.token.id, msg).await {
+                Ok(opened) => {
+                    let session_id = caller.rt.keys.seal(&opened.envelope);
+                    gw.state.metrics.sessions_opened.inc();
+                    gw.state.metrics.sessions_active.inc();
+                    respond::json(session, 200, &[(SESSION_HEADER, &session_id)], opened.body).await
+                }
+                Err(reply) => deliver(gw, session, ctx, caller, reply).await,
+            };
         }
     }
     let id = match &parsed {
@@ -98,58 +113,48 @@ pub async fn post(
             return respond::json(session, status, &[], err).await;
         }
     };
-    let msg = match parsed {
-        Parsed::Notification(_) => {
+    let reply = match &parsed {
+        Parsed::Notification(msg) => {
             ctx.method = "notification";
-            return respond::accepted(session).await;
+            dispatch::notification(scope, &env, &body, msg).await
         }
-        Parsed::Response(_) => {
+        Parsed::Response(msg) => {
             ctx.method = "response";
-            return respond::accepted(session).await;
+            dispatch::response(scope, &env, msg, &body).await
         }
-        Parsed::Request(msg) => msg,
+        Parsed::Request(msg) => {
+            ctx.method = dispatch::method_label(msg.method.as_deref().unwrap_or_default());
+            dispatch::request(scope, &env, &body, msg).await
+        }
     };
-    let id = jsonrpc::raw_id(msg.id);
-    match msg.method.as_deref().unwrap_or_default() {
-        "ping" => {
-            ctx.method = "ping";
-            respond::json(
-                session,
-                200,
-                &[],
-                jsonrpc::result(msg.id.expect("request"), b"{}"),
-            )
-            .await
+    match reply {
+        Reply::ToolCall(call) => send_tool_call(gw, session, ctx, caller, &env, &body, call).await,
+        reply => deliver(gw, session, ctx, caller, reply).await,
+    }
+}
+
+/// Writes a reply that is not a routed call.
+async fn deliver(
+    _gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    _caller: &Caller<'_>,
+    reply: Reply,
+) -> Result<bool> {
+    match reply {
+        Reply::Response {
+            body,
+            outcome,
+            session_gone,
+        } => {
+            ctx.outcome = outcome;
+            respond::json(session, if session_gone { 404 } else { 200 }, &[], body).await
         }
-        "tools/list" => {
-            ctx.method = "tools/list";
-            match gw.state.catalog(caller.rt, caller.ws, &env).await {
-                Ok(catalog) => {
-                    let mut result = BytesMut::with_capacity(catalog.rendered.len() + 12);
-                    result.extend_from_slice(br#"{"tools":"#);
-                    result.extend_from_slice(&catalog.rendered);
-                    result.extend_from_slice(b"}");
-                    let body = jsonrpc::result(msg.id.expect("request"), &result);
-                    respond::json(session, 200, &[], body).await
-                }
-                Err(_) => session_gone(session, ctx, id, "an upstream").await,
-            }
+        Reply::Accepted { outcome } => {
+            ctx.outcome = outcome;
+            respond::accepted(session).await
         }
-        "tools/call" => {
-            ctx.method = "tools/call";
-            tools_call(gw, session, ctx, caller, &env, &body, &msg).await
-        }
-        _ => {
-            ctx.method = "other";
-            ctx.outcome = "method_not_found";
-            let method = msg.method.as_deref().unwrap_or_default();
-            let err = jsonrpc::error(
-                id,
-                jsonrpc::METHOD_NOT_FOUND,
-                &format!("Method not found: {method}"),
-            );
-            respond::json(session, 200, &[], err).await
-        }
+        Reply::ToolCall(_) => unreachable!("routed calls are sent, not delivered"),
     }
 }
 
@@ -219,7 +224,13 @@ fn open_session(
         return Err((400, "Bad Request: Mcp-Session-Id header is required"));
     };
     match caller.rt.keys.open(text) {
-        Ok(env) if env.workspace == caller.ws.slug && env.token_id == *caller.token.id => Ok(env),
+        Ok(env)
+            if env.workspace == caller.ws.slug
+                && env.token_id == *caller.token.id
+                && !live().is_ended(env.sid) =>
+        {
+            Ok(env)
+        }
         _ => Err((404, "Session not found")),
     }
 }
@@ -234,179 +245,19 @@ async fn session_gone(
     respond::json(session, 404, &[], session_gone_body(id, server)).await
 }
 
-#[derive(Deserialize)]
-struct InitializeParams {
-    #[serde(rename = "protocolVersion")]
-    protocol_version: Option<String>,
-    #[serde(default)]
-    capabilities: Value,
-    #[serde(rename = "clientInfo", default)]
-    client_info: Value,
-}
-
-/// Opens a session with every enabled upstream in parallel and answers as the
-/// gateway, with the upstream sessions sealed into the client's session id.
-async fn initialize(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    caller: &Caller<'_>,
-    msg: &Message<'_>,
-) -> Result<bool> {
-    let id = jsonrpc::raw_id(msg.id);
-    let params: InitializeParams = match msg.params.map(|p| serde_json::from_str(p.get())) {
-        Some(Ok(p)) => p,
-        _ => {
-            ctx.outcome = "invalid_params";
-            let err = jsonrpc::error(
-                id,
-                jsonrpc::INVALID_PARAMS,
-                "Invalid params: initialize needs protocolVersion, capabilities and clientInfo",
-            );
-            return respond::json(session, 200, &[], err).await;
-        }
-    };
-    let version = protocol::negotiate(params.protocol_version.as_deref());
-    let client_init =
-        json!({"capabilities": params.capabilities, "clientInfo": params.client_info});
-    let timeout = Duration::from_millis(caller.rt.limits.initialize_timeout_ms);
-    let servers: Vec<_> = caller.ws.servers.iter().filter(|s| s.enabled).collect();
-    let opened = futures::future::join_all(servers.iter().map(|server| {
-        let client_init = &client_init;
-        async move {
-            gw.state
-                .upstream
-                .initialize(server, version, client_init, timeout)
-                .await
-        }
-    }))
-    .await;
-
-    let mut upstreams = Vec::with_capacity(servers.len());
-    let mut instructions = Vec::new();
-    let mut failures = Vec::new();
-    for (server, result) in servers.iter().zip(opened) {
-        match result {
-            Ok(init) => {
-                if let Some(text) = init.instructions {
-                    instructions.push(format!("## {}\n{}", server.slug, text.trim()));
-                }
-                upstreams.push(UpstreamSession {
-                    server: server.slug.clone(),
-                    session_id: init.session_id,
-                    protocol_version: init.protocol_version,
-                });
-            }
-            Err(e) => {
-                tracing::warn!(workspace = %caller.ws.slug, server = %server.slug, error = %e, "upstream initialize failed; serving the others");
-                gw.state
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[&caller.ws.slug, &server.slug, e.kind()])
-                    .inc();
-                failures.push(format!("{}: {e}", server.slug));
-            }
-        }
-    }
-    if upstreams.is_empty() && !servers.is_empty() {
-        ctx.outcome = "upstream_unavailable";
-        let err = jsonrpc::error(
-            id,
-            jsonrpc::INTERNAL_ERROR,
-            &format!(
-                "No MCP server of this workspace could be initialized ({})",
-                failures.join("; ")
-            ),
-        );
-        return respond::json(session, 200, &[], err).await;
-    }
-
-    let mut sid = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut sid);
-    let envelope = SessionEnvelope {
-        sid,
-        issued_at: crate::state::unix_now(),
-        workspace: caller.ws.slug.clone(),
-        token_id: caller.token.id.to_string(),
-        client_version: version.to_string(),
-        client_init: client_init.to_string(),
-        upstreams,
-    };
-    let session_id = caller.rt.keys.seal(&envelope);
-    let mut result = json!({
-        "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": true}},
-        "serverInfo": {"name": "gatehouse", "title": "Gatehouse", "version": env!("CARGO_PKG_VERSION")},
-    });
-    if !instructions.is_empty() {
-        result["instructions"] = Value::String(instructions.join("\n\n"));
-    }
-    let body = jsonrpc::result(
-        msg.id.expect("request"),
-        &serde_json::to_vec(&result).expect("json"),
-    );
-    gw.state.metrics.sessions_opened.inc();
-    gw.state.metrics.sessions_active.inc();
-    respond::json(session, 200, &[(SESSION_HEADER, &session_id)], body).await
-}
-
-/// Routes a `tools/call` by its exposed name: through Pingora's proxy path when the
-/// body fits the replay buffer (`Ok(false)`), else over the side client.
-async fn tools_call(
+/// Sends a routed `tools/call`: through Pingora's proxy path when the body fits the
+/// replay buffer (`Ok(false)`), else over the side client.
+async fn send_tool_call(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
     env: &SessionEnvelope,
     body: &Bytes,
-    msg: &Message<'_>,
+    call: ToolCall,
 ) -> Result<bool> {
-    let id = jsonrpc::raw_id(msg.id);
-    let Some(name) = msg.params.and_then(|p| jsonrpc::tool_name(body, p)) else {
-        ctx.outcome = "invalid_params";
-        let err = jsonrpc::error(
-            id,
-            jsonrpc::INVALID_PARAMS,
-            "Invalid params: tools/call needs a string \"name\"",
-        );
-        return respond::json(session, 200, &[], err).await;
-    };
-    let catalog = match gw.state.catalog(caller.rt, caller.ws, env).await {
-        Ok(c) => c,
-        Err(_) => return session_gone(session, ctx, id, "an upstream").await,
-    };
-    // Unknown server, unknown tool and a tool hidden by policy are indistinguishable.
-    let Some((route, server)) = catalog
-        .route(&name.name)
-        .and_then(|r| caller.ws.server(&r.server).map(|s| (r, s.clone())))
-    else {
-        ctx.outcome = "unknown_tool";
-        let err = jsonrpc::error(
-            id,
-            jsonrpc::INVALID_PARAMS,
-            &format!("Unknown tool: {}", name.name),
-        );
-        return respond::json(session, 200, &[], err).await;
-    };
-    let upstream = match gw.state.session_for(caller.rt, env, &server).await {
-        Ok(s) => s,
-        Err(e) => {
-            gw.state
-                .metrics
-                .upstream_errors
-                .with_label_values(&[&caller.ws.slug, &server.slug, e.kind()])
-                .inc();
-            ctx.outcome = "upstream_unavailable";
-            let err = jsonrpc::error(
-                id,
-                jsonrpc::INTERNAL_ERROR,
-                &format!("MCP server {:?} is unavailable: {e}", server.slug),
-            );
-            return respond::json(session, 200, &[], err).await;
-        }
-    };
-    let rewritten = jsonrpc::splice_name(body, name.span.clone(), &route.upstream_name);
-
+    let in_flight =
+        live().track_request(env.sid, &normalized_id(&call.request_id), &call.server.slug);
     if body.len() <= REPLAY_BUFFER && !session.retry_buffer_truncated() {
         let header_value = |s: &str| {
             HeaderValue::from_str(s).map_err(|_| {
@@ -417,30 +268,50 @@ async fn tools_call(
             })
         };
         ctx.forward = Some(Forward {
-            session_id: upstream
+            session_id: call
+                .upstream
                 .session_id
                 .as_deref()
                 .map(header_value)
                 .transpose()?,
-            protocol_version: header_value(&upstream.protocol_version)?,
-            server,
-            body: rewritten,
-            request_id: id.to_string(),
+            protocol_version: header_value(&call.upstream.protocol_version)?,
+            server: call.server,
+            body: call.body,
+            request_id: call.request_id,
             client_sid: env.sid,
+            runtime: caller.rt.clone(),
             sent_at: None,
             session_gone: false,
-            list_changed: None,
+            rewriter: None,
+            _in_flight: in_flight,
         });
         return Ok(false);
     }
-    forward_large(
-        gw, session, ctx, caller, env, &upstream, &server, id, rewritten,
+    let result = forward_large(
+        gw,
+        session,
+        ctx,
+        caller,
+        env,
+        &call.upstream,
+        &call.server,
+        &call.request_id,
+        call.body,
     )
-    .await
+    .await;
+    drop(in_flight);
+    result
+}
+
+/// A request id as a canonical JSON text, so the same id always gives the same key.
+pub fn normalized_id(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| raw.to_string())
 }
 
 /// The side path for calls larger than the replay buffer: send with the pooled side
-/// client and stream the upstream's reply back unchanged.
+/// client and stream the upstream's reply back, rewritten like the proxy path's.
 #[allow(clippy::too_many_arguments)]
 async fn forward_large(
     gw: &Gateway,
@@ -493,14 +364,36 @@ async fn forward_large(
         }
     };
     let mut head = ResponseHeader::build(resp.status().as_u16(), Some(2))?;
-    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
-        head.insert_header(header::CONTENT_TYPE, ct.clone())?;
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let mut rewriter = content_type
+        .as_ref()
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+        .then(SseRewriter::default);
+    if let Some(ct) = content_type {
+        head.insert_header(header::CONTENT_TYPE, ct)?;
     }
     session.write_response_header(Box::new(head), false).await?;
+    let relay = Relay {
+        keys: &caller.rt.keys,
+        sid: env.sid,
+        server: &server.slug,
+    };
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(bytes) => session.write_response_body(Some(bytes), false).await?,
+            Ok(bytes) => {
+                let out = match rewriter.as_mut() {
+                    Some(w) => w.push(&bytes, &relay, &mut |kind| {
+                        if kind == MessageKind::ToolsChanged {
+                            gw.state.invalidate_tools(&caller.ws.slug, &server.slug);
+                        }
+                    }),
+                    None => bytes,
+                };
+                if !out.is_empty() {
+                    session.write_response_body(Some(out), false).await?;
+                }
+            }
             Err(e) => {
                 ctx.outcome = "upstream_error";
                 return Error::e_explain(
@@ -514,7 +407,13 @@ async fn forward_large(
             }
         }
     }
-    session.write_response_body(None, true).await?;
+    let rest = rewriter
+        .as_mut()
+        .map(SseRewriter::finish)
+        .unwrap_or_default();
+    session
+        .write_response_body((!rest.is_empty()).then_some(rest), true)
+        .await?;
     Ok(true)
 }
 
@@ -533,6 +432,8 @@ pub async fn delete(
             return respond::refuse(session, status, message).await;
         }
     };
+    live().end_session(env.sid);
+    gw.state.close_legacy_upstreams(env.sid);
     let ended = gw.state.end_client_session(&env);
     let deletes = ended.iter().filter_map(|u| {
         let server = caller.ws.server(&u.server)?;

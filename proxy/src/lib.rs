@@ -9,16 +9,24 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod cursor;
+pub mod dispatch;
 pub mod envelope;
+pub mod exchange;
 pub mod gateway;
 pub mod handlers;
 pub mod jsonrpc;
+pub mod live;
+pub mod merged;
 pub mod metrics;
 pub mod protocol;
 pub mod push;
+pub mod relay;
 pub mod reload;
 pub mod respond;
 pub mod runtime;
 pub mod sse;
 pub mod state;
 pub mod upstream;
+pub mod upstream_sse;
+pub mod uris;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
-use gatehouse_config::{Limits, McpServer, Snapshot};
+use gatehouse_config::{Limits, McpServer, Snapshot, Transport};
 use http::{HeaderName, HeaderValue, Uri};
 use pingora::upstreams::peer::HttpPeer;
 use sha2::{Digest, Sha256};
@@ -49,7 +49,9 @@ impl WorkspaceRt {
 /// deliberately has no `Debug`.
 pub struct ServerRt {
     pub slug: String,
+    /// The Streamable HTTP endpoint, or the SSE endpoint of a legacy server.
     pub url: String,
+    pub transport: Transport,
     /// Path and query of the upstream endpoint, sent as the request target.
     pub path: Uri,
     /// `Host` header value.
@@ -70,6 +72,10 @@ impl ServerRt {
     /// A peer for Pingora's proxy path; `None` when the server is unavailable.
     pub fn peer(&self) -> Option<Box<HttpPeer>> {
         self.peer.clone().map(Box::new)
+    }
+    /// Whether the server speaks the legacy HTTP+SSE transport.
+    pub fn is_legacy_sse(&self) -> bool {
+        self.transport == Transport::Sse
     }
     /// Whether requests can be sent to this server at all.
     pub fn usable(&self) -> bool {
@@ -134,6 +140,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
     let mut headers = Vec::with_capacity(server.headers.len());
     let mut fingerprint = Sha256::new();
     fingerprint.update(server.url.as_bytes());
+    fingerprint.update(format!("{:?}", server.transport).as_bytes());
     for (name, template) in &server.headers {
         let rendered = HeaderTemplate::parse(template)
             .map_err(anyhow::Error::from)
@@ -178,6 +185,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
     Ok(ServerRt {
         slug: server.slug.clone(),
         url: server.url.clone(),
+        transport: server.transport,
         path: path_and_query.parse()?,
         authority: HeaderValue::from_str(&authority)?,
         headers,

@@ -14,6 +14,9 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseSplitter {
     buf: BytesMut,
+    /// How far `buf` is known to hold no blank line, so a large event arriving in
+    /// many chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl SseSplitter {
@@ -21,11 +24,46 @@ impl SseSplitter {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// Bytes buffered but not yet returned as an event.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Takes whatever is buffered (an unfinished event), leaving the splitter empty.
+    pub fn take_rest(&mut self) -> BytesMut {
+        self.scanned = 0;
+        self.buf.split()
+    }
+
+    fn find_end(&mut self) -> Option<(usize, usize)> {
+        // A separator may straddle the previous scan's end: back up two bytes.
+        match find_blank_line(&self.buf, self.scanned.saturating_sub(2)) {
+            Some(found) => {
+                self.scanned = 0;
+                Some(found)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// The next complete block (an event, a comment or a field-only block such as a
+    /// priming event), as the raw bytes it arrived as, blank line included, and its
+    /// parse (`None` when it carries no `data`).
+    pub fn next_block(&mut self) -> Option<(BytesMut, Option<SseEvent>)> {
+        let (end, sep) = self.find_end()?;
+        let raw = self.buf.split_to(end + sep);
+        let event = parse_block(&raw[..end]);
+        Some((raw, event))
+    }
+
     /// The next complete event, if the buffer holds one. Comments and events without
     /// data are skipped.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let (end, sep) = find_blank_line(&self.buf)?;
+            let (end, sep) = self.find_end()?;
             let block = self.buf.split_to(end);
             self.buf.advance(sep);
             if let Some(event) = parse_block(&block) {
@@ -35,16 +73,17 @@ impl SseSplitter {
     }
 }
 
-fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some((i, 2));
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
+/// The first blank line at or after `from`: (offset of the `\n` ending the last
+/// line, length of the separator).
+fn find_blank_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while let Some(at) = memchr::memchr(b'\n', &buf[i..]) {
+        i += at;
+        if buf.get(i + 1) == Some(&b'\n') {
+            return Some((i, 2));
+        }
+        if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+            return Some((i, 3));
         }
         i += 1;
     }

@@ -76,6 +76,8 @@ pub struct Initialized {
     pub session_id: Option<String>,
     pub protocol_version: String,
     pub instructions: Option<String>,
+    /// The server's `capabilities` object (`{}` when it sent none).
+    pub capabilities: Value,
 }
 
 pub struct UpstreamClient {
@@ -236,6 +238,11 @@ impl UpstreamClient {
                 .and_then(Value::as_str)
                 .filter(|s| !s.trim().is_empty())
                 .map(str::to_string),
+            capabilities: result
+                .get("capabilities")
+                .filter(|c| c.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({})),
         };
         self.notify(
             server,
@@ -282,6 +289,138 @@ impl UpstreamClient {
         }
         Err(UpstreamError::Protocol(
             "tools/list paged more than 1000 times".into(),
+        ))
+    }
+
+    /// Sends a notification or a response (a client's answer to a server request);
+    /// the upstream should answer 202.
+    pub async fn send(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(), UpstreamError> {
+        let req = self.post(server, Some(session), body)?;
+        let resp = tokio::time::timeout(timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            400 | 404 if session.session_id.is_some() => Err(UpstreamError::SessionGone),
+            s => Err(UpstreamError::Status(s)),
+        }
+    }
+
+    /// Opens the server's GET event stream for a session (`Last-Event-ID` to resume);
+    /// `Ok(None)` when the server offers none (405).
+    pub async fn open_stream(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<reqwest::Response>, UpstreamError> {
+        if let Some(why) = &server.unavailable {
+            return Err(UpstreamError::Unusable(why.clone()));
+        }
+        let mut req = self
+            .http
+            .get(&server.url)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header(VERSION_HEADER, session.protocol_version);
+        for (name, value) in &server.headers {
+            req = req.header(name, value);
+        }
+        if let Some(id) = session.session_id {
+            req = req.header(SESSION_HEADER, id);
+        }
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(30), req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        let status = resp.status().as_u16();
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        match status {
+            200 if is_sse => Ok(Some(resp)),
+            200 => Err(UpstreamError::Protocol(
+                "GET stream is not text/event-stream".into(),
+            )),
+            405 => Ok(None),
+            400 | 404 if session.session_id.is_some() => Err(UpstreamError::SessionGone),
+            s => Err(UpstreamError::Status(s)),
+        }
+    }
+
+    /// Sends a client's request (`body`, whose id is `id`, raw JSON) and reads the reply
+    /// to the end: every other message the server sends on the reply stream first
+    /// (progress, server-to-client requests, logging) goes to `on_message`; the
+    /// response is returned as the server sent it.
+    pub async fn call_streaming(
+        &self,
+        server: &ServerRt,
+        session: SessionRef<'_>,
+        body: Bytes,
+        id: &str,
+        on_message: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, UpstreamError> {
+        let req = self.post(server, Some(session), body)?;
+        let resp = tokio::time::timeout(server.call_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        let status = resp.status().as_u16();
+        if session.session_id.is_some() && matches!(status, 400 | 404) {
+            return Err(UpstreamError::SessionGone);
+        }
+        if !(200..300).contains(&status) {
+            return Err(UpstreamError::Status(status));
+        }
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            let bytes = tokio::time::timeout(server.call_timeout, resp.bytes())
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(UpstreamError::from_reqwest)?;
+            return String::from_utf8(bytes.to_vec())
+                .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into()));
+        }
+        let want: Value = serde_json::from_str(id)
+            .map_err(|_| UpstreamError::Protocol("request id is not JSON".into()))?;
+        let mut splitter = SseSplitter::default();
+        let mut stream = resp.bytes_stream();
+        loop {
+            let chunk = match tokio::time::timeout(server.call_timeout, stream.next()).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(UpstreamError::from_reqwest)?,
+            };
+            splitter.push(&chunk);
+            while let Some(event) = splitter.next_event() {
+                let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                    continue;
+                };
+                let is_response =
+                    message.get("method").is_none() && message.get("id") == Some(&want);
+                if is_response {
+                    return Ok(event.data);
+                }
+                on_message(&event.data);
+            }
+        }
+        Err(UpstreamError::Protocol(
+            "event stream ended without a response".into(),
         ))
     }
 

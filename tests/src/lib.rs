@@ -24,11 +24,14 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use client::{connect, connect_upstream, echo_of, text_of, CallOutcome, McpClient};
+pub use client::{
+    connect, connect_as, connect_upstream, echo_of, text_of, Answering, AnsweringClient,
+    CallOutcome, McpClient,
+};
 pub use config::{ConfigBuilder, ServerSpec, TokenSpec};
 pub use proxy::{Health, Proxy};
 pub use raw::{RawClient, RawPost, RawResponse};
-pub use upstream::{RecordedCall, RecordedRequest, Upstream, UpstreamTool};
+pub use upstream::{RecordedCall, RecordedRequest, Upstream, UpstreamBuilder, UpstreamTool};
 
 /// How long one test step may take before the harness calls it a hang.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -16,5 +16,7 @@ mod framing;
 mod operations;
 #[path = "data_plane/sessions.rs"]
 mod sessions;
+#[path = "data_plane/surface.rs"]
+mod surface;
 #[path = "data_plane/tools.rs"]
 mod tools;

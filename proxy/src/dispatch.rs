@@ -1,0 +1,798 @@
+//! What the gateway does with each MCP message of a client session, whatever transport
+//! carried it — a Streamable HTTP POST or a legacy `/messages` POST. Each function
+//! returns a [`Reply`] the transport delivers its own way; `tools/call` is only
+//! *routed* here ([`ToolCall`]) because each transport sends it differently (Pingora's
+//! proxy path for Streamable HTTP, the side client for the legacy stream).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_config::naming::{exposed_name, split_exposed};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::envelope::{SessionEnvelope, UpstreamSession};
+use crate::exchange;
+use crate::gateway::session_gone_body;
+use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+use crate::live::live;
+use crate::merged::{ListError, ListKind, Lister};
+use crate::protocol;
+use crate::relay;
+use crate::runtime::{Runtime, ServerRt, WorkspaceRt};
+use crate::state::GatewayState;
+use crate::upstream::UpstreamError;
+use crate::uris;
+
+/// JSON-RPC code for an unknown resource (MCP's "Resource not found").
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// The workspace a message is served in, under one config generation.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub state: &'a GatewayState,
+    pub rt: &'a Runtime,
+    pub ws: &'a WorkspaceRt,
+}
+
+/// What to answer.
+pub enum Reply {
+    /// A JSON-RPC response. `session_gone` asks Streamable HTTP for a 404.
+    Response {
+        body: Bytes,
+        outcome: &'static str,
+        session_gone: bool,
+    },
+    /// Nothing to answer (a notification or a response): 202.
+    Accepted { outcome: &'static str },
+    /// A routed `tools/call`, for the transport to send.
+    ToolCall(ToolCall),
+}
+
+impl Reply {
+    fn ok(body: Bytes) -> Reply {
+        Reply::Response {
+            body,
+            outcome: "ok",
+            session_gone: false,
+        }
+    }
+
+    fn result(id: &serde_json::value::RawValue, result: &Value) -> Reply {
+        Reply::ok(jsonrpc::result(
+            id,
+            &serde_json::to_vec(result).expect("json"),
+        ))
+    }
+
+    pub fn error(id: &str, code: i64, message: &str, outcome: &'static str) -> Reply {
+        Reply::Response {
+            body: jsonrpc::error(id, code, message),
+            outcome,
+            session_gone: false,
+        }
+    }
+
+    fn session_gone(id: &str, server: &str) -> Reply {
+        Reply::Response {
+            body: session_gone_body(id, server),
+            outcome: "session_not_found",
+            session_gone: true,
+        }
+    }
+
+    fn upstream_failure(id: &str, server: &str, e: UpstreamError) -> Reply {
+        match e {
+            UpstreamError::SessionGone => Reply::session_gone(id, server),
+            // The upstream's own protocol error reaches the client as it was.
+            UpstreamError::Rpc { code, message } => {
+                Reply::error(id, code, &message, "upstream_error")
+            }
+            e => Reply::error(
+                id,
+                INTERNAL_ERROR,
+                &format!("MCP server {server:?} is unavailable: {e}"),
+                "upstream_unavailable",
+            ),
+        }
+    }
+}
+
+/// A `tools/call` routed to its server.
+pub struct ToolCall {
+    pub server: Arc<ServerRt>,
+    pub upstream: UpstreamSession,
+    /// The request with the tool name the upstream knows.
+    pub body: Bytes,
+    /// The client's request id, raw JSON.
+    pub request_id: String,
+}
+
+/// The metric label of a method: a fixed set, so clients cannot mint labels.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "initialize" => "initialize",
+        "ping" => "ping",
+        "tools/list" => "tools/list",
+        "tools/call" => "tools/call",
+        "prompts/list" => "prompts/list",
+        "prompts/get" => "prompts/get",
+        "resources/list" => "resources/list",
+        "resources/templates/list" => "resources/templates/list",
+        "resources/read" => "resources/read",
+        "resources/subscribe" => "resources/subscribe",
+        "resources/unsubscribe" => "resources/unsubscribe",
+        "completion/complete" => "completion/complete",
+        "logging/setLevel" => "logging/setLevel",
+        _ => "other",
+    }
+}
+
+#[derive(Deserialize)]
+struct InitializeParams {
+    #[serde(rename = "protocolVersion")]
+    protocol_version: Option<String>,
+    #[serde(default)]
+    capabilities: Value,
+    #[serde(rename = "clientInfo", default)]
+    client_info: Value,
+}
+
+/// A client session opened by `initialize`.
+pub struct Opened {
+    pub envelope: SessionEnvelope,
+    /// The `initialize` response.
+    pub body: Bytes,
+}
+
+/// Opens a session with every enabled upstream in parallel and answers as the
+/// gateway: the union of what the upstreams can do, their instructions, and the
+/// upstream sessions sealed into the envelope.
+pub async fn initialize(
+    scope: Scope<'_>,
+    token_id: &str,
+    msg: &Message<'_>,
+) -> Result<Opened, Reply> {
+    let id = jsonrpc::raw_id(msg.id);
+    let params: InitializeParams = match msg.params.map(|p| serde_json::from_str(p.get())) {
+        Some(Ok(p)) => p,
+        _ => {
+            return Err(Reply::error(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: initialize needs protocolVersion, capabilities and clientInfo",
+                "invalid_params",
+            ))
+        }
+    };
+    let version = protocol::negotiate(params.protocol_version.as_deref());
+    let client_init =
+        json!({"capabilities": params.capabilities, "clientInfo": params.client_info});
+    let mut envelope = SessionEnvelope {
+        sid: [0u8; 16],
+        issued_at: crate::state::unix_now(),
+        workspace: scope.ws.slug.clone(),
+        token_id: token_id.to_string(),
+        client_version: version.to_string(),
+        client_init: client_init.to_string(),
+        upstreams: Vec::new(),
+    };
+    rand::thread_rng().fill_bytes(&mut envelope.sid);
+
+    let timeout = Duration::from_millis(scope.rt.limits.initialize_timeout_ms);
+    let servers: Vec<_> = scope.ws.servers.iter().filter(|s| s.enabled).collect();
+    let opened = futures::future::join_all(servers.iter().map(|server| {
+        let client_init = &client_init;
+        let envelope = &envelope;
+        async move {
+            if server.is_legacy_sse() {
+                // Held by this replica, keyed by the client session; never sealed.
+                scope
+                    .state
+                    .open_legacy_upstream(envelope, server, timeout)
+                    .await
+                    .map(|init| (init, false))
+            } else {
+                scope
+                    .state
+                    .upstream
+                    .initialize(server, version, client_init, timeout)
+                    .await
+                    .map(|init| (init, true))
+            }
+        }
+    }))
+    .await;
+
+    let mut instructions = Vec::new();
+    let mut failures = Vec::new();
+    let mut capabilities = Vec::new();
+    let mut reachable = 0;
+    for (server, result) in servers.iter().zip(opened) {
+        match result {
+            Ok((init, sealed)) => {
+                reachable += 1;
+                if let Some(text) = init.instructions {
+                    instructions.push(format!("## {}\n{}", server.slug, text.trim()));
+                }
+                live().remember_capabilities(
+                    &scope.ws.slug,
+                    &server.slug,
+                    server.fingerprint,
+                    init.capabilities.clone(),
+                );
+                capabilities.push(init.capabilities);
+                if sealed {
+                    envelope.upstreams.push(UpstreamSession {
+                        server: server.slug.clone(),
+                        session_id: init.session_id,
+                        protocol_version: init.protocol_version,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %scope.ws.slug, server = %server.slug, error = %e, "upstream initialize failed; serving the others");
+                scope
+                    .state
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&scope.ws.slug, &server.slug, e.kind()])
+                    .inc();
+                failures.push(format!("{}: {e}", server.slug));
+            }
+        }
+    }
+    if reachable == 0 && !servers.is_empty() {
+        return Err(Reply::error(
+            id,
+            INTERNAL_ERROR,
+            &format!(
+                "No MCP server of this workspace could be initialized ({})",
+                failures.join("; ")
+            ),
+            "upstream_unavailable",
+        ));
+    }
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": merged_capabilities(&capabilities),
+        "serverInfo": {"name": "gatehouse", "title": "Gatehouse", "version": env!("CARGO_PKG_VERSION")},
+    });
+    if !instructions.is_empty() {
+        result["instructions"] = Value::String(instructions.join("\n\n"));
+    }
+    let body = jsonrpc::result(
+        msg.id.expect("request"),
+        &serde_json::to_vec(&result).expect("json"),
+    );
+    Ok(Opened { envelope, body })
+}
+
+/// What the gateway can route, given what its upstreams offer: tools always (the
+/// gateway itself announces changes to them), the rest when some upstream has it.
+pub fn merged_capabilities(upstreams: &[Value]) -> Value {
+    let any = |key: &str| upstreams.iter().any(|c| c.get(key).is_some());
+    let mut out = json!({"tools": {"listChanged": true}});
+    if any("prompts") {
+        out["prompts"] = json!({"listChanged": true});
+    }
+    if any("resources") {
+        out["resources"] = json!({"listChanged": true});
+        let subscribe = upstreams
+            .iter()
+            .any(|c| c.pointer("/resources/subscribe") == Some(&Value::Bool(true)));
+        if subscribe {
+            out["resources"]["subscribe"] = Value::Bool(true);
+        }
+    }
+    if any("completions") {
+        out["completions"] = json!({});
+    }
+    if any("logging") {
+        out["logging"] = json!({});
+    }
+    out
+}
+
+/// A client request in an open session.
+pub async fn request(
+    scope: Scope<'_>,
+    env: &SessionEnvelope,
+    body: &Bytes,
+    msg: &Message<'_>,
+) -> Reply {
+    let rid = msg.id.expect("a request has an id");
+    let id = rid.get();
+    let method = msg.method.as_deref().unwrap_or_default();
+    let params: Value = match msg.params.map(|p| serde_json::from_str(p.get())) {
+        None => json!({}),
+        Some(Ok(p @ Value::Object(_))) => p,
+        Some(_) => {
+            return Reply::error(
+                id,
+                INVALID_PARAMS,
+                "Invalid params: params must be an object",
+                "invalid_params",
+            )
+        }
+    };
+    let lister = Lister {
+        state: scope.state,
+        rt: scope.rt,
+        ws: scope.ws,
+        env,
+    };
+    match method {
+        "ping" => Reply::ok(jsonrpc::result(rid, b"{}")),
+        "tools/list" => match scope.state.catalog(scope.rt, scope.ws, env).await {
+            Ok(catalog) => {
+                let mut result = Vec::with_capacity(catalog.rendered.len() + 12);
+                result.extend_from_slice(br#"{"tools":"#);
+                result.extend_from_slice(&catalog.rendered);
+                result.extend_from_slice(b"}");
+                Reply::ok(jsonrpc::result(rid, &result))
+            }
+            Err(_) => Reply::session_gone(id, "an upstream"),
+        },
+        "tools/call" => tool_call(scope, env, body, msg).await,
+        "prompts/list" | "resources/list" | "resources/templates/list" => {
+            let kind = match method {
+                "prompts/list" => ListKind::Prompts,
+                "resources/list" => ListKind::Resources,
+                _ => ListKind::Templates,
+            };
+            let cursor = params.get("cursor").and_then(Value::as_str);
+            match lister.page(kind, cursor).await {
+                Ok(result) => Reply::result(rid, &result),
+                Err(ListError::BadCursor(e)) => {
+                    Reply::error(id, INVALID_PARAMS, &e.to_string(), "invalid_params")
+                }
+                Err(ListError::SessionGone(server)) => Reply::session_gone(id, &server),
+            }
+        }
+        "prompts/get" => {
+            let Some(name) = params.get("name").and_then(Value::as_str) else {
+                return Reply::error(
+                    id,
+                    INVALID_PARAMS,
+                    "Invalid params: prompts/get needs a string \"name\"",
+                    "invalid_params",
+                );
+            };
+            let (server, original) = match route_prompt(&lister, name).await {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    return Reply::error(
+                        id,
+                        INVALID_PARAMS,
+                        &format!("Unknown prompt: {name}"),
+                        "unknown_prompt",
+                    )
+                }
+                Err(e) => return Reply::upstream_failure(id, &slug_of(name), e),
+            };
+            let mut params = params.clone();
+            params["name"] = Value::String(original);
+            forward(scope, env, &server, rid, method, params, |result| {
+                if let Some(Value::Array(messages)) = result.get_mut("messages") {
+                    for m in messages {
+                        if let Some(content) = m.get_mut("content") {
+                            expose_content_uris(&server.slug, content);
+                        }
+                    }
+                }
+            })
+            .await
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+                return Reply::error(
+                    id,
+                    INVALID_PARAMS,
+                    &format!("Invalid params: {method} needs a string \"uri\""),
+                    "invalid_params",
+                );
+            };
+            let Some((server, original)) = route_uri(scope.ws, uri) else {
+                return Reply::error(
+                    id,
+                    RESOURCE_NOT_FOUND,
+                    &format!("Resource not found: {uri}"),
+                    "unknown_resource",
+                );
+            };
+            let mut params = params.clone();
+            params["uri"] = Value::String(original);
+            forward(scope, env, &server, rid, method, params, |result| {
+                if let Some(Value::Array(contents)) = result.get_mut("contents") {
+                    for c in contents {
+                        expose_uri_field(&server.slug, c, "uri");
+                    }
+                }
+            })
+            .await
+        }
+        "completion/complete" => {
+            let mut params = params.clone();
+            let target = match params.pointer("/ref/type").and_then(Value::as_str) {
+                Some("ref/prompt") => {
+                    let name = params
+                        .pointer("/ref/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    match route_prompt(&lister, &name).await {
+                        Ok(Some((server, original))) => {
+                            params["ref"]["name"] = Value::String(original);
+                            Some(server)
+                        }
+                        Ok(None) => None,
+                        Err(e) => return Reply::upstream_failure(id, &slug_of(&name), e),
+                    }
+                }
+                Some("ref/resource") => {
+                    let uri = params
+                        .pointer("/ref/uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    route_uri(scope.ws, uri).map(|(server, original)| {
+                        params["ref"]["uri"] = Value::String(original);
+                        server
+                    })
+                }
+                _ => None,
+            };
+            let Some(server) = target else {
+                return Reply::error(
+                    id,
+                    INVALID_PARAMS,
+                    "Invalid params: completion/complete needs a ref to a prompt or resource template of this workspace",
+                    "invalid_params",
+                );
+            };
+            forward(scope, env, &server, rid, method, params, |_| {}).await
+        }
+        "logging/setLevel" => {
+            set_level(scope, env, params).await;
+            Reply::ok(jsonrpc::result(rid, b"{}"))
+        }
+        _ => Reply::error(
+            id,
+            METHOD_NOT_FOUND,
+            &format!("Method not found: {method}"),
+            "method_not_found",
+        ),
+    }
+}
+
+/// Sends one request to one server and relays its result, adjusted by `expose`.
+async fn forward(
+    scope: Scope<'_>,
+    env: &SessionEnvelope,
+    server: &ServerRt,
+    rid: &serde_json::value::RawValue,
+    method: &str,
+    params: Value,
+    expose: impl FnOnce(&mut Value),
+) -> Reply {
+    match exchange::ask(
+        scope.state,
+        scope.rt,
+        env,
+        server,
+        method,
+        params,
+        server.call_timeout,
+    )
+    .await
+    {
+        Ok(mut result) => {
+            expose(&mut result);
+            Reply::result(rid, &result)
+        }
+        Err(e) => Reply::upstream_failure(rid.get(), &server.slug, e),
+    }
+}
+
+/// `logging/setLevel` applies to every server of the session that logs.
+async fn set_level(scope: Scope<'_>, env: &SessionEnvelope, params: Value) {
+    let servers = scope.ws.servers.iter().filter(|s| {
+        s.enabled
+            && s.usable()
+            && live()
+                .capabilities(&scope.ws.slug, &s.slug, s.fingerprint)
+                .is_none_or(|c| c.get("logging").is_some())
+    });
+    let timeout = Duration::from_millis(scope.rt.limits.initialize_timeout_ms);
+    let sets = servers.map(|server| {
+        let params = params.clone();
+        async move {
+            if let Err(e) = exchange::ask(
+                scope.state,
+                scope.rt,
+                env,
+                server,
+                "logging/setLevel",
+                params,
+                timeout,
+            )
+            .await
+            {
+                tracing::debug!(server = %server.slug, error = %e, "logging/setLevel not applied");
+            }
+        }
+    });
+    futures::future::join_all(sets).await;
+}
+
+fn slug_of(name: &str) -> String {
+    split_exposed(name)
+        .map_or("an upstream", |(s, _)| s)
+        .to_string()
+}
+
+/// Whether `rest` has the shape of a name shortened by [`exposed_name`]
+/// (`<readable>-<8 hex>`).
+fn looks_shortened(rest: &str) -> bool {
+    let b = rest.as_bytes();
+    b.len() > 9
+        && b[b.len() - 9] == b'-'
+        && b[b.len() - 8..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// The server and upstream name behind an exposed prompt name. A name the gateway
+/// shortened is looked up in the server's prompt list.
+async fn route_prompt(
+    lister: &Lister<'_>,
+    exposed: &str,
+) -> Result<Option<(Arc<ServerRt>, String)>, UpstreamError> {
+    let Some((slug, rest)) = split_exposed(exposed) else {
+        return Ok(None);
+    };
+    let Some(server) = lister.ws.server(slug).filter(|s| s.usable()).cloned() else {
+        return Ok(None);
+    };
+    let direct = exposed_name(slug, rest) == exposed;
+    if direct && !looks_shortened(rest) {
+        return Ok(Some((server, rest.to_string())));
+    }
+    let prompts = lister.all_of(&server, ListKind::Prompts).await?;
+    let found = prompts
+        .iter()
+        .filter_map(|p| p.get("name").and_then(Value::as_str))
+        .find(|name| exposed_name(slug, name) == exposed)
+        .map(str::to_string);
+    Ok(match found {
+        Some(name) => Some((server, name)),
+        None if direct => Some((server, rest.to_string())),
+        None => None,
+    })
+}
+
+/// The server and upstream URI behind an exposed resource URI.
+fn route_uri(ws: &WorkspaceRt, uri: &str) -> Option<(Arc<ServerRt>, String)> {
+    let (slug, original) = uris::route(uri)?;
+    let server = ws.server(slug).filter(|s| s.usable())?.clone();
+    Some((server, original.to_string()))
+}
+
+fn expose_uri_field(server: &str, value: &mut Value, field: &str) {
+    if let Some(slot) = value.get_mut(field) {
+        if let Some(text) = slot.as_str() {
+            *slot = Value::String(uris::expose(server, text));
+        }
+    }
+}
+
+/// Resource URIs inside a content block (an embedded resource or a resource link).
+pub fn expose_content_uris(server: &str, content: &mut Value) {
+    match content.get("type").and_then(Value::as_str) {
+        Some("resource") => {
+            if let Some(resource) = content.get_mut("resource") {
+                expose_uri_field(server, resource, "uri");
+            }
+        }
+        Some("resource_link") => expose_uri_field(server, content, "uri"),
+        _ => {}
+    }
+}
+
+/// Routes a `tools/call` by its exposed name.
+async fn tool_call(
+    scope: Scope<'_>,
+    env: &SessionEnvelope,
+    body: &Bytes,
+    msg: &Message<'_>,
+) -> Reply {
+    let id = jsonrpc::raw_id(msg.id);
+    let Some(name) = msg.params.and_then(|p| jsonrpc::tool_name(body, p)) else {
+        return Reply::error(
+            id,
+            INVALID_PARAMS,
+            "Invalid params: tools/call needs a string \"name\"",
+            "invalid_params",
+        );
+    };
+    let catalog = match scope.state.catalog(scope.rt, scope.ws, env).await {
+        Ok(c) => c,
+        Err(_) => return Reply::session_gone(id, "an upstream"),
+    };
+    // Unknown server, unknown tool and a tool hidden by policy are indistinguishable.
+    let Some((route, server)) = catalog
+        .route(&name.name)
+        .and_then(|r| scope.ws.server(&r.server).map(|s| (r, s.clone())))
+    else {
+        return Reply::error(
+            id,
+            INVALID_PARAMS,
+            &format!("Unknown tool: {}", name.name),
+            "unknown_tool",
+        );
+    };
+    let upstream = match scope.state.session_for(scope.rt, env, &server).await {
+        Ok(s) => s,
+        Err(e) => {
+            scope
+                .state
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&scope.ws.slug, &server.slug, e.kind()])
+                .inc();
+            return Reply::error(
+                id,
+                INTERNAL_ERROR,
+                &format!("MCP server {:?} is unavailable: {e}", server.slug),
+                "upstream_unavailable",
+            );
+        }
+    };
+    Reply::ToolCall(ToolCall {
+        body: jsonrpc::splice_name(body, name.span.clone(), &route.upstream_name),
+        server,
+        upstream,
+        request_id: id.to_string(),
+    })
+}
+
+/// A client notification in an open session.
+pub async fn notification(
+    scope: Scope<'_>,
+    env: &SessionEnvelope,
+    body: &Bytes,
+    msg: &Message<'_>,
+) -> Reply {
+    let method = msg.method.as_deref().unwrap_or_default();
+    let targets: Vec<Arc<ServerRt>> = match method {
+        // The request ids a client cancels are its own, forwarded unchanged on
+        // `tools/call`: the upstream it went to is known on the replica carrying it.
+        // Elsewhere every upstream of the session is told; an upstream ignores ids it
+        // does not know.
+        "notifications/cancelled" => {
+            let owner = msg
+                .params
+                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                .and_then(|p| p.get("requestId").map(Value::to_string))
+                .and_then(|rid| live().owner_of(env.sid, &rid))
+                .and_then(|slug| scope.ws.server(&slug).cloned());
+            match owner {
+                Some(server) => vec![server],
+                None => session_servers(scope),
+            }
+        }
+        "notifications/roots/list_changed" | "notifications/progress" => session_servers(scope),
+        // `initialized` was sent to each upstream when its session was opened.
+        _ => Vec::new(),
+    };
+    let sends = targets.iter().map(|server| async move {
+        if let Err(e) =
+            exchange::tell(scope.state, scope.rt, env, server, body.clone()).await
+        {
+            tracing::debug!(server = %server.slug, method, error = %e, "notification not delivered");
+        }
+    });
+    futures::future::join_all(sends).await;
+    Reply::Accepted { outcome: "ok" }
+}
+
+/// Servers of the session that can be told something.
+fn session_servers(scope: Scope<'_>) -> Vec<Arc<ServerRt>> {
+    scope
+        .ws
+        .servers
+        .iter()
+        .filter(|s| s.enabled && s.usable())
+        .cloned()
+        .collect()
+}
+
+/// A client's response to a server-to-client request: back to the server that asked,
+/// with the id it used. Ids the gateway did not issue to this session are dropped.
+pub async fn response(
+    scope: Scope<'_>,
+    env: &SessionEnvelope,
+    msg: &Message<'_>,
+    body: &Bytes,
+) -> Reply {
+    let id = msg.id.map(|i| i.get()).unwrap_or("null");
+    let target = serde_json::from_str::<String>(id)
+        .ok()
+        .and_then(|text| relay::open_id(&scope.rt.keys, env.sid, &text));
+    let Some(target) = target else {
+        tracing::info!(workspace = %scope.ws.slug, id = %id.chars().take(80).collect::<String>(), "ignoring a client response to an id the gateway never issued");
+        return Reply::Accepted {
+            outcome: "unknown_response",
+        };
+    };
+    let Some(server) = scope
+        .ws
+        .server(&target.server)
+        .filter(|s| s.usable())
+        .cloned()
+    else {
+        tracing::info!(workspace = %scope.ws.slug, server = %target.server, "dropping a client response: its server is gone");
+        return Reply::Accepted {
+            outcome: "unknown_response",
+        };
+    };
+    let mut message: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => {
+            return Reply::Accepted {
+                outcome: "bad_request",
+            }
+        }
+    };
+    message["id"] = serde_json::from_str(&target.original_id).unwrap_or(Value::Null);
+    let body = Bytes::from(message.to_string());
+    match exchange::tell(scope.state, scope.rt, env, &server, body).await {
+        Ok(()) => Reply::Accepted { outcome: "ok" },
+        Err(e) => {
+            tracing::warn!(server = %server.slug, error = %e, "client response not delivered");
+            Reply::Accepted {
+                outcome: "upstream_error",
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_the_union_of_the_upstreams() {
+        let merged = merged_capabilities(&[
+            json!({"tools": {}}),
+            json!({"prompts": {}, "resources": {"subscribe": true}, "logging": {}}),
+            json!({"completions": {}}),
+        ]);
+        assert_eq!(
+            merged,
+            json!({
+                "tools": {"listChanged": true},
+                "prompts": {"listChanged": true},
+                "resources": {"listChanged": true, "subscribe": true},
+                "completions": {},
+                "logging": {},
+            })
+        );
+        assert_eq!(
+            merged_capabilities(&[]),
+            json!({"tools": {"listChanged": true}})
+        );
+    }
+
+    #[test]
+    fn shortened_names_are_recognised() {
+        let long = "x".repeat(100);
+        let exposed = exposed_name("srv", &long);
+        let (_, rest) = split_exposed(&exposed).unwrap();
+        assert!(looks_shortened(rest));
+        assert!(!looks_shortened("summarize"));
+        assert!(!looks_shortened("v-1"));
+    }
+}
