@@ -12,10 +12,10 @@ pub mod naming;
 pub mod policy;
 pub mod template;
 
-pub use load::{load_file, parse, validate, ConfigError, Format, Problem};
+pub use load::{load_file, parse, validate, validate_skill_tools, ConfigError, Format, Problem};
 pub use model::{
-    Limits, McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Transport, Workspace,
-    WorkspaceToken,
+    Limits, McpServer, Secret, SessionKey, SkillRequest, SkillResponse, SkillTool, Snapshot,
+    ToolPolicy, Transport, Workspace, WorkspaceToken,
 };
 
 use sha2::{Digest, Sha256};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use crate::model::{McpServer, Snapshot, Workspace};
+use crate::model::{McpServer, SkillTool, Snapshot, Transport, Workspace};
 use crate::naming::is_valid_slug;
 use crate::policy::CompiledPolicy;
 use crate::template::HeaderTemplate;
@@ -210,7 +210,18 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
                 format!("duplicate server {:?} in this workspace", server.slug),
             );
         }
-        validate_url(server, &at, out);
+        if server.transport == Transport::Skill {
+            out.0
+                .extend(validate_skill_tools(&server.tools, &format!("{at}.tools")));
+        } else {
+            validate_url(server, &at, out);
+            if !server.tools.is_empty() {
+                out.push(
+                    format!("{at}.tools"),
+                    "only a skill (transport: skill) declares tools".into(),
+                );
+            }
+        }
         for (name, value) in &server.headers {
             let at = format!("{at}.headers.{name}");
             if http_header_name_invalid(name) {
@@ -229,6 +240,130 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
                 "must be greater than 0".into(),
             );
         }
+    }
+}
+
+/// Problems with a skill's tools, at paths under `at` (e.g. `tools`). Shared with the
+/// control plane's manifest checks.
+pub fn validate_skill_tools(tools: &[SkillTool], at: &str) -> Vec<Problem> {
+    let mut out = Problems::default();
+    if tools.is_empty() {
+        out.push(at, "a skill needs at least one tool".into());
+    }
+    let mut names = HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        if !crate::naming::is_valid_exposed_name(&tool.name) {
+            out.push(
+                format!("{at}.name"),
+                format!("{:?} must match ^[A-Za-z0-9_.-]{{1,64}}$", tool.name),
+            );
+        } else if !names.insert(tool.name.as_str()) {
+            out.push(
+                format!("{at}.name"),
+                format!("duplicate tool {:?}", tool.name),
+            );
+        }
+        let properties = tool
+            .input_schema
+            .get("properties")
+            .and_then(|p| p.as_object());
+        if tool.input_schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+            out.push(
+                format!("{at}.input_schema"),
+                "must be a JSON Schema with \"type\": \"object\"".into(),
+            );
+        }
+        let req = &tool.request;
+        if !matches!(
+            req.method.as_str(),
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+        ) {
+            out.push(
+                format!("{at}.request.method"),
+                format!("{:?} must be GET, POST, PUT, PATCH or DELETE", req.method),
+            );
+        }
+        if req.timeout_ms == 0 || req.timeout_ms > 120_000 {
+            out.push(
+                format!("{at}.request.timeout_ms"),
+                "must be between 1 and 120000".into(),
+            );
+        }
+        let mut templates: Vec<(String, &str)> =
+            vec![(format!("{at}.request.url"), req.url.as_str())];
+        for (name, value) in &req.headers {
+            if http_header_name_invalid(name) {
+                out.push(
+                    format!("{at}.request.headers.{name}"),
+                    "not a valid HTTP header name".into(),
+                );
+            }
+            templates.push((format!("{at}.request.headers.{name}"), value.as_str()));
+        }
+        let mut body_strings = Vec::new();
+        if let Some(body) = &req.body {
+            collect_strings(body, &mut body_strings);
+        }
+        templates.extend(
+            body_strings
+                .iter()
+                .map(|s| (format!("{at}.request.body"), *s)),
+        );
+        for (path, text) in templates {
+            match HeaderTemplate::parse_skill(text) {
+                Ok(t) => {
+                    for arg in t.arg_names() {
+                        if !properties.is_some_and(|p| p.contains_key(arg)) {
+                            out.push(
+                                path.clone(),
+                                format!("uses {{{{args.{arg}}}}} but input_schema has no property {arg:?}"),
+                            );
+                        }
+                    }
+                }
+                Err(e) => out.push(path, e.to_string()),
+            }
+        }
+        // Arguments may fill the path and query, never choose the host.
+        if let Ok(t) = HeaderTemplate::parse_skill(&req.url) {
+            let secrets = Default::default();
+            let with = |v: &'static str| {
+                t.render_with(&secrets, |_| v.to_string())
+                    .ok()
+                    .and_then(|u| url::Url::parse(&u).ok())
+            };
+            match (with("a"), with("b")) {
+                (Some(a), Some(b))
+                    if matches!(a.scheme(), "http" | "https")
+                        && a.host().is_some()
+                        && a.scheme() == b.scheme()
+                        && a.host() == b.host()
+                        && a.port() == b.port() => {}
+                _ => out.push(
+                    format!("{at}.request.url"),
+                    "must be an http(s) URL whose scheme, host and port do not depend on the arguments".into(),
+                ),
+            }
+        }
+        if let Some(pointer) = &tool.response.pointer {
+            if !(pointer.is_empty() || pointer.starts_with('/')) {
+                out.push(
+                    format!("{at}.response.pointer"),
+                    "a JSON pointer starts with /".into(),
+                );
+            }
+        }
+    }
+    out.0
+}
+
+fn collect_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
     }
 }
 
@@ -356,6 +491,39 @@ workspaces:
         assert!(problems[6].message.contains("duplicate token id"));
         assert!(problems[7].message.contains("duplicate workspace"));
         assert!(problems[8].message.contains("twice"));
+    }
+
+    #[test]
+    fn skills_are_validated_tool_by_tool() {
+        let ok = serde_json::json!([{
+            "name": "lookup", "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "request": {"url": "https://crm.example.com/c/{{args.id}}", "headers": {"Authorization": "Bearer {{secrets.K}}"}}
+        }]);
+        let tools: Vec<SkillTool> = serde_json::from_value(ok).unwrap();
+        assert_eq!(validate_skill_tools(&tools, "tools"), vec![]);
+
+        let bad = serde_json::json!([
+            {"name": "a b", "input_schema": {"type": "string"}, "request": {"method": "TRACE", "url": "https://{{args.host}}/x"}},
+            {"name": "ok", "input_schema": {"type": "object"}, "request": {"url": "ftp://x", "body": {"q": "{{args.q}}"}, "timeout_ms": 0}}
+        ]);
+        let tools: Vec<SkillTool> = serde_json::from_value(bad).unwrap();
+        let paths: Vec<String> = validate_skill_tools(&tools, "tools")
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "tools[0].name",
+                "tools[0].input_schema",
+                "tools[0].request.method",
+                "tools[0].request.url",
+                "tools[0].request.url",
+                "tools[1].request.timeout_ms",
+                "tools[1].request.body",
+                "tools[1].request.url",
+            ]
+        );
     }
 
     #[test]

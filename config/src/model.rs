@@ -101,6 +101,9 @@ pub enum Transport {
     /// Legacy HTTP+SSE (MCP 2024-11-05): `url` is the server's SSE endpoint; the
     /// gateway POSTs to the `endpoint` URL the stream announces.
     Sse,
+    /// A skill: declarative HTTP tools (`tools`) the gateway executes itself; `url`
+    /// is unused.
+    Skill,
 }
 
 /// An MCP server installed in a workspace.
@@ -127,6 +130,9 @@ pub struct McpServer {
     /// Upper bound on one read from the upstream while a call is in flight, in ms.
     #[serde(default = "McpServer::default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// The tools of a skill (transport `skill`); empty for MCP servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<SkillTool>,
 }
 
 impl McpServer {
@@ -137,6 +143,62 @@ impl McpServer {
 
 fn default_true() -> bool {
     true
+}
+
+/// A declarative HTTP tool of a skill, executed by the gateway: arguments are checked
+/// against `input_schema`, then one HTTP request is made and its answer becomes the
+/// tool result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkillTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema (an object schema) the arguments must satisfy.
+    pub input_schema: serde_json::Value,
+    /// Annotated `readOnlyHint: true` (read-only policies expose only these).
+    #[serde(default)]
+    pub read_only: bool,
+    pub request: SkillRequest,
+    #[serde(default)]
+    pub response: SkillResponse,
+}
+
+/// The HTTP request a skill tool makes. Templates may use `{{args.NAME}}` and
+/// `{{secrets.NAME}}`; in the URL, argument values are percent-encoded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkillRequest {
+    #[serde(default = "SkillRequest::default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body. A string that is exactly `{{args.NAME}}` becomes that argument's
+    /// JSON value; placeholders inside other strings are interpolated as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    #[serde(default = "SkillRequest::default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl SkillRequest {
+    fn default_method() -> String {
+        "GET".into()
+    }
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+/// How a skill tool's HTTP answer becomes its result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkillResponse {
+    /// JSON pointer (RFC 6901) selecting the part of a JSON answer to return; the
+    /// whole body when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }
 
 /// Which upstream tools a workspace exposes.

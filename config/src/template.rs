@@ -1,4 +1,5 @@
-//! Header templates: `Bearer {{secrets.GITHUB_TOKEN}}` filled from a server's secrets.
+//! Templates: `Bearer {{secrets.GITHUB_TOKEN}}` filled from a server's secrets, and in
+//! skill requests also `{{args.NAME}}` filled from a tool call's arguments.
 
 use std::collections::BTreeMap;
 
@@ -14,15 +15,20 @@ pub struct HeaderTemplate {
 enum Part {
     Literal(String),
     Secret(String),
+    Arg(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("unclosed `{{{{` at byte {0}")]
     Unclosed(usize),
-    #[error("unknown placeholder `{{{{{0}}}}}`: only `{{{{secrets.NAME}}}}` is supported")]
+    #[error("unknown placeholder `{{{{{0}}}}}`: only `{{{{secrets.NAME}}}}` is supported here")]
     UnknownPlaceholder(String),
-    #[error("secret name {0:?} must match [A-Za-z0-9_]+")]
+    #[error(
+        "unknown placeholder `{{{{{0}}}}}`: use `{{{{args.NAME}}}}` or `{{{{secrets.NAME}}}}`"
+    )]
+    UnknownSkillPlaceholder(String),
+    #[error("placeholder name {0:?} must match [A-Za-z0-9_]+")]
     BadSecretName(String),
 }
 
@@ -34,7 +40,17 @@ pub struct MissingSecret {
 }
 
 impl HeaderTemplate {
+    /// A template that may reference secrets only (server headers).
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_with(text, false)
+    }
+
+    /// A skill request template: secrets and `{{args.NAME}}`.
+    pub fn parse_skill(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, allow_args: bool) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         let mut offset = 0;
@@ -47,13 +63,19 @@ impl HeaderTemplate {
                 .find("}}")
                 .ok_or(TemplateError::Unclosed(offset + open))?;
             let inner = after[..close].trim();
-            let name = inner
-                .strip_prefix("secrets.")
-                .ok_or_else(|| TemplateError::UnknownPlaceholder(inner.to_string()))?;
+            let (name, part): (&str, fn(String) -> Part) =
+                match (inner.strip_prefix("secrets."), inner.strip_prefix("args.")) {
+                    (Some(name), _) => (name, Part::Secret),
+                    (None, Some(name)) if allow_args => (name, Part::Arg),
+                    _ if allow_args => {
+                        return Err(TemplateError::UnknownSkillPlaceholder(inner.to_string()))
+                    }
+                    _ => return Err(TemplateError::UnknownPlaceholder(inner.to_string())),
+                };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(TemplateError::BadSecretName(name.to_string()));
             }
-            parts.push(Part::Secret(name.to_string()));
+            parts.push(part(name.to_string()));
             let consumed = open + 2 + close + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -68,11 +90,37 @@ impl HeaderTemplate {
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Secret(name) => Some(name.as_str()),
-            Part::Literal(_) => None,
+            _ => None,
         })
     }
 
+    /// Names of the arguments this template uses.
+    pub fn arg_names(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Arg(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The argument name when the whole template is one `{{args.NAME}}`.
+    pub fn sole_arg(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Arg(name)] => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Fills secrets only (a template without argument references).
     pub fn render(&self, secrets: &BTreeMap<String, Secret>) -> Result<String, MissingSecret> {
+        self.render_with(secrets, |_| String::new())
+    }
+
+    /// Fills secrets, and arguments through `arg` (which may encode them).
+    pub fn render_with(
+        &self,
+        secrets: &BTreeMap<String, Secret>,
+        arg: impl Fn(&str) -> String,
+    ) -> Result<String, MissingSecret> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -83,6 +131,7 @@ impl HeaderTemplate {
                         .ok_or_else(|| MissingSecret { name: name.clone() })?
                         .expose(),
                 ),
+                Part::Arg(name) => out.push_str(&arg(name)),
             }
         }
         Ok(out)
@@ -118,6 +167,31 @@ mod tests {
     }
 
     #[test]
+    fn skill_templates_take_arguments() {
+        let t = HeaderTemplate::parse_skill("https://crm/{{args.id}}?k={{secrets.K}}").unwrap();
+        assert_eq!(t.arg_names().collect::<Vec<_>>(), ["id"]);
+        let s = secrets(&[("K", "s3")]);
+        let out = t.render_with(&s, |name| format!("<{name}>")).unwrap();
+        assert_eq!(out, "https://crm/<id>?k=s3");
+        assert_eq!(
+            HeaderTemplate::parse_skill("{{ args.q }}")
+                .unwrap()
+                .sole_arg(),
+            Some("q")
+        );
+        assert_eq!(
+            HeaderTemplate::parse_skill("x{{args.q}}")
+                .unwrap()
+                .sole_arg(),
+            None
+        );
+        assert!(matches!(
+            HeaderTemplate::parse_skill("{{env.HOME}}").unwrap_err(),
+            TemplateError::UnknownSkillPlaceholder(_)
+        ));
+    }
+
+    #[test]
     fn reports_bad_templates_and_missing_secrets() {
         assert_eq!(
             HeaderTemplate::parse("x {{secrets.A").unwrap_err(),
@@ -125,6 +199,10 @@ mod tests {
         );
         assert!(matches!(
             HeaderTemplate::parse("{{env.HOME}}").unwrap_err(),
+            TemplateError::UnknownPlaceholder(_)
+        ));
+        assert!(matches!(
+            HeaderTemplate::parse("{{args.id}}").unwrap_err(),
             TemplateError::UnknownPlaceholder(_)
         ));
         assert!(matches!(

@@ -206,6 +206,7 @@ impl App {
                     secrets,
                     policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
                     call_timeout_ms: 300_000,
+                    tools: vec![],
                 });
             }
             let tokens = rows

@@ -66,6 +66,7 @@ impl ServerSpec {
                 secrets: BTreeMap::new(),
                 policy: ToolPolicy::default(),
                 call_timeout_ms: 300_000,
+                tools: vec![],
             },
         }
     }
