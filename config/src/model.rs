@@ -54,6 +54,10 @@ pub struct Limits {
     /// How long `initialize` waits for each upstream, in milliseconds.
     #[serde(default = "Limits::default_initialize_timeout_ms")]
     pub initialize_timeout_ms: u64,
+    /// Let skills reach link-local and cloud-metadata addresses (169.254.0.0/16,
+    /// fe80::/10, ...). Off unless the operator turns it on.
+    #[serde(default)]
+    pub skills_allow_link_local: bool,
 }
 
 impl Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: Self::default_max_body_bytes(),
             initialize_timeout_ms: Self::default_initialize_timeout_ms(),
+            skills_allow_link_local: false,
         }
     }
 }

@@ -7,6 +7,8 @@ pub mod api;
 pub mod cli;
 pub mod crypto;
 pub mod demo;
+pub mod hub;
+pub mod manifest;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -186,6 +186,9 @@ async fn ensure_demo(
             policy: serde_json::to_string(&gatehouse_config::ToolPolicy::default())?,
             enabled: 1,
             created_at: crate::store::now(),
+            package: None,
+            installed_by: Some(admin.id.clone()),
+            tools: None,
         };
         app.store
             .insert_server(&ws, &server, &admin.username)

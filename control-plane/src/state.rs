@@ -130,6 +130,7 @@ impl App {
             snapshots,
             proxies: ProxyRegistry::default(),
         };
+        crate::hub::load_catalog(&app).await?;
         app.publish().await?;
         Ok((
             app,
@@ -206,7 +207,10 @@ impl App {
                     secrets,
                     policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
                     call_timeout_ms: 300_000,
-                    tools: vec![],
+                    tools: match &s.tools {
+                        Some(json) => serde_json::from_str(json)?,
+                        None => vec![],
+                    },
                 });
             }
             let tokens = rows

@@ -182,7 +182,13 @@ pub async fn initialize(
     rand::thread_rng().fill_bytes(&mut envelope.sid);
 
     let timeout = Duration::from_millis(scope.rt.limits.initialize_timeout_ms);
-    let servers: Vec<_> = scope.ws.servers.iter().filter(|s| s.enabled).collect();
+    // Skills are run by the gateway: there is no session to open with them.
+    let servers: Vec<_> = scope
+        .ws
+        .servers
+        .iter()
+        .filter(|s| s.enabled && s.skill.is_none())
+        .collect();
     let opened = futures::future::join_all(servers.iter().map(|server| {
         let client_init = &client_init;
         let envelope = &envelope;
@@ -633,6 +639,33 @@ async fn tool_call(
             "unknown_tool",
         );
     };
+    if let Some(skill) = &server.skill {
+        let Some(request_id) = msg.id else {
+            return Reply::error(
+                id,
+                INVALID_PARAMS,
+                "tools/call needs an id",
+                "invalid_params",
+            );
+        };
+        if let Some(why) = &server.unavailable {
+            return Reply::error(
+                id,
+                INTERNAL_ERROR,
+                &format!("skill {:?} is not usable: {why}", server.slug),
+                "upstream_unavailable",
+            );
+        }
+        let arguments = msg.params.and_then(|p| {
+            serde_json::from_str::<Value>(p.get())
+                .ok()
+                .and_then(|mut v| v.get_mut("arguments").map(Value::take))
+        });
+        let result = skill
+            .call(&scope.rt.skills, &route.upstream_name, arguments.as_ref())
+            .await;
+        return Reply::result(request_id, &result);
+    }
     let upstream = match scope.state.session_for(scope.rt, env, &server).await {
         Ok(s) => s,
         Err(e) => {

@@ -25,6 +25,7 @@ pub mod relay;
 pub mod reload;
 pub mod respond;
 pub mod runtime;
+pub mod skill;
 pub mod sse;
 pub mod state;
 pub mod upstream;

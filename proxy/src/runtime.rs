@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::TokenIndex;
 use crate::envelope::SessionKeys;
+use crate::skill::{SkillClient, SkillRt};
 
 /// Everything a request needs, for one config generation.
 pub struct Runtime {
@@ -28,6 +29,8 @@ pub struct Runtime {
     pub keys: SessionKeys,
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
+    /// The HTTP client skills use (its address guard follows `limits`).
+    pub skills: SkillClient,
 }
 
 pub struct WorkspaceRt {
@@ -66,6 +69,8 @@ pub struct ServerRt {
     /// Changes whenever anything that could change the server's tool list changes.
     pub fingerprint: [u8; 16],
     peer: Option<HttpPeer>,
+    /// A skill's tools, which the gateway runs itself; `None` for MCP servers.
+    pub skill: Option<Arc<SkillRt>>,
 }
 
 impl ServerRt {
@@ -77,9 +82,10 @@ impl ServerRt {
     pub fn is_legacy_sse(&self) -> bool {
         self.transport == Transport::Sse
     }
-    /// Whether requests can be sent to this server at all.
+    /// Whether this is an upstream MCP server requests can be sent to (skills are
+    /// run by the gateway, never sent anywhere as MCP).
     pub fn usable(&self) -> bool {
-        self.enabled && self.unavailable.is_none()
+        self.enabled && self.unavailable.is_none() && self.skill.is_none()
     }
 }
 
@@ -92,7 +98,10 @@ impl Runtime {
             let mut servers: Vec<Arc<ServerRt>> = ws
                 .servers
                 .iter()
-                .map(|s| compile_server(s).map(Arc::new))
+                .map(|s| match s.transport {
+                    Transport::Skill => compile_skill(s).map(Arc::new),
+                    _ => compile_server(s).map(Arc::new),
+                })
                 .collect::<anyhow::Result<_>>()?;
             servers.sort_by(|a, b| a.slug.cmp(&b.slug));
             workspaces.insert(
@@ -115,8 +124,57 @@ impl Runtime {
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
             limits: snapshot.limits.clone(),
+            skills: SkillClient::new(snapshot.limits.skills_allow_link_local),
         })
     }
+}
+
+/// A skill: no upstream to reach, its tools compiled. Unavailable (with the reason)
+/// while a secret its templates use is not set.
+fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
+    let skill = SkillRt::compile(&server.tools, &server.secrets)
+        .map_err(|e| anyhow::anyhow!("skill {}: {e:#}", server.slug))?;
+    let mut missing = std::collections::BTreeSet::new();
+    for tool in &server.tools {
+        let req = &tool.request;
+        let mut texts: Vec<String> = vec![req.url.clone()];
+        texts.extend(req.headers.values().cloned());
+        if let Some(body) = &req.body {
+            texts.push(body.to_string());
+        }
+        for text in texts {
+            if let Ok(t) = HeaderTemplate::parse_skill(&text) {
+                missing.extend(
+                    t.secret_names()
+                        .filter(|n| !server.secrets.contains_key(*n))
+                        .map(str::to_string),
+                );
+            }
+        }
+    }
+    let unavailable = (!missing.is_empty()).then(|| {
+        let names: Vec<String> = missing.into_iter().collect();
+        format!("secret {} is not set", names.join(", "))
+    });
+    let mut fingerprint = Sha256::new();
+    fingerprint.update(serde_json::to_vec(&server.tools)?);
+    fingerprint.update(format!("{:?}", server.policy).as_bytes());
+    let digest = fingerprint.finalize();
+    Ok(ServerRt {
+        slug: server.slug.clone(),
+        url: String::new(),
+        transport: server.transport,
+        path: Uri::from_static("/"),
+        authority: HeaderValue::from_static("skill"),
+        headers: Vec::new(),
+        unavailable,
+        enabled: server.enabled,
+        policy: CompiledPolicy::compile(&server.policy)?,
+        call_timeout: Duration::from_millis(120_000),
+        fingerprint: digest[..16].try_into().expect("16 bytes"),
+        peer: None,
+        skill: Some(Arc::new(skill)),
+    })
 }
 
 fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
@@ -195,5 +253,6 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         call_timeout,
         fingerprint: digest[..16].try_into().expect("16 bytes"),
         peer,
+        skill: None,
     })
 }

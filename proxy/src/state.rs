@@ -210,6 +210,10 @@ impl GatewayState {
         env: &SessionEnvelope,
         server: &ServerRt,
     ) -> Result<Vec<Value>, UpstreamError> {
+        // A skill's tools are in its config: nothing to ask.
+        if let Some(skill) = &server.skill {
+            return Ok(skill.tool_list());
+        }
         let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
         for _attempt in 0..2 {
             let session = self.session_for(rt, env, server).await?;

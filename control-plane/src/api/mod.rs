@@ -2,8 +2,10 @@
 //! `{"error": {"code", "message"}}` with the matching status. Users authenticate with
 //! a JWT from `/v1/login`; proxies with the proxy token.
 
+mod packages;
 mod proxies;
 mod servers;
+mod teams;
 mod users;
 mod workspaces;
 
@@ -59,6 +61,24 @@ pub fn router(app: Arc<App>) -> Router {
             put(servers::set_secret).delete(servers::delete_secret),
         )
         .route("/v1/workspaces/{ws}/secrets", get(servers::secrets))
+        .route(
+            "/v1/packages",
+            get(packages::search).post(packages::publish),
+        )
+        .route("/v1/packages/mine", get(packages::mine))
+        .route(
+            "/v1/packages/{owner}/{name}",
+            get(packages::show).delete(packages::unpublish),
+        )
+        .route(
+            "/v1/packages/{owner}/{name}/versions",
+            get(packages::versions),
+        )
+        .route("/v1/workspaces/{ws}/packages", post(packages::install))
+        .route("/v1/team", get(teams::list))
+        .route("/v1/team/invitations", post(teams::invite))
+        .route("/v1/team/accept", post(teams::accept))
+        .route("/v1/team/members/{who}", delete(teams::remove))
         .route("/v1/proxies", get(proxies::list))
         .route("/v1/proxy/watch", get(proxies::watch))
         .route("/v1/proxy/status", post(proxies::status))
@@ -85,8 +105,23 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request body that parsed but is wrong in named places.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        problems: Vec<gatehouse_config::Problem>,
+    },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid_manifest(problems: Vec<gatehouse_config::Problem>) -> ApiError {
+        ApiError::Invalid {
+            message: "invalid manifest".into(),
+            problems,
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -103,6 +138,14 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Invalid { problems, .. } => {
+                let problems: Vec<_> = problems
+                    .iter()
+                    .map(|p| json!({"path": p.path, "message": p.message}))
+                    .collect();
+                let body = json!({"error": {"code": "invalid_request", "message": self.to_string(), "problems": problems}});
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
             ApiError::Internal(e) => {
                 tracing::error!("internal error: {e:#}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -132,6 +132,9 @@ pub async fn install(
         policy: serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?,
         enabled: i64::from(req.enabled),
         created_at: now(),
+        package: None,
+        installed_by: Some(user.id.clone()),
+        tools: None,
     };
     app.store.insert_server(&ws, &row, &user.username).await?;
     app.publish().await?;

@@ -266,7 +266,7 @@ pub async fn audit(
     let rows = app
         .store
         .audit_events(
-            &ws.slug,
+            &ws,
             &AuditQuery {
                 since: q.since,
                 actor: q.user,

@@ -10,8 +10,20 @@ use sqlx::{AnyPool, Row};
 
 use crate::crypto::random_id;
 
+pub mod packages;
+mod teams;
+
+pub use packages::{PackageRow, VersionRow};
+pub use teams::TeamMemberRow;
+
 /// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_skills_teams.sql"),
+    ),
+];
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
@@ -66,6 +78,12 @@ pub struct ServerRow {
     pub policy: String,
     pub enabled: i64,
     pub created_at: i64,
+    /// `@owner/name@version` when installed from a package.
+    pub package: Option<String>,
+    /// User id of whoever installed it.
+    pub installed_by: Option<String>,
+    /// A skill's tools as JSON (transport `skill`).
+    pub tools: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -247,7 +265,8 @@ impl Store {
         sqlx::query_as(&format!(
             "SELECT {WORKSPACE_COLUMNS} FROM workspaces w JOIN users u ON u.id = w.owner_id \
              WHERE w.slug = $1 AND (w.owner_id = $2 OR EXISTS \
-             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $2))"
+             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $2) OR EXISTS \
+             (SELECT 1 FROM team_members t WHERE t.owner_id = w.owner_id AND t.member_id = $2 AND t.status = 'active'))"
         ))
         .bind(slug)
         .bind(user_id)
@@ -262,7 +281,8 @@ impl Store {
         sqlx::query_as(&format!(
             "SELECT {WORKSPACE_COLUMNS} FROM workspaces w JOIN users u ON u.id = w.owner_id \
              WHERE w.owner_id = $1 OR EXISTS \
-             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $1) \
+             (SELECT 1 FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = $1) OR EXISTS \
+             (SELECT 1 FROM team_members t WHERE t.owner_id = w.owner_id AND t.member_id = $1 AND t.status = 'active') \
              ORDER BY w.slug"
         ))
         .bind(user_id)
@@ -428,7 +448,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
             .bind(&server.id)
             .bind(&server.workspace_id)
             .bind(&server.slug)
@@ -438,9 +458,13 @@ impl Store {
             .bind(&server.policy)
             .bind(server.enabled)
             .bind(server.created_at)
+            .bind(&server.package)
+            .bind(&server.installed_by)
+            .bind(&server.tools)
             .execute(&mut *tx)
             .await?;
-        audit(&mut tx, &ws.slug, actor, "install", &server.slug).await?;
+        let target = server.package.as_deref().unwrap_or(&server.slug);
+        audit(&mut tx, &ws.slug, actor, "install", target).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
     }
@@ -554,21 +578,25 @@ impl Store {
 
     // ---- audit ----------------------------------------------------------------
 
+    /// Events of a workspace, plus the publishes of its owner's packages (which belong
+    /// to no workspace).
     pub async fn audit_events(
         &self,
-        workspace: &str,
+        ws: &WorkspaceRow,
         q: &AuditQuery,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM audit_events WHERE workspace = $1 AND time >= $2 \
+            "SELECT * FROM audit_events WHERE (workspace = $1 OR (workspace = '' \
+             AND action IN ('publish', 'unpublish') AND target LIKE $6)) AND time >= $2 \
              AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
              ORDER BY time, id LIMIT $5",
         )
-        .bind(workspace)
+        .bind(&ws.slug)
         .bind(q.since.unwrap_or(0))
         .bind(q.actor.clone().unwrap_or_default())
         .bind(q.action.clone().unwrap_or_default())
         .bind(q.limit)
+        .bind(format!("@{}/%", ws.owner))
         .fetch_all(&self.pool)
         .await
     }
@@ -647,7 +675,7 @@ async fn insert_token(
     Ok(())
 }
 
-async fn audit(
+pub(crate) async fn audit(
     tx: &mut Tx<'_>,
     workspace: &str,
     actor: &str,
@@ -666,7 +694,7 @@ async fn audit(
     Ok(())
 }
 
-async fn bump_version(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn bump_version(tx: &mut Tx<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE config_version SET version = version + 1 WHERE id = 1")
         .execute(&mut **tx)
         .await?;
@@ -683,7 +711,9 @@ fn event_id() -> String {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     let micros = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
         .map_or(now, |last| now.max(last + 1));
     format!("evt_{micros:016x}{}", &random_id("")[..8])
 }
