@@ -136,13 +136,14 @@ impl ProxyHttp for Gateway {
         match method {
             Method::POST => crate::handlers::post(self, session, ctx, &caller).await,
             Method::DELETE => crate::handlers::delete(self, session, ctx, &caller).await,
+            Method::GET => crate::handlers::get(self, session, ctx, &caller).await,
             _ => {
                 ctx.outcome = "method_not_allowed";
                 session.set_keepalive(None);
                 respond::json(
                     session,
                     405,
-                    &[("allow", "POST, DELETE")],
+                    &[("allow", "GET, POST, DELETE")],
                     Bytes::from_static(br#"{"error":"method not allowed"}"#),
                 )
                 .await

@@ -21,6 +21,7 @@ use crate::protocol;
 use crate::relay::{MessageKind, Relay, SseRewriter};
 use crate::respond;
 use crate::runtime::{Runtime, WorkspaceRt};
+use crate::stream;
 use crate::upstream::{SessionRef, UpstreamError, SESSION_HEADER, VERSION_HEADER};
 
 /// JSON-RPC code for "session not found" (as the reference SDKs use it).
@@ -415,6 +416,73 @@ async fn forward_large(
         .write_response_body((!rest.is_empty()).then_some(rest), true)
         .await?;
     Ok(true)
+}
+
+/// GET with `Accept: text/event-stream`: the session's server-to-client stream.
+pub async fn get(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    ctx.method = "stream";
+    let headers = &session.req_header().headers;
+    let accepts_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            let a = a.to_ascii_lowercase();
+            a.contains("text/event-stream") || a.contains("*/*")
+        });
+    if !accepts_sse {
+        ctx.outcome = "not_acceptable";
+        return respond::refuse(session, 406, "Accept must list text/event-stream").await;
+    }
+    if let Some(v) = headers.get(VERSION_HEADER) {
+        if !v.to_str().is_ok_and(protocol::is_supported) {
+            ctx.outcome = "bad_request";
+            return respond::refuse(session, 400, "unsupported MCP-Protocol-Version").await;
+        }
+    }
+    let env = match open_session(session, caller) {
+        Ok(env) => env,
+        Err((status, message)) => {
+            ctx.outcome = if status == 404 {
+                "session_not_found"
+            } else {
+                "bad_request"
+            };
+            return respond::refuse(session, status, message).await;
+        }
+    };
+    let headers = &session.req_header().headers;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let (framing, replay) = stream::streamable_framing(env.sid, last_event_id.as_deref());
+    if last_event_id.is_some() {
+        ctx.outcome = if replay.is_empty() {
+            "resumed_empty"
+        } else {
+            "resumed"
+        };
+    }
+    // No response may be reused on this connection after a stream.
+    session.set_keepalive(None);
+    stream::ClientStream {
+        state: gw.state.clone(),
+        workspace: caller.ws.slug.clone(),
+        authorization,
+        env: Some(Arc::new(env)),
+        framing,
+        inbox: None,
+    }
+    .serve(session, replay)
+    .await
 }
 
 /// DELETE: ends the client's session and every upstream session behind it.

@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod skill;
 pub mod sse;
 pub mod state;
+pub mod stream;
 pub mod upstream;
 pub mod upstream_sse;
 pub mod uris;

@@ -38,10 +38,9 @@ pub struct KnownCapabilities {
     pub capabilities: Value,
 }
 
-/// Events of one GET stream, for resumption: the stream's nonce and its last events.
+/// The last events of one GET stream, for resumption.
 #[derive(Debug)]
 pub struct ReplayBuffer {
-    pub nonce: String,
     /// (event counter, the whole event as written).
     pub events: VecDeque<(u64, Bytes)>,
     pub touched: Instant,
@@ -54,7 +53,8 @@ pub struct Live {
     ended: DashMap<[u8; 16], Instant>,
     /// (workspace, server) -> capabilities.
     capabilities: DashMap<(String, String), KnownCapabilities>,
-    replay: DashMap<[u8; 16], Arc<Mutex<ReplayBuffer>>>,
+    /// (client session, stream nonce) -> the stream's last events.
+    replay: DashMap<([u8; 16], String), Arc<Mutex<ReplayBuffer>>>,
 }
 
 /// This process's registry.
@@ -92,7 +92,7 @@ impl Live {
             self.ended.retain(|_, at| at.elapsed() < ENDED_MEMORY);
         }
         self.ended.insert(sid, Instant::now());
-        self.replay.remove(&sid);
+        self.replay.retain(|(s, _), _| *s != sid);
     }
 
     pub fn is_ended(&self, sid: [u8; 16]) -> bool {
@@ -128,10 +128,10 @@ impl Live {
             .map(|k| k.capabilities.clone())
     }
 
-    /// The resumption buffer of a session's GET stream, created with `nonce` if there
-    /// is none.
+    /// The resumption buffer of GET stream `nonce` of a session, created if new.
     pub fn replay_buffer(&self, sid: [u8; 16], nonce: &str) -> Arc<Mutex<ReplayBuffer>> {
-        if let Some(b) = self.replay.get(&sid) {
+        let key = (sid, nonce.to_string());
+        if let Some(b) = self.replay.get(&key) {
             return b.clone();
         }
         if self.replay.len() >= MAX_REPLAY_SESSIONS {
@@ -139,16 +139,15 @@ impl Live {
                 .replay
                 .iter()
                 .min_by_key(|e| lock(e.value()).touched)
-                .map(|e| *e.key());
-            if let Some(sid) = oldest {
-                self.replay.remove(&sid);
+                .map(|e| e.key().clone());
+            if let Some(key) = oldest {
+                self.replay.remove(&key);
             }
         }
         self.replay
-            .entry(sid)
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(ReplayBuffer {
-                    nonce: nonce.to_string(),
                     events: VecDeque::new(),
                     touched: Instant::now(),
                 }))
@@ -159,14 +158,11 @@ impl Live {
     /// The events after `counter` of stream `nonce` in session `sid`, when this
     /// replica still has all of them; `None` when it cannot resume.
     pub fn replay_after(&self, sid: [u8; 16], nonce: &str, counter: u64) -> Option<Vec<Bytes>> {
-        let buffer = self.replay.get(&sid)?.clone();
+        let buffer = self.replay.get(&(sid, nonce.to_string()))?.clone();
         let b = lock(&buffer);
-        if b.nonce != nonce {
-            return None;
-        }
         // Resumable only if nothing after `counter` was dropped from the front.
         let first = b.events.front().map_or(counter + 1, |(c, _)| *c);
-        if first > counter + 1 {
+        if first > counter + 1 || counter > b.last_counter() {
             return None;
         }
         Some(

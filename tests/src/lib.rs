@@ -9,12 +9,17 @@
 //!   answers.
 //! - [`client`]: the rmcp client, for ordinary flows.
 //! - [`raw`]: [`RawClient`], for protocol details (status codes, headers, exact JSON-RPC
-//!   bodies); [`wire`] reads SSE and HTTP/1.1 replies for it.
+//!   bodies); [`wire`] reads SSE and HTTP/1.1 replies for it, [`events`] long-lived
+//!   event streams.
+//! - [`broken`]: [`BrokenUpstream`], the one server that is deliberately not a real MCP
+//!   peer: it sends garbage on its event stream, for the bad-input tests.
 //!
 //! Nothing here sleeps to synchronise: [`wait_until`] polls a condition with a deadline.
 
+pub mod broken;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;
@@ -24,11 +29,13 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use broken::BrokenUpstream;
 pub use client::{
     connect, connect_as, connect_upstream, echo_of, text_of, Answering, AnsweringClient,
     CallOutcome, McpClient,
 };
 pub use config::{ConfigBuilder, ServerSpec, TokenSpec};
+pub use events::{Event, EventStream};
 pub use proxy::{Health, Proxy};
 pub use raw::{RawClient, RawPost, RawResponse};
 pub use upstream::{RecordedCall, RecordedRequest, Upstream, UpstreamBuilder, UpstreamTool};

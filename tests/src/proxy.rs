@@ -40,12 +40,18 @@ impl Proxy {
     /// Spawns the proxy on free loopback ports with `config` and waits until `/healthz`
     /// answers 200.
     pub async fn start(config: &Path) -> anyhow::Result<Proxy> {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the proxy (e.g. a
+    /// short `GATEHOUSE_SSE_KEEPALIVE_MS`).
+    pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Proxy> {
         let bin = proxy_binary()?;
         let mut last_error = None;
         // A port picked by binding :0 can be taken by someone else before the proxy
         // binds it; that (and only that) is worth another try.
         for _ in 0..3 {
-            match Self::spawn(&bin, config).await {
+            match Self::spawn(&bin, config, env).await {
                 Ok(proxy) => return Ok(proxy),
                 Err(SpawnError::PortTaken(e)) => last_error = Some(e),
                 Err(SpawnError::Other(e)) => return Err(e),
@@ -54,7 +60,7 @@ impl Proxy {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("proxy did not start")))
     }
 
-    async fn spawn(bin: &Path, config: &Path) -> Result<Proxy, SpawnError> {
+    async fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Result<Proxy, SpawnError> {
         let dir = TempDir::new("proxy").map_err(SpawnError::Other)?;
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path)
@@ -72,6 +78,7 @@ impl Proxy {
             .arg(addr.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::events::EventStream;
 use crate::wire::{self, is_response, sse_messages};
 use crate::STEP_TIMEOUT;
 
@@ -55,6 +56,57 @@ impl RawClient {
             token: token.map(str::to_owned),
             ..self.clone()
         }
+    }
+
+    /// Opens the session's GET event stream (`Accept: text/event-stream`), resuming
+    /// after `last_event_id` when given. Fails unless the answer is 200.
+    pub async fn open_stream(&self, last_event_id: Option<&str>) -> anyhow::Result<EventStream> {
+        let response = self.get_stream(last_event_id).await?;
+        anyhow::ensure!(
+            response.status == 200,
+            "GET {} answered {}",
+            self.url,
+            response.status
+        );
+        Ok(response)
+    }
+
+    /// The GET of [`open_stream`](Self::open_stream), whatever it answers.
+    pub async fn get_stream(&self, last_event_id: Option<&str>) -> anyhow::Result<EventStream> {
+        let mut request = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(version) = &self.protocol_version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::time::timeout(STEP_TIMEOUT, request.send())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("GET {}: no answer within {STEP_TIMEOUT:?}", self.url)
+            })??;
+        Ok(EventStream::new(response))
+    }
+
+    /// `DELETE` of the session; returns the status.
+    pub async fn delete(&self) -> anyhow::Result<StatusCode> {
+        let mut request = self.http.delete(&self.url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        Ok(request.send().await?.status())
     }
 
     /// A POST of `body` with the default headers, to adjust before sending.

@@ -16,6 +16,8 @@ mod framing;
 mod operations;
 #[path = "data_plane/sessions.rs"]
 mod sessions;
+#[path = "data_plane/streams.rs"]
+mod streams;
 #[path = "data_plane/surface.rs"]
 mod surface;
 #[path = "data_plane/tools.rs"]

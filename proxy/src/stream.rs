@@ -1,0 +1,490 @@
+//! The client-facing event streams: the Streamable HTTP GET stream and the legacy
+//! HTTP+SSE stream. Both are served by writing events in a loop from
+//! `request_filter`, and both carry the same thing — one stream merged from every
+//! upstream's own server-to-client stream, rewritten by [`Relay`] — plus what the
+//! gateway itself has to say:
+//!
+//! - `notifications/{tools,prompts,resources}/list_changed` when a config change
+//!   touched the workspace's servers or policies (the loop watches the runtime's
+//!   generation, so the config push needs no hook into open streams);
+//! - `: keep-alive` comments, so idle streams survive proxies and load balancers;
+//! - on the legacy stream, the responses to the client's POSTs.
+//!
+//! Streamable events carry ids `<nonce>-<n>` (a random nonce per stream, a counter)
+//! and the last [`REPLAY_EVENTS`](crate::live::REPLAY_EVENTS) are kept on this
+//! replica, so a client that reconnects with `Last-Event-ID` here gets what it missed.
+//! The stream ends when the client goes away, the session is deleted, or its token
+//! stops being valid.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::envelope::SessionEnvelope;
+use crate::live::{live, ReplayBuffer};
+use crate::relay::{MessageKind, Relay};
+use crate::runtime::{Runtime, ServerRt};
+use crate::sse::SseSplitter;
+use crate::state::GatewayState;
+use crate::upstream::{SessionRef, UpstreamError};
+
+/// How often the loop checks the config generation, the token and the session.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// Largest event accepted from an upstream stream; a bigger one is garbage.
+const MAX_UPSTREAM_EVENT: usize = 8 * 1024 * 1024;
+/// Longest pause between attempts to reopen an upstream stream that broke.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Messages buffered between the upstream readers and the client.
+const MERGE_BUFFER: usize = 256;
+
+/// Time between keep-alive comments: 15 s, or `GATEHOUSE_SSE_KEEPALIVE_MS`.
+fn keep_alive_every() -> Duration {
+    std::env::var("GATEHOUSE_SSE_KEEPALIVE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(15))
+}
+
+/// What is fed into a legacy stream from the POSTs of its session.
+#[derive(Debug)]
+pub enum StreamInput {
+    /// A JSON-RPC message for the client.
+    Message(Bytes),
+    /// The session was initialized: start merging its upstreams.
+    Attach(Box<SessionEnvelope>),
+}
+
+/// How events are framed.
+pub enum Framing {
+    /// Streamable HTTP GET: ids for resumption, events kept for replay.
+    Streamable {
+        nonce: String,
+        counter: u64,
+        buffer: Arc<Mutex<ReplayBuffer>>,
+    },
+    /// Legacy HTTP+SSE: plain `event: message`.
+    Legacy,
+}
+
+/// Everything a client stream needs, fixed when it opens.
+pub struct ClientStream {
+    pub state: Arc<GatewayState>,
+    pub workspace: String,
+    /// The `Authorization` header the stream was opened with: re-checked on every
+    /// config change and while idle, so revocation and expiry end it.
+    pub authorization: Option<Vec<u8>>,
+    pub env: Option<Arc<SessionEnvelope>>,
+    pub framing: Framing,
+    /// The legacy stream's feed from its POSTs.
+    pub inbox: Option<mpsc::Receiver<StreamInput>>,
+}
+
+/// A new Streamable framing for session `sid`, resuming after `last_event_id` when
+/// this replica still has the events after it. Returns the framing and the events to
+/// replay.
+pub fn streamable_framing(sid: [u8; 16], last_event_id: Option<&str>) -> (Framing, Vec<Bytes>) {
+    if let Some((nonce, counter)) = last_event_id
+        .and_then(|id| id.rsplit_once('-'))
+        .and_then(|(n, c)| Some((n, c.parse::<u64>().ok()?)))
+    {
+        if let Some(missed) = live().replay_after(sid, nonce, counter) {
+            let buffer = live().replay_buffer(sid, nonce);
+            let last = buffer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_counter();
+            return (
+                Framing::Streamable {
+                    nonce: nonce.to_string(),
+                    counter: last,
+                    buffer,
+                },
+                missed,
+            );
+        }
+    }
+    let mut raw = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let nonce = hex::encode(raw);
+    let buffer = live().replay_buffer(sid, &nonce);
+    (
+        Framing::Streamable {
+            nonce,
+            counter: 0,
+            buffer,
+        },
+        Vec::new(),
+    )
+}
+
+/// An upstream reader task, aborted when dropped.
+struct Reader {
+    fingerprint: [u8; 16],
+    task: JoinHandle<()>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ClientStream {
+    /// Writes the response header, `first` (replayed events, or the legacy `endpoint`
+    /// event) and then events until the stream ends. Returns `Ok(true)`: answered.
+    pub async fn serve(mut self, session: &mut Session, first: Vec<Bytes>) -> Result<bool> {
+        let mut head = ResponseHeader::build(200, Some(4))?;
+        head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+        head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        head.insert_header("x-accel-buffering", "no")?;
+        session.write_response_header(Box::new(head), false).await?;
+        for event in first {
+            session.write_response_body(Some(event), false).await?;
+        }
+        let priming = match (&self.framing, &self.env) {
+            (Framing::Streamable { counter: 0, .. }, Some(env))
+                if env.client_version.as_str() >= "2025-11-25" =>
+            {
+                Some(self.frame_priming())
+            }
+            _ => None,
+        };
+        if let Some(event) = priming {
+            session.write_response_body(Some(event), false).await?;
+        }
+
+        let (merged_tx, mut merged_rx) = mpsc::channel::<String>(MERGE_BUFFER);
+        let mut readers: HashMap<String, Reader> = HashMap::new();
+        let mut rt = self.state.runtime();
+        let mut signature = workspace_signature(&rt, &self.workspace);
+        if let Some(env) = self.env.clone() {
+            self.reconcile(&rt, &env, &merged_tx, &mut readers);
+        }
+        let mut keep_alive = tokio::time::interval(keep_alive_every());
+        keep_alive.tick().await;
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let inbox = self.inbox.as_mut();
+            let write: Option<Bytes> = tokio::select! {
+                closed = session.as_downstream_mut().read_body_or_idle(true) => {
+                    tracing::debug!(workspace = %self.workspace, closed = ?closed.err(), "client stream closed by the client");
+                    break;
+                }
+                Some(json) = merged_rx.recv() => Some(self.frame(json.as_bytes())),
+                input = async { match inbox { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    match input {
+                        Some(StreamInput::Message(json)) => Some(self.frame(&json)),
+                        Some(StreamInput::Attach(env)) => {
+                            let env = Arc::new(*env);
+                            self.env = Some(env.clone());
+                            rt = self.state.runtime();
+                            signature = workspace_signature(&rt, &self.workspace);
+                            self.reconcile(&rt, &env, &merged_tx, &mut readers);
+                            None
+                        }
+                        // The legacy session was dropped from the registry.
+                        None => break,
+                    }
+                }
+                _ = keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+                _ = watch.tick() => {
+                    if !self.still_valid() {
+                        break;
+                    }
+                    let now = self.state.runtime();
+                    if now.generation == rt.generation {
+                        None
+                    } else {
+                        rt = now;
+                        let changed = workspace_signature(&rt, &self.workspace);
+                        let announce = changed != signature;
+                        signature = changed;
+                        if let Some(env) = self.env.clone() {
+                            self.reconcile(&rt, &env, &merged_tx, &mut readers);
+                        }
+                        announce.then(|| self.list_changed())
+                    }
+                }
+            };
+            if let Some(bytes) = write {
+                if let Err(e) = session.write_response_body(Some(bytes), false).await {
+                    tracing::debug!(workspace = %self.workspace, error = %e, "client stream write failed");
+                    break;
+                }
+            }
+        }
+        drop(readers);
+        Ok(true)
+    }
+
+    /// Whether the stream may go on: workspace still there, token still valid,
+    /// session not deleted.
+    fn still_valid(&self) -> bool {
+        let rt = self.state.runtime();
+        let token_ok = rt
+            .tokens
+            .authenticate(
+                self.authorization.as_deref(),
+                &self.workspace,
+                crate::state::unix_now(),
+            )
+            .is_ok_and(|t| self.env.as_ref().is_none_or(|e| *t.id == *e.token_id));
+        let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
+        token_ok && !ended && rt.workspaces.contains_key(&self.workspace)
+    }
+
+    /// Starts readers for servers that have none, stops those of servers that are
+    /// gone or changed.
+    fn reconcile(
+        &self,
+        rt: &Arc<Runtime>,
+        env: &Arc<SessionEnvelope>,
+        merged: &mpsc::Sender<String>,
+        readers: &mut HashMap<String, Reader>,
+    ) {
+        let Some(ws) = rt.workspaces.get(&self.workspace) else {
+            readers.clear();
+            return;
+        };
+        readers.retain(|slug, r| {
+            ws.server(slug)
+                .is_some_and(|s| s.enabled && s.usable() && s.fingerprint == r.fingerprint)
+        });
+        for server in ws.servers.iter().filter(|s| s.enabled && s.usable()) {
+            if readers.contains_key(&server.slug) {
+                continue;
+            }
+            let task = tokio::spawn(read_upstream(
+                self.state.clone(),
+                rt.clone(),
+                env.clone(),
+                server.clone(),
+                merged.clone(),
+            ));
+            readers.insert(
+                server.slug.clone(),
+                Reader {
+                    fingerprint: server.fingerprint,
+                    task,
+                },
+            );
+        }
+    }
+
+    fn list_changed(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        for what in ["tools", "prompts", "resources"] {
+            let json =
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/{what}/list_changed"}}"#);
+            out.extend_from_slice(&self.frame(json.as_bytes()));
+        }
+        out.freeze()
+    }
+
+    /// One message as an event of this stream (kept for replay when it has an id).
+    fn frame(&mut self, json: &[u8]) -> Bytes {
+        match &mut self.framing {
+            Framing::Legacy => {
+                let mut out = BytesMut::with_capacity(json.len() + 24);
+                out.extend_from_slice(b"event: message\ndata: ");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+                out.freeze()
+            }
+            Framing::Streamable {
+                nonce,
+                counter,
+                buffer,
+            } => {
+                *counter += 1;
+                let mut out = BytesMut::with_capacity(json.len() + nonce.len() + 48);
+                out.extend_from_slice(
+                    format!("id: {nonce}-{counter}\nevent: message\ndata: ").as_bytes(),
+                );
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+                let event = out.freeze();
+                buffer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(*counter, event.clone());
+                event
+            }
+        }
+    }
+
+    /// The 2025-11-25 priming event: an id and empty data, so a client that loses
+    /// the stream before any message can still resume it.
+    fn frame_priming(&mut self) -> Bytes {
+        match &self.framing {
+            Framing::Streamable { nonce, counter, .. } => {
+                Bytes::from(format!("id: {nonce}-{counter}\ndata:\n\n"))
+            }
+            Framing::Legacy => Bytes::new(),
+        }
+    }
+}
+
+/// What, in a workspace, decides which tools, prompts and resources a client sees:
+/// its enabled servers and everything that shapes their lists (URL, credentials,
+/// policy — the fingerprint).
+fn workspace_signature(rt: &Runtime, workspace: &str) -> Vec<(String, [u8; 16])> {
+    rt.workspaces
+        .get(workspace)
+        .map(|ws| {
+            ws.servers
+                .iter()
+                .filter(|s| s.enabled)
+                .map(|s| (s.slug.clone(), s.fingerprint))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Relays one upstream's server-to-client stream into `merged` for as long as the
+/// client stream lives (the task is aborted with it). A stream that breaks is
+/// reopened with `Last-Event-ID`; an upstream without one (405) contributes nothing;
+/// one that sends garbage is dropped — only it.
+async fn read_upstream(
+    state: Arc<GatewayState>,
+    rt: Arc<Runtime>,
+    env: Arc<SessionEnvelope>,
+    server: Arc<ServerRt>,
+    merged: mpsc::Sender<String>,
+) {
+    if server.is_legacy_sse() {
+        crate::upstream_sse::relay_unsolicited(state, rt, env, server, merged).await;
+        return;
+    }
+    let relay_ctx = (env.sid, server.slug.clone());
+    let mut last_event_id: Option<String> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let opened = match state.session_for(&rt, &env, &server).await {
+            Ok(session) => {
+                state
+                    .upstream
+                    .open_stream(
+                        &server,
+                        SessionRef {
+                            session_id: session.session_id.as_deref(),
+                            protocol_version: &session.protocol_version,
+                        },
+                        last_event_id.as_deref(),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(None) => {
+                tracing::debug!(server = %server.slug, "upstream has no GET stream");
+                return;
+            }
+            Ok(Some(resp)) => {
+                failures = 0;
+                let relay = Relay {
+                    keys: &rt.keys,
+                    sid: relay_ctx.0,
+                    server: &relay_ctx.1,
+                };
+                match pump(
+                    &state,
+                    &env.workspace,
+                    &relay,
+                    resp,
+                    &merged,
+                    &mut last_event_id,
+                )
+                .await
+                {
+                    Pumped::Ended => {}
+                    Pumped::ClientGone => return,
+                    Pumped::Garbage(why) => {
+                        tracing::warn!(workspace = %env.workspace, server = %server.slug, why, "upstream sent garbage on its event stream; disconnected it");
+                        state
+                            .metrics
+                            .upstream_errors
+                            .with_label_values(&[&env.workspace, &server.slug, "protocol"])
+                            .inc();
+                        return;
+                    }
+                }
+            }
+            Err(UpstreamError::SessionGone) => {
+                if !state.forget_lazy_session(env.sid, &server.slug) {
+                    tracing::info!(server = %server.slug, "upstream ended the session behind a client stream");
+                    return;
+                }
+                failures += 1;
+            }
+            Err(e) => {
+                tracing::debug!(server = %server.slug, error = %e, "upstream stream could not be opened");
+                failures += 1;
+            }
+        }
+        let backoff = Duration::from_millis(100u64 << failures.min(7)).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+enum Pumped {
+    Ended,
+    ClientGone,
+    Garbage(String),
+}
+
+async fn pump(
+    state: &GatewayState,
+    workspace: &str,
+    relay: &Relay<'_>,
+    resp: reqwest::Response,
+    merged: &mpsc::Sender<String>,
+    last_event_id: &mut Option<String>,
+) -> Pumped {
+    let mut splitter = SseSplitter::default();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            return Pumped::Ended;
+        };
+        splitter.push(&chunk);
+        while let Some(event) = splitter.next_event() {
+            if let Some(id) = event.id {
+                *last_event_id = Some(id);
+            }
+            // A priming event carries no message.
+            if event.data.is_empty() {
+                continue;
+            }
+            let out = match relay.outbound(&event.data) {
+                Ok(out) => out,
+                Err(garbage) => return Pumped::Garbage(garbage.to_string()),
+            };
+            match out.kind {
+                MessageKind::ToolsChanged => state.invalidate_tools(workspace, relay.server),
+                // Never sent on a GET stream except when resuming; not ours to pass on.
+                MessageKind::Response => continue,
+                _ => {}
+            }
+            if merged.send(out.json.into_owned()).await.is_err() {
+                return Pumped::ClientGone;
+            }
+        }
+        if splitter.buffered() > MAX_UPSTREAM_EVENT {
+            return Pumped::Garbage(format!("an event larger than {MAX_UPSTREAM_EVENT} bytes"));
+        }
+    }
+    Pumped::Ended
+}
