@@ -19,6 +19,7 @@
 pub mod broken;
 pub mod client;
 pub mod config;
+pub mod control_plane;
 pub mod events;
 pub mod proxy;
 pub mod raw;

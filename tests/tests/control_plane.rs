@@ -1,0 +1,18 @@
+//! The control plane as a user sees it: `gatehouse serve`, a `gatehouse-proxy` that
+//! takes its config from it, the `gatehouse` CLI, real upstream MCP servers and real
+//! MCP clients, each test with its own processes on free ports.
+//!
+//! One test binary, one module per concern; the shared set-up is in `fixture`.
+
+#[path = "control_plane/authorisation.rs"]
+mod authorisation;
+#[path = "control_plane/bad_input.rs"]
+mod bad_input;
+#[path = "control_plane/fixture.rs"]
+mod fixture;
+#[path = "control_plane/lifecycle.rs"]
+mod lifecycle;
+#[path = "control_plane/resilience.rs"]
+mod resilience;
+#[path = "control_plane/secrets.rs"]
+mod secrets;
