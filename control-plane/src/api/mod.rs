@@ -2,6 +2,8 @@
 //! `{"error": {"code", "message"}}` with the matching status. Users authenticate with
 //! a JWT from `/v1/login`; proxies with the proxy token.
 
+#[cfg(test)]
+mod openapi_check;
 mod packages;
 mod proxies;
 mod servers;
