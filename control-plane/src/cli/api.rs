@@ -90,6 +90,14 @@ impl ApiClient {
         self.send(Method::DELETE, path, &[], None).await
     }
 
+    pub async fn delete_query(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
+        self.send(Method::DELETE, path, query, None).await
+    }
+
     /// `path` are raw segments (`["v1", "workspaces", slug]`); each is
     /// percent-encoded, so a name with `/` or spaces cannot escape its segment.
     fn url(&self, path: &[&str], query: &[(&str, String)]) -> Url {
@@ -189,10 +197,29 @@ pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> CliError {
                 )
             }
         });
+    let problems = error
+        .and_then(|e| e.get("problems"))
+        .and_then(Value::as_array)
+        .map(|list| list.iter().map(problem_text).collect())
+        .unwrap_or_default();
     CliError::Api {
         status: status.as_u16(),
         code,
         message,
+        problems,
+    }
+}
+
+/// One validation problem, `{"path": "version", "message": "..."}` -> `version: ...`.
+fn problem_text(problem: &Value) -> String {
+    let text = |key| problem.get(key).and_then(Value::as_str).unwrap_or("");
+    match (text("path"), text("message")) {
+        (_, "") if !problem.is_object() => problem
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| problem.to_string()),
+        ("", message) => message.to_owned(),
+        (path, message) => format!("{path}: {message}"),
     }
 }
 
@@ -255,10 +282,35 @@ mod tests {
                 status,
                 code,
                 message,
+                problems,
             } => {
                 assert_eq!(status, 409);
                 assert_eq!(code, "conflict");
                 assert_eq!(message, "workspace slug \"engineering\" is taken");
+                assert!(problems.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_problems_are_collected() {
+        let body = br#"{"error": {"code": "invalid_request", "message": "invalid manifest",
+            "problems": [{"path": "version", "message": "\"1.0\" is not semver (e.g. 1.0.0)"},
+                         {"path": "", "message": "unknown field x"}, "plain"]}}"#;
+        match api_error(StatusCode::BAD_REQUEST, body) {
+            CliError::Api {
+                message, problems, ..
+            } => {
+                assert_eq!(message, "invalid manifest");
+                assert_eq!(
+                    problems,
+                    [
+                        "version: \"1.0\" is not semver (e.g. 1.0.0)",
+                        "unknown field x",
+                        "plain"
+                    ]
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -13,7 +13,7 @@ use super::dates::{parse_duration, parse_since, Since};
 #[command(
     name = "gatehouse",
     version,
-    about = "Gatehouse, the self-hosted MCP gateway: run it, and manage its workspaces, tokens, MCP servers and secrets",
+    about = "Gatehouse, the self-hosted MCP gateway: run it, and manage its workspaces, tokens, MCP servers, secrets, skills and team",
     propagate_version = true
 )]
 pub struct Cli {
@@ -55,6 +55,12 @@ pub enum Command {
     Secrets(SecretsCommand),
     /// List the proxies connected to the control plane
     Proxies,
+    /// Publish, find and install skills and MCP server packages (@owner/name)
+    #[command(subcommand)]
+    Skill(SkillCommand),
+    /// Invite people to your team (@you), who may then install your team packages
+    #[command(subcommand)]
+    Team(TeamCommand),
 }
 
 #[derive(Debug, Args)]
@@ -222,9 +228,11 @@ pub struct WorkspaceFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum McpCommand {
-    /// Install an MCP server into a workspace by URL
+    /// Install an MCP server into a workspace by URL, or a Hub package (@owner/name)
+    // `--version` is the package's here, not the CLI's.
+    #[command(disable_version_flag = true)]
     Install {
-        /// The server's Streamable HTTP or SSE URL
+        /// The server's Streamable HTTP or SSE URL, or a Hub package: @owner/name
         url: String,
         /// Slug for the server, prefixing its tools (SLUG__tool) [default: derived from the URL]
         #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
@@ -246,6 +254,9 @@ pub enum McpCommand {
         /// Only expose tools annotated readOnlyHint: true
         #[arg(long)]
         read_only: bool,
+        /// Hub packages only: the version to install [default: the latest]
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
     },
     /// Remove an MCP server from a workspace
     Remove {
@@ -285,6 +296,213 @@ pub enum SecretsCommand {
         #[command(flatten)]
         workspace: WorkspaceFlag,
     },
+}
+
+/// Who may install a published package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Team,
+    Private,
+}
+
+impl Visibility {
+    /// The API's spelling.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Team => "team",
+            Visibility::Private => "private",
+        }
+    }
+}
+
+/// The manifest's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PackageType {
+    Skill,
+    McpServer,
+}
+
+impl PackageType {
+    /// The manifest's spelling.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            PackageType::Skill => "skill",
+            PackageType::McpServer => "mcp-server",
+        }
+    }
+}
+
+/// `@owner/name`, as the registry names packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRef {
+    pub owner: String,
+    pub name: String,
+    /// From `@owner/name@1.2.0`.
+    pub version: Option<String>,
+}
+
+impl PackageRef {
+    /// `@owner/name`, without any version.
+    pub fn id(&self) -> String {
+        format!("@{}/{}", self.owner, self.name)
+    }
+}
+
+impl std::fmt::Display for PackageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "@{}/{}", self.owner, self.name)?;
+        if let Some(version) = &self.version {
+            write!(f, "@{version}")?;
+        }
+        Ok(())
+    }
+}
+
+const SCHEMA_HELP: &str = "\
+The manifest (gatehouse.json; `gatehouse skill init` writes an example):
+  name         the package name, published as @<your username>/<name>
+  type         \"skill\" (declarative HTTP tools) or \"mcp-server\" (a remote MCP server)
+  version      semver, e.g. \"1.0.0\"; every publish must increase it
+  description  one line shown by `skill search` and `skill list`
+  category     developer-tools | productivity | communication | data | devops |
+               security | search | finance | other
+  tags         [\"crm\", ...], matched by `skill search`
+  secrets      [{\"name\": \"CRM_TOKEN\", \"description\": \"...\"}], set per workspace after install
+  tools        (skill) [{name, description, input_schema, read_only, request: {method,
+               url, headers, body}, response: {pointer}}]; templates use {{args.X}}
+               and {{secrets.NAME}}
+  server       (mcp-server) {url, transport: streamable_http | sse, headers}";
+
+#[derive(Debug, Subcommand)]
+pub enum SkillCommand {
+    /// Write an example gatehouse.json in the current directory
+    Init {
+        /// What the package is
+        #[arg(long = "type", value_enum, default_value = "skill")]
+        kind: PackageType,
+        /// The package name [default: derived from the current directory]
+        #[arg(long, value_parser = parse_slug)]
+        name: Option<String>,
+    },
+    /// Publish the manifest (./gatehouse.json) as a new version of @you/NAME
+    #[command(after_help = SCHEMA_HELP)]
+    Publish {
+        /// The manifest file
+        #[arg(long, value_name = "PATH", default_value = "gatehouse.json")]
+        manifest: PathBuf,
+        /// Publish under this name instead of the manifest's
+        #[arg(long)]
+        name: Option<String>,
+        /// `--private team`: only your team may install it; `--private`: only you [default: public]
+        #[arg(
+            long,
+            value_name = "team",
+            num_args = 0..=1,
+            default_missing_value = "private",
+            value_parser = parse_private
+        )]
+        private: Option<Visibility>,
+    },
+    /// List your packages and those of the teams you belong to
+    List,
+    /// Search public packages by name, description and tags
+    Search {
+        /// Words to look for
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// List the published versions of a package
+    Versions {
+        /// @owner/name
+        #[arg(value_parser = parse_package_ref)]
+        package: PackageRef,
+    },
+    /// Install a package into a workspace
+    #[command(disable_version_flag = true)]
+    Install {
+        /// @owner/name, or @owner/name@VERSION
+        #[arg(value_parser = parse_package_ref)]
+        package: PackageRef,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        /// The version to install [default: the latest]
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        /// Slug for the installed server, prefixing its tools (SLUG__tool) [default: the package name]
+        #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
+        name: Option<String>,
+    },
+    /// Withdraw a package (every version, or one with --version)
+    #[command(disable_version_flag = true)]
+    Unpublish {
+        /// @owner/name
+        #[arg(value_parser = parse_package_ref)]
+        package: PackageRef,
+        /// Only this version
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCommand {
+    /// Invite someone by email; prints (or emails) their join code
+    Invite { email: String },
+    /// List your team's members and pending invitations
+    List,
+    /// Join a team with the code from an invitation
+    Accept { code: String },
+    /// Remove a member (or cancel an invitation); their installs of your team packages are removed
+    Remove {
+        /// The member's email or username
+        member: String,
+    },
+}
+
+/// `--private` alone means private; `--private team` means team.
+fn parse_private(text: &str) -> Result<Visibility, String> {
+    match text {
+        "team" => Ok(Visibility::Team),
+        "private" => Ok(Visibility::Private),
+        other => Err(format!(
+            "invalid --private {other:?}: use `--private team` (your team) or `--private` alone (only you)"
+        )),
+    }
+}
+
+/// `@owner/name`, also `owner/name` and `@owner/name@1.2.0`.
+pub fn parse_package_ref(text: &str) -> Result<PackageRef, String> {
+    let invalid = || format!("invalid package {text:?}: expected @owner/name");
+    let trimmed = text.strip_prefix('@').unwrap_or(text);
+    let (owner, rest) = trimmed.split_once('/').ok_or_else(invalid)?;
+    let (name, version) = match rest.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (rest, None),
+    };
+    let part_ok = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !part_ok(owner) || !part_ok(name) {
+        return Err(invalid());
+    }
+    if version.is_some_and(|v| v.is_empty() || v.chars().any(char::is_whitespace)) {
+        return Err(format!(
+            "invalid package {text:?}: expected @owner/name@VERSION, e.g. @acme/crm@1.2.0"
+        ));
+    }
+    Ok(PackageRef {
+        owner: owner.to_owned(),
+        name: name.to_owned(),
+        version: version.map(str::to_owned),
+    })
 }
 
 /// Workspace and server slugs: `^[a-z0-9][a-z0-9-]{0,31}$` (never `_`, which
@@ -579,5 +797,194 @@ mod tests {
             Command::Workspace(WorkspaceCommand::Delete { yes: true, .. })
         ));
         assert!(parse(&["workspace", "delete", "Client Acme"]).is_err());
+    }
+
+    #[test]
+    fn package_refs_parse() {
+        let crm = parse_package_ref("@acme/internal-crm-skill").unwrap();
+        assert_eq!(crm.owner, "acme");
+        assert_eq!(crm.name, "internal-crm-skill");
+        assert_eq!(crm.version, None);
+        assert_eq!(crm.id(), "@acme/internal-crm-skill");
+        // The seed's onboarding script installs `johndoe/github-skill`.
+        assert_eq!(
+            parse_package_ref("johndoe/github-skill").unwrap().id(),
+            "@johndoe/github-skill"
+        );
+        let pinned = parse_package_ref("@acme/crm@1.2.0").unwrap();
+        assert_eq!(pinned.version.as_deref(), Some("1.2.0"));
+        assert_eq!(pinned.to_string(), "@acme/crm@1.2.0");
+        for bad in [
+            "",
+            "@acme",
+            "acme",
+            "@/crm",
+            "@acme/",
+            "@acme/a/b",
+            "@acme/crm@",
+            "@a b/c",
+        ] {
+            assert!(parse_package_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_visibility_follows_the_seed() {
+        let visibility = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Skill(SkillCommand::Publish { private, .. }) => private,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(visibility(&["skill", "publish"]), None);
+        assert_eq!(
+            visibility(&[
+                "skill",
+                "publish",
+                "--name",
+                "internal-crm-skill",
+                "--private",
+                "team"
+            ]),
+            Some(Visibility::Team)
+        );
+        assert_eq!(
+            visibility(&["skill", "publish", "--name", "my-dev-tool", "--private"]),
+            Some(Visibility::Private)
+        );
+        assert_eq!(
+            visibility(&["skill", "publish", "--private", "--name", "x"]),
+            Some(Visibility::Private)
+        );
+        assert!(parse(&["skill", "publish", "--private", "everyone"]).is_err());
+        match parse(&["skill", "publish", "--manifest", "pkg/gatehouse.json"])
+            .unwrap()
+            .command
+        {
+            Command::Skill(SkillCommand::Publish { manifest, name, .. }) => {
+                assert_eq!(manifest, PathBuf::from("pkg/gatehouse.json"));
+                assert_eq!(name, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn skill_install_takes_workspace_version_and_slug() {
+        let cli = parse(&[
+            "skill",
+            "install",
+            "@acme/internal-crm-skill",
+            "--workspace",
+            "acme-team",
+            "--version",
+            "1.2.0",
+            "--name",
+            "crm",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Skill(SkillCommand::Install {
+                package,
+                workspace,
+                version,
+                name,
+            }) => {
+                assert_eq!(package.id(), "@acme/internal-crm-skill");
+                assert_eq!(workspace.workspace.as_deref(), Some("acme-team"));
+                assert_eq!(version.as_deref(), Some("1.2.0"));
+                assert_eq!(name.as_deref(), Some("crm"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["skill", "install", "not-a-package"]).is_err());
+        assert!(parse(&["skill", "install", "@acme/crm", "--name", "Bad_Slug"]).is_err());
+        // The crate's own version flag still works at the top.
+        assert_eq!(
+            parse(&["--version"]).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayVersion
+        );
+    }
+
+    #[test]
+    fn mcp_install_takes_a_version_for_hub_packages() {
+        match parse(&["mcp", "install", "@gatehouse/github", "--version", "1.0.0"])
+            .unwrap()
+            .command
+        {
+            Command::Mcp(McpCommand::Install { url, version, .. }) => {
+                assert_eq!(url, "@gatehouse/github");
+                assert_eq!(version.as_deref(), Some("1.0.0"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn skill_commands_parse() {
+        assert!(matches!(
+            parse(&["skill", "init", "--type", "mcp-server"])
+                .unwrap()
+                .command,
+            Command::Skill(SkillCommand::Init {
+                kind: PackageType::McpServer,
+                name: None
+            })
+        ));
+        assert!(matches!(
+            parse(&["skill", "init"]).unwrap().command,
+            Command::Skill(SkillCommand::Init {
+                kind: PackageType::Skill,
+                ..
+            })
+        ));
+        assert!(parse(&["skill", "init", "--type", "plugin"]).is_err());
+        match parse(&["skill", "search", "crm", "lookup"])
+            .unwrap()
+            .command
+        {
+            Command::Skill(SkillCommand::Search { text }) => assert_eq!(text, ["crm", "lookup"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["skill", "search"]).is_err());
+        assert!(parse(&["skill", "versions", "@acme/crm"]).is_ok());
+        assert!(matches!(
+            parse(&[
+                "skill",
+                "unpublish",
+                "@acme/crm",
+                "--version",
+                "1.0.0",
+                "-y"
+            ])
+            .unwrap()
+            .command,
+            Command::Skill(SkillCommand::Unpublish { yes: true, .. })
+        ));
+        assert!(matches!(
+            parse(&["skill", "list"]).unwrap().command,
+            Command::Skill(SkillCommand::List)
+        ));
+    }
+
+    #[test]
+    fn team_commands_parse() {
+        assert!(matches!(
+            parse(&["team", "invite", "alice@acme.com"])
+                .unwrap()
+                .command,
+            Command::Team(TeamCommand::Invite { .. })
+        ));
+        assert!(matches!(
+            parse(&["team", "list"]).unwrap().command,
+            Command::Team(TeamCommand::List)
+        ));
+        assert!(matches!(
+            parse(&["team", "accept", "CODE"]).unwrap().command,
+            Command::Team(TeamCommand::Accept { .. })
+        ));
+        assert!(matches!(
+            parse(&["team", "remove", "alice"]).unwrap().command,
+            Command::Team(TeamCommand::Remove { .. })
+        ));
+        assert!(parse(&["team", "invite"]).is_err());
     }
 }

@@ -13,12 +13,18 @@ pub enum CliError {
     #[error("Aborted.")]
     Declined,
     /// The control plane answered with an error status (exit 2, or 4 for 401).
+    /// `problems` are the itemised reasons of a validation failure ("version: ...").
     #[error("{message}")]
     Api {
         status: u16,
         code: String,
         message: String,
+        problems: Vec<String>,
     },
+    /// The control plane refused an action the seeds print as `✗ 403: message`
+    /// (e.g. installing a team package without being a member); exit 2.
+    #[error("{status}: {message}")]
+    Refused { status: u16, message: String },
     /// No HTTP answer at all: refused, timed out, DNS, TLS (exit 3).
     #[error("cannot reach the control plane at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -39,13 +45,24 @@ impl CliError {
         CliError::Usage(message.into())
     }
 
+    /// An API error (other than 401, which means "log in again") as a refusal
+    /// printed `✗ STATUS: message`.
+    pub fn into_refusal(self) -> Self {
+        match self {
+            CliError::Api {
+                status, message, ..
+            } if status != 401 => CliError::Refused { status, message },
+            other => other,
+        }
+    }
+
     /// 0 ok, 1 usage or declined, 2 API error, 3 control plane unreachable,
     /// 4 not logged in (no credential, or the control plane rejected it).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Declined | CliError::Local(_) => 1,
             CliError::Api { status: 401, .. } => 4,
-            CliError::Api { .. } => 2,
+            CliError::Api { .. } | CliError::Refused { .. } => 2,
             CliError::Unreachable { .. } => 3,
             CliError::NotLoggedIn | CliError::LoggedInElsewhere { .. } => 4,
         }
@@ -55,7 +72,17 @@ impl CliError {
     pub fn report(&self) -> String {
         match self {
             CliError::Declined => self.to_string(),
+            CliError::Refused { .. } => format!("✗ {self}"),
             CliError::Local(err) => format!("error: {err:#}"),
+            CliError::Api {
+                message, problems, ..
+            } if !problems.is_empty() => {
+                let mut text = format!("error: {message}");
+                for problem in problems {
+                    text += &format!("\n  - {problem}");
+                }
+                text
+            }
             _ => format!("error: {self}"),
         }
     }
@@ -76,6 +103,7 @@ mod tests {
             status,
             code: "x".into(),
             message: "m".into(),
+            problems: vec![],
         }
     }
 
@@ -105,6 +133,7 @@ mod tests {
             status: 401,
             code: "unauthorized".into(),
             message: "credential expired: run `gatehouse login`".into(),
+            problems: vec![],
         };
         assert_eq!(
             expired.report(),
@@ -115,5 +144,40 @@ mod tests {
             CliError::NotLoggedIn.report(),
             "error: not logged in: run `gatehouse login`"
         );
+    }
+
+    #[test]
+    fn refusals_print_like_the_seed_and_exit_2() {
+        let forbidden = CliError::Api {
+            status: 403,
+            code: "forbidden".into(),
+            message: "You are not a member of @acme".into(),
+            problems: vec![],
+        }
+        .into_refusal();
+        assert_eq!(forbidden.report(), "✗ 403: You are not a member of @acme");
+        assert_eq!(forbidden.exit_code(), 2);
+        // An expired login stays "log in again", exit 4.
+        let expired = api(401).into_refusal();
+        assert!(matches!(expired, CliError::Api { status: 401, .. }));
+        assert_eq!(expired.exit_code(), 4);
+    }
+
+    #[test]
+    fn validation_problems_are_listed_one_per_line() {
+        let invalid = CliError::Api {
+            status: 400,
+            code: "invalid_request".into(),
+            message: "invalid manifest".into(),
+            problems: vec![
+                "version: must be semver".into(),
+                "tools[0].name: required".into(),
+            ],
+        };
+        assert_eq!(
+            invalid.report(),
+            "error: invalid manifest\n  - version: must be semver\n  - tools[0].name: required"
+        );
+        assert_eq!(invalid.exit_code(), 2);
     }
 }

@@ -9,11 +9,14 @@ mod config;
 mod dates;
 mod error;
 mod launch;
+mod manifest;
+mod packages;
 mod prompt;
 mod render;
 mod resources;
 mod servers;
 mod session;
+mod team;
 mod workspaces;
 
 use std::io::Write;
@@ -24,7 +27,7 @@ use clap::Parser;
 pub use config::{config_path, save_active_workspace, save_login, CliConfig, CONFIG_ENV};
 pub use error::CliError;
 
-use args::{Cli, Command, UserCommand};
+use args::{Cli, Command, SkillCommand, UserCommand};
 use session::Context;
 
 /// Entry point called by the `gatehouse` binary.
@@ -50,6 +53,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Up(args) => launch::up(args),
         Command::Serve(args) => launch::serve(args),
+        // Local only: works before any login, and with a broken state file.
+        Command::Skill(SkillCommand::Init { kind, name }) => {
+            print_stdout(&packages::init(cli.json, kind, name)?);
+            Ok(())
+        }
         command => {
             let repair = matches!(command, Command::Login(_));
             let mut ctx = Context::load(cli.api.as_deref(), cli.json, repair)?;
@@ -78,6 +86,8 @@ async fn dispatch(ctx: &mut Context, command: Command) -> Result<String, CliErro
         Command::Mcp(command) => servers::mcp(ctx, command).await,
         Command::Secrets(command) => servers::secrets(ctx, command).await,
         Command::Proxies => servers::proxies(ctx).await,
+        Command::Skill(command) => packages::run(ctx, command).await,
+        Command::Team(command) => team::run(ctx, command).await,
         Command::Up(_) | Command::Serve(_) => Err(CliError::usage(
             "up and serve run the gateway; they are not client commands",
         )),

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::dates::{format_ago, format_date, format_minute};
 use super::resources::{
-    scalar_text, AuditEvent, McpServer, Proxy, SecretEntry, ServerInstalled, TokenCreated,
+    scalar_text, AuditEvent, InvitationCreated, McpServer, MemberRemoved, Package,
+    PackageInstalled, PackageVersion, Proxy, SecretEntry, ServerInstalled, Team, TokenCreated,
     Workspace, WorkspaceCreated, WorkspaceToken,
 };
 
@@ -229,9 +230,14 @@ pub fn server_table(workspace: &str, servers: &[McpServer]) -> String {
     let rows = servers
         .iter()
         .map(|s| {
+            // A skill has no upstream URL: the gateway runs it; show where it came from.
+            let source = match (&s.url, &s.package) {
+                (url, Some(package)) if url.is_empty() => package.clone(),
+                (url, _) => dash_if_empty(url),
+            };
             vec![
                 s.slug.clone(),
-                s.url.clone(),
+                source,
                 transport_text(&s.transport),
                 yes_no(s.enabled),
                 if s.secrets.is_empty() {
@@ -303,6 +309,270 @@ pub fn proxy_table(proxies: &[Proxy], now: i64) -> String {
     )
 }
 
+/// `✓ Published @acme/crm@1.2.0 (team)`.
+pub fn package_published(package: &Package) -> String {
+    let visibility = if package.visibility.is_empty() {
+        "public"
+    } else {
+        &package.visibility
+    };
+    format!(
+        "✓ Published {}@{} ({visibility})\n",
+        package.id(),
+        package.version
+    )
+}
+
+/// Descriptions are one table cell: one line, cut at this many characters.
+const DESCRIPTION_WIDTH: usize = 60;
+
+fn description_cell(description: Option<&str>) -> String {
+    let one_line = description
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if one_line.is_empty() {
+        return "-".to_owned();
+    }
+    if one_line.chars().count() <= DESCRIPTION_WIDTH {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(DESCRIPTION_WIDTH - 1).collect();
+    format!("{}…", cut.trim_end())
+}
+
+/// `skill list`: `PACKAGE VERSION TYPE VISIBILITY DESCRIPTION`.
+pub fn package_table(packages: &[Package]) -> String {
+    if packages.is_empty() {
+        return "No packages. Publish one: gatehouse skill publish (in a directory with a gatehouse.json)\n"
+            .to_owned();
+    }
+    let rows = packages
+        .iter()
+        .map(|p| {
+            vec![
+                p.id(),
+                dash_if_empty(&p.version),
+                dash_if_empty(&p.kind),
+                dash_if_empty(&p.visibility),
+                description_cell(p.description.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        &["PACKAGE", "VERSION", "TYPE", "VISIBILITY", "DESCRIPTION"],
+        rows,
+    )
+}
+
+/// `skill search`: public packages only, so no VISIBILITY column.
+pub fn search_table(query: &str, packages: &[Package]) -> String {
+    if packages.is_empty() {
+        return format!("No public packages match {query:?}.\n");
+    }
+    let rows = packages
+        .iter()
+        .map(|p| {
+            vec![
+                p.id(),
+                dash_if_empty(&p.version),
+                dash_if_empty(&p.kind),
+                description_cell(p.description.as_deref()),
+            ]
+        })
+        .collect();
+    table(&["PACKAGE", "VERSION", "TYPE", "DESCRIPTION"], rows)
+}
+
+/// `VERSION PUBLISHED`, in the API's order.
+pub fn version_table(package: &str, versions: &[PackageVersion]) -> String {
+    if versions.is_empty() {
+        return format!("No published versions of {package}.\n");
+    }
+    let rows = versions
+        .iter()
+        .map(|v| vec![v.version.clone(), minute_cell(&v.published_at)])
+        .collect();
+    table(&["VERSION", "PUBLISHED"], rows)
+}
+
+/// The seed's `✓ Installed (team membership verified)` for a team package,
+/// otherwise what was installed where; then one line per secret still to set.
+pub fn package_installed(installed: &PackageInstalled, requested: &str, workspace: &str) -> String {
+    let slug = &installed.server.slug;
+    let mut out = if installed.membership_verified {
+        "✓ Installed (team membership verified)\n".to_owned()
+    } else {
+        let package = if installed.package.is_empty() {
+            requested
+        } else {
+            &installed.package
+        };
+        let version = if installed.version.is_empty() {
+            String::new()
+        } else {
+            format!("@{}", installed.version)
+        };
+        format!("✓ Installed {package}{version} as {slug} in {workspace}\n")
+    };
+    for secret in &installed.missing_secrets {
+        out += &format!(
+            "Set its secrets: gatehouse secrets set {slug} {} VALUE --workspace {workspace}",
+            secret.name
+        );
+        let description = secret.description.trim();
+        if !description.is_empty() {
+            out += &format!("  # {description}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// What `skill unpublish` is about to do (without "Confirm?").
+pub fn unpublish_warning(package: &str, version: Option<&str>) -> String {
+    match version {
+        Some(version) => {
+            format!("This will unpublish {package}@{version}; it can no longer be installed.")
+        }
+        None => format!(
+            "This will unpublish every version of {package}; it can no longer be installed."
+        ),
+    }
+}
+
+pub fn package_unpublished(package: &str, version: Option<&str>, removed: Option<u64>) -> String {
+    match (version, removed) {
+        (Some(version), _) => format!("✓ Unpublished {package}@{version}\n"),
+        (None, Some(n)) => format!(
+            "✓ Unpublished {package} ({})\n",
+            count(n, "version", "versions")
+        ),
+        (None, None) => format!("✓ Unpublished {package} (all versions)\n"),
+    }
+}
+
+/// `→ Invitation created for alice@acme.com.` and how the code reaches them.
+pub fn invitation_created(created: &InvitationCreated, email: &str) -> String {
+    let email = if created.invitation.email.is_empty() {
+        email
+    } else {
+        &created.invitation.email
+    };
+    let mut out = format!("→ Invitation created for {email}.\n");
+    if created.emailed {
+        out += "An email with the join code was sent.\n";
+    } else {
+        let command = if created.join_command.trim().is_empty() {
+            format!("gatehouse team accept {}", created.code)
+        } else {
+            created.join_command.trim().to_owned()
+        };
+        out += &format!("Send them this join command: {command}\n");
+    }
+    if let Some(expires) = created.invitation.expires_at.as_i64() {
+        out += &format!("The code expires {}.\n", format_minute(expires));
+    }
+    out
+}
+
+/// The seed's `Members of @acme:` and one `EMAIL  STATUS  joined|invited DATE` row each.
+pub fn team_members(team: &Team, fallback_owner: &str) -> String {
+    let owner = if team.owner.is_empty() {
+        fallback_owner
+    } else {
+        &team.owner
+    };
+    let mut out = format!("Members of @{owner}:\n");
+    if team.members.is_empty() {
+        out += "  (none yet) Invite someone: gatehouse team invite EMAIL\n";
+        return out;
+    }
+    let who = |m: &super::resources::TeamMember| {
+        if m.email.is_empty() {
+            m.username.clone().unwrap_or_default()
+        } else {
+            m.email.clone()
+        }
+    };
+    // Column minimums reproduce the seed's layout for short addresses.
+    let who_width = team
+        .members
+        .iter()
+        .map(|m| who(m).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(17)
+        + 2;
+    let status_width = team
+        .members
+        .iter()
+        .map(|m| m.status.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8)
+        + 2;
+    for member in &team.members {
+        let when = if !member.joined_at.is_null() {
+            format!("joined {}", date_cell(&member.joined_at))
+        } else {
+            format!("invited {}", date_cell(&member.invited_at))
+        };
+        out += &format!(
+            "{:<who_width$}{:<status_width$}{when}\n",
+            who(member),
+            member.status
+        );
+    }
+    out
+}
+
+pub fn team_joined(owner: &str) -> String {
+    format!("✓ Joined @{owner}\n")
+}
+
+/// `✓ Removed alice@acme.com from @acme (2 team installs removed from their workspaces)`.
+pub fn member_removed(removed: &MemberRemoved, requested: &str, fallback_owner: &str) -> String {
+    let who = if removed.removed.is_empty() {
+        requested
+    } else {
+        &removed.removed
+    };
+    let owner = removed.owner.as_deref().unwrap_or(fallback_owner);
+    format!(
+        "✓ Removed {who} from @{owner} ({} removed from their workspaces)\n",
+        count(removed.uninstalled, "team install", "team installs")
+    )
+}
+
+/// A time the API sends as unix seconds (or, tolerated, an RFC 3339 string), as a day.
+pub fn date_cell(time: &Value) -> String {
+    match time {
+        Value::Number(n) => n.as_i64().map(format_date).unwrap_or_else(|| n.to_string()),
+        Value::String(s) => match s.parse::<i64>() {
+            Ok(unix) => format_date(unix),
+            Err(_) => s.get(..10).unwrap_or(s).to_owned(),
+        },
+        _ => "-".to_owned(),
+    }
+}
+
+/// Like [`date_cell`], to the minute.
+pub fn minute_cell(time: &Value) -> String {
+    match time {
+        Value::Number(n) => n
+            .as_i64()
+            .map(format_minute)
+            .unwrap_or_else(|| n.to_string()),
+        Value::String(s) => match s.parse::<i64>() {
+            Ok(unix) => format_minute(unix),
+            Err(_) => s.clone(),
+        },
+        _ => "-".to_owned(),
+    }
+}
+
 fn yes_no(flag: bool) -> String {
     if flag { "yes" } else { "no" }.to_owned()
 }
@@ -318,6 +588,7 @@ fn dash_if_empty(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::resources::{Invitation, SecretSpec, TeamMember};
     use serde_json::json;
 
     // 2026-03-07 10:12 UTC and friends.
@@ -502,11 +773,36 @@ mod tests {
             enabled: true,
             secrets: vec!["A".into(), "B".into()],
             created_at: 0,
+            package: None,
         }];
         assert_eq!(
             server_table("eng", &servers),
             "SLUG        URL           TRANSPORT        ENABLED  SECRETS\n\
              github-mcp  http://u/mcp  streamable-http  yes      A,B\n"
+        );
+    }
+
+    #[test]
+    fn skills_show_their_package_instead_of_a_url() {
+        let servers = [
+            McpServer {
+                slug: "crm".into(),
+                transport: "skill".into(),
+                enabled: true,
+                package: Some("@acme/crm@1.1.0".into()),
+                ..McpServer::default()
+            },
+            McpServer {
+                slug: "odd".into(),
+                transport: "skill".into(),
+                ..McpServer::default()
+            },
+        ];
+        assert_eq!(
+            server_table("eng", &servers),
+            "SLUG  URL              TRANSPORT  ENABLED  SECRETS\n\
+             crm   @acme/crm@1.1.0  skill      yes      -\n\
+             odd   -                skill      no       -\n"
         );
     }
 
@@ -550,5 +846,328 @@ mod tests {
     fn counts_pluralise() {
         assert_eq!(count(1, "MCP server", "MCP servers"), "1 MCP server");
         assert_eq!(count(0, "MCP server", "MCP servers"), "0 MCP servers");
+    }
+
+    fn package(
+        id: &str,
+        version: &str,
+        kind: &str,
+        visibility: &str,
+        description: &str,
+    ) -> Package {
+        Package {
+            package: id.into(),
+            version: version.into(),
+            kind: kind.into(),
+            visibility: visibility.into(),
+            description: Some(description.into()),
+            ..Package::default()
+        }
+    }
+
+    #[test]
+    fn publish_names_the_version_and_visibility() {
+        let published = package("@acme/internal-crm-skill", "1.2.0", "skill", "team", "");
+        assert_eq!(
+            package_published(&published),
+            "✓ Published @acme/internal-crm-skill@1.2.0 (team)\n"
+        );
+        let built = Package {
+            owner: "me".into(),
+            name: "tool".into(),
+            version: "0.1.0".into(),
+            ..Package::default()
+        };
+        assert_eq!(
+            package_published(&built),
+            "✓ Published @me/tool@0.1.0 (public)\n"
+        );
+    }
+
+    #[test]
+    fn package_list_and_search_tables() {
+        let packages = [
+            package(
+                "@acme/crm",
+                "1.2.0",
+                "skill",
+                "team",
+                "Look up customers\nin the CRM",
+            ),
+            package("@gatehouse/github", "1.0.0", "mcp-server", "public", ""),
+        ];
+        assert_eq!(
+            package_table(&packages),
+            "PACKAGE            VERSION  TYPE        VISIBILITY  DESCRIPTION\n\
+             @acme/crm          1.2.0    skill       team        Look up customers in the CRM\n\
+             @gatehouse/github  1.0.0    mcp-server  public      -\n"
+        );
+        assert_eq!(
+            search_table("github", &packages[1..]),
+            "PACKAGE            VERSION  TYPE        DESCRIPTION\n\
+             @gatehouse/github  1.0.0    mcp-server  -\n"
+        );
+        assert_eq!(
+            search_table("nothing", &[]),
+            "No public packages match \"nothing\".\n"
+        );
+        assert!(package_table(&[]).starts_with("No packages."));
+    }
+
+    #[test]
+    fn long_descriptions_are_cut() {
+        let long = "word ".repeat(30);
+        let cell = description_cell(Some(&long));
+        assert_eq!(cell.chars().count(), 60, "{cell}");
+        assert!(cell.ends_with('…'));
+        assert_eq!(description_cell(None), "-");
+    }
+
+    #[test]
+    fn versions_table_shows_when() {
+        let versions = [
+            PackageVersion {
+                version: "1.1.0".into(),
+                published_at: json!(MAR_07_1012),
+            },
+            PackageVersion {
+                version: "1.0.0".into(),
+                published_at: json!(MAR_01),
+            },
+        ];
+        assert_eq!(
+            version_table("@acme/crm", &versions),
+            "VERSION  PUBLISHED\n\
+             1.1.0    2026-03-07 10:12 UTC\n\
+             1.0.0    2026-03-01 00:00 UTC\n"
+        );
+        assert_eq!(
+            version_table("@acme/crm", &[]),
+            "No published versions of @acme/crm.\n"
+        );
+    }
+
+    fn installed(verified: bool, missing: Vec<SecretSpec>) -> PackageInstalled {
+        PackageInstalled {
+            server: McpServer {
+                slug: "internal-crm-skill".into(),
+                ..McpServer::default()
+            },
+            package: "@acme/internal-crm-skill".into(),
+            version: "1.2.0".into(),
+            missing_secrets: missing,
+            membership_verified: verified,
+        }
+    }
+
+    #[test]
+    fn team_install_prints_the_seed_line() {
+        assert_eq!(
+            package_installed(
+                &installed(true, vec![]),
+                "@acme/internal-crm-skill",
+                "acme-team"
+            ),
+            "✓ Installed (team membership verified)\n"
+        );
+    }
+
+    #[test]
+    fn install_says_what_went_where_and_which_secrets_to_set() {
+        let missing = vec![
+            SecretSpec {
+                name: "CRM_TOKEN".into(),
+                description: "API token for the CRM".into(),
+            },
+            SecretSpec {
+                name: "OTHER".into(),
+                description: String::new(),
+            },
+        ];
+        assert_eq!(
+            package_installed(&installed(false, missing.clone()), "@acme/x", "acme-team"),
+            "✓ Installed @acme/internal-crm-skill@1.2.0 as internal-crm-skill in acme-team\n\
+             Set its secrets: gatehouse secrets set internal-crm-skill CRM_TOKEN VALUE --workspace acme-team  # API token for the CRM\n\
+             Set its secrets: gatehouse secrets set internal-crm-skill OTHER VALUE --workspace acme-team\n"
+        );
+        // Team installs list the secrets too.
+        let text = package_installed(&installed(true, missing), "@acme/x", "acme-team");
+        assert!(text.starts_with("✓ Installed (team membership verified)\nSet its secrets: "));
+    }
+
+    #[test]
+    fn null_fields_read_as_empty() {
+        let answer = json!({"packages": [{
+            "package": "@acme/crm", "owner": "acme", "name": "crm", "type": "skill",
+            "version": null, "visibility": "team", "description": null, "category": null,
+            "tags": [], "secrets": [], "updated_at": 1
+        }]});
+        let list: crate::cli::resources::PackageList = serde_json::from_value(answer).unwrap();
+        assert_eq!(
+            package_table(&list.packages),
+            "PACKAGE    VERSION  TYPE   VISIBILITY  DESCRIPTION\n\
+             @acme/crm  -        skill  team        -\n"
+        );
+        let member: TeamMember = serde_json::from_value(json!({
+            "email": "bob@acme.com", "username": null, "status": "pending",
+            "invited_at": MAR_07_1012, "joined_at": null, "expires_at": MAR_07_1012
+        }))
+        .unwrap();
+        assert_eq!(member.username, None);
+        assert!(member.joined_at.is_null());
+    }
+
+    #[test]
+    fn missing_secrets_may_be_bare_names() {
+        let answer = json!({
+            "server": {"slug": "github"},
+            "package": "@gatehouse/github",
+            "version": "1.0.0",
+            "missing_secrets": ["GITHUB_TOKEN", {"name": "X", "description": null}],
+            "membership_verified": false
+        });
+        let parsed: PackageInstalled = serde_json::from_value(answer).unwrap();
+        assert_eq!(parsed.missing_secrets[0].name, "GITHUB_TOKEN");
+        assert_eq!(parsed.missing_secrets[1].name, "X");
+        assert_eq!(parsed.missing_secrets[1].description, "");
+    }
+
+    #[test]
+    fn unpublish_texts() {
+        assert_eq!(
+            package_unpublished("@acme/crm", Some("1.0.0"), Some(1)),
+            "✓ Unpublished @acme/crm@1.0.0\n"
+        );
+        assert_eq!(
+            package_unpublished("@acme/crm", None, Some(3)),
+            "✓ Unpublished @acme/crm (3 versions)\n"
+        );
+        assert_eq!(
+            package_unpublished("@acme/crm", None, None),
+            "✓ Unpublished @acme/crm (all versions)\n"
+        );
+        assert!(unpublish_warning("@acme/crm", None).contains("every version of @acme/crm"));
+    }
+
+    #[test]
+    fn invitation_prints_the_join_command_unless_emailed() {
+        let mut created = InvitationCreated {
+            invitation: Invitation {
+                email: "alice@acme.com".into(),
+                ..Invitation::default()
+            },
+            code: "ghj_abc".into(),
+            join_command: "gatehouse team accept ghj_abc".into(),
+            emailed: false,
+        };
+        assert_eq!(
+            invitation_created(&created, "alice@acme.com"),
+            "→ Invitation created for alice@acme.com.\n\
+             Send them this join command: gatehouse team accept ghj_abc\n"
+        );
+        created.join_command.clear();
+        created.invitation.expires_at = json!(MAR_07_1012);
+        assert_eq!(
+            invitation_created(&created, "alice@acme.com"),
+            "→ Invitation created for alice@acme.com.\n\
+             Send them this join command: gatehouse team accept ghj_abc\n\
+             The code expires 2026-03-07 10:12 UTC.\n"
+        );
+        created.emailed = true;
+        created.invitation.expires_at = Value::Null;
+        assert_eq!(
+            invitation_created(&created, "alice@acme.com"),
+            "→ Invitation created for alice@acme.com.\n\
+             An email with the join code was sent.\n"
+        );
+    }
+
+    #[test]
+    fn team_list_matches_the_seed() {
+        let team = Team {
+            owner: "acme".into(),
+            members: vec![
+                TeamMember {
+                    email: "alice@acme.com".into(),
+                    username: Some("alice".into()),
+                    status: "active".into(),
+                    invited_at: json!(MAR_01 - 86_400),
+                    joined_at: json!(MAR_01),
+                },
+                TeamMember {
+                    email: "bob@acme.com".into(),
+                    username: None,
+                    status: "pending".into(),
+                    invited_at: json!(MAR_07_1012),
+                    joined_at: Value::Null,
+                },
+            ],
+        };
+        assert_eq!(
+            team_members(&team, "ignored"),
+            "Members of @acme:\n\
+             alice@acme.com     active    joined 2026-03-01\n\
+             bob@acme.com       pending   invited 2026-03-07\n"
+        );
+        let empty = Team::default();
+        assert!(team_members(&empty, "acme").starts_with("Members of @acme:\n  (none yet)"));
+    }
+
+    #[test]
+    fn team_list_widens_for_long_addresses() {
+        let team = Team {
+            owner: "acme".into(),
+            members: vec![
+                TeamMember {
+                    email: "someone.with.a.long.name@acme.com".into(),
+                    status: "active".into(),
+                    joined_at: json!(MAR_01),
+                    ..TeamMember::default()
+                },
+                TeamMember {
+                    email: "bo@acme.com".into(),
+                    status: "pending".into(),
+                    invited_at: json!("2026-03-07T10:12:00Z"),
+                    ..TeamMember::default()
+                },
+            ],
+        };
+        assert_eq!(
+            team_members(&team, "acme"),
+            "Members of @acme:\n\
+             someone.with.a.long.name@acme.com  active    joined 2026-03-01\n\
+             bo@acme.com                        pending   invited 2026-03-07\n"
+        );
+    }
+
+    #[test]
+    fn accept_and_remove_texts() {
+        assert_eq!(team_joined("acme"), "✓ Joined @acme\n");
+        let removed = MemberRemoved {
+            removed: "alice@acme.com".into(),
+            uninstalled: 2,
+            owner: None,
+        };
+        assert_eq!(
+            member_removed(&removed, "alice", "acme"),
+            "✓ Removed alice@acme.com from @acme (2 team installs removed from their workspaces)\n"
+        );
+        let one = MemberRemoved {
+            removed: String::new(),
+            uninstalled: 1,
+            owner: Some("acme".into()),
+        };
+        assert_eq!(
+            member_removed(&one, "alice", "me"),
+            "✓ Removed alice from @acme (1 team install removed from their workspaces)\n"
+        );
+    }
+
+    #[test]
+    fn times_render_from_seconds_or_strings() {
+        assert_eq!(date_cell(&json!(MAR_01)), "2026-03-01");
+        assert_eq!(date_cell(&json!("2026-03-01T08:00:00Z")), "2026-03-01");
+        assert_eq!(date_cell(&Value::Null), "-");
+        assert_eq!(minute_cell(&json!(MAR_07_1012)), "2026-03-07 10:12 UTC");
     }
 }

@@ -48,6 +48,8 @@ pub struct McpServer {
     /// Names of the secrets set for this server in this workspace.
     pub secrets: Vec<String>,
     pub created_at: i64,
+    /// `@owner/name@version` when installed from a package.
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -173,4 +175,192 @@ pub fn scalar_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A secret a package needs: `{name, description}` (a bare name is accepted too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "SecretSpecWire")]
+pub struct SecretSpec {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecretSpecWire {
+    Name(String),
+    Full {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+    },
+}
+
+impl From<SecretSpecWire> for SecretSpec {
+    fn from(wire: SecretSpecWire) -> Self {
+        match wire {
+            SecretSpecWire::Name(name) => SecretSpec {
+                name,
+                description: String::new(),
+            },
+            SecretSpecWire::Full { name, description } => SecretSpec {
+                name: name.unwrap_or_default(),
+                description: description.unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// A published package (its latest version, or the one asked for).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Package {
+    /// `@owner/name`.
+    #[serde(deserialize_with = "nullable")]
+    pub package: String,
+    #[serde(deserialize_with = "nullable")]
+    pub owner: String,
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(rename = "type")]
+    #[serde(deserialize_with = "nullable")]
+    pub kind: String,
+    #[serde(deserialize_with = "nullable")]
+    pub version: String,
+    #[serde(deserialize_with = "nullable")]
+    pub visibility: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub secrets: Vec<SecretSpec>,
+    pub updated_at: Value,
+}
+
+impl Package {
+    /// `@owner/name`, built from the parts if the API left it out.
+    pub fn id(&self) -> String {
+        if self.package.is_empty() {
+            format!("@{}/{}", self.owner, self.name)
+        } else {
+            self.package.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PackageList {
+    pub packages: Vec<Package>,
+}
+
+/// `POST /v1/packages`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PackagePublished {
+    pub package: Package,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PackageVersion {
+    #[serde(deserialize_with = "nullable")]
+    pub version: String,
+    /// Unix seconds (an RFC 3339 string is shown as its date).
+    pub published_at: Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct VersionList {
+    pub versions: Vec<PackageVersion>,
+}
+
+/// `POST /v1/workspaces/{ws}/packages`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PackageInstalled {
+    pub server: McpServer,
+    #[serde(deserialize_with = "nullable")]
+    pub package: String,
+    #[serde(deserialize_with = "nullable")]
+    pub version: String,
+    pub missing_secrets: Vec<SecretSpec>,
+    pub membership_verified: bool,
+}
+
+/// A team member or a pending invitation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TeamMember {
+    #[serde(deserialize_with = "nullable")]
+    pub email: String,
+    pub username: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub status: String,
+    pub invited_at: Value,
+    pub joined_at: Value,
+}
+
+/// `GET /v1/team`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Team {
+    #[serde(deserialize_with = "nullable")]
+    pub owner: String,
+    pub members: Vec<TeamMember>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Invitation {
+    #[serde(deserialize_with = "nullable")]
+    pub email: String,
+    #[serde(deserialize_with = "nullable")]
+    pub status: String,
+    pub invited_at: Value,
+    pub expires_at: Value,
+}
+
+/// `POST /v1/team/invitations`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct InvitationCreated {
+    pub invitation: Invitation,
+    #[serde(deserialize_with = "nullable")]
+    pub code: String,
+    #[serde(deserialize_with = "nullable")]
+    pub join_command: String,
+    pub emailed: bool,
+}
+
+/// `POST /v1/team/accept`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TeamJoined {
+    #[serde(deserialize_with = "nullable")]
+    pub owner: String,
+}
+
+/// `DELETE /v1/packages/{owner}/{name}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PackageUnpublished {
+    pub removed_versions: Option<u64>,
+}
+
+/// `DELETE /v1/team/members/{member}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MemberRemoved {
+    #[serde(deserialize_with = "nullable")]
+    pub removed: String,
+    pub uninstalled: u64,
+    pub owner: Option<String>,
+}
+
+/// A string field the API may send as `null` (e.g. the version of a package whose
+/// versions were all unpublished): read as empty, shown as `-`.
+fn nullable<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }

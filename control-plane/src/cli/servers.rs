@@ -4,9 +4,10 @@
 use serde_json::{json, Map, Value};
 
 use super::api::decode;
-use super::args::{McpCommand, SecretsCommand, Transport};
+use super::args::{parse_package_ref, McpCommand, SecretsCommand, Transport};
 use super::dates::now_unix;
 use super::error::CliError;
+use super::packages;
 use super::prompt::ask_secret;
 use super::render;
 use super::resources::{McpServer, ProxyList, SecretList, ServerInstalled, ServerList};
@@ -23,7 +24,29 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             allow,
             deny,
             read_only,
+            version,
         } => {
+            if url.starts_with('@') {
+                let package = parse_package_ref(&url).map_err(CliError::usage)?;
+                let url_only = [
+                    (!headers.is_empty(), "--header"),
+                    (transport.is_some(), "--transport"),
+                    (!allow.is_empty(), "--allow"),
+                    (!deny.is_empty(), "--deny"),
+                    (read_only, "--read-only"),
+                ];
+                if let Some((_, flag)) = url_only.iter().find(|(given, _)| *given) {
+                    return Err(CliError::usage(format!(
+                        "{flag} applies to installs by URL; {url} is a Hub package, whose manifest defines how it is reached"
+                    )));
+                }
+                return packages::install(ctx, package, workspace.workspace, version, name).await;
+            }
+            if version.is_some() {
+                return Err(CliError::usage(
+                    "--version applies to Hub packages (@owner/name), not to installs by URL",
+                ));
+            }
             let ws = ctx.workspace(workspace.workspace)?;
             let body = install_body(
                 &url,
@@ -86,14 +109,9 @@ fn install_body(
     transport: Option<Transport>,
     policy: Policy,
 ) -> Result<Value, CliError> {
-    if url.starts_with('@') {
-        return Err(CliError::usage(format!(
-            "{url} looks like a Hub package; Hub packages are not available yet: install the server by URL (gatehouse mcp install https://HOST/mcp)"
-        )));
-    }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(CliError::usage(format!(
-            "invalid MCP server URL {url:?}: expected http://... or https://..."
+            "invalid MCP server URL {url:?}: expected http://... or https://..., or a Hub package @owner/name"
         )));
     }
     let mut body = json!({"url": url});
@@ -260,10 +278,9 @@ mod tests {
     }
 
     #[test]
-    fn install_rejects_hub_packages_bad_urls_and_duplicate_headers() {
-        let hub = install_body("@aerostack/github-mcp", None, &[], None, open()).unwrap_err();
-        assert!(hub.to_string().contains("Hub package"), "{hub}");
-        assert!(install_body("github.com", None, &[], None, open()).is_err());
+    fn install_rejects_bad_urls_and_duplicate_headers() {
+        let bare = install_body("github.com", None, &[], None, open()).unwrap_err();
+        assert!(bare.to_string().contains("@owner/name"), "{bare}");
         let twice = [
             ("A".to_owned(), "1".to_owned()),
             ("A".to_owned(), "2".to_owned()),
