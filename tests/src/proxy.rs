@@ -38,7 +38,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Spawns the proxy on free loopback ports with `config` and waits until `/healthz`
-    /// answers 200.
+    /// answers 200 and the client listener accepts connections.
     pub async fn start(config: &Path) -> anyhow::Result<Proxy> {
         Self::start_with_env(config, &[]).await
     }
@@ -114,7 +114,11 @@ impl Proxy {
                 anyhow::bail!("gatehouse-proxy exited before it was ready: {status}");
             }
             if let Ok(response) = self.http.get(self.admin_url("/healthz")).send().await {
-                if response.status() == 200 {
+                // Pingora starts its services on their own threads: the admin
+                // listener answering says nothing about the client listener.
+                if response.status() == 200
+                    && tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                {
                     return Ok(());
                 }
             }

@@ -182,13 +182,18 @@ impl RawClient {
 
     /// The `initialize` request alone; it does not change this client.
     pub async fn send_initialize(&self) -> anyhow::Result<RawResponse> {
+        self.send_initialize_with(json!({})).await
+    }
+
+    /// The `initialize` request alone, announcing `capabilities`.
+    pub async fn send_initialize_with(&self, capabilities: Value) -> anyhow::Result<RawResponse> {
         self.without_session()
             .request(
                 0,
                 "initialize",
                 json!({
                     "protocolVersion": RAW_PROTOCOL_VERSION,
-                    "capabilities": {},
+                    "capabilities": capabilities,
                     "clientInfo": {"name": "gatehouse-tests", "version": "1.0.0"},
                 }),
             )
@@ -199,7 +204,12 @@ impl RawClient {
     /// the returned session id and negotiated protocol version from then on. Returns
     /// the `initialize` response; fails unless it was 200 with a session id.
     pub async fn initialize(&mut self) -> anyhow::Result<RawResponse> {
-        let response = self.send_initialize().await?;
+        self.initialize_with(json!({})).await
+    }
+
+    /// [`initialize`](Self::initialize) announcing `capabilities` (e.g. sampling).
+    pub async fn initialize_with(&mut self, capabilities: Value) -> anyhow::Result<RawResponse> {
+        let response = self.send_initialize_with(capabilities).await?;
         anyhow::ensure!(
             response.status == 200,
             "initialize answered {}: {}",
@@ -260,6 +270,22 @@ impl RawPost {
     pub fn without(mut self, name: &str) -> Self {
         self.headers.remove(name);
         self
+    }
+
+    /// Sends and hands back the reply as an event stream to read event by event (a
+    /// `tools/call` whose reply carries requests the test must answer mid-call).
+    pub async fn send_streaming(self) -> anyhow::Result<EventStream> {
+        let response = tokio::time::timeout(
+            STEP_TIMEOUT,
+            self.http
+                .post(&self.url)
+                .headers(self.headers)
+                .body(self.body)
+                .send(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("POST {}: no answer within {STEP_TIMEOUT:?}", self.url))??;
+        Ok(EventStream::new(response))
     }
 
     pub async fn send(self) -> anyhow::Result<RawResponse> {

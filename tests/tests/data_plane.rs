@@ -14,6 +14,8 @@ mod fixture;
 mod framing;
 #[path = "data_plane/operations.rs"]
 mod operations;
+#[path = "data_plane/requests.rs"]
+mod requests;
 #[path = "data_plane/sessions.rs"]
 mod sessions;
 #[path = "data_plane/streams.rs"]
