@@ -3,7 +3,10 @@
 //! hash. Every failure looks the same to the caller; only metrics see the reason.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use gatehouse_config::{hash_token, Snapshot, TOKEN_PREFIX};
 use subtle::ConstantTimeEq;
@@ -17,6 +20,53 @@ pub struct TokenRt {
     pub workspace: Arc<str>,
     pub expires_at: Option<u64>,
     pub revoked: bool,
+    /// When this proxy last let the token in (unix seconds), shared with
+    /// [`TokenUsage`] so it survives config reloads.
+    last_used: Arc<AtomicU64>,
+}
+
+/// When each token was last used on this proxy, and what was already reported to the
+/// control plane. Outlives every config generation.
+#[derive(Debug, Default)]
+pub struct TokenUsage {
+    tokens: DashMap<String, UsageEntry>,
+}
+
+#[derive(Debug, Default)]
+struct UsageEntry {
+    used: Arc<AtomicU64>,
+    reported: AtomicU64,
+}
+
+impl TokenUsage {
+    fn handle(&self, id: &str) -> Arc<AtomicU64> {
+        self.tokens.entry(id.to_string()).or_default().used.clone()
+    }
+
+    /// (token id, last used) for every token used since the last report.
+    pub fn unreported(&self) -> Vec<(String, u64)> {
+        self.tokens
+            .iter()
+            .filter_map(|e| {
+                let used = e.used.load(Ordering::Relaxed);
+                (used > e.reported.load(Ordering::Relaxed)).then(|| (e.key().clone(), used))
+            })
+            .collect()
+    }
+
+    /// Marks these uses as delivered.
+    pub fn reported(&self, delivered: &[(String, u64)]) {
+        for (id, at) in delivered {
+            if let Some(e) = self.tokens.get(id) {
+                e.reported.fetch_max(*at, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Forgets tokens no longer configured.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.tokens.retain(|id, _| keep(id));
+    }
 }
 
 /// Why a request was refused; the label of `gatehouse_auth_failures_total`.
@@ -53,6 +103,11 @@ pub struct TokenIndex {
 
 impl TokenIndex {
     pub fn build(snapshot: &Snapshot) -> anyhow::Result<TokenIndex> {
+        Self::build_with(snapshot, &TokenUsage::default())
+    }
+
+    /// Builds the index with last-used clocks from `usage`.
+    pub fn build_with(snapshot: &Snapshot, usage: &TokenUsage) -> anyhow::Result<TokenIndex> {
         let mut index = TokenIndex::default();
         for ws in &snapshot.workspaces {
             let workspace: Arc<str> = Arc::from(ws.slug.as_str());
@@ -71,6 +126,7 @@ impl TokenIndex {
                         workspace: workspace.clone(),
                         expires_at: t.expires_at,
                         revoked: t.revoked,
+                        last_used: usage.handle(&t.id),
                     });
             }
         }
@@ -101,6 +157,10 @@ impl TokenIndex {
         }
         if &*found.workspace != workspace {
             return Err(AuthFailure::WrongWorkspace);
+        }
+        // At most one store per token per second: a load on the hot path, rarely a store.
+        if found.last_used.load(Ordering::Relaxed) < now {
+            found.last_used.store(now, Ordering::Relaxed);
         }
         Ok(found)
     }

@@ -9,7 +9,7 @@ use clap::Parser;
 use gatehouse_config::{Secret, SessionKey, Snapshot};
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::metrics::AdminApp;
-use gatehouse_proxy::push::{ConfigStream, ControlPlane};
+use gatehouse_proxy::push::{ConfigStream, ControlPlane, UsageReport};
 use gatehouse_proxy::reload::ConfigWatch;
 use gatehouse_proxy::state::GatewayState;
 use pingora::apps::http_app::HttpServer;
@@ -121,13 +121,22 @@ fn main() -> anyhow::Result<()> {
                 loaded,
             },
         )),
-        Source::ControlPlane(control_plane) => server.add_service(background_service(
-            "control plane watch",
-            ConfigStream {
-                control_plane,
-                state,
-            },
-        )),
+        Source::ControlPlane(control_plane) => {
+            server.add_service(background_service(
+                "token use report",
+                UsageReport {
+                    control_plane: control_plane.clone(),
+                    state: state.clone(),
+                },
+            ));
+            server.add_service(background_service(
+                "control plane watch",
+                ConfigStream {
+                    control_plane,
+                    state,
+                },
+            ))
+        }
     };
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "gatehouse-proxy starting");
     server.run_forever()

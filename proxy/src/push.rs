@@ -215,6 +215,60 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often token use is reported (LAST USED needs minute accuracy).
+const USAGE_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports which tokens were used, and when, so `workspace token list` can show
+/// LAST USED. Only changes are sent; a failed report is retried with the next one.
+pub struct UsageReport {
+    pub control_plane: ControlPlane,
+    pub state: Arc<GatewayState>,
+}
+
+impl UsageReport {
+    async fn send(&self) -> anyhow::Result<()> {
+        let used = self.state.usage.unreported();
+        if used.is_empty() {
+            return Ok(());
+        }
+        let tokens: Vec<serde_json::Value> = used
+            .iter()
+            .map(|(id, at)| serde_json::json!({"id": id, "last_used": at}))
+            .collect();
+        let cp = &self.control_plane;
+        let resp = cp
+            .http
+            .post(format!("{}/v1/proxy/usage", cp.url))
+            .bearer_auth(&cp.token)
+            .json(&serde_json::json!({"tokens": tokens}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+        self.state.usage.reported(&used);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for UsageReport {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(USAGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => {
+                    let _ = self.send().await;
+                    return;
+                }
+            }
+            if let Err(e) = self.send().await {
+                tracing::debug!("token use not reported yet: {e:#}");
+            }
+        }
+    }
+}
+
 /// The background service that keeps the proxy's config in step with the control plane.
 pub struct ConfigStream {
     pub control_plane: ControlPlane,

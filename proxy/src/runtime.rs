@@ -14,7 +14,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use pingora::upstreams::peer::HttpPeer;
 use sha2::{Digest, Sha256};
 
-use crate::auth::TokenIndex;
+use crate::auth::{TokenIndex, TokenUsage};
 use crate::envelope::SessionKeys;
 use crate::skill::{SkillClient, SkillRt};
 
@@ -93,6 +93,15 @@ impl Runtime {
     /// Compiles a validated snapshot. Resolves upstream host names (blocking), so call it
     /// off the request path.
     pub fn compile(snapshot: &Snapshot, generation: u64) -> anyhow::Result<Runtime> {
+        Self::compile_with(snapshot, generation, &TokenUsage::default())
+    }
+
+    /// [`Runtime::compile`], with token last-used clocks kept in `usage`.
+    pub fn compile_with(
+        snapshot: &Snapshot,
+        generation: u64,
+        usage: &TokenUsage,
+    ) -> anyhow::Result<Runtime> {
         let mut workspaces = HashMap::with_capacity(snapshot.workspaces.len());
         for ws in &snapshot.workspaces {
             let mut servers: Vec<Arc<ServerRt>> = ws
@@ -116,7 +125,7 @@ impl Runtime {
             generation,
             version: snapshot.version,
             workspaces,
-            tokens: TokenIndex::build(snapshot)?,
+            tokens: TokenIndex::build_with(snapshot, usage)?,
             keys: SessionKeys::from_config(&snapshot.session_keys)?,
             allowed_origins: snapshot
                 .allowed_origins

@@ -11,11 +11,12 @@ use dashmap::DashMap;
 use gatehouse_config::Snapshot;
 use serde_json::Value;
 
+use crate::auth::TokenUsage;
 use crate::catalog::{listed_servers, ToolCatalog, ToolList};
 use crate::envelope::{SessionEnvelope, UpstreamSession};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, ServerRt, WorkspaceRt};
-use crate::upstream::{SessionRef, UpstreamClient, UpstreamError};
+use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// Upper bound on upstream sessions opened lazily (for servers added after a client
 /// initialized); beyond it the cache is emptied and sessions are reopened on demand.
@@ -37,15 +38,19 @@ pub struct GatewayState {
     server_tools: DashMap<(String, String), CachedTools>,
     /// (client session, server) -> an upstream session the envelope does not hold.
     lazy_sessions: DashMap<([u8; 16], String), UpstreamSession>,
+    /// When each token was last used here, reported to the control plane.
+    pub usage: TokenUsage,
 }
 
 impl GatewayState {
     pub fn new(snapshot: &Snapshot) -> anyhow::Result<GatewayState> {
-        let runtime = Runtime::compile(snapshot, 1)?;
+        let usage = TokenUsage::default();
+        let runtime = Runtime::compile_with(snapshot, 1, &usage)?;
         let metrics = Metrics::new();
         metrics.config_version.set(snapshot.version as i64);
         metrics.config_updated.set(unix_now() as i64);
         Ok(GatewayState {
+            usage,
             runtime: ArcSwap::from_pointee(runtime),
             generation: AtomicU64::new(1),
             upstream: UpstreamClient::new(),
@@ -65,7 +70,13 @@ impl GatewayState {
     /// loaded; caches of servers whose config did not change survive.
     pub fn install(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let runtime = Runtime::compile(snapshot, generation)?;
+        let runtime = Runtime::compile_with(snapshot, generation, &self.usage)?;
+        let configured: std::collections::HashSet<&str> = snapshot
+            .workspaces
+            .iter()
+            .flat_map(|w| w.tokens.iter().map(|t| t.id.as_str()))
+            .collect();
+        self.usage.retain(|id| configured.contains(id));
         self.server_tools.retain(|(ws, server), cached| {
             runtime
                 .workspaces
@@ -100,6 +111,19 @@ impl GatewayState {
         if let Some(s) = env.upstream(&server.slug) {
             return Ok(s.clone());
         }
+        if server.is_legacy_sse() {
+            // The session is a connection held by this replica (upstream_sse.rs).
+            let conn = self.legacy_upstream(env, server).await?;
+            return Ok(UpstreamSession {
+                server: server.slug.clone(),
+                session_id: None,
+                protocol_version: conn
+                    .protocol_version
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| env.client_version.clone()),
+            });
+        }
         let key = (env.sid, server.slug.clone());
         if let Some(s) = self.lazy_sessions.get(&key) {
             return Ok(s.clone());
@@ -125,6 +149,18 @@ impl GatewayState {
         }
         self.lazy_sessions.insert(key, session.clone());
         Ok(session)
+    }
+
+    /// Takes over upstream sessions as lazily opened ones, so one an upstream forgets
+    /// is reopened instead of ending the client session (legacy SSE clients, whose
+    /// session lives as long as their stream on this replica).
+    pub fn adopt_lazy_sessions(&self, sid: [u8; 16], sessions: Vec<UpstreamSession>) {
+        if self.lazy_sessions.len() + sessions.len() >= MAX_LAZY_SESSIONS {
+            self.lazy_sessions.clear();
+        }
+        for s in sessions {
+            self.lazy_sessions.insert((sid, s.server.clone()), s);
+        }
     }
 
     /// Drops a lazily opened session the upstream no longer knows. Returns whether
@@ -187,12 +223,9 @@ impl GatewayState {
                 }
                 // The client's own upstream session is gone: it must re-initialize.
                 Err(UpstreamError::SessionGone) => Err(UpstreamError::SessionGone),
+                // Counted in the upstream error metrics by `exchange::ask`.
                 Err(e) => {
                     tracing::warn!(workspace = %ws.slug, server = %server.slug, error = %e, "tools/list from upstream failed");
-                    self.metrics
-                        .upstream_errors
-                        .with_label_values(&[&ws.slug, &server.slug, e.kind()])
-                        .inc();
                     Ok((server.clone(), None))
                 }
             }
@@ -203,10 +236,12 @@ impl GatewayState {
         Ok(catalog)
     }
 
+    /// Every tool of one upstream, following `nextCursor` to the end, over whatever
+    /// transport it speaks.
     async fn fetch_tools(
         &self,
         rt: &Runtime,
-        ws: &WorkspaceRt,
+        _ws: &WorkspaceRt,
         env: &SessionEnvelope,
         server: &ServerRt,
     ) -> Result<Vec<Value>, UpstreamError> {
@@ -215,35 +250,31 @@ impl GatewayState {
             return Ok(skill.tool_list());
         }
         let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
-        for _attempt in 0..2 {
-            let session = self.session_for(rt, env, server).await?;
-            let started = std::time::Instant::now();
-            let result = self
-                .upstream
-                .list_tools(
-                    server,
-                    SessionRef {
-                        session_id: session.session_id.as_deref(),
-                        protocol_version: &session.protocol_version,
-                    },
-                    timeout,
-                )
-                .await;
-            self.metrics
-                .upstream_seconds
-                .with_label_values(&[&ws.slug, &server.slug])
-                .observe(started.elapsed().as_secs_f64());
-            match result {
-                // A lazily opened session can be reopened; an envelope session cannot.
-                Err(UpstreamError::SessionGone)
-                    if self.forget_lazy_session(env.sid, &server.slug) =>
-                {
-                    continue
-                }
-                other => return other,
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A bound on pages protects against an upstream that never stops paging.
+        for _ in 0..1000 {
+            let params = match &cursor {
+                Some(c) => serde_json::json!({ "cursor": c }),
+                None => serde_json::json!({}),
+            };
+            let mut result =
+                crate::exchange::ask(self, rt, env, server, "tools/list", params, timeout).await?;
+            match result.get_mut("tools").map(Value::take) {
+                Some(Value::Array(page)) => tools.extend(page),
+                _ => return Err(UpstreamError::Protocol("tools/list without tools".into())),
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if cursor.is_none() {
+                return Ok(tools);
             }
         }
-        Err(UpstreamError::SessionGone)
+        Err(UpstreamError::Protocol(
+            "tools/list paged more than 1000 times".into(),
+        ))
     }
 }
 

@@ -84,6 +84,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/proxies", get(proxies::list))
         .route("/v1/proxy/watch", get(proxies::watch))
         .route("/v1/proxy/status", post(proxies::status))
+        .route("/v1/proxy/usage", post(proxies::usage))
         .with_state(app)
 }
 

@@ -42,6 +42,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/proxies"),
     ("get", "/v1/proxy/watch"),
     ("post", "/v1/proxy/status"),
+    ("post", "/v1/proxy/usage"),
 ];
 
 const METHODS: &[&str] = &[

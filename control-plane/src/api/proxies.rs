@@ -115,6 +115,28 @@ pub async fn status(
     ))
 }
 
+#[derive(Deserialize)]
+pub struct Usage {
+    tokens: Vec<TokenUse>,
+}
+
+#[derive(Deserialize)]
+pub struct TokenUse {
+    id: String,
+    last_used: i64,
+}
+
+/// Proxies report when tokens were last used; LAST USED only moves forward.
+pub async fn usage(
+    State(app): State<Arc<App>>,
+    _proxy: AuthProxy,
+    Body(u): Body<Usage>,
+) -> ApiResult<Json<Value>> {
+    let uses: Vec<(String, i64)> = u.tokens.into_iter().map(|t| (t.id, t.last_used)).collect();
+    let updated = app.store.touch_tokens(&uses).await?;
+    Ok(Json(json!({"updated": updated})))
+}
+
 pub async fn list(State(app): State<Arc<App>>, _user: AuthUser) -> ApiResult<Json<Value>> {
     let current = app.snapshots.borrow().version;
     let proxies = app.proxies.proxies.lock().expect("registry lock").clone();

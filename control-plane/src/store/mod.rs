@@ -395,6 +395,26 @@ impl Store {
         .await
     }
 
+    /// Records token use reported by proxies; a time never moves backwards. Use is
+    /// not a config change: no audit event, no version bump.
+    pub async fn touch_tokens(&self, uses: &[(String, i64)]) -> Result<u64, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let mut updated = 0;
+        for (id, at) in uses {
+            updated += sqlx::query(
+                "UPDATE workspace_tokens SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
     /// Revokes a token; returns it as it is now.
     pub async fn revoke_token(
         &self,
@@ -586,8 +606,9 @@ impl Store {
         q: &AuditQuery,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM audit_events WHERE (workspace = $1 OR (workspace = '' \
-             AND action IN ('publish', 'unpublish') AND target LIKE $6)) AND time >= $2 \
+            "SELECT * FROM audit_events WHERE ((workspace = $1 AND id >= COALESCE((SELECT MAX(id) \
+             FROM audit_events WHERE workspace = $1 AND action = 'workspace_create'), '')) \
+             OR (workspace = '' AND action IN ('publish', 'unpublish') AND target LIKE $6)) AND time >= $2 \
              AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
              ORDER BY time, id LIMIT $5",
         )
