@@ -25,6 +25,7 @@ fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
         "headers": serde_json::from_str::<Value>(&s.headers).unwrap_or(Value::Null),
         "policy": serde_json::from_str::<Value>(&s.policy).unwrap_or(Value::Null),
         "enabled": s.enabled != 0, "secrets": secrets, "created_at": s.created_at,
+        "package": s.package,
     })
 }
 

@@ -164,6 +164,6 @@ pub async fn remove(
     };
     app.publish().await?;
     Ok(Json(
-        json!({"removed": row.email, "uninstalled": uninstalled}),
+        json!({"owner": user.username, "removed": row.email, "uninstalled": uninstalled}),
     ))
 }
