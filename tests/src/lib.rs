@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod control_plane;
 pub mod events;
+pub mod http_target;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;
