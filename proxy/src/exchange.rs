@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::dispatch::ToolCall;
 use crate::envelope::SessionEnvelope;
 use crate::runtime::{Runtime, ServerRt};
 use crate::state::GatewayState;
@@ -51,7 +52,11 @@ pub async fn ask(
         };
         observe(state, env, server, started, &result);
         match result {
-            Err(UpstreamError::SessionGone) if state.forget_lazy_session(env.sid, &server.slug) => {
+            // A lazily opened session, or a legacy SSE one (this replica's own), is
+            // reopened; an envelope session cannot be: the client must re-initialize.
+            Err(UpstreamError::SessionGone)
+                if server.is_legacy_sse() || state.forget_lazy_session(env.sid, &server.slug) =>
+            {
                 continue
             }
             other => return other,
@@ -93,6 +98,66 @@ pub async fn tell(
         state.forget_lazy_session(env.sid, &server.slug);
     }
     sent
+}
+
+/// Sends a routed `tools/call` over the side client instead of Pingora's proxy path
+/// (to a legacy SSE upstream, or for a legacy SSE client whose answer goes to its
+/// stream). Whatever the upstream says while the call runs goes to `on_message`, as
+/// the upstream said it; returns the response. Never retried: the tool may have run.
+pub async fn call_tool(
+    state: &GatewayState,
+    env: &SessionEnvelope,
+    call: &ToolCall,
+    on_message: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, UpstreamError> {
+    let server = &call.server;
+    let started = Instant::now();
+    let result = if server.is_legacy_sse() {
+        let progress_token = serde_json::from_slice::<Value>(&call.body)
+            .ok()
+            .and_then(|m| m.pointer("/params/_meta/progressToken").cloned());
+        let mut outcome = Err(UpstreamError::SessionGone);
+        // "Session gone" here means the server refused the POST (the call did not
+        // run): one retry on a fresh session is safe.
+        for _attempt in 0..2 {
+            outcome = match state.legacy_upstream(env, server).await {
+                Ok(conn) => {
+                    conn.call_streaming(
+                        call.body.clone(),
+                        &call.request_id,
+                        progress_token.clone(),
+                        server.call_timeout,
+                        on_message,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            if !matches!(outcome, Err(UpstreamError::SessionGone)) {
+                break;
+            }
+        }
+        outcome
+    } else {
+        state
+            .upstream
+            .call_streaming(
+                server,
+                SessionRef {
+                    session_id: call.upstream.session_id.as_deref(),
+                    protocol_version: &call.upstream.protocol_version,
+                },
+                call.body.clone(),
+                &call.request_id,
+                on_message,
+            )
+            .await
+    };
+    observe(state, env, server, started, &result);
+    if matches!(result, Err(UpstreamError::SessionGone)) {
+        state.forget_lazy_session(env.sid, &server.slug);
+    }
+    result
 }
 
 fn observe<T>(

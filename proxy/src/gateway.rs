@@ -18,7 +18,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::jsonrpc;
 use crate::live::InFlight;
 use crate::relay::{MessageKind, Relay, SseRewriter};
-use crate::respond;
+use crate::respond::{self, Endpoint};
 use crate::runtime::{Runtime, ServerRt};
 use crate::state::GatewayState;
 use crate::upstream::{SESSION_HEADER, VERSION_HEADER};
@@ -92,7 +92,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.state.runtime();
         let req = session.req_header();
-        let Some(slug) = respond::workspace_slug(req.uri.path()) else {
+        let Some((slug, endpoint)) = respond::route(req.uri.path()) else {
             ctx.outcome = "not_found";
             return respond::refuse(session, 404, "not found").await;
         };
@@ -133,17 +133,34 @@ impl ProxyHttp for Gateway {
             token,
         };
         let method = session.req_header().method.clone();
-        match method {
-            Method::POST => crate::handlers::post(self, session, ctx, &caller).await,
-            Method::DELETE => crate::handlers::delete(self, session, ctx, &caller).await,
-            Method::GET => crate::handlers::get(self, session, ctx, &caller).await,
-            _ => {
+        let has_session = session.req_header().headers.contains_key(SESSION_HEADER);
+        match (endpoint, method) {
+            (Endpoint::Messages, Method::POST) => {
+                crate::legacy::message(self, session, ctx, &caller).await
+            }
+            (Endpoint::Sse, Method::GET) if !has_session => {
+                crate::legacy::open(self, session, ctx, &caller).await
+            }
+            (Endpoint::Mcp | Endpoint::Sse, Method::POST) => {
+                crate::handlers::post(self, session, ctx, &caller).await
+            }
+            (Endpoint::Mcp | Endpoint::Sse, Method::DELETE) => {
+                crate::handlers::delete(self, session, ctx, &caller).await
+            }
+            (Endpoint::Mcp | Endpoint::Sse, Method::GET) => {
+                crate::handlers::get(self, session, ctx, &caller).await
+            }
+            (endpoint, _) => {
                 ctx.outcome = "method_not_allowed";
                 session.set_keepalive(None);
+                let allow = match endpoint {
+                    Endpoint::Messages => "POST",
+                    _ => "GET, POST, DELETE",
+                };
                 respond::json(
                     session,
                     405,
-                    &[("allow", "GET, POST, DELETE")],
+                    &[("allow", allow)],
                     Bytes::from_static(br#"{"error":"method not allowed"}"#),
                 )
                 .await

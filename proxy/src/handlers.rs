@@ -32,7 +32,7 @@ const REPLAY_BUFFER: usize = 64 * 1024;
 /// An authenticated caller and the config it is served under.
 pub struct Caller<'a> {
     pub rt: &'a Arc<Runtime>,
-    pub ws: &'a WorkspaceRt,
+    pub ws: &'a Arc<WorkspaceRt>,
     pub token: &'a TokenRt,
 }
 
@@ -160,7 +160,7 @@ async fn deliver(
 }
 
 /// Reads the whole body, refusing (`None`) once it passes `max` bytes.
-async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
+pub(crate) async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
     let declared = session
         .req_header()
         .headers
@@ -259,6 +259,12 @@ async fn send_tool_call(
 ) -> Result<bool> {
     let in_flight =
         live().track_request(env.sid, &normalized_id(&call.request_id), &call.server.slug);
+    if call.server.is_legacy_sse() {
+        // Pingora cannot speak the legacy transport: the side client does.
+        let result = side_tool_call(gw, session, ctx, caller, env, &call).await;
+        drop(in_flight);
+        return result;
+    }
     if body.len() <= REPLAY_BUFFER && !session.retry_buffer_truncated() {
         let header_value = |s: &str| {
             HeaderValue::from_str(s).map_err(|_| {
@@ -302,6 +308,83 @@ async fn send_tool_call(
     .await;
     drop(in_flight);
     result
+}
+
+/// A `tools/call` sent with the side client (to a legacy SSE upstream): answered with
+/// plain JSON when the upstream said nothing else, else with an event stream carrying
+/// what it said (progress, requests for the client) and then the response.
+async fn side_tool_call(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+    env: &SessionEnvelope,
+    call: &ToolCall,
+) -> Result<bool> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut on_message = move |data: &str| {
+        let _ = tx.send(data.to_string());
+    };
+    let relay = Relay {
+        keys: &caller.rt.keys,
+        sid: env.sid,
+        server: &call.server.slug,
+    };
+    let calling = crate::exchange::call_tool(&gw.state, env, call, &mut on_message);
+    tokio::pin!(calling);
+    let mut streaming = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut calling => break outcome,
+            Some(data) = rx.recv() => {
+                let Ok(out) = relay.outbound(&data) else { continue };
+                if out.kind == MessageKind::Response {
+                    continue;
+                }
+                if out.kind == MessageKind::ToolsChanged {
+                    gw.state.invalidate_tools(&caller.ws.slug, &call.server.slug);
+                }
+                if !streaming {
+                    let mut head = ResponseHeader::build(200, Some(2))?;
+                    head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+                    head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+                    session.write_response_header(Box::new(head), false).await?;
+                    streaming = true;
+                }
+                let event = format!("event: message\ndata: {}\n\n", out.json);
+                session.write_response_body(Some(Bytes::from(event)), false).await?;
+            }
+        }
+    };
+    let body = match outcome {
+        Ok(response) => Bytes::from(response),
+        Err(UpstreamError::SessionGone) if !streaming => {
+            return session_gone(session, ctx, &call.request_id, &call.server.slug).await;
+        }
+        Err(UpstreamError::SessionGone) => {
+            ctx.outcome = "session_not_found";
+            session_gone_body(&call.request_id, &call.server.slug)
+        }
+        Err(e) => {
+            ctx.outcome = "upstream_unavailable";
+            jsonrpc::error(
+                &call.request_id,
+                jsonrpc::INTERNAL_ERROR,
+                &format!("MCP server {:?} is unavailable: {e}", call.server.slug),
+            )
+        }
+    };
+    if !streaming {
+        return respond::json(session, 200, &[], body).await;
+    }
+    let mut event = Vec::with_capacity(body.len() + 24);
+    event.extend_from_slice(b"event: message\ndata: ");
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    session
+        .write_response_body(Some(Bytes::from(event)), true)
+        .await?;
+    Ok(true)
 }
 
 /// A request id as a canonical JSON text, so the same id always gives the same key.

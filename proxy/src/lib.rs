@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod handlers;
 pub mod jsonrpc;
+pub mod legacy;
 pub mod live;
 pub mod merged;
 pub mod metrics;

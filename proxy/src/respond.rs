@@ -57,16 +57,42 @@ pub async fn unauthorized(session: &mut Session) -> Result<bool> {
     .await
 }
 
-/// The workspace slug of `/ws/{slug}` and `/ws/{slug}/mcp`.
-pub fn workspace_slug(path: &str) -> Option<&str> {
+/// Which endpoint of a workspace a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws/{slug}` and `/ws/{slug}/mcp`: Streamable HTTP.
+    Mcp,
+    /// `/ws/{slug}/sse`: the legacy stream (GET without a session), and Streamable
+    /// HTTP for clients that try it first on the URL they were given.
+    Sse,
+    /// `/ws/{slug}/messages`: where legacy clients POST.
+    Messages,
+}
+
+/// The workspace slug and endpoint of a path.
+pub fn route(path: &str) -> Option<(&str, Endpoint)> {
     let rest = path.strip_prefix("/ws/")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let slug = match rest.split_once('/') {
-        None => rest,
-        Some((slug, "mcp")) => slug,
+    let (slug, endpoint) = match rest.split_once('/') {
+        None => (rest, Endpoint::Mcp),
+        Some((slug, "mcp")) => (slug, Endpoint::Mcp),
+        Some((slug, "sse")) => (slug, Endpoint::Sse),
+        Some((slug, "messages")) => (slug, Endpoint::Messages),
         Some(_) => return None,
     };
-    (!slug.is_empty()).then_some(slug)
+    (!slug.is_empty()).then_some((slug, endpoint))
+}
+
+/// The workspace slug of any workspace endpoint.
+pub fn workspace_slug(path: &str) -> Option<&str> {
+    route(path).map(|(slug, _)| slug)
+}
+
+/// The value of `name` in a query string (`a=1&b=2`), percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// DNS-rebinding defence: a browser origin must be loopback or explicitly allowed.
@@ -110,6 +136,17 @@ mod tests {
         assert_eq!(workspace_slug("/ws/eng/"), Some("eng"));
         assert_eq!(workspace_slug("/ws/eng/mcp"), Some("eng"));
         assert_eq!(workspace_slug("/ws/eng/other"), None);
+        assert_eq!(route("/ws/eng/sse"), Some(("eng", Endpoint::Sse)));
+        assert_eq!(
+            route("/ws/eng/messages/"),
+            Some(("eng", Endpoint::Messages))
+        );
+        assert_eq!(route("/ws/eng/mcp"), Some(("eng", Endpoint::Mcp)));
+        assert_eq!(route("/ws/eng/sse/x"), None);
+        assert_eq!(
+            query_param(Some("a=1&sessionId=ab%2Fc"), "sessionId").as_deref(),
+            Some("ab/c")
+        );
         assert_eq!(workspace_slug("/ws/"), None);
         assert_eq!(workspace_slug("/metrics"), None);
     }

@@ -106,6 +106,11 @@ impl UpstreamClient {
         }
     }
 
+    /// The pooled HTTP client, for the legacy SSE sessions.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     fn request_id(&self) -> String {
         format!("gatehouse-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }

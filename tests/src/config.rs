@@ -71,6 +71,12 @@ impl ServerSpec {
         }
     }
 
+    /// The server speaks the legacy HTTP+SSE transport; its URL is the SSE endpoint.
+    pub fn legacy_sse(mut self) -> Self {
+        self.server.transport = Transport::Sse;
+        self
+    }
+
     /// A header sent upstream; the value may reference `{{secrets.NAME}}`.
     pub fn header(mut self, name: &str, template: &str) -> Self {
         self.server

@@ -11,6 +11,8 @@
 //! - [`raw`]: [`RawClient`], for protocol details (status codes, headers, exact JSON-RPC
 //!   bodies); [`wire`] reads SSE and HTTP/1.1 replies for it, [`events`] long-lived
 //!   event streams.
+//! - [`legacy_client`]: [`LegacySession`], a hand-driven legacy HTTP+SSE client; an
+//!   [`Upstream`] can also speak legacy SSE (`Upstream::builder(..).legacy_sse()`).
 //! - [`broken`]: [`BrokenUpstream`], the one server that is deliberately not a real MCP
 //!   peer: it sends garbage on its event stream, for the bad-input tests.
 //!
@@ -22,6 +24,8 @@ pub mod config;
 pub mod control_plane;
 pub mod events;
 pub mod http_target;
+pub mod legacy_client;
+mod legacy_sse;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;
@@ -38,6 +42,7 @@ pub use client::{
 };
 pub use config::{ConfigBuilder, ServerSpec, TokenSpec};
 pub use events::{Event, EventStream};
+pub use legacy_client::LegacySession;
 pub use proxy::{Health, Proxy};
 pub use raw::{RawClient, RawPost, RawResponse};
 pub use upstream::{RecordedCall, RecordedRequest, Upstream, UpstreamBuilder, UpstreamTool};

@@ -59,6 +59,8 @@ use sha2::{Digest, Sha256};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::legacy_sse;
+
 /// A tool an [`Upstream`] exposes.
 #[derive(Debug, Clone)]
 pub struct UpstreamTool {
@@ -163,6 +165,7 @@ pub struct UpstreamBuilder {
     label: String,
     tools: Vec<UpstreamTool>,
     offer: Offer,
+    legacy: bool,
 }
 
 impl UpstreamBuilder {
@@ -199,8 +202,15 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Speak the legacy HTTP+SSE transport (MCP 2024-11-05) instead of Streamable
+    /// HTTP: [`Upstream::url`] is then the SSE endpoint, `/sse`.
+    pub fn legacy_sse(mut self) -> Self {
+        self.legacy = true;
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<Upstream> {
-        Upstream::launch(self.label, self.tools, self.offer).await
+        Upstream::launch(self.label, self.tools, self.offer, self.legacy).await
     }
 }
 
@@ -211,6 +221,8 @@ pub struct Upstream {
     log: Arc<Log>,
     tools: Arc<Mutex<Vec<UpstreamTool>>>,
     sessions: Arc<LocalSessionManager>,
+    /// Sessions of a legacy SSE server; `None` for Streamable HTTP.
+    legacy: Option<legacy_sse::Sessions>,
     shutdown: CancellationToken,
     accept_loop: Option<JoinHandle<()>>,
 }
@@ -230,6 +242,7 @@ impl Upstream {
             label: label.into(),
             tools: Vec::new(),
             offer: Offer::default(),
+            legacy: false,
         }
     }
 
@@ -237,6 +250,7 @@ impl Upstream {
         label: String,
         tools: Vec<UpstreamTool>,
         offer: Offer,
+        legacy: bool,
     ) -> anyhow::Result<Upstream> {
         let log = Arc::new(Log::default());
         let tools = Arc::new(Mutex::new(tools));
@@ -248,17 +262,23 @@ impl Upstream {
         };
         let sessions = Arc::new(LocalSessionManager::default());
         let shutdown = CancellationToken::new();
-        let service: StreamableHttpService<Echo, LocalSessionManager> = StreamableHttpService::new(
-            move || Ok(handler.clone()),
-            sessions.clone(),
-            StreamableHttpServerConfig::default()
-                .with_cancellation_token(shutdown.child_token())
-                // Bodies up to the gateway's own limit must reach the tool.
-                .with_max_request_body_bytes(16 * 1024 * 1024),
-        );
-        let router = Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn_with_state(log.clone(), record));
+        let legacy_sessions = legacy.then(legacy_sse::Sessions::default);
+        let router = match &legacy_sessions {
+            Some(live) => legacy_sse::router(handler, live.clone()),
+            None => {
+                let service: StreamableHttpService<Echo, LocalSessionManager> =
+                    StreamableHttpService::new(
+                        move || Ok(handler.clone()),
+                        sessions.clone(),
+                        StreamableHttpServerConfig::default()
+                            .with_cancellation_token(shutdown.child_token())
+                            // Bodies up to the gateway's own limit must reach the tool.
+                            .with_max_request_body_bytes(16 * 1024 * 1024),
+                    );
+                Router::new().nest_service("/mcp", service)
+            }
+        };
+        let router = router.layer(axum::middleware::from_fn_with_state(log.clone(), record));
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -269,6 +289,7 @@ impl Upstream {
             log,
             tools,
             sessions,
+            legacy: legacy_sessions,
             shutdown,
             accept_loop: Some(accept_loop),
         })
@@ -282,9 +303,13 @@ impl Upstream {
         self.addr
     }
 
-    /// The MCP endpoint, e.g. `http://127.0.0.1:41234/mcp`.
+    /// The MCP endpoint, e.g. `http://127.0.0.1:41234/mcp` (`/sse` for a legacy
+    /// SSE server).
     pub fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
+        match self.legacy {
+            Some(_) => format!("http://{}/sse", self.addr),
+            None => format!("http://{}/mcp", self.addr),
+        }
     }
 
     /// Every HTTP request received so far, in arrival order.
@@ -384,6 +409,11 @@ impl Upstream {
     /// Ends every session, as a server does when it restarts or expires sessions:
     /// later requests carrying an old `Mcp-Session-Id` get `404`.
     pub async fn forget_sessions(&self) {
+        if let Some(live) = &self.legacy {
+            // Dropping the way in ends each rmcp service, and with it its stream.
+            lock(live).clear();
+            return;
+        }
         let ids: Vec<_> = self
             .sessions
             .sessions

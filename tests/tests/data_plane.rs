@@ -12,6 +12,8 @@ mod failures;
 mod fixture;
 #[path = "data_plane/framing.rs"]
 mod framing;
+#[path = "data_plane/legacy.rs"]
+mod legacy;
 #[path = "data_plane/operations.rs"]
 mod operations;
 #[path = "data_plane/requests.rs"]

@@ -1,0 +1,311 @@
+//! The legacy HTTP+SSE transport on the client side (MCP 2024-11-05), the one behind
+//! `/ws/<slug>/sse`: `GET /ws/<slug>/sse` opens the stream, whose first event
+//! (`endpoint`) names `/ws/<slug>/messages?sessionId=...`; every POST there answers
+//! `202` and its response arrives on the stream.
+//!
+//! Each POSTed message goes through the same [`dispatch`] as Streamable HTTP, in a
+//! task of its own (a slow tool must not hold the POST open), and the JSON-RPC answer
+//! is written to the stream; a `tools/call` takes the side client instead of Pingora's
+//! proxy path, since its answer goes to the stream too.
+//!
+//! The stream is a connection to one replica, so the session lives there: a registry
+//! of live streams by `sessionId`, each bound to the token that opened it (checked on
+//! every POST). Behind several replicas, legacy SSE needs sticky routing on the
+//! `sessionId` query parameter; Streamable HTTP does not. Upstream sessions of a
+//! legacy client are held as lazily opened ones, so one an upstream forgets is
+//! reopened instead of ending the client's session, and they end with the stream.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use crate::dispatch::{self, Reply, Scope};
+use crate::envelope::SessionEnvelope;
+use crate::exchange;
+use crate::gateway::{session_gone_body, Gateway, RequestCtx};
+use crate::handlers::{normalized_id, read_body, Caller};
+use crate::jsonrpc::{self, Parsed};
+use crate::live::live;
+use crate::relay::{MessageKind, Relay};
+use crate::respond;
+use crate::runtime::{Runtime, WorkspaceRt};
+use crate::state::GatewayState;
+use crate::stream::{ClientStream, Framing, StreamInput};
+use crate::upstream::UpstreamError;
+
+/// Messages queued for one legacy stream.
+const STREAM_QUEUE: usize = 1024;
+
+/// A live legacy stream and the session it carries.
+pub struct LegacyClient {
+    workspace: String,
+    token_id: String,
+    tx: mpsc::Sender<StreamInput>,
+    /// Set by `initialize`.
+    env: Mutex<Option<Arc<SessionEnvelope>>>,
+}
+
+impl LegacyClient {
+    fn env(&self) -> Option<Arc<SessionEnvelope>> {
+        self.env.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Queues a message for the stream; a stream too far behind loses it.
+    fn deliver(&self, json: Bytes) {
+        if let Err(e) = self.tx.try_send(StreamInput::Message(json)) {
+            tracing::warn!(workspace = %self.workspace, error = %e, "a legacy SSE stream is not keeping up; message dropped");
+        }
+    }
+}
+
+fn clients() -> &'static DashMap<String, Arc<LegacyClient>> {
+    static CLIENTS: OnceLock<DashMap<String, Arc<LegacyClient>>> = OnceLock::new();
+    CLIENTS.get_or_init(DashMap::new)
+}
+
+/// Removes a stream's session when the stream ends, and ends the session upstream.
+struct Registration {
+    session_id: String,
+    state: Arc<GatewayState>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some((_, client)) = clients().remove(&self.session_id) else {
+            return;
+        };
+        let Some(env) = client.env() else {
+            return;
+        };
+        live().end_session(env.sid);
+        self.state.close_legacy_upstreams(env.sid);
+        let ended = self.state.end_client_session(&env);
+        let state = self.state.clone();
+        let workspace = client.workspace.clone();
+        tokio::spawn(async move {
+            let rt = state.runtime();
+            let Some(ws) = rt.workspaces.get(&workspace) else {
+                return;
+            };
+            let deletes = ended.iter().filter_map(|u| {
+                let server = ws.server(&u.server)?;
+                let id = u.session_id.as_deref()?;
+                Some(state.upstream.delete_session(server, id))
+            });
+            futures::future::join_all(deletes).await;
+        });
+    }
+}
+
+/// `GET /ws/<slug>/sse`: opens a legacy stream.
+pub async fn open(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    ctx.method = "legacy_stream";
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let session_id = hex::encode(raw);
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    clients().insert(
+        session_id.clone(),
+        Arc::new(LegacyClient {
+            workspace: caller.ws.slug.clone(),
+            token_id: caller.token.id.to_string(),
+            tx,
+            env: Mutex::new(None),
+        }),
+    );
+    let _registration = Registration {
+        session_id: session_id.clone(),
+        state: gw.state.clone(),
+    };
+    let endpoint = format!(
+        "event: endpoint\ndata: /ws/{}/messages?sessionId={session_id}\n\n",
+        caller.ws.slug
+    );
+    let authorization = session
+        .req_header()
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    session.set_keepalive(None);
+    ClientStream {
+        state: gw.state.clone(),
+        workspace: caller.ws.slug.clone(),
+        authorization,
+        env: None,
+        framing: Framing::Legacy,
+        inbox: Some(rx),
+    }
+    .serve(session, vec![Bytes::from(endpoint)])
+    .await
+}
+
+/// `POST /ws/<slug>/messages?sessionId=...`: one message of a legacy session.
+pub async fn message(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    ctx.method = "legacy_message";
+    let query = session.req_header().uri.query();
+    let Some(session_id) = respond::query_param(query, "sessionId")
+        .or_else(|| respond::query_param(query, "session_id"))
+    else {
+        ctx.outcome = "bad_request";
+        return respond::refuse(session, 400, "the sessionId query parameter is required").await;
+    };
+    // Another token's session and an unknown one look the same.
+    let client = clients()
+        .get(&session_id)
+        .map(|c| c.value().clone())
+        .filter(|c| c.workspace == caller.ws.slug && c.token_id == *caller.token.id);
+    let Some(client) = client.filter(|c| !c.tx.is_closed()) else {
+        ctx.outcome = "session_not_found";
+        let message = format!(
+            "Session not found: no live SSE stream has sessionId {:?} on this gateway; open GET /ws/{}/sse for a new session",
+            session_id.chars().take(64).collect::<String>(),
+            caller.ws.slug
+        );
+        return respond::refuse(session, 404, &message).await;
+    };
+    let max = caller.rt.limits.max_body_bytes;
+    let Some(body) = read_body(session, max).await? else {
+        ctx.outcome = "too_large";
+        let msg = format!("request body exceeds the limit of {max} bytes");
+        return respond::refuse(session, 413, &msg).await;
+    };
+    match jsonrpc::parse(&body) {
+        Ok(Parsed::Request(msg)) => {
+            ctx.method = dispatch::method_label(msg.method.as_deref().unwrap_or_default());
+        }
+        Ok(_) => {}
+        Err(rejection) => {
+            ctx.outcome = "bad_request";
+            let err = jsonrpc::error("null", rejection.code(), &rejection.to_string());
+            return respond::json(session, 400, &[], err).await;
+        }
+    }
+    ctx.outcome = "accepted";
+    tokio::spawn(handle(
+        gw.state.clone(),
+        caller.rt.clone(),
+        caller.ws.clone(),
+        caller.token.id.to_string(),
+        client,
+        body,
+    ));
+    respond::accepted(session).await
+}
+
+/// Handles one message of a legacy session; its answer goes to the stream.
+async fn handle(
+    state: Arc<GatewayState>,
+    rt: Arc<Runtime>,
+    ws: Arc<WorkspaceRt>,
+    token_id: String,
+    client: Arc<LegacyClient>,
+    body: Bytes,
+) {
+    let Ok(parsed) = jsonrpc::parse(&body) else {
+        return;
+    };
+    let scope = Scope {
+        state: &state,
+        rt: &rt,
+        ws: &ws,
+    };
+    if let Parsed::Request(msg) = &parsed {
+        if msg.method.as_deref() == Some("initialize") {
+            match dispatch::initialize(scope, &token_id, msg).await {
+                Ok(opened) => {
+                    let mut env = opened.envelope;
+                    state.adopt_lazy_sessions(env.sid, std::mem::take(&mut env.upstreams));
+                    let env = Arc::new(env);
+                    *client.env.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.clone());
+                    state.metrics.sessions_opened.inc();
+                    client.deliver(opened.body);
+                    let _ = client
+                        .tx
+                        .send(StreamInput::Attach(Box::new((*env).clone())))
+                        .await;
+                }
+                Err(reply) => deliver_reply(&client, reply),
+            }
+            return;
+        }
+    }
+    let Some(env) = client.env() else {
+        if let Parsed::Request(msg) = &parsed {
+            let id = jsonrpc::raw_id(msg.id);
+            let body = if msg.method.as_deref() == Some("ping") {
+                jsonrpc::result(msg.id.expect("request"), b"{}")
+            } else {
+                jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_REQUEST,
+                    "Invalid Request: the session is not initialized yet",
+                )
+            };
+            client.deliver(body);
+        }
+        return;
+    };
+    let reply = match &parsed {
+        Parsed::Notification(msg) => dispatch::notification(scope, &env, &body, msg).await,
+        Parsed::Response(msg) => dispatch::response(scope, &env, msg, &body).await,
+        Parsed::Request(msg) => dispatch::request(scope, &env, &body, msg).await,
+    };
+    let Reply::ToolCall(call) = reply else {
+        deliver_reply(&client, reply);
+        return;
+    };
+    let _in_flight =
+        live().track_request(env.sid, &normalized_id(&call.request_id), &call.server.slug);
+    let relay = Relay {
+        keys: &rt.keys,
+        sid: env.sid,
+        server: &call.server.slug,
+    };
+    let mut on_message = |data: &str| match relay.outbound(data) {
+        Ok(out) if out.kind != MessageKind::Response => {
+            if out.kind == MessageKind::ToolsChanged {
+                state.invalidate_tools(&ws.slug, &call.server.slug);
+            }
+            client.deliver(Bytes::from(out.json.into_owned()));
+        }
+        _ => {}
+    };
+    let answer = exchange::call_tool(&state, &env, &call, &mut on_message).await;
+    let body = match answer {
+        Ok(response) => Bytes::from(response),
+        Err(UpstreamError::SessionGone) => session_gone_body(&call.request_id, &call.server.slug),
+        Err(UpstreamError::Timeout) => jsonrpc::error(
+            &call.request_id,
+            jsonrpc::INTERNAL_ERROR,
+            &format!("MCP server {:?} did not answer in time", call.server.slug),
+        ),
+        Err(e) => jsonrpc::error(
+            &call.request_id,
+            jsonrpc::INTERNAL_ERROR,
+            &format!("MCP server {:?} is unavailable: {e}", call.server.slug),
+        ),
+    };
+    client.deliver(body);
+}
+
+fn deliver_reply(client: &LegacyClient, reply: Reply) {
+    if let Reply::Response { body, .. } = reply {
+        client.deliver(body);
+    }
+}

@@ -1,0 +1,316 @@
+//! The legacy HTTP+SSE transport, both directions: clients on `/ws/<slug>/sse`, and
+//! upstreams that speak only legacy SSE.
+
+use gatehouse_tests::{
+    connect_as, echo_of, wait_until, within, ConfigBuilder, LegacySession, Proxy, RawClient,
+    ServerSpec, Upstream, UpstreamTool, STEP_TIMEOUT,
+};
+use rmcp::model::CallToolRequestParams;
+use serde_json::{json, Value};
+
+use crate::fixture::{Gateway, ENG_TOOLS};
+
+fn talking_tools() -> Vec<UpstreamTool> {
+    ["sample", "progress", "echo"]
+        .into_iter()
+        .map(UpstreamTool::new)
+        .collect()
+}
+
+fn tool_text(response: &Value) -> anyhow::Result<Value> {
+    let text = response["result"]["content"][0]["text"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no text content in {response}"))?;
+    Ok(serde_json::from_str(text)?)
+}
+
+#[tokio::test]
+async fn legacy_sse_clients_use_the_whole_workspace() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let sse_url = gw.proxy.url("/ws/eng/sse");
+    let mut client = LegacySession::open(&sse_url, Some(&gw.alice)).await?;
+    assert!(
+        client
+            .endpoint_path
+            .starts_with("/ws/eng/messages?sessionId="),
+        "{}",
+        client.endpoint_path
+    );
+
+    let init = client.initialize(json!({})).await?;
+    assert_eq!(init["result"]["serverInfo"]["name"], json!("gatehouse"));
+    assert_eq!(init["result"]["protocolVersion"], json!("2024-11-05"));
+
+    let listed = client.request(1, "tools/list", json!({})).await?;
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ENG_TOOLS);
+    let called = client
+        .request(
+            2,
+            "tools/call",
+            json!({"name": "github__create_issue", "arguments": {"via": "sse"}}),
+        )
+        .await?;
+    assert_eq!(
+        tool_text(&called)?,
+        json!({"server": "github", "tool": "create_issue", "arguments": {"via": "sse"}})
+    );
+    let ping = client.request(3, "ping", json!({})).await?;
+    assert_eq!(ping["result"], json!({}));
+    let unknown = client
+        .request(4, "tools/call", json!({"name": "nope__x"}))
+        .await?;
+    assert_eq!(unknown["error"]["code"], json!(-32602));
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_sse_auth_and_bad_message_urls() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let sse_url = gw.proxy.url("/ws/eng/sse");
+    assert_eq!(LegacySession::get(&sse_url, None).await?.status(), 401);
+    assert_eq!(
+        LegacySession::get(&sse_url, Some(&gw.carol))
+            .await?
+            .status(),
+        401,
+        "another workspace's token"
+    );
+
+    let client = LegacySession::open(&sse_url, Some(&gw.alice)).await?;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let (status, _) = client.post_to(&client.endpoint, None, ping.clone()).await?;
+    assert_eq!(status, 401, "every POST needs the token");
+    let (status, body) = client
+        .post_to(&client.endpoint, Some(&gw.bob), ping.clone())
+        .await?;
+    assert_eq!(status, 404, "the session is bound to alice's token: {body}");
+    let unknown = gw.proxy.url("/ws/eng/messages?sessionId=0123456789abcdef");
+    let (status, body) = client
+        .post_to(&unknown, Some(&gw.alice), ping.clone())
+        .await?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no live SSE stream"), "a clear error: {body}");
+    let (status, body) = client
+        .post_to(
+            &gw.proxy.url("/ws/eng/messages"),
+            Some(&gw.alice),
+            ping.clone(),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("sessionId"), "{body}");
+    let (status, _) = client
+        .post_to(&client.endpoint, Some(&gw.alice), "{not json")
+        .await?;
+    assert_eq!(status, 400);
+
+    // When the stream goes away, so does the session.
+    let endpoint = client.endpoint.clone();
+    let probe = LegacySession::open(&sse_url, Some(&gw.alice)).await?;
+    drop(client);
+    wait_until(
+        "the closed stream's session is gone",
+        STEP_TIMEOUT,
+        || async {
+            probe
+                .post_to(&endpoint, Some(&gw.alice), ping.clone())
+                .await
+                .is_ok_and(|(status, _)| status == 404)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_progress_and_list_changed_reach_a_legacy_stream() -> anyhow::Result<()> {
+    let github = Upstream::start("github", talking_tools()).await?;
+    let notes = Upstream::start("notes", talking_tools()).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("github", &github.url()))
+        .server("eng", ServerSpec::new("notes", &notes.url()));
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let mut client = LegacySession::open(&proxy.url("/ws/eng/sse"), Some(&token)).await?;
+    client.initialize(json!({"sampling": {}})).await?;
+
+    // Sampling during a call: the request arrives on the stream with a gateway id.
+    let (status, _) = client
+        .post(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "github__sample", "arguments": {"prompt": "legacy?"}}}))
+        .await?;
+    assert_eq!(status, 202);
+    let asked = client
+        .stream
+        .until_method("sampling/createMessage")
+        .await?
+        .json()
+        .expect("json");
+    let id = asked["id"].clone();
+    assert!(id.as_str().is_some_and(|i| i.starts_with("gh.")), "{asked}");
+    let (status, _) = client
+        .post(&json!({"jsonrpc": "2.0", "id": id, "result": {
+            "model": "m", "role": "assistant", "content": {"type": "text", "text": "from the stream"}}}))
+        .await?;
+    assert_eq!(status, 202);
+    let (done, _) = client.response_to(5).await?;
+    assert_eq!(
+        tool_text(&done)?["sampled"]["content"]["text"],
+        json!("from the stream")
+    );
+
+    // Progress comes before the result.
+    let (status, _) = client
+        .post(&json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+            "params": {"name": "notes__progress", "arguments": {"steps": 2}, "_meta": {"progressToken": 99}}}))
+        .await?;
+    assert_eq!(status, 202);
+    let (done, before) = client.response_to(6).await?;
+    let progress: Vec<&Value> = before
+        .iter()
+        .filter(|m| m["method"] == json!("notifications/progress"))
+        .collect();
+    assert_eq!(progress.len(), 2, "{before:?}");
+    assert!(progress
+        .iter()
+        .all(|m| m["params"]["progressToken"] == json!(99)));
+    assert_eq!(tool_text(&done)?["tool"], json!("progress"));
+
+    // A reload that changes the workspace is announced on the stream.
+    cfg.workspace("eng").servers.retain(|s| s.slug != "notes");
+    proxy.wait_for_config_version(cfg.rewrite()?).await?;
+    client
+        .stream
+        .until_method("notifications/tools/list_changed")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn legacy_sse_upstreams_serve_both_client_transports() -> anyhow::Result<()> {
+    let old = Upstream::builder("old")
+        .legacy_sse()
+        .tools(talking_tools())
+        .prompts(["brief"])
+        .resources(["mem://old/1"])
+        .start()
+        .await?;
+    let notes = Upstream::start("notes", [UpstreamTool::new("search")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("old", &old.url()).legacy_sse())
+        .server("eng", ServerSpec::new("notes", &notes.url()));
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+
+    // A Streamable HTTP client.
+    let client = connect_as(&proxy.ws_url("eng"), &token).await?;
+    let tools = within("tools/list", STEP_TIMEOUT, client.peer().list_all_tools()).await??;
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(
+        names,
+        ["notes__search", "old__sample", "old__progress", "old__echo"]
+    );
+    let call = |name: &str, arguments: Value| {
+        let params = CallToolRequestParams::new(name.to_owned())
+            .with_arguments(arguments.as_object().cloned().unwrap_or_default());
+        client.peer().call_tool(params)
+    };
+    let echoed = within(
+        "old__echo",
+        STEP_TIMEOUT,
+        call("old__echo", json!({"n": 1})),
+    )
+    .await??;
+    assert_eq!(
+        echo_of(&echoed)?,
+        json!({"server": "old", "tool": "echo", "arguments": {"n": 1}})
+    );
+    let sampled = within(
+        "old__sample",
+        STEP_TIMEOUT,
+        call("old__sample", json!({"prompt": "old?"})),
+    )
+    .await??;
+    assert_eq!(
+        echo_of(&sampled)?["sampled"]["content"]["text"],
+        json!("sampled: old?")
+    );
+    let prompt = within(
+        "prompts/get",
+        STEP_TIMEOUT,
+        client
+            .peer()
+            .get_prompt(rmcp::model::GetPromptRequestParams::new("old__brief")),
+    )
+    .await??;
+    let prompt = serde_json::to_value(&prompt)?;
+    assert!(
+        prompt["messages"][0]["content"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"prompt\":\"brief\"")),
+        "{prompt}"
+    );
+
+    // What the legacy server says on its own reaches the client's GET stream.
+    old.log("legacy hello").await;
+    let inbox = client.service().clone();
+    wait_until(
+        "the legacy server's log message arrives",
+        STEP_TIMEOUT,
+        || async {
+            inbox
+                .notifications("notifications/message")
+                .iter()
+                .any(|m| m["logger"] == json!("old") && m["data"] == json!("legacy hello"))
+        },
+    )
+    .await?;
+
+    // The legacy server forgets its sessions: the gateway opens a new one by itself.
+    old.forget_sessions().await;
+    let again = within(
+        "old__echo again",
+        STEP_TIMEOUT,
+        call("old__echo", json!({"n": 2})),
+    )
+    .await??;
+    assert_eq!(echo_of(&again)?["arguments"], json!({"n": 2}));
+    client.cancel().await?;
+
+    // A legacy client, too; and a raw read of a resource.
+    let mut legacy = LegacySession::open(&proxy.url("/ws/eng/sse"), Some(&token)).await?;
+    legacy.initialize(json!({})).await?;
+    let called = legacy
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "old__echo", "arguments": {"via": "legacy"}}),
+        )
+        .await?;
+    assert_eq!(tool_text(&called)?["arguments"], json!({"via": "legacy"}));
+    let read = legacy
+        .request(
+            2,
+            "resources/read",
+            json!({"uri": "gatehouse://old/mem://old/1"}),
+        )
+        .await?;
+    assert_eq!(
+        read["result"]["contents"][0]["uri"],
+        json!("gatehouse://old/mem://old/1")
+    );
+
+    let mut raw = RawClient::new(proxy.ws_url("eng"), Some(&token));
+    raw.initialize().await?;
+    let listed = raw.request(9, "prompts/list", json!({})).await?;
+    assert_eq!(listed.result()?["prompts"][0]["name"], json!("old__brief"));
+    Ok(())
+}
