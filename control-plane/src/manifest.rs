@@ -81,17 +81,41 @@ impl ServerSpec {
 }
 
 impl Manifest {
-    /// Parses a manifest, naming the field a type error is in.
-    pub fn parse(value: serde_json::Value) -> Result<Manifest, Vec<Problem>> {
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            vec![Problem {
-                path: match e.path().to_string() {
-                    p if p == "." => "manifest".into(),
-                    p => p,
-                },
-                message: e.inner().to_string(),
-            }]
-        })
+    /// Parses and validates a manifest. Every unknown field is reported (each is
+    /// set aside and parsing goes on), and so is every other problem once the rest
+    /// parses; a type error stops at that field.
+    pub fn parse(mut value: serde_json::Value) -> Result<Manifest, Vec<Problem>> {
+        let mut problems = Vec::new();
+        // Bounded: each round removes one field.
+        for _ in 0..100 {
+            match serde_path_to_error::deserialize::<_, Manifest>(value.clone()) {
+                Ok(manifest) => {
+                    problems.extend(manifest.validate());
+                    return if problems.is_empty() {
+                        Ok(manifest)
+                    } else {
+                        Err(problems)
+                    };
+                }
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let message = e.inner().to_string();
+                    let unknown = message.starts_with("unknown field");
+                    problems.push(Problem {
+                        path: if path == "." {
+                            "manifest".into()
+                        } else {
+                            path.clone()
+                        },
+                        message,
+                    });
+                    if !unknown || !remove_at(&mut value, &path) {
+                        return Err(problems);
+                    }
+                }
+            }
+        }
+        Err(problems)
     }
 
     /// Every problem with the manifest; empty means publishable.
@@ -239,6 +263,45 @@ impl Manifest {
     }
 }
 
+/// Removes the value at a serde path like `tools[0].request.retries`.
+fn remove_at(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut steps: Vec<&str> = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        while let Some(open) = rest.find('[') {
+            if open > 0 {
+                steps.push(&rest[..open]);
+            }
+            let Some(close) = rest[open..].find(']') else {
+                return false;
+            };
+            steps.push(&rest[open..open + close + 1]);
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            steps.push(rest);
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for step in parents {
+        at = match step.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(i) => match i.parse::<usize>().ok().and_then(|i| at.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            None => match at.get_mut(*step) {
+                Some(v) => v,
+                None => return false,
+            },
+        };
+    }
+    at.as_object_mut()
+        .is_some_and(|map| map.remove(*last).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,8 +335,7 @@ mod tests {
         bad["tags"] = json!(["Bad Tag"]);
         bad["secrets"] = json!([]);
         let paths: Vec<String> = Manifest::parse(bad)
-            .unwrap()
-            .validate()
+            .unwrap_err()
             .into_iter()
             .map(|p| p.path)
             .collect();
@@ -292,6 +354,17 @@ mod tests {
             Manifest::parse(json!({"name": "x", "type": "skill", "version": "1.0.0", "colour": 1}))
                 .unwrap_err();
         assert!(unknown[0].message.contains("colour"), "{unknown:?}");
+        // An unknown field does not hide the other problems, nested ones included.
+        let mut many = skill();
+        many["colour"] = json!("red");
+        many["version"] = json!("one");
+        many["tools"][0]["request"]["retries"] = json!(3);
+        let paths: Vec<String> = Manifest::parse(many)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(paths, ["colour", "tools[0].request.retries", "version"]);
         let typed =
             Manifest::parse(json!({"name": "x", "type": "skill", "version": 1})).unwrap_err();
         assert_eq!(typed[0].path, "version");

@@ -155,6 +155,7 @@ async fn ensure_demo(
         name: format!("demo {}", crate::store::now()),
         sha256: crate::state::sha256_hex(&token_secret),
         expires_at: None,
+        created_by: admin.id.clone(),
     };
     let ws = match app.store.visible_workspace(&admin.id, "demo").await? {
         Some(ws) => {

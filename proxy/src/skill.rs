@@ -129,6 +129,20 @@ impl SkillRt {
             .map_err(missing)?;
         let parsed =
             url::Url::parse(&url).map_err(|e| format!("the request URL is invalid: {e}"))?;
+        // URL parsing resolves `.` and `..` segments (also percent-encoded ones): an
+        // argument that is one would move the request elsewhere on the host, secrets
+        // attached. The path must keep the template's shape.
+        let shape = tool
+            .url
+            .render_with(&self.secrets, |_| "x".to_string())
+            .ok()
+            .and_then(|u| url::Url::parse(&u).ok());
+        let segments = |u: &url::Url| u.path_segments().map_or(0, Iterator::count);
+        if shape.as_ref().map(segments) != Some(segments(&parsed)) {
+            return Err(
+                "an argument would change the request path (a `.` or `..` segment): refused".into(),
+            );
+        }
         client.check_literal_host(&parsed)?;
         let mut req = client
             .http
@@ -410,6 +424,29 @@ mod tests {
             encode_component("a b/../c?d#e@f"),
             "a%20b%2F..%2Fc%3Fd%23e%40f"
         );
+    }
+
+    #[tokio::test]
+    async fn dot_segment_arguments_are_refused_before_any_request() {
+        let tool: SkillTool = serde_json::from_value(json!({
+            "name": "get", "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "request": {"url": "http://127.0.0.1:9/api/files/{{args.id}}/content"}
+        }))
+        .unwrap();
+        let skill = SkillRt::compile(&[tool], &BTreeMap::new()).unwrap();
+        let client = SkillClient::new(false);
+        for id in ["..", "."] {
+            let result = skill.call(&client, "get", Some(&json!({"id": id}))).await;
+            assert_eq!(result["isError"], json!(true), "{id}: {result}");
+            let text = result["content"][0]["text"].as_str().unwrap();
+            assert!(text.contains("change the request path"), "{id}: {text}");
+        }
+        // Percent signs are encoded too, so `%2e%2e` stays a literal segment.
+        let result = skill
+            .call(&client, "get", Some(&json!({"id": "%2e%2e"})))
+            .await;
+        let text = result["content"][0]["text"].as_str().unwrap();
+        assert!(!text.contains("change the request path"), "{text}");
     }
 
     #[test]

@@ -119,10 +119,6 @@ pub async fn publish(
         )));
     }
     let manifest = Manifest::parse(req.manifest).map_err(ApiError::invalid_manifest)?;
-    let problems = manifest.validate();
-    if !problems.is_empty() {
-        return Err(ApiError::invalid_manifest(problems));
-    }
     let version = semver::Version::parse(&manifest.version).expect("validated");
     if let Some(existing) = app.store.package(&user.username, &manifest.name).await? {
         let high = semver::Version::parse(&existing.high_water).ok();

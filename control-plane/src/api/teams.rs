@@ -153,7 +153,7 @@ pub async fn remove(
         .into_iter()
         .find(|m| m.email == who || m.username.as_deref() == Some(who.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("{who} is not in @{}'s team", user.username)))?;
-    app.store.remove_team_member(&row, &user.username).await?;
+    let revoked_tokens = app.store.remove_team_member(&row, &user.username).await?;
     let uninstalled = match &row.member_id {
         Some(member) => {
             app.store
@@ -164,6 +164,7 @@ pub async fn remove(
     };
     app.publish().await?;
     Ok(Json(
-        json!({"owner": user.username, "removed": row.email, "uninstalled": uninstalled}),
+        json!({"owner": user.username, "removed": row.email, "uninstalled": uninstalled,
+               "revoked_tokens": revoked_tokens}),
     ))
 }

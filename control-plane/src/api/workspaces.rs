@@ -46,7 +46,11 @@ fn mcp_json(app: &App, slug: &str, secret: &str) -> Value {
 }
 
 /// A fresh token: the secret text (shown once) and what is stored.
-fn new_token(name: &str, expires_in: Option<i64>) -> ApiResult<(String, NewToken)> {
+fn new_token(
+    name: &str,
+    expires_in: Option<i64>,
+    created_by: &str,
+) -> ApiResult<(String, NewToken)> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::BadRequest(
@@ -64,6 +68,7 @@ fn new_token(name: &str, expires_in: Option<i64>) -> ApiResult<(String, NewToken
         name: name.to_string(),
         sha256: sha256_hex(&secret),
         expires_at: expires_in.map(|s| now() + s),
+        created_by: created_by.to_string(),
     };
     Ok((secret, stored))
 }
@@ -114,7 +119,7 @@ pub async fn create(
             "workspace {slug:?} already exists"
         )));
     }
-    let (secret, token) = new_token("default", None)?;
+    let (secret, token) = new_token("default", None, &user.id)?;
     app.store
         .insert_workspace(&slug, name, &user.id, &token, &user.username)
         .await
@@ -186,7 +191,7 @@ pub async fn create_token(
     Body(req): Body<NewTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let ws = visible(&app, &user, &ws).await?;
-    let (secret, token) = new_token(&req.name, req.expires_in)?;
+    let (secret, token) = new_token(&req.name, req.expires_in, &user.id)?;
     app.store.create_token(&ws, &token, &user.username).await?;
     app.publish().await?;
     let row = app
@@ -267,6 +272,7 @@ pub async fn audit(
         .store
         .audit_events(
             &ws,
+            ws.owner == user.username,
             &AuditQuery {
                 since: q.since,
                 actor: q.user,

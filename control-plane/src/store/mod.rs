@@ -23,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_skills_teams.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_token_creator.sql"),
+    ),
 ];
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
@@ -598,18 +602,23 @@ impl Store {
 
     // ---- audit ----------------------------------------------------------------
 
-    /// Events of a workspace, plus the publishes of its owner's packages (which belong
-    /// to no workspace).
+    /// Events of a workspace since it was created (a reused slug starts clean), plus
+    /// the publishes of the owner's packages (which belong to no workspace) — those of
+    /// private packages only when the owner asks.
     pub async fn audit_events(
         &self,
         ws: &WorkspaceRow,
+        asked_by_owner: bool,
         q: &AuditQuery,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT * FROM audit_events WHERE ((workspace = $1 AND id >= COALESCE((SELECT MAX(id) \
              FROM audit_events WHERE workspace = $1 AND action = 'workspace_create'), '')) \
-             OR (workspace = '' AND action IN ('publish', 'unpublish') AND target LIKE $6)) AND time >= $2 \
-             AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
+             OR (workspace = '' AND action IN ('publish', 'unpublish') AND target LIKE $6 \
+                 AND ($7 = 0 OR NOT EXISTS (SELECT 1 FROM packages p JOIN users u ON u.id = p.owner_id \
+                      WHERE p.visibility = 'private' AND (audit_events.target = '@' || u.username || '/' || p.name \
+                      OR audit_events.target LIKE '@' || u.username || '/' || p.name || '@%'))))) \
+             AND time >= $2 AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
              ORDER BY time, id LIMIT $5",
         )
         .bind(&ws.slug)
@@ -618,6 +627,8 @@ impl Store {
         .bind(q.action.clone().unwrap_or_default())
         .bind(q.limit)
         .bind(format!("@{}/%", ws.owner))
+        // Private packages' publishes are the owner's business only.
+        .bind(i64::from(!asked_by_owner))
         .fetch_all(&self.pool)
         .await
     }
@@ -677,6 +688,8 @@ pub struct NewToken {
     pub name: String,
     pub sha256: String,
     pub expires_at: Option<i64>,
+    /// User id of the creator.
+    pub created_by: String,
 }
 
 async fn insert_token(
@@ -684,13 +697,14 @@ async fn insert_token(
     workspace_id: &str,
     t: &NewToken,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workspace_tokens (id, workspace_id, name, sha256, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+    sqlx::query("INSERT INTO workspace_tokens (id, workspace_id, name, sha256, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(&t.id)
         .bind(workspace_id)
         .bind(&t.name)
         .bind(&t.sha256)
         .bind(now())
         .bind(t.expires_at)
+        .bind(&t.created_by)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Teams: the people a user invited. An invitation is a row with a hashed join code;
 //! accepting it binds the row to the invitee's account.
 
-use super::{audit, now, Store};
+use super::{audit, bump_version, now, Store};
 use crate::crypto::random_id;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -107,19 +107,43 @@ impl Store {
         tx.commit().await
     }
 
+    /// Removes a member; the tokens they created in the owner's workspaces are
+    /// revoked in the same transaction. Returns how many were.
     pub async fn remove_team_member(
         &self,
         row: &TeamMemberRow,
         actor: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<u64, sqlx::Error> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM team_members WHERE id = $1")
             .bind(&row.id)
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, "", actor, "team_remove", &row.email).await?;
-        // Team members see the owner's workspaces: losing that changes nothing proxies
-        // serve, so no version bump here; the uninstall (if any) bumps it.
-        tx.commit().await
+        let mut revoked = 0;
+        if let Some(member) = &row.member_id {
+            let tokens: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT t.id, t.name, w.slug FROM workspace_tokens t JOIN workspaces w ON w.id = t.workspace_id \
+                 WHERE t.created_by = $1 AND w.owner_id = $2 AND t.revoked_at IS NULL",
+            )
+            .bind(member)
+            .bind(&row.owner_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, name, ws) in &tokens {
+                sqlx::query("UPDATE workspace_tokens SET revoked_at = $1 WHERE id = $2")
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                audit(&mut tx, ws, actor, "token_revoke", name).await?;
+            }
+            if !tokens.is_empty() {
+                bump_version(&mut tx).await?;
+            }
+            revoked = tokens.len() as u64;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 }

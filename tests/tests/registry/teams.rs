@@ -205,13 +205,10 @@ async fn removing_a_member_refuses_installs_and_removes_theirs() -> anyhow::Resu
     Ok(())
 }
 
-/// A token alice created for acme's shared workspace while she was a member still
-/// opens that workspace after acme removes her from the team: she keeps calling
-/// acme's team skills with acme's secrets. Ignored: whether removal must revoke the
-/// tokens a member issued is a product decision (tokens are not tied to users); see
-/// the report. Run with `--ignored` to see the current behaviour.
+/// A token alice created for acme's shared workspace while she was a member stops
+/// opening that workspace when acme removes her from the team: removal revokes the
+/// tokens a member created in the owner's workspaces.
 #[tokio::test]
-#[ignore = "product decision pending: a removed member's tokens for the owner's workspaces stay valid"]
 async fn a_removed_members_tokens_for_the_shared_workspace_stop_working() -> anyhow::Result<()> {
     let reg = Registry::start().await?;
     reg.workspace(&reg.acme, "acme-team").await?;
