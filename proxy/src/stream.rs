@@ -168,6 +168,9 @@ impl ClientStream {
         let mut readers: HashMap<String, Reader> = HashMap::new();
         let mut rt = self.state.runtime();
         let mut signature = workspace_signature(&rt, &self.workspace);
+        let Some(mut expires_at) = self.token_check(&rt) else {
+            return Ok(true);
+        };
         if let Some(env) = self.env.clone() {
             self.reconcile(&rt, &env, &merged_tx, &mut readers);
         }
@@ -199,7 +202,9 @@ impl ClientStream {
                 }
                 _ = keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
                 _ = watch.tick() => {
-                    if !self.still_valid() {
+                    let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
+                    let expired = expires_at.is_some_and(|at| crate::state::unix_now() >= at);
+                    if ended || expired {
                         break;
                     }
                     let now = self.state.runtime();
@@ -207,6 +212,10 @@ impl ClientStream {
                         None
                     } else {
                         rt = now;
+                        match self.token_check(&rt) {
+                            Some(at) => expires_at = at,
+                            None => break,
+                        }
                         let changed = workspace_signature(&rt, &self.workspace);
                         let announce = changed != signature;
                         signature = changed;
@@ -228,20 +237,23 @@ impl ClientStream {
         Ok(true)
     }
 
-    /// Whether the stream may go on: workspace still there, token still valid,
-    /// session not deleted.
-    fn still_valid(&self) -> bool {
-        let rt = self.state.runtime();
-        let token_ok = rt
+    /// Checks the token the stream was opened with against `rt`: still there, not
+    /// revoked, for this workspace and session. Returns its expiry; `None` if the
+    /// stream must end. (Run when the config changes; expiry is checked each tick.)
+    fn token_check(&self, rt: &Runtime) -> Option<Option<u64>> {
+        if !rt.workspaces.contains_key(&self.workspace) {
+            return None;
+        }
+        let token = rt
             .tokens
             .authenticate(
                 self.authorization.as_deref(),
                 &self.workspace,
                 crate::state::unix_now(),
             )
-            .is_ok_and(|t| self.env.as_ref().is_none_or(|e| *t.id == *e.token_id));
-        let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
-        token_ok && !ended && rt.workspaces.contains_key(&self.workspace)
+            .ok()?;
+        let same_session = self.env.as_ref().is_none_or(|e| *token.id == *e.token_id);
+        same_session.then_some(token.expires_at)
     }
 
     /// Starts readers for servers that have none, stops those of servers that are

@@ -110,6 +110,17 @@ async fn legacy_sse_auth_and_bad_message_urls() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 400);
 
+    // Streamable HTTP clients that try it first on the SSE URL they were given get it.
+    let mut streamable = RawClient::new(sse_url.clone(), Some(&gw.alice));
+    streamable.initialize().await?;
+    assert_eq!(streamable.list_tools(1).await?.tool_names()?, ENG_TOOLS);
+    let wrong_method = reqwest::Client::new()
+        .get(&client.endpoint)
+        .bearer_auth(&gw.alice)
+        .send()
+        .await?;
+    assert_eq!(wrong_method.status(), 405, "messages take POST only");
+
     // When the stream goes away, so does the session.
     let endpoint = client.endpoint.clone();
     let probe = LegacySession::open(&sse_url, Some(&gw.alice)).await?;
