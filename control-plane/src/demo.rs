@@ -85,7 +85,7 @@ impl ServerHandler for Demo {
                 };
                 (num("a")? + num("b")?).to_string()
             }
-            "current_time" => rfc3339(std::time::SystemTime::now()),
+            "current_time" => crate::cli::dates::format_rfc3339(crate::store::now()),
             other => {
                 return Err(ErrorData::invalid_params(
                     format!("no tool {other:?}"),
@@ -106,39 +106,14 @@ pub fn service() -> StreamableHttpService<Demo, LocalSessionManager> {
     )
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` without a date crate (civil-from-days, Howard Hinnant).
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::cli::dates::format_rfc3339;
 
     #[test]
     fn formats_utc_times() {
-        let at = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
-        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(1_772_878_320)), "2026-03-07T10:12:00Z");
-        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1_772_878_320), "2026-03-07T10:12:00Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

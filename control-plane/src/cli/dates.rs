@@ -121,6 +121,18 @@ pub fn format_minute(unix: i64) -> String {
     )
 }
 
+/// `2026-03-07T10:12:00Z` (RFC 3339, UTC).
+pub fn format_rfc3339(unix: i64) -> String {
+    let secs_of_day = unix.rem_euclid(86_400);
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        format_date(unix),
+        secs_of_day / 3_600,
+        secs_of_day % 3_600 / 60,
+        secs_of_day % 60
+    )
+}
+
 /// How long ago, for "last seen": `12s ago`, `4m ago`, `3h ago`, else the minute.
 pub fn format_ago(unix: i64, now: i64) -> String {
     let age = now - unix;

@@ -6,7 +6,7 @@
 mod api;
 mod args;
 mod config;
-mod dates;
+pub mod dates;
 mod error;
 mod launch;
 mod manifest;
