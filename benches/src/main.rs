@@ -1,1 +1,151 @@
-fn main() {}
+//! `gatehouse-bench`: the load harness of Gatehouse.
+//!
+//! It owns the end-to-end measurements of the data plane: an in-process rmcp upstream
+//! ([`upstream`]), the processes under load ([`targets`]: gatehouse-proxy and nginx),
+//! wrk as the load generator ([`wrk`]), CPU accounting from `/proc` ([`procstat`]), the
+//! scenarios ([`data_plane`], [`hot_paths`]) and the report they print ([`report`]).
+//! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
+
+mod client;
+mod data_plane;
+mod hot_paths;
+mod procstat;
+mod report;
+mod targets;
+mod upstream;
+mod wrk;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::upstream::{UpstreamFleet, UpstreamMode};
+
+#[derive(Parser, Debug)]
+#[command(name = "gatehouse-bench", about = "Gatehouse load harness")]
+struct Cli {
+    /// Where scripts, configs, logs and reports go (default: <target dir>/bench).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// tools/call echo direct, through nginx and through gatehouse-proxy; warm and cold
+    /// merged tools/list; CPU per call. Prints a table, writes report.json.
+    DataPlane(DataPlaneArgs),
+    /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
+    HotPaths,
+    /// Serves the bench upstream until interrupted (for poking at it by hand).
+    Upstream {
+        #[arg(long, default_value_t = 1)]
+        servers: usize,
+        #[arg(long, default_value_t = 1)]
+        tools: usize,
+        #[arg(long, value_enum, default_value_t = UpstreamMode::StatelessJson)]
+        mode: UpstreamMode,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct DataPlaneArgs {
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of the warm-up run before each target's measured runs (0 = none).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// gatehouse-proxy worker thread counts to measure, each with its own proxy.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    proxy_threads: Vec<usize>,
+    /// Connections of the throughput runs (latency runs use 1).
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// wrk threads for the throughput runs.
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    #[arg(long, value_enum, default_value_t = UpstreamMode::StatelessJson)]
+    upstream_mode: UpstreamMode,
+    /// Upstreams behind the merged tools/list (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    list_upstreams: usize,
+    /// Tools each of those upstreams exposes (echo + fillers).
+    #[arg(long, default_value_t = 50)]
+    tools_per_upstream: usize,
+    /// The gatehouse-proxy binary (default: next to this one).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+    /// The nginx binary (default: found on PATH or in /usr/sbin).
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// Leave nginx out even when it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Seconds to wait for other processes to leave the CPU before starting (0: don't).
+    #[arg(long, default_value_t = 0.0)]
+    wait_quiet: f64,
+    /// Times a run is done again when other processes took CPU during it.
+    #[arg(long, default_value_t = 0)]
+    noise_retries: u32,
+}
+
+/// `<target>/release`: where this binary and gatehouse-proxy are built.
+fn build_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    Ok(exe
+        .parent()
+        .context("binary has no directory")?
+        .to_path_buf())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let build = build_dir()?;
+    let target = build.parent().map_or_else(|| build.clone(), PathBuf::from);
+    let out = cli.out.unwrap_or_else(|| target.join("bench"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.scenario {
+        Scenario::DataPlane(a) => {
+            let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+            let opts = data_plane::Options {
+                duration: seconds(a.duration.max(1.0)),
+                warmup: seconds(a.warmup),
+                proxy_threads: a.proxy_threads,
+                wrk_threads: a.wrk_threads.max(1),
+                connections: a.connections.max(1),
+                upstream_mode: a.upstream_mode,
+                list_upstreams: a.list_upstreams,
+                tools_per_upstream: a.tools_per_upstream,
+                out,
+                proxy_bin: a.proxy_bin.unwrap_or_else(|| build.join("gatehouse-proxy")),
+                wait_quiet: seconds(a.wait_quiet),
+                noise_retries: a.noise_retries,
+                nginx: if a.no_nginx {
+                    None
+                } else {
+                    a.nginx.or_else(targets::Nginx::find)
+                },
+            };
+            runtime.block_on(data_plane::run(opts))
+        }
+        Scenario::HotPaths => hot_paths::run(&target.join("criterion"), &out),
+        Scenario::Upstream {
+            servers,
+            tools,
+            mode,
+        } => runtime.block_on(async {
+            let fleet = UpstreamFleet::start(servers, tools, mode).await?;
+            for i in 0..fleet.len() {
+                println!("{}", fleet.url(i));
+            }
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }),
+    }
+}
