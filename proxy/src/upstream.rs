@@ -169,24 +169,7 @@ impl UpstreamClient {
         let (mut message, headers) = tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        if let Some(err) = message.get("error") {
-            return Err(UpstreamError::Rpc {
-                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .chars()
-                    .take(200)
-                    .collect(),
-            });
-        }
-        match message.get_mut("result") {
-            Some(result) => Ok((result.take(), headers)),
-            None => Err(UpstreamError::Protocol(
-                "response has neither result nor error".into(),
-            )),
-        }
+        Ok((take_result(&mut message)?, headers))
     }
 
     /// Sends a notification; the upstream should answer 202.
@@ -462,6 +445,28 @@ impl UpstreamClient {
             return Err(UpstreamError::SessionGone);
         }
         Ok(resp)
+    }
+}
+
+/// The `result` of a JSON-RPC response, or its error (message cut to 200 chars).
+pub(crate) fn take_result(message: &mut Value) -> Result<Value, UpstreamError> {
+    if let Some(err) = message.get("error") {
+        return Err(UpstreamError::Rpc {
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
+        });
+    }
+    match message.get_mut("result") {
+        Some(result) => Ok(result.take()),
+        None => Err(UpstreamError::Protocol(
+            "response has neither result nor error".into(),
+        )),
     }
 }
 

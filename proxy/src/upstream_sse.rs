@@ -394,24 +394,7 @@ fn ended_before_answer() -> UpstreamError {
 fn result_of(reply: &str) -> Result<Value, UpstreamError> {
     let mut message: Value = serde_json::from_str(reply)
         .map_err(|e| UpstreamError::Protocol(format!("reply is not JSON: {e}")))?;
-    if let Some(err) = message.get("error") {
-        return Err(UpstreamError::Rpc {
-            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-            message: err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect(),
-        });
-    }
-    match message.get_mut("result") {
-        Some(result) => Ok(result.take()),
-        None => Err(UpstreamError::Protocol(
-            "response has neither result nor error".into(),
-        )),
-    }
+    crate::upstream::take_result(&mut message)
 }
 
 /// The legacy upstream sessions of this replica, by (client session, server).
