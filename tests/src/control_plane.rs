@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::random_base62;
-use crate::proxy::{proxy_binary, Health};
+use crate::proxy::{find_or_build, proxy_binary, Health};
 use crate::{wait_until, TempDir, STEP_TIMEOUT};
 
 /// How long a freshly spawned process may take to answer `/healthz`.
@@ -635,42 +635,4 @@ pub fn gatehouse_binary() -> anyhow::Result<PathBuf> {
     BIN.get_or_init(|| find_or_build("GATEHOUSE_BIN", "gatehouse-control-plane", "gatehouse"))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
-}
-
-fn find_or_build(env: &str, package: &str, name: &str) -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(env) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("{env}={} is not a file", path.display()))
-        };
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target>/<profile>/deps/<test-exe>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test executable path {}", exe.display()))?;
-    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command.args(["build", "-p", package, "--bin", name]);
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        command.arg("--release");
-    }
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot run {cargo:?} build: {e}"))?;
-    if !status.success() {
-        return Err(format!("building {name} failed: {status}"));
-    }
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("built {name} but {} does not exist", bin.display()))
-    }
 }

@@ -222,21 +222,20 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 /// Where the proxy binary is, building it once if it is missing.
 pub fn proxy_binary() -> anyhow::Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(find_or_build)
+    BIN.get_or_init(|| find_or_build("GATEHOUSE_PROXY_BIN", "gatehouse-proxy", "gatehouse-proxy"))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-fn find_or_build() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("GATEHOUSE_PROXY_BIN") {
+/// A workspace binary: `$env` if set, else next to the test executable, built once
+/// with cargo if it is missing.
+pub(crate) fn find_or_build(env: &str, package: &str, name: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!(
-                "GATEHOUSE_PROXY_BIN={} is not a file",
-                path.display()
-            ))
+            Err(format!("{env}={} is not a file", path.display()))
         };
     }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -245,13 +244,13 @@ fn find_or_build() -> Result<PathBuf, String> {
         .parent()
         .and_then(Path::parent)
         .ok_or_else(|| format!("unexpected test executable path {}", exe.display()))?;
-    let bin = profile_dir.join(format!("gatehouse-proxy{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if bin.is_file() {
         return Ok(bin);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
-    command.args(["build", "-p", "gatehouse-proxy", "--bin", "gatehouse-proxy"]);
+    command.args(["build", "-p", package, "--bin", name]);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         command.arg("--release");
     }
@@ -259,14 +258,11 @@ fn find_or_build() -> Result<PathBuf, String> {
         .status()
         .map_err(|e| format!("cannot run {cargo:?} build: {e}"))?;
     if !status.success() {
-        return Err(format!("building gatehouse-proxy failed: {status}"));
+        return Err(format!("building {name} failed: {status}"));
     }
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!(
-            "built gatehouse-proxy but {} does not exist",
-            bin.display()
-        ))
+        Err(format!("built {name} but {} does not exist", bin.display()))
     }
 }
