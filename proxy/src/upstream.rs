@@ -80,6 +80,36 @@ pub struct Initialized {
     pub capabilities: Value,
 }
 
+impl Initialized {
+    /// Reads an `initialize` result, refusing a protocol version the gateway does not
+    /// speak.
+    pub fn from_result(result: &Value, session_id: Option<String>) -> Result<Self, UpstreamError> {
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| UpstreamError::Protocol("no protocolVersion".into()))?;
+        if !crate::protocol::is_supported(version) {
+            return Err(UpstreamError::Protocol(format!(
+                "unsupported protocol version {version:?}"
+            )));
+        }
+        Ok(Initialized {
+            session_id,
+            protocol_version: version.to_string(),
+            instructions: result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string),
+            capabilities: result
+                .get("capabilities")
+                .filter(|c| c.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        })
+    }
+}
+
 pub struct UpstreamClient {
     http: reqwest::Client,
     next_id: AtomicU64,
@@ -205,33 +235,11 @@ impl UpstreamClient {
         let (result, headers) = self
             .call(server, None, "initialize", params, timeout)
             .await?;
-        let version = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .ok_or_else(|| UpstreamError::Protocol("no protocolVersion".into()))?;
-        if !crate::protocol::is_supported(version) {
-            return Err(UpstreamError::Protocol(format!(
-                "unsupported protocol version {version:?}"
-            )));
-        }
         let session_id = headers
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let initialized = Initialized {
-            session_id,
-            protocol_version: version.to_string(),
-            instructions: result
-                .get("instructions")
-                .and_then(Value::as_str)
-                .filter(|s| !s.trim().is_empty())
-                .map(str::to_string),
-            capabilities: result
-                .get("capabilities")
-                .filter(|c| c.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-        };
+        let initialized = Initialized::from_result(&result, session_id)?;
         self.notify(
             server,
             SessionRef {

@@ -455,33 +455,11 @@ impl GatewayState {
             .map_err(|_| UpstreamError::Protocol("client init parameters are corrupt".into()))?;
         params["protocolVersion"] = Value::String(env.client_version.clone());
         let result = conn.call("initialize", params, timeout).await?;
-        let version = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .ok_or_else(|| UpstreamError::Protocol("no protocolVersion".into()))?;
-        if !crate::protocol::is_supported(version) {
-            return Err(UpstreamError::Protocol(format!(
-                "unsupported protocol version {version:?}"
-            )));
-        }
+        let init = Initialized::from_result(&result, None)?;
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         conn.send(Bytes::from(initialized.to_string()), timeout)
             .await?;
-        let _ = conn.protocol_version.set(version.to_string());
-        let init = Initialized {
-            session_id: None,
-            protocol_version: version.to_string(),
-            instructions: result
-                .get("instructions")
-                .and_then(Value::as_str)
-                .filter(|s| !s.trim().is_empty())
-                .map(str::to_string),
-            capabilities: result
-                .get("capabilities")
-                .filter(|c| c.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-        };
+        let _ = conn.protocol_version.set(init.protocol_version.clone());
         registry().insert(env.sid, conn);
         Ok(init)
     }
