@@ -4,8 +4,10 @@
 //! ([`model`]), reading and validating it with precise errors ([`load`]), and the rules
 //! both sides must agree on: how tool names are namespaced ([`naming`]), how header
 //! templates reference secrets ([`template`]), how policies match ([`policy`]) and how
-//! a bearer token is hashed ([`hash_token`]).
+//! a bearer token is hashed ([`hash_token`]), and the audit events proxies ship
+//! ([`audit`]).
 
+pub mod audit;
 pub mod load;
 pub mod model;
 pub mod naming;
