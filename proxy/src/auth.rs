@@ -12,7 +12,7 @@ use gatehouse_config::{hash_token, Snapshot, TOKEN_PREFIX};
 use subtle::ConstantTimeEq;
 
 /// A token as the request path needs it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TokenRt {
     hash: [u8; 32],
     pub id: Arc<str>,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gatehouse_config::audit::CallOutcome;
 use http::{header, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -15,6 +16,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::audit::{CallRecord, ReplyWatch};
 use crate::jsonrpc;
 use crate::live::InFlight;
 use crate::relay::{MessageKind, Relay, SseRewriter};
@@ -37,6 +39,31 @@ pub struct RequestCtx {
     pub(crate) method: &'static str,
     pub(crate) outcome: &'static str,
     pub(crate) forward: Option<Forward>,
+    /// `streamable_http` or `sse` (the legacy transport).
+    pub(crate) transport: &'static str,
+    /// The audit record of a routed call, closed in `logging`.
+    pub(crate) call: Option<CallRecord>,
+    /// How that call ended, once known.
+    pub(crate) call_outcome: Option<CallOutcome>,
+    /// False when the gateway refused the call itself (unknown tool, bad params).
+    pub(crate) call_routed: bool,
+}
+
+impl RequestCtx {
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Notes how a call answered with `body` by the gateway (not relayed) ended;
+    /// `outcome` is the request's outcome word.
+    pub(crate) fn answered_call(&mut self, outcome: &str, body: &[u8]) {
+        if self.call.is_none() {
+            return;
+        }
+        let (ended, routed) = crate::audit::answered(outcome, body);
+        self.call_outcome = Some(ended);
+        self.call_routed = routed;
+    }
 }
 
 /// A `tools/call` on its way through the proxy path.
@@ -56,6 +83,8 @@ pub struct Forward {
     /// Set when the reply is an event stream: its messages are rewritten for the
     /// client (server-to-client request ids, log tags, resource URIs).
     pub(crate) rewriter: Option<SseRewriter>,
+    /// Learns how the call ended from the reply as it passes.
+    pub(crate) watch: ReplyWatch,
     /// Keeps the call findable by `notifications/cancelled` while it runs.
     pub(crate) _in_flight: InFlight,
 }
@@ -84,6 +113,10 @@ impl ProxyHttp for Gateway {
             method: "-",
             outcome: "ok",
             forward: None,
+            transport: crate::audit::STREAMABLE_HTTP,
+            call: None,
+            call_outcome: None,
+            call_routed: true,
         }
     }
 
@@ -136,9 +169,11 @@ impl ProxyHttp for Gateway {
         let has_session = session.req_header().headers.contains_key(SESSION_HEADER);
         match (endpoint, method) {
             (Endpoint::Messages, Method::POST) => {
+                ctx.transport = crate::audit::LEGACY_SSE;
                 crate::legacy::message(self, session, ctx, &caller).await
             }
             (Endpoint::Sse, Method::GET) if !has_session => {
+                ctx.transport = crate::audit::LEGACY_SSE;
                 crate::legacy::open(self, session, ctx, &caller).await
             }
             (Endpoint::Mcp | Endpoint::Sse, Method::POST) => {
@@ -245,6 +280,7 @@ impl ProxyHttp for Gateway {
         let status = resp.status.as_u16();
         if f.session_id.is_some() && matches!(status, 400 | 404) {
             f.session_gone = true;
+            ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
             self.state.forget_lazy_session(f.client_sid, &f.server.slug);
             resp.set_status(404)?;
             resp.remove_header(&header::CONTENT_LENGTH);
@@ -252,6 +288,11 @@ impl ProxyHttp for Gateway {
             ctx.outcome = "session_not_found";
         } else if !(200..300).contains(&status) {
             ctx.outcome = "upstream_error";
+            ctx.call_outcome = Some(if status >= 500 {
+                CallOutcome::UpstreamUnavailable
+            } else {
+                CallOutcome::ProtocolError
+            });
         } else if resp
             .headers
             .get(header::CONTENT_TYPE)
@@ -279,6 +320,9 @@ impl ProxyHttp for Gateway {
             return Ok(None);
         }
         let Some(rewriter) = f.rewriter.as_mut() else {
+            if let Some(chunk) = body.as_ref() {
+                f.watch.body(chunk);
+            }
             return Ok(None);
         };
         let relay = Relay {
@@ -287,9 +331,11 @@ impl ProxyHttp for Gateway {
             server: &f.server.slug,
         };
         let mut list_changed = false;
+        let watch = &mut f.watch;
         let mut out = match body.as_ref() {
-            Some(chunk) => rewriter.push(chunk, &relay, &mut |kind| {
+            Some(chunk) => rewriter.push(chunk, &relay, &mut |kind, json| {
                 list_changed |= kind == MessageKind::ToolsChanged;
+                watch.message(kind, json);
             }),
             None => Bytes::new(),
         };
@@ -343,6 +389,7 @@ impl ProxyHttp for Gateway {
                 &format!("MCP server {:?} {what}", f.server.slug),
             );
             ctx.outcome = "upstream_unavailable";
+            ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
             let written = respond::json(session, 200, &[], body).await.is_ok();
             return FailToProxy {
                 error_code: 502,
@@ -376,8 +423,22 @@ impl ProxyHttp for Gateway {
         self.state
             .metrics
             .requests
-            .with_label_values(&[ws, ctx.method, ctx.outcome])
+            .with_label_values(&[ws, ctx.transport, ctx.method, ctx.outcome])
             .inc();
+        if let Some(call) = ctx.call.take() {
+            // A relayed reply that ended before its response (the upstream or the
+            // client went away) counts as the upstream's failure.
+            let outcome = ctx
+                .call_outcome
+                .or_else(|| ctx.forward.as_ref().and_then(|f| f.watch.outcome()))
+                .unwrap_or(CallOutcome::UpstreamUnavailable);
+            call.finish(
+                outcome,
+                ctx.call_routed,
+                &self.state.audit,
+                &self.state.metrics,
+            );
+        }
         tracing::debug!(
             workspace = ws,
             method = ctx.method,

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use gatehouse_config::audit::CallOutcome;
 use http::{header, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use crate::audit::{CallRecord, ReplyWatch};
 use crate::auth::TokenRt;
 use crate::dispatch::{self, Reply, Scope, ToolCall};
 use crate::envelope::{SessionEnvelope, UpstreamSession};
@@ -124,7 +126,19 @@ pub async fn post(
             dispatch::response(scope, &env, msg, &body).await
         }
         Parsed::Request(msg) => {
-            ctx.method = dispatch::method_label(msg.method.as_deref().unwrap_or_default());
+            let method = msg.method.as_deref().unwrap_or_default();
+            ctx.method = dispatch::method_label(method);
+            if let Some(action) = crate::audit::action_of(method) {
+                ctx.call = Some(CallRecord::open(
+                    action,
+                    caller.ws,
+                    caller.token,
+                    msg.params.map(|p| p.get()),
+                    jsonrpc::raw_id(msg.id),
+                    ctx.transport,
+                    ctx.started(),
+                ));
+            }
             dispatch::request(scope, &env, &body, msg).await
         }
     };
@@ -149,6 +163,7 @@ async fn deliver(
             session_gone,
         } => {
             ctx.outcome = outcome;
+            ctx.answered_call(outcome, &body);
             respond::json(session, if session_gone { 404 } else { 200 }, &[], body).await
         }
         Reply::Accepted { outcome } => {
@@ -243,6 +258,7 @@ async fn session_gone(
     server: &str,
 ) -> Result<bool> {
     ctx.outcome = "session_not_found";
+    ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
     respond::json(session, 404, &[], session_gone_body(id, server)).await
 }
 
@@ -290,6 +306,7 @@ async fn send_tool_call(
             sent_at: None,
             session_gone: false,
             rewriter: None,
+            watch: ReplyWatch::default(),
             _in_flight: in_flight,
         });
         return Ok(false);
@@ -356,6 +373,12 @@ async fn side_tool_call(
             }
         }
     };
+    ctx.call_outcome = Some(match &outcome {
+        Ok(response) => {
+            crate::audit::outcome_of(response.as_bytes()).unwrap_or(CallOutcome::ProtocolError)
+        }
+        Err(_) => CallOutcome::UpstreamUnavailable,
+    });
     let body = match outcome {
         Ok(response) => Bytes::from(response),
         Err(UpstreamError::SessionGone) if !streaming => {
@@ -439,6 +462,7 @@ async fn forward_large(
                 .with_label_values(&[&caller.ws.slug, &server.slug, e.kind()])
                 .inc();
             ctx.outcome = "upstream_unavailable";
+            ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
             let err = jsonrpc::error(
                 id,
                 jsonrpc::INTERNAL_ERROR,
@@ -447,7 +471,16 @@ async fn forward_large(
             return respond::json(session, 200, &[], err).await;
         }
     };
-    let mut head = ResponseHeader::build(resp.status().as_u16(), Some(2))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        ctx.call_outcome = Some(if status >= 500 {
+            CallOutcome::UpstreamUnavailable
+        } else {
+            CallOutcome::ProtocolError
+        });
+    }
+    let mut watch = ReplyWatch::default();
+    let mut head = ResponseHeader::build(status, Some(2))?;
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let mut rewriter = content_type
         .as_ref()
@@ -467,12 +500,16 @@ async fn forward_large(
         match chunk {
             Ok(bytes) => {
                 let out = match rewriter.as_mut() {
-                    Some(w) => w.push(&bytes, &relay, &mut |kind| {
+                    Some(w) => w.push(&bytes, &relay, &mut |kind, json| {
                         if kind == MessageKind::ToolsChanged {
                             gw.state.invalidate_tools(&caller.ws.slug, &server.slug);
                         }
+                        watch.message(kind, json);
                     }),
-                    None => bytes,
+                    None => {
+                        watch.body(&bytes);
+                        bytes
+                    }
                 };
                 if !out.is_empty() {
                     session.write_response_body(Some(out), false).await?;
@@ -498,6 +535,9 @@ async fn forward_large(
     session
         .write_response_body((!rest.is_empty()).then_some(rest), true)
         .await?;
+    if ctx.call_outcome.is_none() {
+        ctx.call_outcome = watch.outcome();
+    }
     Ok(true)
 }
 

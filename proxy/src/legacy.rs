@@ -17,14 +17,19 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use dashmap::DashMap;
+use gatehouse_config::audit::CallOutcome;
 use http::header;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
+use crate::audit::CallRecord;
+use crate::auth::TokenRt;
 use crate::dispatch::{self, Reply, Scope};
 use crate::envelope::SessionEnvelope;
 use crate::exchange;
@@ -201,9 +206,10 @@ pub async fn message(
         gw.state.clone(),
         caller.rt.clone(),
         caller.ws.clone(),
-        caller.token.id.to_string(),
+        caller.token.clone(),
         client,
         body,
+        ctx.started(),
     ));
     respond::accepted(session).await
 }
@@ -213,10 +219,12 @@ async fn handle(
     state: Arc<GatewayState>,
     rt: Arc<Runtime>,
     ws: Arc<WorkspaceRt>,
-    token_id: String,
+    token: TokenRt,
     client: Arc<LegacyClient>,
     body: Bytes,
+    received: Instant,
 ) {
+    let token_id = token.id.to_string();
     let Ok(parsed) = jsonrpc::parse(&body) else {
         return;
     };
@@ -261,14 +269,41 @@ async fn handle(
         }
         return;
     };
+    let call_record = match &parsed {
+        Parsed::Request(msg) => {
+            msg.method
+                .as_deref()
+                .and_then(crate::audit::action_of)
+                .map(|action| {
+                    CallRecord::open(
+                        action,
+                        &ws,
+                        &token,
+                        msg.params.map(|p| p.get()),
+                        jsonrpc::raw_id(msg.id),
+                        crate::audit::LEGACY_SSE,
+                        received,
+                    )
+                })
+        }
+        _ => None,
+    };
     let reply = match &parsed {
         Parsed::Notification(msg) => dispatch::notification(scope, &env, &body, msg).await,
         Parsed::Response(msg) => dispatch::response(scope, &env, msg, &body).await,
         Parsed::Request(msg) => dispatch::request(scope, &env, &body, msg).await,
     };
-    let Reply::ToolCall(call) = reply else {
-        deliver_reply(&client, reply);
-        return;
+    let call = match reply {
+        Reply::ToolCall(call) => call,
+        Reply::Response { body, outcome, .. } => {
+            if let Some(record) = call_record {
+                let (ended, routed) = crate::audit::answered(outcome, &body);
+                record.finish(ended, routed, &state.audit, &state.metrics);
+            }
+            client.deliver(body);
+            return;
+        }
+        Reply::Accepted { .. } => return,
     };
     let _in_flight =
         live().track_request(env.sid, &normalized_id(&call.request_id), &call.server.slug);
@@ -287,6 +322,15 @@ async fn handle(
         _ => {}
     };
     let answer = exchange::call_tool(&state, &env, &call, &mut on_message).await;
+    if let Some(record) = call_record {
+        let outcome = match &answer {
+            Ok(response) => {
+                crate::audit::outcome_of(response.as_bytes()).unwrap_or(CallOutcome::ProtocolError)
+            }
+            Err(_) => CallOutcome::UpstreamUnavailable,
+        };
+        record.finish(outcome, true, &state.audit, &state.metrics);
+    }
     let body = match answer {
         Ok(response) => Bytes::from(response),
         Err(UpstreamError::SessionGone) => session_gone_body(&call.request_id, &call.server.slug),

@@ -7,6 +7,8 @@
 //! upstreams on its own behalf ([`upstream`]) — plus the compiled config it serves
 //! ([`runtime`], [`state`], [`reload`]) and its metrics ([`metrics`]).
 
+pub mod audit;
+pub mod audit_ship;
 pub mod auth;
 pub mod catalog;
 pub mod cursor;

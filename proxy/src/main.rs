@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_config::{Secret, SessionKey, Snapshot};
+use gatehouse_proxy::audit::AuditSink;
+use gatehouse_proxy::audit_ship::{AuditShipper, Spool};
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::metrics::AdminApp;
 use gatehouse_proxy::push::{ConfigStream, ControlPlane, UsageReport};
@@ -51,6 +53,18 @@ struct Args {
     /// Address of the admin listener (/metrics, /healthz).
     #[arg(long, default_value = "127.0.0.1:9090", env = "GATEHOUSE_ADMIN_LISTEN")]
     admin_listen: String,
+    /// Largest size of the on-disk spool that holds audit events while the control
+    /// plane is unreachable (in `--state-dir`); past it events are dropped and counted.
+    #[arg(
+        long,
+        env = "GATEHOUSE_AUDIT_SPOOL_MAX_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    audit_spool_max_bytes: u64,
+    /// Do not record routed calls at all (for measuring what auditing costs; the
+    /// control plane then never learns of this proxy's calls).
+    #[arg(long, env = "GATEHOUSE_NO_AUDIT")]
+    no_audit: bool,
     /// Worker threads (default: one per core).
     #[arg(long, env = "GATEHOUSE_THREADS")]
     threads: Option<usize>,
@@ -77,7 +91,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
 
     let (snapshot, source) = initial_config(&args)?;
-    let state = Arc::new(GatewayState::new(&snapshot)?);
+    // Routed calls are audited when there is a control plane to ship them to.
+    let (state, audit_queue) = match &source {
+        Source::ControlPlane(_) if !args.no_audit => {
+            let (sink, queue) = AuditSink::channel();
+            (GatewayState::with_audit(&snapshot, sink)?, Some(queue))
+        }
+        _ => (GatewayState::new(&snapshot)?, None),
+    };
+    let state = Arc::new(state);
 
     let conf = ServerConf {
         threads: args
@@ -122,6 +144,15 @@ fn main() -> anyhow::Result<()> {
             },
         )),
         Source::ControlPlane(control_plane) => {
+            if let Some(queue) = audit_queue {
+                let dir = args.state_dir.join("audit-spool");
+                let spool = Spool::open(&dir, args.audit_spool_max_bytes)
+                    .with_context(|| format!("{}: cannot open the audit spool", dir.display()))?;
+                server.add_service(background_service(
+                    "audit shipper",
+                    AuditShipper::new(queue, control_plane.clone(), state.clone(), spool),
+                ));
+            }
             server.add_service(background_service(
                 "token use report",
                 UsageReport {

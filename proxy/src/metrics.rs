@@ -9,8 +9,8 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::state::GatewayState;
@@ -27,6 +27,15 @@ pub struct Metrics {
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_updated: IntGauge,
+    pub config_age: Gauge,
+    pub tool_calls: IntCounterVec,
+    pub open_streams: IntGaugeVec,
+    pub audit_shipped: IntCounter,
+    pub audit_spooled: IntCounter,
+    pub audit_dropped: IntCounter,
+    pub audit_spool_bytes: IntGauge,
+    pub audit_spool_limit: IntGauge,
+    pub audit_queue: IntGauge,
 }
 
 impl Default for Metrics {
@@ -59,6 +68,21 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let config_age = Gauge::new(
+            "gatehouse_config_age_seconds",
+            "Seconds since the served config snapshot was installed",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_age.clone()))
+            .expect("unique metric");
         let upstream_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "gatehouse_upstream_request_duration_seconds",
@@ -77,8 +101,8 @@ impl Metrics {
         Metrics {
             requests: counter_vec(
                 "gatehouse_requests_total",
-                "Client requests by workspace, MCP method and outcome",
-                &["workspace", "method", "outcome"],
+                "Client requests by workspace, transport, MCP method and outcome",
+                &["workspace", "transport", "method", "outcome"],
             ),
             upstream_errors: counter_vec(
                 "gatehouse_upstream_errors_total",
@@ -115,6 +139,41 @@ impl Metrics {
                 "gatehouse_config_last_update_timestamp_seconds",
                 "Unix time the served config snapshot was installed",
             ),
+            tool_calls: counter_vec(
+                "gatehouse_tool_calls_total",
+                "tools/call requests by workspace, server, tool and outcome (ok, tool_error, protocol_error, upstream_unavailable); calls the gateway refused count under server and tool \"-\", tools past the first 500 under \"other\"",
+                &["workspace", "server", "tool", "outcome"],
+            ),
+            open_streams: gauge_vec(
+                "gatehouse_open_streams",
+                "Server-to-client event streams open to clients, by transport",
+                &["transport"],
+            ),
+            audit_shipped: counter(
+                "gatehouse_audit_events_shipped_total",
+                "Audit events the control plane acknowledged",
+            ),
+            audit_spooled: counter(
+                "gatehouse_audit_events_spooled_total",
+                "Audit events written to the local spool because the control plane could not take them",
+            ),
+            audit_dropped: counter(
+                "gatehouse_audit_events_dropped_total",
+                "Audit events lost: the spool was full or unwritable (must stay 0)",
+            ),
+            audit_spool_bytes: gauge(
+                "gatehouse_audit_spool_bytes",
+                "Bytes of audit events waiting in the local spool",
+            ),
+            audit_spool_limit: gauge(
+                "gatehouse_audit_spool_limit_bytes",
+                "Size the audit spool may reach before events are dropped",
+            ),
+            audit_queue: gauge(
+                "gatehouse_audit_queue_events",
+                "Audit events recorded and not yet taken by the shipper",
+            ),
+            config_age,
             upstream_seconds,
             registry,
         }
@@ -139,11 +198,17 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
         let (status, content_type, body) = match path {
-            "/metrics" => (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.state.metrics.render(),
-            ),
+            "/metrics" => {
+                // Gauges that are a function of the time of the scrape.
+                let m = &self.state.metrics;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                m.config_age
+                    .set((now - m.config_updated.get() as f64).max(0.0));
+                m.audit_queue.set(self.state.audit.queued() as i64);
+                (200, "text/plain; version=0.0.4; charset=utf-8", m.render())
+            }
             "/healthz" => {
                 let rt = self.state.runtime();
                 (

@@ -12,6 +12,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
 use futures::StreamExt;
+use gatehouse_config::audit::{AuditAck, CallEvent};
 use gatehouse_config::Snapshot;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -117,6 +118,49 @@ impl ControlPlane {
         }
     }
 
+    /// POSTs audit events; `Ok` once the control plane stored them (or had them).
+    pub async fn ship_audit(&self, events: &[CallEvent]) -> Result<(), ShipError> {
+        /// [`gatehouse_config::audit::AuditBatch`], borrowed.
+        #[derive(serde::Serialize)]
+        struct Batch<'a> {
+            proxy_id: &'a str,
+            events: &'a [CallEvent],
+        }
+        let resp = self
+            .http
+            .post(format!("{}/v1/proxy/audit", self.url))
+            .bearer_auth(&self.token)
+            .json(&Batch {
+                proxy_id: &self.proxy_id,
+                events,
+            })
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| ShipError::Unreachable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let why = format!(
+                "HTTP {status}: {}",
+                body.chars().take(200).collect::<String>()
+            );
+            // A batch the control plane finds malformed stays malformed; anything
+            // else (overload, auth being rotated, a restart) is worth retrying.
+            let permanent =
+                status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429);
+            return Err(if permanent {
+                ShipError::Rejected(why)
+            } else {
+                ShipError::Unreachable(why)
+            });
+        }
+        resp.json::<AuditAck>().await.map_err(|e| {
+            ShipError::Unreachable(format!("unexpected answer: {}", e.without_url()))
+        })?;
+        Ok(())
+    }
+
     fn cache_path(&self) -> PathBuf {
         self.state_dir.join("snapshot.enc")
     }
@@ -157,6 +201,17 @@ impl ControlPlane {
             &path,
         )?)
     }
+}
+
+/// Why audit events were not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// Worth trying again later: the events wait in the spool.
+    #[error("the control plane did not take the audit events: {0}")]
+    Unreachable(String),
+    /// The control plane refused the batch itself: sending it again cannot help.
+    #[error("the control plane rejected the audit batch: {0}")]
+    Rejected(String),
 }
 
 /// Parsed, validated snapshots from a watch response.

@@ -177,7 +177,7 @@ impl SseRewriter {
         &mut self,
         chunk: &[u8],
         relay: &Relay<'_>,
-        seen: &mut impl FnMut(MessageKind),
+        seen: &mut impl FnMut(MessageKind, &str),
     ) -> Bytes {
         if self.passthrough {
             return Bytes::copy_from_slice(chunk);
@@ -194,14 +194,14 @@ impl SseRewriter {
                     json: Cow::Borrowed(_),
                     kind,
                 }) => {
-                    seen(kind);
+                    seen(kind, &event.data);
                     out.extend_from_slice(&raw);
                 }
                 Ok(Outbound {
                     json: Cow::Owned(json),
                     kind,
                 }) => {
-                    seen(kind);
+                    seen(kind, &event.data);
                     write_event(&mut out, &raw, &json);
                 }
                 // Not ours to judge on the client's reply stream: pass it on.
@@ -340,7 +340,7 @@ mod tests {
             let mut kinds = Vec::new();
             let mut out = Vec::new();
             for piece in stream.chunks(cut) {
-                out.extend_from_slice(&w.push(piece, &r, &mut |k| kinds.push(k)));
+                out.extend_from_slice(&w.push(piece, &r, &mut |k, _| kinds.push(k)));
             }
             out.extend_from_slice(&w.finish());
             assert_eq!(

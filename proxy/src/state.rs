@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use gatehouse_config::Snapshot;
 use serde_json::Value;
 
+use crate::audit::AuditSink;
 use crate::auth::TokenUsage;
 use crate::catalog::{listed_servers, ToolCatalog, ToolList};
 use crate::envelope::{SessionEnvelope, UpstreamSession};
@@ -40,10 +41,17 @@ pub struct GatewayState {
     lazy_sessions: DashMap<([u8; 16], String), UpstreamSession>,
     /// When each token was last used here, reported to the control plane.
     pub usage: TokenUsage,
+    /// Where finished calls are recorded (see [`crate::audit`]).
+    pub audit: AuditSink,
 }
 
 impl GatewayState {
     pub fn new(snapshot: &Snapshot) -> anyhow::Result<GatewayState> {
+        Self::with_audit(snapshot, AuditSink::disabled())
+    }
+
+    /// A state whose finished calls go to `audit`.
+    pub fn with_audit(snapshot: &Snapshot, audit: AuditSink) -> anyhow::Result<GatewayState> {
         let usage = TokenUsage::default();
         let runtime = Runtime::compile_with(snapshot, 1, &usage)?;
         let metrics = Metrics::new();
@@ -51,6 +59,7 @@ impl GatewayState {
         metrics.config_updated.set(unix_now() as i64);
         Ok(GatewayState {
             usage,
+            audit,
             runtime: ArcSwap::from_pointee(runtime),
             generation: AtomicU64::new(1),
             upstream: UpstreamClient::new(),

@@ -140,6 +140,23 @@ impl Drop for Reader {
     }
 }
 
+/// Counts a client stream in `gatehouse_open_streams` while it lives.
+struct OpenStream(prometheus::IntGauge);
+
+impl OpenStream {
+    fn new(gauge: &prometheus::IntGaugeVec, transport: &str) -> OpenStream {
+        let g = gauge.with_label_values(&[transport]);
+        g.inc();
+        OpenStream(g)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl ClientStream {
     /// Writes the response header, `first` (replayed events, or the legacy `endpoint`
     /// event) and then events until the stream ends. Returns `Ok(true)`: answered.
@@ -149,6 +166,11 @@ impl ClientStream {
         head.insert_header(header::CACHE_CONTROL, "no-cache")?;
         head.insert_header("x-accel-buffering", "no")?;
         session.write_response_header(Box::new(head), false).await?;
+        let transport = match self.framing {
+            Framing::Legacy => crate::audit::LEGACY_SSE,
+            Framing::Streamable { .. } => crate::audit::STREAMABLE_HTTP,
+        };
+        let _open = OpenStream::new(&self.state.metrics.open_streams, transport);
         for event in first {
             session.write_response_body(Some(event), false).await?;
         }

@@ -395,6 +395,22 @@ impl GatewayProxy {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.logs.path().join("proxy.log")).unwrap_or_default()
     }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(self.admin_url("/metrics"))
+            .timeout(STEP_TIMEOUT)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "/metrics answered {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
 }
 
 impl Drop for GatewayProxy {

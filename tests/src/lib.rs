@@ -26,6 +26,7 @@ pub mod events;
 pub mod http_target;
 pub mod legacy_client;
 mod legacy_sse;
+pub mod metrics;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;

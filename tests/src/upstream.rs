@@ -5,7 +5,7 @@
 //! tools behave specially:
 //!
 //! - `slow` waits `arguments.ms` milliseconds; `echo_size` answers `{"len", "sha256"}`
-//!   of `arguments.text`;
+//!   of `arguments.text`; `fail` echoes as a tool error (`isError: true`);
 //! - `sample` asks the client for a sampling (`sampling/createMessage`), `elicit` for
 //!   an elicitation and `roots` for its roots, during the call, and echo the answer;
 //! - `progress` sends `arguments.steps` progress notifications with the call's
@@ -722,6 +722,10 @@ impl ServerHandler for Echo {
             ));
         }
         let text = self.run_tool(&name, &arguments, &context).await?;
+        if name == "fail" {
+            // The tool ran and reports a failure: a result with `isError: true`.
+            return Ok(CallToolResult::error(vec![ContentBlock::text(text.to_string())]).into());
+        }
         Ok(CallToolResult::success(vec![ContentBlock::text(text.to_string())]).into())
     }
 

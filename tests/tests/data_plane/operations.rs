@@ -1,9 +1,10 @@
 //! Hot reload, several proxies sharing a key, and the admin endpoints.
 
 use gatehouse_tests::{
-    connect, echo_of, wait_until, within, ConfigBuilder, Proxy, RawClient, Upstream, UpstreamTool,
-    STEP_TIMEOUT,
+    connect, echo_of, metrics, wait_until, within, ConfigBuilder, Proxy, RawClient, Upstream,
+    UpstreamTool, STEP_TIMEOUT,
 };
+use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
 use crate::fixture::{
@@ -119,22 +120,66 @@ async fn healthz_reports_the_loaded_config_version() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_per_workspace() -> anyhow::Result<()> {
+async fn metrics_count_the_calls_made() -> anyhow::Result<()> {
     let gw = Gateway::start().await?;
     let client = connect(&gw.eng_url(), &gw.alice).await?;
     tool_names(&client).await?;
-    call(&client, "github__create_issue", json!({})).await?;
+    for _ in 0..3 {
+        call(&client, "github__create_issue", json!({})).await?;
+    }
+    let unknown = client
+        .peer()
+        .call_tool(CallToolRequestParams::new("github__no_such_tool"))
+        .await;
+    assert!(unknown.is_err(), "an unknown tool must fail: {unknown:?}");
 
     let (status, text) = gw.proxy.metrics().await?;
     assert_eq!(status, 200);
-    let samples: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("gatehouse_requests_total{"))
-        .collect();
-    assert!(
-        samples.iter().any(|l| l.contains(r#"workspace="eng""#)),
-        "no gatehouse_requests_total sample for workspace eng in:\n{text}"
+    let calls = |server, tool, outcome| {
+        metrics::sample(
+            &text,
+            "gatehouse_tool_calls_total",
+            &[
+                ("workspace", "eng"),
+                ("server", server),
+                ("tool", tool),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(
+        calls("github", "github__create_issue", "ok"),
+        Some(3.0),
+        "{text}"
     );
+    // A name the client made up is refused without minting a label for it.
+    assert_eq!(calls("-", "-", "protocol_error"), Some(1.0), "{text}");
+    assert!(
+        !text.contains("no_such_tool"),
+        "a refused name became a label:\n{text}"
+    );
+    let requests = |method, outcome| {
+        metrics::sample(
+            &text,
+            "gatehouse_requests_total",
+            &[
+                ("workspace", "eng"),
+                ("transport", "streamable_http"),
+                ("method", method),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(requests("tools/call", "ok"), Some(3.0), "{text}");
+    assert_eq!(requests("tools/call", "unknown_tool"), Some(1.0), "{text}");
+    assert_eq!(requests("tools/list", "ok"), Some(1.0), "{text}");
+    // The three calls and the tools/list that filled the catalog.
+    let histogram_count = metrics::sample(
+        &text,
+        "gatehouse_upstream_request_duration_seconds_count",
+        &[("workspace", "eng"), ("server", "github")],
+    );
+    assert_eq!(histogram_count, Some(4.0), "{text}");
     for secret in [gw.alice.as_str(), GITHUB_SECRET, NOTES_SECRET] {
         assert!(!text.contains(secret), "metrics expose a secret");
     }
