@@ -1,14 +1,17 @@
 //! Gatehouse control plane: owns all state (users, workspaces, workspace tokens, MCP
-//! servers, secrets, audit) in an embedded SQLite store, serves the admin API under
-//! `/v1`, and pushes versioned config snapshots to every connected proxy. The
+//! servers, secrets, audit, the routed calls proxies report) in an embedded SQLite
+//! store, serves the admin API under `/v1` and its own Prometheus metrics at
+//! `/metrics`, and pushes versioned config snapshots to every connected proxy. The
 //! `gatehouse` CLI ([`cli`]) is its client.
 
 pub mod api;
+pub mod calls;
 pub mod cli;
 pub mod crypto;
 pub mod demo;
 pub mod hub;
 pub mod manifest;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::api::{ApiError, ProxyRegistry};
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
+use crate::metrics::ControlPlaneMetrics;
 use crate::store::{now, Store, UserRow};
 
 /// How long a CLI login lasts.
@@ -36,6 +37,8 @@ pub struct App {
     proxy_token_sha256: [u8; 32],
     pub snapshots: watch::Sender<Arc<Published>>,
     pub proxies: ProxyRegistry,
+    /// Served at `/metrics`; counts from this process's start.
+    pub metrics: ControlPlaneMetrics,
 }
 
 /// What the first start created, for `gatehouse up` to print and use.
@@ -129,6 +132,7 @@ impl App {
             proxy_token_sha256: Sha256::digest(proxy_token.as_bytes()).into(),
             snapshots,
             proxies: ProxyRegistry::default(),
+            metrics: ControlPlaneMetrics::new(),
         };
         crate::hub::load_catalog(&app).await?;
         app.publish().await?;

@@ -2,6 +2,8 @@
 //! `{"error": {"code", "message"}}` with the matching status. Users authenticate with
 //! a JWT from `/v1/login`; proxies with the proxy token.
 
+mod calls;
+mod metrics;
 #[cfg(test)]
 mod openapi_check;
 mod packages;
@@ -13,7 +15,7 @@ mod workspaces;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::calls::batch::MAX_BATCH_BYTES;
 use crate::state::App;
 
 pub use proxies::ProxyRegistry;
@@ -29,6 +32,7 @@ pub use proxies::ProxyRegistry;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics::scrape))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/login", post(users::login))
         .route("/v1/whoami", get(users::whoami))
@@ -50,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(workspaces::revoke_token),
         )
         .route("/v1/workspaces/{ws}/audit", get(workspaces::audit))
+        .route("/v1/workspaces/{ws}/analytics", get(calls::analytics))
         .route(
             "/v1/workspaces/{ws}/servers",
             get(servers::list).post(servers::install),
@@ -85,7 +90,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/proxy/watch", get(proxies::watch))
         .route("/v1/proxy/status", post(proxies::status))
         .route("/v1/proxy/usage", post(proxies::usage))
-        .with_state(app)
+        .route(
+            "/v1/proxy/audit",
+            post(calls::ingest).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
+        .with_state(app.clone())
+        // Outside the routes, so it sees unmatched requests too; `Router::layer` still
+        // runs it after routing, which is what puts `MatchedPath` in reach.
+        .layer(axum::middleware::from_fn_with_state(app, metrics::track))
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -108,6 +120,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request body over a size or count limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A request body that parsed but is wrong in named places.
     #[error("{message}")]
     Invalid {
@@ -141,6 +156,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Invalid { problems, .. } => {
                 let problems: Vec<_> = problems
                     .iter()
@@ -170,6 +186,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::TooLarge(format!("request body too large: {}", rejection.body_text())),
+            ),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 /// Every route of [`super::router`], as (method, path). Update with the router.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
+    ("get", "/metrics"),
     ("get", "/v1/openapi.yaml"),
     ("post", "/v1/login"),
     ("get", "/v1/whoami"),
@@ -19,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/workspaces/{ws}/tokens"),
     ("post", "/v1/workspaces/{ws}/tokens/revoke"),
     ("get", "/v1/workspaces/{ws}/audit"),
+    ("get", "/v1/workspaces/{ws}/analytics"),
     ("get", "/v1/workspaces/{ws}/servers"),
     ("post", "/v1/workspaces/{ws}/servers"),
     ("delete", "/v1/workspaces/{ws}/servers/{server}"),
@@ -43,6 +45,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/proxy/watch"),
     ("post", "/v1/proxy/status"),
     ("post", "/v1/proxy/usage"),
+    ("post", "/v1/proxy/audit"),
 ];
 
 const METHODS: &[&str] = &[

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::WatchStream;
 
 use super::{ApiResult, AuthProxy, AuthUser, Body};
+use crate::metrics::ProxyGauge;
 use crate::state::App;
 use crate::store::now;
 
@@ -47,6 +48,21 @@ impl ProxyRegistry {
         }
         info.last_seen = now();
         f(info);
+    }
+
+    /// Every proxy seen since start, as `/metrics` shows it against `current`, the
+    /// published config version.
+    pub fn gauges(&self, current: i64) -> Vec<ProxyGauge> {
+        let proxies = self.proxies.lock().expect("registry lock");
+        proxies
+            .values()
+            .map(|p| ProxyGauge {
+                name: p.name.clone(),
+                lag: (current - p.version).max(0),
+                last_seen: p.last_seen,
+                connected: p.streams > 0,
+            })
+            .collect()
     }
 }
 

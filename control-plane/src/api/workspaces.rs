@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AuthUser, Body};
+use crate::calls::listing::{merge, AuditEntry};
 use crate::crypto::{random_id, random_token};
 use crate::state::{sha256_hex, App};
 use crate::store::{now, AuditQuery, NewToken, TokenRow, WorkspaceRow};
@@ -261,6 +262,8 @@ pub struct AuditParams {
     limit: Option<i64>,
 }
 
+/// Admin events and routed calls, merged oldest first; `limit` keeps the oldest
+/// of the merged list, as it always kept the oldest admin events.
 pub async fn audit(
     State(app): State<Arc<App>>,
     user: AuthUser,
@@ -268,25 +271,20 @@ pub async fn audit(
     Query(q): Query<AuditParams>,
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
-    let rows = app
+    let query = AuditQuery {
+        since: q.since,
+        actor: q.user,
+        action: q.action,
+        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+    };
+    let admin = app
         .store
-        .audit_events(
-            &ws,
-            ws.owner == user.username,
-            &AuditQuery {
-                since: q.since,
-                actor: q.user,
-                action: q.action,
-                limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
-            },
-        )
+        .audit_events(&ws, ws.owner == user.username, &query)
         .await?;
-    let events: Vec<Value> = rows
+    let calls = app.store.call_events(&ws, &query).await?;
+    let events: Vec<Value> = merge(admin, calls, query.limit as usize)
         .iter()
-        .map(|e| {
-            json!({"id": e.id, "time": e.time, "workspace": e.workspace, "actor": e.actor,
-                        "action": e.action, "target": e.target, "outcome": e.outcome})
-        })
+        .map(AuditEntry::to_json)
         .collect();
     Ok(Json(json!({"events": events})))
 }

@@ -150,7 +150,7 @@ pub enum WorkspaceCommand {
     /// Manage a workspace's tokens
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Show a workspace's audit log
+    /// Show a workspace's audit log: admin changes and the MCP calls routed through it
     Audit {
         /// Workspace [default: the active one]
         #[arg(value_parser = parse_slug)]
@@ -164,6 +164,16 @@ pub enum WorkspaceCommand {
         /// Only this action (install, remove, token_create, token_revoke, tool_call, ...)
         #[arg(long)]
         action: Option<String>,
+    },
+    /// Show what a workspace's calls add up to: calls, errors, p50/p95 latency per
+    /// server, per tool and per token
+    Analytics {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        /// Only calls newer than this: a duration (30m, 1h, 7d) or a date (2026-03-07)
+        #[arg(long, value_parser = parse_since, default_value = "24h")]
+        since: Since,
     },
 }
 
@@ -706,6 +716,26 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["workspace", "audit", "--since", "soon"]).is_err());
+    }
+
+    #[test]
+    fn analytics_defaults_to_the_last_day() {
+        let cli = parse(&["workspace", "analytics", "acme-team"]).unwrap();
+        match cli.command {
+            Command::Workspace(WorkspaceCommand::Analytics { workspace, since }) => {
+                assert_eq!(workspace.as_deref(), Some("acme-team"));
+                assert_eq!(since, Since::Ago(86_400));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["workspace", "analytics", "--since", "2026-03-07"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::Analytics {
+                since: Since::At(1_772_841_600),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the API's JSON with `--json`; failures print `error: ...` on stderr and exit
 //! with a code scripts can branch on (see [`error::CliError::exit_code`]).
 
+mod analytics;
 mod api;
 mod args;
 mod config;

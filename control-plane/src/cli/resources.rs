@@ -162,6 +162,15 @@ pub struct AuditLog {
     pub events: Vec<AuditEvent>,
 }
 
+/// `GET /v1/workspaces/{ws}/analytics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Analytics {
+    pub since: i64,
+    #[serde(flatten)]
+    pub report: crate::calls::analytics::AnalyticsReport,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ProxyList {

@@ -1,4 +1,5 @@
-//! `gatehouse workspace ...`: workspaces, their tokens and their audit log.
+//! `gatehouse workspace ...`: workspaces, their tokens and their audit log
+//! (`analytics` is in [`super::analytics`]).
 
 use serde_json::{json, Value};
 
@@ -26,6 +27,9 @@ pub async fn run(ctx: &mut Context, command: WorkspaceCommand) -> Result<String,
             user,
             action,
         } => audit(ctx, workspace, since, user, action).await,
+        WorkspaceCommand::Analytics { workspace, since } => {
+            super::analytics::run(ctx, workspace, since).await
+        }
     }
 }
 

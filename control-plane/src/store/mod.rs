@@ -10,9 +10,11 @@ use sqlx::{AnyPool, Row};
 
 use crate::crypto::random_id;
 
+mod calls;
 pub mod packages;
 mod teams;
 
+pub use calls::CallEventRow;
 pub use packages::{PackageRow, VersionRow};
 pub use teams::TeamMemberRow;
 
@@ -26,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/sqlite/0003_token_creator.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_call_events.sql"),
     ),
 ];
 
