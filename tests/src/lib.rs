@@ -22,6 +22,7 @@ pub mod broken;
 pub mod client;
 pub mod config;
 pub mod control_plane;
+pub mod deployment;
 pub mod events;
 pub mod http_target;
 pub mod legacy_client;

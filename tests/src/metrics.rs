@@ -4,42 +4,41 @@
 /// The value of the sample of `name` whose labels are exactly `labels` (in any
 /// order); `None` when there is no such sample.
 pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, found) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, parse_labels(rest.strip_suffix('}')?)?),
-                None => (series, Vec::new()),
-            };
-            let same = metric == name
-                && found.len() == labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v));
-            same.then(|| value.parse().ok()).flatten()
-        })
+    samples(exposition, name)
+        .find(|(found, _)| found.len() == labels.len() && has_labels(found, labels))
+        .map(|(_, value)| value)
 }
 
 /// The sum of every sample of `name` whose labels include `labels`.
 pub fn sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(exposition, name)
+        .filter(|(found, _)| has_labels(found, labels))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Every sample of `name`: its labels and value.
+fn samples<'a>(
+    exposition: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = (Vec<(String, String)>, f64)> + 'a {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
+        .filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
-            let (metric, found) = match series.split_once('{') {
+            let (metric, labels) = match series.split_once('{') {
                 Some((metric, rest)) => (metric, parse_labels(rest.strip_suffix('}')?)?),
                 None => (series, Vec::new()),
             };
-            let matches = metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v));
-            matches.then(|| value.parse::<f64>().ok()).flatten()
+            (metric == name).then(|| Some((labels, value.parse().ok()?)))?
         })
-        .sum()
+}
+
+fn has_labels(found: &[(String, String)], wanted: &[(&str, &str)]) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v))
 }
 
 /// `a="x",b="y"` -> pairs (values unescaped).

@@ -3,13 +3,12 @@
 //! the bootstrap admin, who creates `acme`, `alice` (alice@acme.com) and `mallory` —
 //! plus manifests written to disk and the helpers that read what users see.
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use gatehouse_tests::control_plane::{gatehouse_binary, Cli, CliRun, ControlPlane, GatewayProxy};
+pub use gatehouse_tests::deployment::{synced, token_in};
 use gatehouse_tests::{connect, text_of, within, McpClient, TempDir, STEP_TIMEOUT};
-use reqwest::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{json, Value};
 
@@ -105,40 +104,7 @@ impl Registry {
 
     /// Waits until the proxy serves the control plane's current config.
     pub async fn synced(&self) -> anyhow::Result<u64> {
-        let token = self.admin.session_token()?;
-        let version = Cell::new(0);
-        gatehouse_tests::wait_until(
-            "the proxy serves the control plane's current config",
-            STEP_TIMEOUT,
-            || async {
-                let Ok(answer) = self
-                    .cp
-                    .request(Method::GET, "/v1/proxies", Some(&token), None)
-                    .await
-                else {
-                    return false;
-                };
-                let answer = answer.json().unwrap_or_default();
-                let Some(entry) = answer["proxies"]
-                    .as_array()
-                    .and_then(|list| list.iter().find(|p| p["name"] == self.proxy.name()))
-                    .cloned()
-                else {
-                    return false;
-                };
-                let current = entry["config_version"].as_u64().unwrap_or(u64::MAX);
-                version.set(current);
-                entry["connected"] == true
-                    && entry["lag"] == 0
-                    && self
-                        .proxy
-                        .config_version()
-                        .await
-                        .is_ok_and(|served| served == current)
-            },
-        )
-        .await?;
-        Ok(version.get())
+        synced(&self.cp, &self.admin, &self.proxy).await
     }
 
     /// An rmcp client on workspace `slug` through the proxy, once it serves the
@@ -195,13 +161,6 @@ pub fn join_code(invited: &str) -> anyhow::Result<String> {
         .find(|w| w.starts_with("inv_"))
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no join code in `team invite` output:\n{invited}"))
-}
-
-/// The `mwt_...` token of a "Token: mwt_... (shown once — save this)" line.
-pub fn token_in(stdout: &str) -> anyhow::Result<String> {
-    let token = value_after(stdout, "Token: ")?;
-    anyhow::ensure!(token.starts_with("mwt_"), "not a token: {token:?}");
-    Ok(token)
 }
 
 /// The word after `label` on the line that starts with it.
