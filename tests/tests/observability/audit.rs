@@ -9,7 +9,8 @@ use std::time::Duration;
 use gatehouse_tests::control_plane::{Cli, ControlPlane, GatewayPorts, GatewayProxy};
 use gatehouse_tests::deployment::token_in;
 use gatehouse_tests::{
-    connect, metrics, wait_until, within, McpClient, TempDir, Upstream, UpstreamTool, STEP_TIMEOUT,
+    connect, metrics, wait_until, within, LegacySession, McpClient, TempDir, Upstream,
+    UpstreamTool, STEP_TIMEOUT,
 };
 use reqwest::Method;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -39,15 +40,16 @@ impl Fleet {
             .login(&cp.api_url(), "admin", cp.admin_credential())
             .await?;
         let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
-        let upstream = Upstream::start(
-            "github",
-            [
+        let upstream = Upstream::builder("github")
+            .tools([
                 UpstreamTool::new("create_issue"),
                 UpstreamTool::new("slow"),
                 UpstreamTool::new("fail"),
-            ],
-        )
-        .await?;
+            ])
+            .prompts(["brief"])
+            .resources(["file:///notes/a.md"])
+            .start()
+            .await?;
         admin
             .ok(&[
                 "mcp",
@@ -114,12 +116,17 @@ impl Fleet {
 
     /// The workspace's audit events of action `tool_call`, as the API lists them.
     async fn tool_calls(&self) -> anyhow::Result<Vec<Value>> {
+        self.audit("action=tool_call&").await
+    }
+
+    /// The workspace's audit events (`filter`: query parameters ending in `&`).
+    async fn audit(&self, filter: &str) -> anyhow::Result<Vec<Value>> {
         let session = self.admin.session_token()?;
         let answer = self
             .cp
             .request(
                 Method::GET,
-                &format!("/v1/workspaces/{WS}/audit?action=tool_call&limit=10000"),
+                &format!("/v1/workspaces/{WS}/audit?{filter}limit=10000"),
                 Some(&session),
                 None,
             )
@@ -317,6 +324,77 @@ async fn events_spooled_by_a_killed_proxy_are_delivered_after_its_restart() -> a
     let spool = fleet.proxies[0].state_dir().join("audit-spool");
     let left: Vec<_> = std::fs::read_dir(&spool)?.collect();
     assert!(left.is_empty(), "the spool still holds {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prompts_resources_and_legacy_sse_calls_are_audited_too() -> anyhow::Result<()> {
+    let fleet = Fleet::start(1).await?;
+    let mut legacy = LegacySession::open(
+        &fleet.proxies[0].url(&format!("/ws/{WS}/sse")),
+        Some(&fleet.token),
+    )
+    .await?;
+    legacy.initialize(json!({})).await?;
+    let listed = legacy.request(1, "resources/list", json!({})).await?;
+    let uri = listed["result"]["resources"][0]["uri"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no resource in {listed}"))?
+        .to_owned();
+    let read = legacy
+        .request(2, "resources/read", json!({"uri": uri}))
+        .await?;
+    assert!(read.get("result").is_some(), "{read}");
+    let prompt = legacy
+        .request(3, "prompts/get", json!({"name": "github__brief"}))
+        .await?;
+    assert!(prompt.get("result").is_some(), "{prompt}");
+    let called = legacy
+        .request(
+            4,
+            "tools/call",
+            json!({"name": "github__create_issue", "arguments": {}}),
+        )
+        .await?;
+    assert!(called.get("result").is_some(), "{called}");
+    let client = fleet.client(0).await?;
+    call(&client, "github__create_issue", json!({})).await?;
+
+    fleet.until_shipped(4.0).await?;
+    let mut seen: Vec<(String, String, String, String)> = fleet
+        .audit("")
+        .await?
+        .iter()
+        .filter(|e| e.get("transport").is_some())
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (
+                field("action"),
+                field("target"),
+                field("transport"),
+                field("outcome"),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want = |action: &str, target: &str, transport: &str| {
+        (
+            action.to_owned(),
+            target.to_owned(),
+            transport.to_owned(),
+            "ok".to_owned(),
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            want("prompt_get", "github__brief", "sse"),
+            want("resource_read", &uri, "sse"),
+            want("tool_call", "github__create_issue", "sse"),
+            want("tool_call", "github__create_issue", "streamable_http"),
+        ]
+    );
+    let _ = client.cancel().await;
     Ok(())
 }
 
