@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::wrk::WrkRequest;
+
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// One MCP session with an endpoint: the URL and every header a request carries.
@@ -143,6 +145,33 @@ async fn read_message(resp: reqwest::Response) -> anyhow::Result<Value> {
 fn clip(text: &str) -> &str {
     let end = text.char_indices().nth(300).map_or(text.len(), |(i, _)| i);
     &text[..end]
+}
+
+/// Opens a session at `url` and checks one echo call of `tool` answers correctly.
+pub async fn checked_session(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    tool: &str,
+) -> anyhow::Result<McpSession> {
+    let session = McpSession::open(http, url, bearer).await?;
+    let (response, _) = session
+        .request(http, &tools_call_body(tool))
+        .await
+        .with_context(|| format!("echo call through {url}"))?;
+    check_echo(&response).with_context(|| format!("echo call through {url}"))?;
+    Ok(session)
+}
+
+/// What wrk sends to load `session` with echo calls of `tool`: the throughput
+/// request of every scenario.
+pub fn echo_request(session: &McpSession, tool: &str) -> WrkRequest {
+    WrkRequest {
+        url: session.url.clone(),
+        body: tools_call_body(tool),
+        headers: session.headers.clone(),
+        expect: r#""result":"#.into(),
+    }
 }
 
 /// The body of a `tools/call` of `name` with a small, fixed argument object.

@@ -2,19 +2,20 @@
 //! through nginx, and through gatehouse-proxy, then a warm merged `tools/list` over many
 //! upstreams; every figure measured in this run, compared, and held to its target.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::client::{self, McpSession};
+use crate::client::{self, checked_session, echo_request, McpSession};
+use crate::harness::{Harness, RunCpu};
 use crate::procstat::CpuClock;
-use crate::report::{self, Measurement, Target};
+use crate::report::{Measurement, Target};
 use crate::targets::{GatehouseProxy, Nginx};
 use crate::upstream::{UpstreamFleet, UpstreamMode};
-use crate::wrk::{self, WrkLoad, WrkRequest, WrkResult};
+use crate::wrk::{self, WrkRequest, WrkResult};
 
 /// Limits the report's targets are held to.
 const CPU_PER_CALL_TARGET_US: f64 = 30.0;
@@ -55,55 +56,6 @@ struct Environment {
     clock_tick_ms: f64,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    scenario: &'static str,
-    unix_time: u64,
-    environment: Environment,
-    measurements: Vec<Measurement>,
-    /// Every wrk run, warm-ups included.
-    runs: Vec<RunRecord>,
-    /// Errors seen under load and proxy log warnings; each is a bug to look at.
-    problems: Vec<String>,
-    notes: Vec<String>,
-}
-
-/// Where the CPU time of one measured run went.
-#[derive(Debug, Clone, Serialize)]
-struct RunCpu {
-    /// The proxy's processes (none for direct), microseconds per request.
-    target_us_per_call: Option<f64>,
-    /// This harness process, which hosts the upstream, microseconds per request.
-    upstream_us_per_call: f64,
-    /// wrk, microseconds per request.
-    wrk_us_per_call: f64,
-    /// Average cores busy machine-wide during the run.
-    machine_cores_busy: f64,
-    /// Average cores busy with anything else (another build, ...): should be ~0.
-    other_cores_busy: f64,
-    /// Average cores taken by the hypervisor.
-    steal_cores: f64,
-}
-
-impl RunCpu {
-    /// Whether other processes or the hypervisor took enough CPU to skew the run.
-    fn noisy(&self) -> bool {
-        self.other_cores_busy > NOISE_CORES || self.steal_cores > NOISE_CORES
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct RunRecord {
-    #[serde(flatten)]
-    result: WrkResult,
-    cpu: Option<RunCpu>,
-    /// Disturbed by other processes and done again; not used in the measurements.
-    superseded: bool,
-}
-
-/// Above this many cores of CPU used by other processes, a run's figures are suspect.
-const NOISE_CORES: f64 = 0.15;
-
 /// A target measured at 1 and at N connections.
 struct Lane {
     one: WrkResult,
@@ -114,211 +66,59 @@ struct Lane {
     cpu_many: RunCpu,
 }
 
-struct Harness {
-    opts: Options,
-    clock: CpuClock,
-    log: PathBuf,
-    runs: Vec<RunRecord>,
-    problems: Vec<String>,
-    notes: Vec<String>,
-}
-
-impl Harness {
-    fn load(&self, connections: u32, duration: Duration) -> WrkLoad {
-        WrkLoad {
-            connections,
-            threads: self.opts.wrk_threads,
-            duration,
-        }
+/// Warm-up at N connections, then measured runs at 1 and N, sampling the CPU time
+/// of `pids` around each.
+async fn lane(
+    h: &mut Harness,
+    opts: &Options,
+    label: &str,
+    request: &WrkRequest,
+    pids: &[u32],
+) -> anyhow::Result<Lane> {
+    let script = request.write_script(&opts.out.join(format!("{label}.lua")))?;
+    let n = opts.connections;
+    if !opts.warmup.is_zero() {
+        let warm = h.load(n, opts.warmup);
+        h.wrk(
+            &format!("{label} warm-up"),
+            &script,
+            &request.url,
+            warm,
+            None,
+        )
+        .await?;
     }
-
-    /// One wrk run, kept for the report; its errors become problems. With `pids`, the
-    /// CPU time of those processes, of this one, of wrk and of the machine is sampled
-    /// around it, and a run disturbed by other processes is done again once the
-    /// machine is quiet (up to `noise_retries` times).
-    async fn wrk(
-        &mut self,
-        label: &str,
-        script: &Path,
-        url: &str,
-        load: WrkLoad,
-        pids: Option<&[u32]>,
-    ) -> anyhow::Result<(WrkResult, Option<RunCpu>)> {
-        let mut attempt = 0;
-        loop {
-            let (result, cpu) = self.wrk_once(label, script, url, load, pids).await?;
-            let noisy = cpu.as_ref().is_some_and(RunCpu::noisy);
-            let retry = noisy && attempt < self.opts.noise_retries;
-            self.runs.push(RunRecord {
-                result: result.clone(),
-                cpu: cpu.clone(),
-                superseded: retry,
-            });
-            if retry {
-                attempt += 1;
-                eprintln!(
-                    "  .. other processes were busy during that run: again once quiet ({attempt}/{})",
-                    self.opts.noise_retries
-                );
-                wait_for_quiet(
-                    &self.clock,
-                    self.opts.wait_quiet.max(Duration::from_secs(60)),
-                )
-                .await?;
-                continue;
-            }
-            if let (true, Some(c)) = (noisy, &cpu) {
-                let problem = format!(
-                    "{label} (c={}): machine not quiet: other processes used {:.2} cores and the hypervisor stole {:.2} cores on average; this run's figures are suspect",
-                    load.connections, c.other_cores_busy, c.steal_cores
-                );
-                eprintln!("  !! {problem}");
-                self.problems.push(problem);
-            }
-            return Ok((result, cpu));
-        }
-    }
-
-    async fn wrk_once(
-        &mut self,
-        label: &str,
-        script: &Path,
-        url: &str,
-        load: WrkLoad,
-        pids: Option<&[u32]>,
-    ) -> anyhow::Result<(WrkResult, Option<RunCpu>)> {
-        let me = [std::process::id()];
-        let sample = |pids: &[u32]| -> anyhow::Result<_> {
-            Ok((
-                self.clock.used(pids)?,
-                self.clock.used(&me)?,
-                self.clock.reaped_children()?,
-                self.clock.machine()?,
-                Instant::now(),
-            ))
-        };
-        let before = pids.map(sample).transpose()?;
-        let result = wrk::run(label, script, url, load, &self.log).await?;
-        let cpu = match (pids, before) {
-            (Some(pids), Some(before)) => {
-                let after = sample(pids)?;
-                let wall = (after.4 - before.4).as_secs_f64();
-                let target = after.0 - before.0;
-                let upstream = after.1 - before.1;
-                let wrk = after.2 - before.2;
-                let busy = after.3.busy.saturating_sub(before.3.busy);
-                let steal = after.3.steal.saturating_sub(before.3.steal);
-                let per_call = |d: Duration| d.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
-                let ours = target + upstream + wrk;
-                Some(RunCpu {
-                    target_us_per_call: (!pids.is_empty()).then(|| per_call(target)),
-                    upstream_us_per_call: per_call(upstream),
-                    wrk_us_per_call: per_call(wrk),
-                    machine_cores_busy: busy.as_secs_f64() / wall,
-                    other_cores_busy: (busy.as_secs_f64() - ours.as_secs_f64()).max(0.0) / wall,
-                    steal_cores: steal.as_secs_f64() / wall,
-                })
-            }
-            _ => None,
-        };
-        if let Some(problem) = result.problems() {
-            eprintln!("  !! {problem}");
-            self.problems.push(problem);
-        }
-        eprintln!(
-            "  {label:<28} c={:<3} {:>9.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us{}",
-            load.connections,
-            result.rps,
-            result.p50_us,
-            result.p99_us,
-            cpu.as_ref()
-                .and_then(|c| c.target_us_per_call)
-                .map(|us| format!("  cpu {us:.1} us/call"))
-                .unwrap_or_default()
-        );
-        Ok((result, cpu))
-    }
-
-    /// Warm-up at N connections, then measured runs at 1 and N, sampling the CPU time
-    /// of `pids` around each.
-    async fn lane(
-        &mut self,
-        label: &str,
-        request: &WrkRequest,
-        pids: &[u32],
-    ) -> anyhow::Result<Lane> {
-        let script = request.write_script(&self.opts.out.join(format!("{label}.lua")))?;
-        let n = self.opts.connections;
-        if !self.opts.warmup.is_zero() {
-            let warm = self.load(n, self.opts.warmup);
-            self.wrk(
-                &format!("{label} warm-up"),
-                &script,
-                &request.url,
-                warm,
-                None,
-            )
-            .await?;
-        }
-        let (one, cpu_one) = self
-            .wrk(
-                label,
-                &script,
-                &request.url,
-                self.load(1, self.opts.duration),
-                Some(pids),
-            )
-            .await?;
-        let (many, cpu_many) = self
-            .wrk(
-                label,
-                &script,
-                &request.url,
-                self.load(n, self.opts.duration),
-                Some(pids),
-            )
-            .await?;
-        Ok(Lane {
-            noisy_one: cpu_one.as_ref().is_some_and(RunCpu::noisy),
-            noisy_many: cpu_many.as_ref().is_some_and(RunCpu::noisy),
-            one,
-            many,
-            cpu_one: cpu_one.context("CPU sampled")?,
-            cpu_many: cpu_many.context("CPU sampled")?,
-        })
-    }
-}
-
-fn echo_request(session: &McpSession, tool: &str) -> WrkRequest {
-    WrkRequest {
-        url: session.url.clone(),
-        body: client::tools_call_body(tool),
-        headers: session.headers.clone(),
-        expect: r#""result":"#.into(),
-    }
-}
-
-/// Opens a session at `url` and checks one echo call answers correctly.
-async fn checked_session(
-    http: &reqwest::Client,
-    url: &str,
-    bearer: Option<&str>,
-    tool: &str,
-) -> anyhow::Result<McpSession> {
-    let session = McpSession::open(http, url, bearer).await?;
-    let (response, _) = session
-        .request(http, &client::tools_call_body(tool))
-        .await
-        .with_context(|| format!("echo call through {url}"))?;
-    client::check_echo(&response).with_context(|| format!("echo call through {url}"))?;
-    Ok(session)
+    let (one, cpu_one) = h
+        .wrk(
+            label,
+            &script,
+            &request.url,
+            h.load(1, opts.duration),
+            Some(pids),
+        )
+        .await?;
+    let (many, cpu_many) = h
+        .wrk(
+            label,
+            &script,
+            &request.url,
+            h.load(n, opts.duration),
+            Some(pids),
+        )
+        .await?;
+    Ok(Lane {
+        noisy_one: cpu_one.as_ref().is_some_and(RunCpu::noisy),
+        noisy_many: cpu_many.as_ref().is_some_and(RunCpu::noisy),
+        one,
+        many,
+        cpu_one: cpu_one.context("CPU sampled")?,
+        cpu_many: cpu_many.context("CPU sampled")?,
+    })
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
-    let log = out.join("wrk.log");
-    let _ = std::fs::remove_file(&log);
     if !opts.proxy_bin.is_file() {
         bail!(
             "{} not found: build it first with cargo build --release -p gatehouse-proxy (or pass --proxy-bin)",
@@ -353,28 +153,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.upstream_mode,
         out.display()
     );
-    let mut h = Harness {
-        opts: Options { out, ..opts },
+    let opts = Options { out, ..opts };
+    let mut h = Harness::new(
+        &opts.out,
         clock,
-        log,
-        runs: Vec::new(),
-        problems: Vec::new(),
-        notes: Vec::new(),
-    };
-    if !h.opts.wait_quiet.is_zero() {
-        let note = wait_for_quiet(&h.clock, h.opts.wait_quiet).await?;
-        eprintln!("{note}");
-        h.notes.push(note);
-    }
+        opts.wrk_threads,
+        opts.noise_retries,
+        opts.wait_quiet,
+    );
+    h.settle().await?;
     let fleet = UpstreamFleet::start(
-        h.opts.list_upstreams.max(1),
-        h.opts.tools_per_upstream.max(1),
-        h.opts.upstream_mode,
+        opts.list_upstreams.max(1),
+        opts.tools_per_upstream.max(1),
+        opts.upstream_mode,
     )
     .await?;
     let http = reqwest::Client::new();
     let mut m: Vec<Measurement> = Vec::new();
-    let n = h.opts.connections;
+    let n = opts.connections;
 
     // Direct: the upstream alone, the floor every proxy adds to.
     let direct_session = checked_session(&http, &fleet.url(0), None, "echo").await?;
@@ -383,9 +179,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         fleet.url(0),
         direct_session.session_id().unwrap_or("none, stateless")
     );
-    let direct = h
-        .lane("direct", &echo_request(&direct_session, "echo"), &[])
-        .await?;
+    let direct = lane(
+        &mut h,
+        &opts,
+        "direct",
+        &echo_request(&direct_session, "echo"),
+        &[],
+    )
+    .await?;
     let direct_rps = Measurement::new(format!("direct rps@{n}"), direct.many.rps, "req/s")
         .noisy(direct.noisy_many);
     let direct_p50 =
@@ -407,19 +208,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut nginx_rps = None;
     let mut nginx_added = None;
     let mut nginx_cpu = None;
-    match h.opts.nginx.clone() {
+    match opts.nginx.clone() {
         None => {
             let note = "nginx not found: nginx rows skipped (apt-get install -y nginx)";
             eprintln!("{note}");
             h.notes.push(note.into());
         }
         Some(bin) => {
-            let nginx = Nginx::start(&bin, &h.opts.out, fleet.addr(0)).await?;
+            let nginx = Nginx::start(&bin, &opts.out, fleet.addr(0)).await?;
             eprintln!("nginx -> {}", nginx.url());
             let result = async {
                 let session = checked_session(&http, &nginx.url(), None, "echo").await?;
-                h.lane("nginx", &echo_request(&session, "echo"), &nginx.pids())
-                    .await
+                lane(
+                    &mut h,
+                    &opts,
+                    "nginx",
+                    &echo_request(&session, "echo"),
+                    &nginx.pids(),
+                )
+                .await
             }
             .await;
             let errors = crate::targets::tail(&nginx.log, 5);
@@ -458,22 +265,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     // Gatehouse, at each thread count.
-    for &threads in &h.opts.proxy_threads.clone() {
+    for &threads in &opts.proxy_threads.clone() {
         let label = format!("gatehouse-t{threads}");
-        let proxy = GatehouseProxy::start(
-            &h.opts.proxy_bin,
-            &h.opts.out,
-            &label,
-            &[fleet.url(0)],
-            threads,
-        )
-        .await?;
+        let proxy =
+            GatehouseProxy::start(&opts.proxy_bin, &opts.out, &label, &[fleet.url(0)], threads)
+                .await?;
         eprintln!("{label} -> {}", proxy.url());
         let result = async {
             let session =
                 checked_session(&http, &proxy.url(), Some(&proxy.token), "s0__echo").await?;
-            h.lane(&label, &echo_request(&session, "s0__echo"), &[proxy.pid])
-                .await
+            lane(
+                &mut h,
+                &opts,
+                &label,
+                &echo_request(&session, "s0__echo"),
+                &[proxy.pid],
+            )
+            .await
         }
         .await;
         for w in proxy.warnings() {
@@ -530,14 +338,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 
     // Merged tools/list over many upstreams.
-    if h.opts.list_upstreams > 0 {
+    if opts.list_upstreams > 0 {
         let upstreams = fleet.len();
-        let each = h.opts.tools_per_upstream;
-        let threads = h.opts.proxy_threads.first().copied().unwrap_or(1);
+        let each = opts.tools_per_upstream;
+        let threads = opts.proxy_threads.first().copied().unwrap_or(1);
         let label = format!("tools-list-t{threads}");
         let urls: Vec<String> = (0..upstreams).map(|i| fleet.url(i)).collect();
         let proxy =
-            GatehouseProxy::start(&h.opts.proxy_bin, &h.opts.out, &label, &urls, threads).await?;
+            GatehouseProxy::start(&opts.proxy_bin, &opts.out, &label, &urls, threads).await?;
         eprintln!(
             "{label} -> {} ({upstreams} upstreams x {each} tools)",
             proxy.url()
@@ -553,9 +361,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 headers: session.headers.clone(),
                 expect: r#""tools":["#.into(),
             };
-            let script = request.write_script(&h.opts.out.join(format!("{label}.lua")))?;
-            if !h.opts.warmup.is_zero() {
-                let warm = h.load(1, h.opts.warmup);
+            let script = request.write_script(&opts.out.join(format!("{label}.lua")))?;
+            if !opts.warmup.is_zero() {
+                let warm = h.load(1, opts.warmup);
                 h.wrk(
                     &format!("{label} warm-up"),
                     &script,
@@ -565,7 +373,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 )
                 .await?;
             }
-            let load = h.load(1, h.opts.duration);
+            let load = h.load(1, opts.duration);
             let (warm, cpu) = h
                 .wrk(&label, &script, &request.url, load, Some(&[proxy.pid]))
                 .await?;
@@ -614,84 +422,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .push(format!("tools/list response body: {bytes} bytes"));
     }
     drop(fleet);
-    let (other, steal) = h
-        .runs
-        .iter()
-        .filter_map(|r| r.cpu.as_ref())
-        .fold((0.0f64, 0.0f64), |(o, s), c| {
-            (o.max(c.other_cores_busy), s.max(c.steal_cores))
-        });
-    h.notes.push(format!(
-        "machine noise: at most {other:.2} cores used by other processes and {steal:.2} cores stolen during any measured run"
-    ));
-
-    let table = report::table(&m);
-    println!();
-    println!("{table}");
-    if h.problems.is_empty() {
-        println!("No errors under load: every response was 200 with the expected result.");
-    } else {
-        println!("PROBLEMS ({}):", h.problems.len());
-        for p in &h.problems {
-            println!("- {p}");
-        }
-    }
-    for n in &h.notes {
-        println!("note: {n}");
-    }
-    let failed = m.iter().filter(|x| x.pass == Some(false)).count();
-    let checked = m.iter().filter(|x| x.pass.is_some()).count();
-    let noisy = m.iter().filter(|x| x.noisy).count();
-    println!(
-        "targets: {} of {checked} met; {noisy} measurement(s) taken while other processes were busy",
-        checked - failed
-    );
-
-    let report = Report {
-        scenario: "data-plane",
-        unix_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        environment: env,
-        measurements: m,
-        runs: std::mem::take(&mut h.runs),
-        problems: std::mem::take(&mut h.problems),
-        notes: std::mem::take(&mut h.notes),
-    };
-    let path = h.opts.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(h.opts.out.join("report.md"), &table)?;
-    println!("wrote {} (wrk output: {})", path.display(), h.log.display());
-    Ok(())
-}
-
-/// Waits until the machine has been nearly idle for three seconds in a row, or `limit`
-/// passed; says which.
-async fn wait_for_quiet(clock: &CpuClock, limit: Duration) -> anyhow::Result<String> {
-    let started = Instant::now();
-    let mut quiet_for = 0;
-    let mut last = clock.machine()?.busy;
-    eprintln!("waiting up to {limit:?} for a quiet machine");
-    while started.elapsed() < limit {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = clock.machine()?.busy;
-        let cores = now.saturating_sub(last).as_secs_f64();
-        last = now;
-        quiet_for = if cores < NOISE_CORES {
-            quiet_for + 1
-        } else {
-            0
-        };
-        if quiet_for >= 3 {
-            return Ok(format!(
-                "machine was quiet after {:.0} s of waiting",
-                started.elapsed().as_secs_f64()
-            ));
-        }
-    }
-    Ok(format!(
-        "machine still busy after waiting {limit:?}; started anyway"
-    ))
+    let log = h.log.clone();
+    h.report("data-plane", env, m).publish(&opts.out, &log)
 }
 
 fn check_tool_count(response: &Value, expected: usize) -> anyhow::Result<()> {

@@ -1,15 +1,21 @@
 //! `gatehouse-bench`: the load harness of Gatehouse.
 //!
 //! It owns the end-to-end measurements of the data plane: an in-process rmcp upstream
-//! ([`upstream`]), the processes under load ([`targets`]: gatehouse-proxy and nginx),
-//! wrk as the load generator ([`wrk`]), CPU accounting from `/proc` ([`procstat`]), the
-//! scenarios ([`data_plane`], [`hot_paths`]) and the report they print ([`report`]).
-//! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
+//! ([`upstream`]), the processes under load ([`targets`]: gatehouse-proxy and nginx;
+//! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
+//! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
+//! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`hot_paths`]) and the
+//! report they print ([`report`]). Micro-benchmarks of the hot paths live in
+//! `benches/hot_paths.rs` (criterion).
 
+mod audit;
 mod client;
+mod control_plane;
 mod data_plane;
+mod harness;
 mod hot_paths;
 mod procstat;
+mod prometheus;
 mod report;
 mod targets;
 mod upstream;
@@ -38,6 +44,10 @@ enum Scenario {
     /// tools/call echo direct, through nginx and through gatehouse-proxy; warm and cold
     /// merged tools/list; CPU per call. Prints a table, writes report.json.
     DataPlane(DataPlaneArgs),
+    /// What auditing costs: tools/call throughput and CPU of a control-plane-fed proxy
+    /// with audit on vs `--no-audit`, alternating in one run, and the audit events
+    /// shipped, dropped and stored. Prints a table, writes audit/report.json.
+    Audit(AuditArgs),
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
     HotPaths,
     /// Serves the bench upstream until interrupted (for poking at it by hand).
@@ -51,6 +61,28 @@ enum Scenario {
     },
 }
 
+/// How a scenario loads its targets: the flags every wrk scenario shares.
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Connections of the throughput runs (latency runs use 1).
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// wrk threads for the throughput runs.
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    #[arg(long, value_enum, default_value_t = UpstreamMode::StatelessJson)]
+    upstream_mode: UpstreamMode,
+    /// The gatehouse-proxy binary (default: next to this one).
+    #[arg(long)]
+    proxy_bin: Option<PathBuf>,
+    /// Seconds to wait for other processes to leave the CPU before starting (0: don't).
+    #[arg(long, default_value_t = 0.0)]
+    wait_quiet: f64,
+    /// Times a run is done again when other processes took CPU during it.
+    #[arg(long, default_value_t = 0)]
+    noise_retries: u32,
+}
+
 #[derive(clap::Args, Debug)]
 struct DataPlaneArgs {
     /// Seconds of each measured wrk run.
@@ -62,35 +94,41 @@ struct DataPlaneArgs {
     /// gatehouse-proxy worker thread counts to measure, each with its own proxy.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     proxy_threads: Vec<usize>,
-    /// Connections of the throughput runs (latency runs use 1).
-    #[arg(long, default_value_t = 32)]
-    connections: u32,
-    /// wrk threads for the throughput runs.
-    #[arg(long, default_value_t = 1)]
-    wrk_threads: u32,
-    #[arg(long, value_enum, default_value_t = UpstreamMode::StatelessJson)]
-    upstream_mode: UpstreamMode,
     /// Upstreams behind the merged tools/list (0 skips it).
     #[arg(long, default_value_t = 10)]
     list_upstreams: usize,
     /// Tools each of those upstreams exposes (echo + fillers).
     #[arg(long, default_value_t = 50)]
     tools_per_upstream: usize,
-    /// The gatehouse-proxy binary (default: next to this one).
-    #[arg(long)]
-    proxy_bin: Option<PathBuf>,
     /// The nginx binary (default: found on PATH or in /usr/sbin).
     #[arg(long)]
     nginx: Option<PathBuf>,
     /// Leave nginx out even when it is installed.
     #[arg(long)]
     no_nginx: bool,
-    /// Seconds to wait for other processes to leave the CPU before starting (0: don't).
-    #[arg(long, default_value_t = 0.0)]
-    wait_quiet: f64,
-    /// Times a run is done again when other processes took CPU during it.
-    #[arg(long, default_value_t = 0)]
-    noise_retries: u32,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// Seconds of each measured wrk run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of the warm-up run of each proxy before the measured runs (0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Measured runs of each proxy (off, on, off, on, ...); at least 2.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Worker threads of each gatehouse-proxy.
+    #[arg(long, default_value_t = 1)]
+    proxy_threads: usize,
+    /// The `gatehouse` binary that runs the control plane (default: next to this one).
+    #[arg(long)]
+    control_plane_bin: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 /// `<target>/release`: where this binary and gatehouse-proxy are built.
@@ -110,22 +148,25 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
     match cli.scenario {
         Scenario::DataPlane(a) => {
-            let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
             let opts = data_plane::Options {
                 duration: seconds(a.duration.max(1.0)),
                 warmup: seconds(a.warmup),
                 proxy_threads: a.proxy_threads,
-                wrk_threads: a.wrk_threads.max(1),
-                connections: a.connections.max(1),
-                upstream_mode: a.upstream_mode,
+                wrk_threads: a.load.wrk_threads.max(1),
+                connections: a.load.connections.max(1),
+                upstream_mode: a.load.upstream_mode,
                 list_upstreams: a.list_upstreams,
                 tools_per_upstream: a.tools_per_upstream,
                 out,
-                proxy_bin: a.proxy_bin.unwrap_or_else(|| build.join("gatehouse-proxy")),
-                wait_quiet: seconds(a.wait_quiet),
-                noise_retries: a.noise_retries,
+                proxy_bin: a
+                    .load
+                    .proxy_bin
+                    .unwrap_or_else(|| build.join("gatehouse-proxy")),
+                wait_quiet: seconds(a.load.wait_quiet),
+                noise_retries: a.load.noise_retries,
                 nginx: if a.no_nginx {
                     None
                 } else {
@@ -133,6 +174,28 @@ fn main() -> anyhow::Result<()> {
                 },
             };
             runtime.block_on(data_plane::run(opts))
+        }
+        Scenario::Audit(a) => {
+            let opts = audit::Options {
+                duration: seconds(a.duration.max(1.0)),
+                warmup: seconds(a.warmup),
+                rounds: a.rounds.max(2),
+                connections: a.load.connections.max(1),
+                wrk_threads: a.load.wrk_threads.max(1),
+                proxy_threads: a.proxy_threads.max(1),
+                upstream_mode: a.load.upstream_mode,
+                out: out.join("audit"),
+                proxy_bin: a
+                    .load
+                    .proxy_bin
+                    .unwrap_or_else(|| build.join("gatehouse-proxy")),
+                control_plane_bin: a
+                    .control_plane_bin
+                    .unwrap_or_else(|| build.join("gatehouse")),
+                wait_quiet: seconds(a.load.wait_quiet),
+                noise_retries: a.load.noise_retries,
+            };
+            runtime.block_on(audit::run(opts))
         }
         Scenario::HotPaths => hot_paths::run(&target.join("criterion"), &out),
         Scenario::Upstream {

@@ -2,8 +2,64 @@
 //! `report.json`.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
+
+use crate::harness::RunRecord;
+
+/// Everything one scenario measured and saw, as written to `report.json`.
+#[derive(Debug, Serialize)]
+pub struct Report<E> {
+    pub scenario: &'static str,
+    pub unix_time: u64,
+    /// What the scenario knows about the machine, the tools and its options.
+    pub environment: E,
+    pub measurements: Vec<Measurement>,
+    /// Every wrk run, warm-ups included.
+    pub runs: Vec<RunRecord>,
+    /// Errors seen under load and log warnings; each is a bug to look at.
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl<E: Serialize> Report<E> {
+    /// Prints the table, the problems, the notes and how many targets were met, and
+    /// writes `report.json` and `report.md` to `dir`.
+    pub fn publish(&self, dir: &Path, wrk_log: &Path) -> anyhow::Result<()> {
+        let table = table(&self.measurements);
+        println!();
+        println!("{table}");
+        if self.problems.is_empty() {
+            println!("No errors under load: every response was 200 with the expected result.");
+        } else {
+            println!("PROBLEMS ({}):", self.problems.len());
+            for p in &self.problems {
+                println!("- {p}");
+            }
+        }
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+        let m = &self.measurements;
+        let failed = m.iter().filter(|x| x.pass == Some(false)).count();
+        let checked = m.iter().filter(|x| x.pass.is_some()).count();
+        let noisy = m.iter().filter(|x| x.noisy).count();
+        println!(
+            "targets: {} of {checked} met; {noisy} measurement(s) taken while other processes were busy",
+            checked - failed
+        );
+        let path = dir.join("report.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), &table)?;
+        println!(
+            "wrote {} (wrk output: {})",
+            path.display(),
+            wrk_log.display()
+        );
+        Ok(())
+    }
+}
 
 /// A goal a measurement is held to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,6 +70,10 @@ pub enum Target {
     NotAboveBaseline,
     /// value <= this number, in the measurement's unit
     Ceiling(f64),
+    /// value == baseline value (counts that must agree)
+    EqualToBaseline,
+    /// value / baseline value >= this ratio
+    RatioAtLeast(f64),
 }
 
 impl Target {
@@ -21,7 +81,9 @@ impl Target {
         match self {
             Target::NotBelowBaseline => ">= baseline".into(),
             Target::NotAboveBaseline => "<= baseline".into(),
-            Target::Ceiling(limit) => format!("<= {} {unit}", fmt_num(limit)),
+            Target::Ceiling(limit) => format!("<= {} {unit}", fmt_value(limit, unit)),
+            Target::EqualToBaseline => "= baseline".into(),
+            Target::RatioAtLeast(ratio) => format!(">= {ratio:.2}x baseline"),
         }
     }
 }
@@ -83,6 +145,8 @@ impl Measurement {
             Target::NotBelowBaseline => self.baseline_value.map(|b| self.value >= b),
             Target::NotAboveBaseline => self.baseline_value.map(|b| self.value <= b),
             Target::Ceiling(limit) => Some(self.value <= limit),
+            Target::EqualToBaseline => self.baseline_value.map(|b| self.value == b),
+            Target::RatioAtLeast(ratio) => self.ratio.map(|r| r >= ratio),
         };
         self
     }
@@ -90,6 +154,18 @@ impl Measurement {
     pub fn note(mut self, note: impl Into<String>) -> Measurement {
         self.note = Some(note.into());
         self
+    }
+}
+
+/// Units of things counted one by one, shown without decimals.
+const COUNT_UNITS: &[&str] = &["calls", "events"];
+
+/// A value in `unit`: counts as whole numbers, the rest as [`fmt_num`] does.
+fn fmt_value(v: f64, unit: &str) -> String {
+    if COUNT_UNITS.contains(&unit) {
+        format!("{v:.0}")
+    } else {
+        fmt_num(v)
     }
 }
 
@@ -114,7 +190,7 @@ pub fn table(measurements: &[Measurement]) -> String {
     out.push_str("|---|---:|---|---|---:|---|---|\n");
     for m in measurements {
         let baseline = match (&m.baseline_name, m.baseline_value) {
-            (Some(n), Some(v)) => format!("{n} = {}", fmt_num(v)),
+            (Some(n), Some(v)) => format!("{n} = {}", fmt_value(v, &m.unit)),
             _ => String::new(),
         };
         let ratio = m.ratio.map(|r| format!("{r:.2}x")).unwrap_or_default();
@@ -130,7 +206,7 @@ pub fn table(measurements: &[Measurement]) -> String {
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
             m.name,
-            fmt_num(m.value),
+            fmt_value(m.value, &m.unit),
             m.unit,
             baseline,
             ratio,
@@ -160,5 +236,25 @@ mod tests {
         assert!(t.contains(
             "| gh rps | 120.0 | req/s | nginx rps = 100.0 | 1.20x | >= baseline | PASS |"
         ));
+    }
+
+    #[test]
+    fn ratio_and_equality_targets() {
+        let off = Measurement::new("off rps", 1000.0, "req/s");
+        let on = Measurement::new("on rps", 949.0, "req/s")
+            .vs(&off)
+            .target(Target::RatioAtLeast(0.95));
+        assert_eq!(on.pass, Some(false));
+        assert_eq!(on.target.as_deref(), Some(">= 0.95x baseline"));
+        let shipped = Measurement::new("shipped", 5.0, "events");
+        let stored = Measurement::new("stored", 5.0, "events")
+            .vs(&shipped)
+            .target(Target::EqualToBaseline);
+        assert_eq!(stored.pass, Some(true));
+        let dropped = Measurement::new("dropped", 0.0, "events").target(Target::Ceiling(0.0));
+        assert_eq!(dropped.pass, Some(true));
+        let t = table(&[stored, dropped]);
+        assert!(t.contains("| stored | 5 | events | shipped = 5 | 1.00x | = baseline | PASS |"));
+        assert!(t.contains("| dropped | 0 | events |  |  | <= 0 events | PASS |"));
     }
 }

@@ -1,6 +1,8 @@
 //! The processes under load besides the in-process upstream: the release
-//! `gatehouse-proxy` with a generated config, and nginx as the reference proxy.
+//! `gatehouse-proxy`, with a generated config or fed by a control plane, and nginx as
+//! the reference proxy.
 
+use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -35,7 +37,7 @@ pub fn new_token() -> String {
 }
 
 /// Waits until `probe` succeeds or `child` exits or the deadline passes.
-async fn wait_ready<F, Fut>(
+pub async fn wait_ready<F, Fut>(
     what: &str,
     child: &mut Child,
     log: &Path,
@@ -67,6 +69,12 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// WARN/ERROR lines and panics of the tracing log at `path`, grouped by message
+/// (digits aside) as "<count>x <first such message>".
+pub fn log_warnings(path: &Path) -> Vec<String> {
+    summarize_warnings(&std::fs::read_to_string(path).unwrap_or_default())
 }
 
 /// WARN/ERROR lines and panics of a tracing log, grouped by message (digits aside) as
@@ -141,8 +149,20 @@ pub struct GatehouseProxy {
     child: Child,
     pub pid: u32,
     pub listen: SocketAddr,
+    /// The admin listener: `/healthz` and `/metrics`.
+    pub admin: SocketAddr,
+    /// The workspace token clients present.
     pub token: String,
     pub log: PathBuf,
+}
+
+/// What a proxy fed by a control plane is started with.
+pub struct ControlPlaneFeed<'a> {
+    /// The control plane's API URL.
+    pub url: &'a str,
+    pub proxy_token: &'a str,
+    /// Record and ship an audit event per routed call (off: `--no-audit`).
+    pub audit: bool,
 }
 
 impl GatehouseProxy {
@@ -179,20 +199,73 @@ impl GatehouseProxy {
         });
         let config_path = dir.join(format!("{label}.json"));
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+        let source = vec!["--config".into(), config_path.into_os_string()];
+        Self::launch(binary, dir, label, source, threads, token).await
+    }
+
+    /// Starts a proxy named `label` that takes its config from a control plane, with
+    /// a fresh state dir (`<dir>/<label>-state`): a proxy the control plane has not
+    /// seen before. `token` is the workspace token the control plane issued. Returns
+    /// once `/healthz` answers, which it does before the first config arrives: wait
+    /// for [`config_version`](Self::config_version) before loading it.
+    pub async fn start_fed(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        feed: &ControlPlaneFeed<'_>,
+        token: String,
+        threads: usize,
+    ) -> anyhow::Result<GatehouseProxy> {
+        let state = dir.join(format!("{label}-state"));
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .with_context(|| format!("removing the old {}", state.display()))?;
+        }
+        let mut source: Vec<OsString> = vec![
+            "--control-plane".into(),
+            feed.url.into(),
+            "--proxy-token".into(),
+            feed.proxy_token.into(),
+            "--state-dir".into(),
+            state.into_os_string(),
+            "--proxy-name".into(),
+            label.into(),
+        ];
+        if !feed.audit {
+            source.push("--no-audit".into());
+        }
+        Self::launch(binary, dir, label, source, threads, token).await
+    }
+
+    /// Starts the proxy with `source` (where its config comes from) on free ports,
+    /// logging to `<dir>/<label>.log`, and waits until `/healthz` answers and the
+    /// client listener accepts connections: Pingora starts its services one by one,
+    /// so the admin listener may answer before the other is bound.
+    async fn launch(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        source: Vec<OsString>,
+        threads: usize,
+        token: String,
+    ) -> anyhow::Result<GatehouseProxy> {
         let log = dir.join(format!("{label}.log"));
-        let port = free_port()?;
-        let admin = free_port()?;
-        let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
+            .args(source)
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin}"))
+            .arg(admin.to_string())
             .arg("--threads")
             .arg(threads.to_string())
             .env("NO_COLOR", "1")
+            // Only the arguments above decide what the proxy does.
+            .env_remove("GATEHOUSE_CONFIG")
+            .env_remove("GATEHOUSE_CONTROL_PLANE")
+            .env_remove("GATEHOUSE_PROXY_TOKEN")
+            .env_remove("GATEHOUSE_NO_AUDIT")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::options().append(true).open(&log)?)
@@ -205,7 +278,7 @@ impl GatehouseProxy {
                 )
             })?;
         let pid = child.id().context("proxy has no pid")?;
-        let health = format!("http://127.0.0.1:{admin}/healthz");
+        let health = format!("http://{admin}/healthz");
         let http = reqwest::Client::new();
         wait_ready(
             "gatehouse-proxy",
@@ -214,7 +287,10 @@ impl GatehouseProxy {
             Duration::from_secs(15),
             || {
                 let req = http.get(&health).timeout(Duration::from_secs(1)).send();
-                async move { req.await.is_ok_and(|r| r.status() == 200) }
+                async move {
+                    req.await.is_ok_and(|r| r.status() == 200)
+                        && TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+                }
             },
         )
         .await?;
@@ -222,6 +298,7 @@ impl GatehouseProxy {
             child,
             pid,
             listen,
+            admin,
             token,
             log,
         })
@@ -232,10 +309,34 @@ impl GatehouseProxy {
         format!("http://{}/ws/{WORKSPACE}", self.listen)
     }
 
+    /// The config version the proxy serves (`/healthz`; 0 before it has one).
+    pub async fn config_version(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        let url = format!("http://{}/healthz", self.admin);
+        let health: serde_json::Value = http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: not JSON"))?;
+        health
+            .get("config_version")
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("GET {url}: no config_version in {health}"))
+    }
+
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> anyhow::Result<String> {
+        crate::prometheus::scrape(http, &format!("http://{}/metrics", self.admin)).await
+    }
+
     /// Log lines at WARN or ERROR (and panics), the signs of trouble a load run may
     /// leave: grouped by message, digits aside, as "<count>x <first such line>".
     pub fn warnings(&self) -> Vec<String> {
-        summarize_warnings(&std::fs::read_to_string(&self.log).unwrap_or_default())
+        log_warnings(&self.log)
     }
 
     pub async fn stop(mut self) {
