@@ -116,7 +116,7 @@ impl CallRecord {
             return;
         }
         sink.record(CallEvent {
-            id: event_id(),
+            id: event_id(self.time_ms),
             time_ms: self.time_ms,
             workspace: self.workspace.to_string(),
             token_id: self.token_id.to_string(),
@@ -221,12 +221,14 @@ impl AuditQueue {
     }
 }
 
-/// `ce_` and 128 random bits: unique without coordination between proxies, so the
-/// control plane can drop a resent event by its id.
-fn event_id() -> String {
-    let mut bytes = [0u8; 16];
+/// `ce_`, the time in milliseconds (12 hex digits) and 80 random bits: unique without
+/// coordination between proxies, so the control plane can drop a resent event by its
+/// id; and rising with time, so the control plane's id index grows at its end instead
+/// of taking each insert at a random place.
+fn event_id(time_ms: i64) -> String {
+    let mut bytes = [0u8; 10];
     rand::thread_rng().fill_bytes(&mut bytes);
-    format!("ce_{}", hex::encode(bytes))
+    format!("ce_{:012x}{}", time_ms.max(0), hex::encode(bytes))
 }
 
 fn unix_ms() -> i64 {
@@ -492,9 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn event_ids_are_unique_and_shaped() {
-        let a = event_id();
+    fn event_ids_are_unique_and_sort_by_time() {
+        let a = event_id(1_700_000_000_000);
         assert_eq!(a.len(), 3 + 32);
-        assert_ne!(a, event_id());
+        assert_ne!(a, event_id(1_700_000_000_000));
+        assert!(a < event_id(1_700_000_000_001));
+        assert!(event_id(0xf_ffff_ffff) < event_id(0x10_0000_0000));
     }
 }
