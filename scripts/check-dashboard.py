@@ -13,7 +13,7 @@
    target has its own refId.
 
 Python 3 standard library only. Exits 0 when all is well, 1 with the findings
-otherwise, 2 when promtool is missing (run scripts/prereqs.sh).
+otherwise, 2 when promtool is missing (run scripts/prereqs.sh --tests).
 """
 
 import json
@@ -313,7 +313,7 @@ def check_names(where, expr, contract, findings, used):
 def main():
     promtool = shutil.which("promtool")
     if not promtool:
-        fail_usage("promtool is not installed: run scripts/prereqs.sh")
+        fail_usage("promtool is not installed: run scripts/prereqs.sh --tests")
     contract = read_contract()
     with open(DASHBOARD, encoding="utf-8") as f:
         dashboard = json.load(f)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing Gatehouse needs beyond the Rust toolchain:
-# cmake (pingora's zlib-ng build) and promtool (Debian's `prometheus` package), which
-# checks the alert rules, the dashboard's queries and the /metrics expositions.
-# Safe to run repeatedly.
+# cmake (pingora's zlib-ng build) and, with --tests, promtool (Debian's `prometheus`
+# package), which checks the alert rules, the dashboard's queries and the /metrics
+# expositions. Safe to run repeatedly.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 # Only promtool is wanted from `prometheus`: skip its recommended node exporter.
 lean=()
-command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+if [ "${1:-}" = "--tests" ]; then
+  command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2
   SUDO=""

@@ -2,7 +2,7 @@
 //! by it, scraped after real MCP traffic, against the metric contract the dashboard
 //! and alert rules in deploy/ are written for (deploy/metrics.txt).
 //!
-//! Needs `promtool` (scripts/prereqs.sh installs it); the test fails without it.
+//! Needs `promtool` (`scripts/prereqs.sh --tests` installs it); the test fails without it.
 
 #[path = "observability/audit.rs"]
 mod audit;

@@ -136,9 +136,9 @@ fn require_promtool() -> anyhow::Result<()> {
         .status()
     {
         Ok(status) if status.success() => Ok(()),
-        Ok(status) => anyhow::bail!("`promtool --version` exited {status}: run scripts/prereqs.sh"),
+        Ok(status) => anyhow::bail!("`promtool --version` exited {status}: run scripts/prereqs.sh --tests"),
         Err(e) => anyhow::bail!(
-            "promtool is needed to check /metrics and cannot be run ({e}): run scripts/prereqs.sh"
+            "promtool is needed to check /metrics and cannot be run ({e}): run scripts/prereqs.sh --tests"
         ),
     }
 }
@@ -152,7 +152,9 @@ async fn promtool_check(exposition: &str) -> anyhow::Result<PromtoolVerdict> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run promtool ({e}): run scripts/prereqs.sh"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run promtool ({e}): run scripts/prereqs.sh --tests")
+        })?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     stdin.write_all(exposition.as_bytes()).await?;
     stdin.shutdown().await?;
