@@ -4,19 +4,26 @@
 //! ([`upstream`]), the processes under load ([`targets`]: gatehouse-proxy and nginx;
 //! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
 //! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
-//! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`hot_paths`]) and the
-//! report they print ([`report`]). Micro-benchmarks of the hot paths live in
-//! `benches/hot_paths.rs` (criterion).
+//! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`hot_paths`],
+//! [`gateway`]: any other gateway, [`instructions`]: callgrind counts, [`all`]: every
+//! load scenario in one report) and the report they print ([`report`]).
+//! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
 
+mod all;
 mod audit;
 mod client;
 mod control_plane;
 mod data_plane;
+mod gateway;
 mod harness;
 mod hot_paths;
+mod instructions;
+mod legacy_client;
 mod procstat;
 mod prometheus;
 mod report;
+mod sessions;
+mod sse_vs_streamable;
 mod targets;
 mod upstream;
 mod wrk;
@@ -25,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::upstream::{UpstreamFleet, UpstreamMode};
 
@@ -48,6 +55,20 @@ enum Scenario {
     /// with audit on vs `--no-audit`, alternating in one run, and the audit events
     /// shipped, dropped and stored. Prints a table, writes audit/report.json.
     Audit(AuditArgs),
+    /// tools/call round trips over legacy HTTP+SSE vs Streamable HTTP, one session
+    /// (latency) and many (throughput). Writes sse-vs-streamable/report.json.
+    SseVsStreamable(sse_vs_streamable::Args),
+    /// N sessions each holding a GET stream open: proxy RSS per session, keep-alives
+    /// delivered, streams broken. Writes sessions/report.json.
+    Sessions(sessions::Args),
+    /// tools/call throughput (1 and N connections) and p50/p99 of any MCP gateway URL
+    /// (Streamable HTTP, bearer token). Writes target/report.json.
+    Target(gateway::Args),
+    /// Instructions gatehouse-proxy executes per tools/call and per warm tools/list,
+    /// counted by callgrind. Writes instructions/report.json.
+    Instructions(instructions::Args),
+    /// Every load scenario in turn with its defaults; one combined report.json.
+    All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
     HotPaths,
     /// Serves the bench upstream until interrupted (for poking at it by hand).
@@ -196,6 +217,19 @@ fn main() -> anyhow::Result<()> {
                 noise_retries: a.load.noise_retries,
             };
             runtime.block_on(audit::run(opts))
+        }
+        Scenario::SseVsStreamable(a) => {
+            runtime.block_on(sse_vs_streamable::run(a.options(&build, &out)))
+        }
+        Scenario::Sessions(a) => runtime.block_on(sessions::run(a.options(&build, &out))),
+        Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
+        Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
+        Scenario::All => {
+            let commands: Vec<String> = Cli::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            all::run(&std::env::current_exe()?, &out, &commands)
         }
         Scenario::HotPaths => hot_paths::run(&target.join("criterion"), &out),
         Scenario::Upstream {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::harness::RunRecord;
 
@@ -27,6 +27,12 @@ impl<E: Serialize> Report<E> {
     /// Prints the table, the problems, the notes and how many targets were met, and
     /// writes `report.json` and `report.md` to `dir`.
     pub fn publish(&self, dir: &Path, wrk_log: &Path) -> anyhow::Result<()> {
+        self.publish_saying(dir, &format!("wrk output: {}", wrk_log.display()))
+    }
+
+    /// [`Report::publish`] for a scenario without a wrk log: `where_else` says where
+    /// its other output is.
+    pub fn publish_saying(&self, dir: &Path, where_else: &str) -> anyhow::Result<()> {
         let table = table(&self.measurements);
         println!();
         println!("{table}");
@@ -52,11 +58,7 @@ impl<E: Serialize> Report<E> {
         let path = dir.join("report.json");
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), &table)?;
-        println!(
-            "wrote {} (wrk output: {})",
-            path.display(),
-            wrk_log.display()
-        );
+        println!("wrote {} ({where_else})", path.display());
         Ok(())
     }
 }
@@ -89,7 +91,7 @@ impl Target {
 }
 
 /// One figure of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     pub name: String,
     pub value: f64,
@@ -158,7 +160,7 @@ impl Measurement {
 }
 
 /// Units of things counted one by one, shown without decimals.
-const COUNT_UNITS: &[&str] = &["calls", "events"];
+const COUNT_UNITS: &[&str] = &["calls", "events", "sessions", "keep-alives"];
 
 /// A value in `unit`: counts as whole numbers, the rest as [`fmt_num`] does.
 fn fmt_value(v: f64, unit: &str) -> String {
