@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::auth::TokenRt;
+use crate::jsonrpc::Message;
 use crate::metrics::Metrics;
 use crate::runtime::WorkspaceRt;
 
@@ -30,7 +31,7 @@ pub const STREAMABLE_HTTP: &str = "streamable_http";
 pub const LEGACY_SSE: &str = "sse";
 
 /// The action audited for a JSON-RPC method, if any.
-pub fn action_of(method: &str) -> Option<CallAction> {
+fn action_of(method: &str) -> Option<CallAction> {
     match method {
         "tools/call" => Some(CallAction::ToolCall),
         "prompts/get" => Some(CallAction::PromptGet),
@@ -55,8 +56,28 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// The record of `msg` if its method is audited, opened at `started`.
+    pub fn for_request(
+        msg: &Message<'_>,
+        ws: &WorkspaceRt,
+        token: &TokenRt,
+        transport: &'static str,
+        started: Instant,
+    ) -> Option<CallRecord> {
+        let action = action_of(msg.method.as_deref()?)?;
+        Some(CallRecord::open(
+            action,
+            ws,
+            token,
+            msg.params.map(|p| p.get()),
+            crate::jsonrpc::raw_id(msg.id),
+            transport,
+            started,
+        ))
+    }
+
     /// Opens the record of `action` on the request's `params` (raw JSON).
-    pub fn open(
+    fn open(
         action: CallAction,
         ws: &WorkspaceRt,
         token: &TokenRt,
@@ -408,13 +429,36 @@ impl ReplyWatch {
 pub fn answered(outcome: &str, body: &[u8]) -> (CallOutcome, bool) {
     let ended = match outcome {
         "upstream_unavailable" | "session_not_found" => CallOutcome::UpstreamUnavailable,
-        _ => outcome_of(body).unwrap_or(CallOutcome::ProtocolError),
+        _ => response_outcome(body),
     };
     let routed = !matches!(
         outcome,
         "unknown_tool" | "unknown_prompt" | "unknown_resource" | "invalid_params"
     );
     (ended, routed)
+}
+
+/// How a call ended that got `answer`: a complete JSON-RPC response (one that says
+/// neither `result` nor `error` is a protocol error), or no answer at all.
+pub fn answer_outcome<E>(answer: &Result<String, E>) -> CallOutcome {
+    match answer {
+        Ok(response) => response_outcome(response.as_bytes()),
+        Err(_) => CallOutcome::UpstreamUnavailable,
+    }
+}
+
+fn response_outcome(response: &[u8]) -> CallOutcome {
+    outcome_of(response).unwrap_or(CallOutcome::ProtocolError)
+}
+
+/// How a call ended whose upstream answered with the HTTP error `status`: a server
+/// failing is unavailable, a request it refused is a protocol error.
+pub fn status_outcome(status: u16) -> CallOutcome {
+    if status >= 500 {
+        CallOutcome::UpstreamUnavailable
+    } else {
+        CallOutcome::ProtocolError
+    }
 }
 
 /// The outcome of one complete JSON-RPC response.

@@ -288,11 +288,7 @@ impl ProxyHttp for Gateway {
             ctx.outcome = "session_not_found";
         } else if !(200..300).contains(&status) {
             ctx.outcome = "upstream_error";
-            ctx.call_outcome = Some(if status >= 500 {
-                CallOutcome::UpstreamUnavailable
-            } else {
-                CallOutcome::ProtocolError
-            });
+            ctx.call_outcome = Some(crate::audit::status_outcome(status));
         } else if resp
             .headers
             .get(header::CONTENT_TYPE)

@@ -126,19 +126,9 @@ pub async fn post(
             dispatch::response(scope, &env, msg, &body).await
         }
         Parsed::Request(msg) => {
-            let method = msg.method.as_deref().unwrap_or_default();
-            ctx.method = dispatch::method_label(method);
-            if let Some(action) = crate::audit::action_of(method) {
-                ctx.call = Some(CallRecord::open(
-                    action,
-                    caller.ws,
-                    caller.token,
-                    msg.params.map(|p| p.get()),
-                    jsonrpc::raw_id(msg.id),
-                    ctx.transport,
-                    ctx.started(),
-                ));
-            }
+            ctx.method = dispatch::method_label(msg.method.as_deref().unwrap_or_default());
+            ctx.call =
+                CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started());
             dispatch::request(scope, &env, &body, msg).await
         }
     };
@@ -373,12 +363,7 @@ async fn side_tool_call(
             }
         }
     };
-    ctx.call_outcome = Some(match &outcome {
-        Ok(response) => {
-            crate::audit::outcome_of(response.as_bytes()).unwrap_or(CallOutcome::ProtocolError)
-        }
-        Err(_) => CallOutcome::UpstreamUnavailable,
-    });
+    ctx.call_outcome = Some(crate::audit::answer_outcome(&outcome));
     let body = match outcome {
         Ok(response) => Bytes::from(response),
         Err(UpstreamError::SessionGone) if !streaming => {
@@ -473,11 +458,7 @@ async fn forward_large(
     };
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
-        ctx.call_outcome = Some(if status >= 500 {
-            CallOutcome::UpstreamUnavailable
-        } else {
-            CallOutcome::ProtocolError
-        });
+        ctx.call_outcome = Some(crate::audit::status_outcome(status));
     }
     let mut watch = ReplyWatch::default();
     let mut head = ResponseHeader::build(status, Some(2))?;

@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use gatehouse_config::audit::CallOutcome;
 use http::header;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -271,20 +270,7 @@ async fn handle(
     };
     let call_record = match &parsed {
         Parsed::Request(msg) => {
-            msg.method
-                .as_deref()
-                .and_then(crate::audit::action_of)
-                .map(|action| {
-                    CallRecord::open(
-                        action,
-                        &ws,
-                        &token,
-                        msg.params.map(|p| p.get()),
-                        jsonrpc::raw_id(msg.id),
-                        crate::audit::LEGACY_SSE,
-                        received,
-                    )
-                })
+            CallRecord::for_request(msg, &ws, &token, crate::audit::LEGACY_SSE, received)
         }
         _ => None,
     };
@@ -323,12 +309,7 @@ async fn handle(
     };
     let answer = exchange::call_tool(&state, &env, &call, &mut on_message).await;
     if let Some(record) = call_record {
-        let outcome = match &answer {
-            Ok(response) => {
-                crate::audit::outcome_of(response.as_bytes()).unwrap_or(CallOutcome::ProtocolError)
-            }
-            Err(_) => CallOutcome::UpstreamUnavailable,
-        };
+        let outcome = crate::audit::answer_outcome(&answer);
         record.finish(outcome, true, &state.audit, &state.metrics);
     }
     let body = match answer {
