@@ -77,17 +77,8 @@ async fn lane(
 ) -> anyhow::Result<Lane> {
     let script = request.write_script(&opts.out.join(format!("{label}.lua")))?;
     let n = opts.connections;
-    if !opts.warmup.is_zero() {
-        let warm = h.load(n, opts.warmup);
-        h.wrk(
-            &format!("{label} warm-up"),
-            &script,
-            &request.url,
-            warm,
-            None,
-        )
+    h.warm_up(label, &script, &request.url, n, opts.warmup)
         .await?;
-    }
     let (one, cpu_one) = h
         .wrk(
             label,
@@ -362,17 +353,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 expect: r#""tools":["#.into(),
             };
             let script = request.write_script(&opts.out.join(format!("{label}.lua")))?;
-            if !opts.warmup.is_zero() {
-                let warm = h.load(1, opts.warmup);
-                h.wrk(
-                    &format!("{label} warm-up"),
-                    &script,
-                    &request.url,
-                    warm,
-                    None,
-                )
+            h.warm_up(&label, &script, &request.url, 1, opts.warmup)
                 .await?;
-            }
             let load = h.load(1, opts.duration);
             let (warm, cpu) = h
                 .wrk(&label, &script, &request.url, load, Some(&[proxy.pid]))

@@ -217,17 +217,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let script = request.write_script(&out.join(format!("{}.lua", file_safe(&opts.label))))?;
     let label = &opts.label;
     let n = opts.connections;
-    if !opts.warmup.is_zero() {
-        let warm = h.load(n, opts.warmup);
-        h.wrk(
-            &format!("{label} warm-up"),
-            &script,
-            &request.url,
-            warm,
-            None,
-        )
+    h.warm_up(label, &script, &request.url, n, opts.warmup)
         .await?;
-    }
     // Sampled even without gateway pids: the machine-noise check needs the samples.
     let pids = Some(opts.pids.as_slice());
     let (one, cpu_one) = h

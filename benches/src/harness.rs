@@ -103,6 +103,24 @@ impl Harness {
         }
     }
 
+    /// An unmeasured run of `connections` for `duration` (none when it is zero), so the
+    /// measured runs that follow start warm.
+    pub async fn warm_up(
+        &mut self,
+        label: &str,
+        script: &Path,
+        url: &str,
+        connections: u32,
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        if !duration.is_zero() {
+            let load = self.load(connections, duration);
+            self.wrk(&format!("{label} warm-up"), script, url, load, None)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Waits for a quiet machine if the scenario was asked to, noting how that went.
     pub async fn settle(&mut self) -> anyhow::Result<()> {
         if !self.wait_quiet.is_zero() {
