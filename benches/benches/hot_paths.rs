@@ -4,6 +4,9 @@
 //!
 //! Budgets (checked by `gatehouse-bench hot-paths`): seal+open <= 2 us, token lookup
 //! <= 200 ns.
+//!
+//! They run with the proxy binary's allocator (mimalloc), so a figure is what the
+//! proxy pays for the same work.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -23,6 +26,9 @@ use gatehouse_proxy::sse::SseSplitter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A session with three upstreams, two of them stateful: a typical workspace.
 fn envelope() -> SessionEnvelope {

@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 pub const TOKEN_PREFIX: &str = "mwt_";
 
 /// SHA-256 of a workspace token's full text, as stored in the snapshot.
-pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+pub fn hash_token(token: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(token.as_ref()).into()
 }
 
 /// Lowercase hex of [`hash_token`], the form the snapshot stores.
