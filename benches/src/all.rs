@@ -36,6 +36,11 @@ const STEPS: &[Step] = &[
         report: "audit/report.json",
     },
     Step {
+        command: "revocation",
+        out: "",
+        report: "revocation/report.json",
+    },
+    Step {
         command: "sse-vs-streamable",
         out: "",
         report: "sse-vs-streamable/report.json",

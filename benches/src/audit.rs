@@ -17,7 +17,7 @@ use crate::harness::{Harness, RunCpu};
 use crate::procstat::CpuClock;
 use crate::prometheus;
 use crate::report::{Measurement, Target};
-use crate::targets::{ControlPlaneFeed, GatehouseProxy, WORKSPACE};
+use crate::targets::{require_built, ControlPlaneFeed, GatehouseProxy, WORKSPACE};
 use crate::upstream::{UpstreamFleet, UpstreamMode};
 use crate::wrk::{self, WrkLoad, WrkRequest, WrkResult};
 
@@ -97,21 +97,10 @@ impl Side {
             opts.proxy_threads,
         )
         .await?;
-        let deadline = Instant::now() + CONFIG_TIMEOUT;
-        loop {
-            let serving = proxy.config_version(http).await?;
-            if serving >= version {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{label} still serves config version {serving} after {CONFIG_TIMEOUT:?}, not the control plane's {version}; log {}:\n{}",
-                    proxy.log.display(),
-                    crate::targets::tail(&proxy.log, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        proxy
+            .wait_for_config(http, version, CONFIG_TIMEOUT)
+            .await
+            .context(label)?;
         let session = checked_session(http, &proxy.url(), Some(&proxy.token), TOOL).await?;
         let request = echo_request(&session, TOOL);
         let script = request.write_script(&opts.out.join(format!("{label}.lua")))?;
@@ -257,21 +246,12 @@ async fn drain(
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    for (bin, package, flag) in [
-        (&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin"),
-        (
-            &opts.control_plane_bin,
-            "gatehouse-control-plane",
-            "--control-plane-bin",
-        ),
-    ] {
-        if !bin.is_file() {
-            bail!(
-                "{} not found: build it first with cargo build --release -p {package} (or pass {flag})",
-                bin.display()
-            );
-        }
-    }
+    require_built(&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin")?;
+    require_built(
+        &opts.control_plane_bin,
+        "gatehouse-control-plane",
+        "--control-plane-bin",
+    )?;
     std::fs::create_dir_all(&opts.out)?;
     let opts = Options {
         out: opts.out.canonicalize()?,

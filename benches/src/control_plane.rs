@@ -208,4 +208,15 @@ impl Admin<'_> {
             .map(str::to_string)
             .with_context(|| format!("token creation answered no secret: {answer}"))
     }
+
+    /// `POST /v1/workspaces/{ws}/tokens/revoke`: revokes the active token `name`; the
+    /// control plane has published the config without it when this returns.
+    pub async fn revoke_token(&self, ws: &str, name: &str) -> anyhow::Result<()> {
+        self.post(
+            &format!("/v1/workspaces/{ws}/tokens/revoke"),
+            json!({"name": name}),
+        )
+        .await?;
+        Ok(())
+    }
 }

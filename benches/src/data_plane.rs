@@ -33,7 +33,10 @@ pub struct Options {
     pub tools_per_upstream: usize,
     pub out: PathBuf,
     pub proxy_bin: PathBuf,
+    /// The nginx binary; `None` leaves the nginx rows out (see `no_nginx` for why).
     pub nginx: Option<PathBuf>,
+    /// nginx was left out on request (`--no-nginx`), not because it was not found.
+    pub no_nginx: bool,
     /// How long to wait for the machine to be quiet before starting (zero: don't).
     pub wait_quiet: Duration,
     /// How many times a run disturbed by other processes is done again.
@@ -201,7 +204,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut nginx_cpu = None;
     match opts.nginx.clone() {
         None => {
-            let note = "nginx not found: nginx rows skipped (apt-get install -y nginx)";
+            let note = if opts.no_nginx {
+                "nginx skipped by --no-nginx: nginx rows left out"
+            } else {
+                "nginx not found: nginx rows skipped (apt-get install -y nginx)"
+            };
             eprintln!("{note}");
             h.notes.push(note.into());
         }

@@ -12,7 +12,7 @@ use crate::report::{Measurement, Report};
 use crate::wrk::{self, WrkLoad, WrkResult};
 
 /// Above this many cores of CPU used by other processes, a run's figures are suspect.
-const NOISE_CORES: f64 = 0.15;
+pub const NOISE_CORES: f64 = 0.15;
 
 /// Where the CPU time of one measured run went.
 #[derive(Debug, Clone, Serialize)]

@@ -4,9 +4,10 @@
 //! ([`upstream`]), the processes under load ([`targets`]: gatehouse-proxy and nginx;
 //! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
 //! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
-//! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`hot_paths`],
-//! [`gateway`]: any other gateway, [`instructions`]: callgrind counts, [`all`]: every
-//! load scenario in one report) and the report they print ([`report`]).
+//! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`revocation`]: config
+//! propagation, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
+//! callgrind counts, [`all`]: every load scenario in one report) and the report they
+//! print ([`report`]).
 //! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
 
 mod all;
@@ -22,6 +23,7 @@ mod legacy_client;
 mod procstat;
 mod prometheus;
 mod report;
+mod revocation;
 mod sessions;
 mod sse_vs_streamable;
 mod targets;
@@ -55,6 +57,10 @@ enum Scenario {
     /// with audit on vs `--no-audit`, alternating in one run, and the audit events
     /// shipped, dropped and stored. Prints a table, writes audit/report.json.
     Audit(AuditArgs),
+    /// Config propagation: N tokens created and revoked through the control plane's
+    /// API, each timed from the start of the revoke call to the first 401 from a proxy
+    /// it feeds (p50/p99/max). Writes revocation/report.json.
+    Revocation(revocation::Args),
     /// tools/call round trips over legacy HTTP+SSE vs Streamable HTTP, one session
     /// (latency) and many (throughput). Writes sse-vs-streamable/report.json.
     SseVsStreamable(sse_vs_streamable::Args),
@@ -188,6 +194,7 @@ fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| build.join("gatehouse-proxy")),
                 wait_quiet: seconds(a.load.wait_quiet),
                 noise_retries: a.load.noise_retries,
+                no_nginx: a.no_nginx,
                 nginx: if a.no_nginx {
                     None
                 } else {
@@ -218,6 +225,7 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(audit::run(opts))
         }
+        Scenario::Revocation(a) => runtime.block_on(revocation::run(a.options(&build, &out))),
         Scenario::SseVsStreamable(a) => {
             runtime.block_on(sse_vs_streamable::run(a.options(&build, &out)))
         }

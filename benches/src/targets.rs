@@ -26,6 +26,18 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Fails with how to build `bin` (`cargo build --release -p <package>`) or name it
+/// (`<flag>`) if it is not there: before anything is started, not halfway through.
+pub fn require_built(bin: &Path, package: &str, flag: &str) -> anyhow::Result<()> {
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first with cargo build --release -p {package} (or pass {flag})",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
 /// A token in the product's format: `mwt_` + 43 base62 characters.
 pub fn new_token() -> String {
     const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -326,6 +338,31 @@ impl GatehouseProxy {
             .get("config_version")
             .and_then(serde_json::Value::as_u64)
             .with_context(|| format!("GET {url}: no config_version in {health}"))
+    }
+
+    /// Waits until the proxy serves config `version` (or a later one) from its control
+    /// plane, `timeout` at most: a fed proxy answers `/healthz` before its first config.
+    pub async fn wait_for_config(
+        &self,
+        http: &reqwest::Client,
+        version: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let serving = self.config_version(http).await?;
+            if serving >= version {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "still serves config version {serving} after {timeout:?}, not the control plane's {version}; log {}:\n{}",
+                    self.log.display(),
+                    tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The admin listener's Prometheus text.
