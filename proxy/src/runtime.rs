@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,11 @@ pub struct ServerRt {
     peer: Option<HttpPeer>,
     /// A skill's tools, which the gateway runs itself; `None` for MCP servers.
     pub skill: Option<Arc<SkillRt>>,
+    /// Set once the server answered a GET with 405: it offers no server-to-client
+    /// stream, so client streams stop asking it (one request, connection and task
+    /// per client stream saved). Lives as long as this config: a config change asks
+    /// again once.
+    no_get_stream: AtomicBool,
 }
 
 impl ServerRt {
@@ -86,6 +92,14 @@ impl ServerRt {
     /// run by the gateway, never sent anywhere as MCP).
     pub fn usable(&self) -> bool {
         self.enabled && self.unavailable.is_none() && self.skill.is_none()
+    }
+    /// False once the server said it has no GET stream.
+    pub fn may_offer_get_stream(&self) -> bool {
+        !self.no_get_stream.load(Ordering::Relaxed)
+    }
+    /// Records that the server has no GET stream (it answered 405).
+    pub fn mark_no_get_stream(&self) {
+        self.no_get_stream.store(true, Ordering::Relaxed);
     }
 }
 
@@ -183,6 +197,7 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         fingerprint: digest[..16].try_into().expect("16 bytes"),
         peer: None,
         skill: Some(Arc::new(skill)),
+        no_get_stream: AtomicBool::new(false),
     })
 }
 
@@ -263,5 +278,6 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         fingerprint: digest[..16].try_into().expect("16 bytes"),
         peer,
         skill: None,
+        no_get_stream: AtomicBool::new(false),
     })
 }

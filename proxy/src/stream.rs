@@ -128,15 +128,19 @@ pub fn streamable_framing(sid: [u8; 16], last_event_id: Option<&str>) -> (Framin
     )
 }
 
-/// An upstream reader task, aborted when dropped.
+/// An upstream reader task, aborted when dropped; no task for a server known to have
+/// no GET stream (kept in the map all the same, so a config change does not ask it
+/// again for every open client stream at once).
 struct Reader {
     fingerprint: [u8; 16],
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -299,13 +303,15 @@ impl ClientStream {
             if readers.contains_key(&server.slug) {
                 continue;
             }
-            let task = tokio::spawn(read_upstream(
-                self.state.clone(),
-                rt.clone(),
-                env.clone(),
-                server.clone(),
-                merged.clone(),
-            ));
+            let task = server.may_offer_get_stream().then(|| {
+                tokio::spawn(read_upstream(
+                    self.state.clone(),
+                    rt.clone(),
+                    env.clone(),
+                    server.clone(),
+                    merged.clone(),
+                ))
+            });
             readers.insert(
                 server.slug.clone(),
                 Reader {
@@ -423,6 +429,7 @@ async fn read_upstream(
         };
         match opened {
             Ok(None) => {
+                server.mark_no_get_stream();
                 tracing::debug!(server = %server.slug, "upstream has no GET stream");
                 return;
             }

@@ -18,6 +18,8 @@ use crate::sse::SseSplitter;
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+/// Idle side-client connections kept per upstream host.
+const MAX_IDLE_PER_UPSTREAM: usize = 64;
 
 /// Why an upstream could not serve a request. Messages never include secrets.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,9 @@ impl UpstreamClient {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
+            // A burst (10,000 clients opening streams at once) must not leave as many
+            // idle connections, each with its buffers, behind it.
+            .pool_max_idle_per_host(MAX_IDLE_PER_UPSTREAM)
             .http1_only()
             .build()
             .expect("reqwest client builds");

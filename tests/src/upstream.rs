@@ -14,7 +14,8 @@
 //!
 //! Built with [`Upstream::builder`], a server can also offer prompts, resources and
 //! resource templates, paginated at a chosen page size; prompt gets, resource reads,
-//! completions, subscriptions and log levels echo and are recorded. The test can make
+//! completions, subscriptions and log levels echo and are recorded. It can also run
+//! without sessions ([`UpstreamBuilder::stateless`]: no GET stream). The test can make
 //! the server speak first on its GET stream: [`Upstream::notify_tools_changed`],
 //! [`Upstream::notify_resource_updated`], [`Upstream::log`].
 //!
@@ -49,6 +50,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -166,6 +168,7 @@ pub struct UpstreamBuilder {
     tools: Vec<UpstreamTool>,
     offer: Offer,
     legacy: bool,
+    stateless: bool,
 }
 
 impl UpstreamBuilder {
@@ -209,8 +212,23 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Streamable HTTP without sessions, answering `application/json`, as rmcp's
+    /// stateless mode does (`NeverSessionManager`, `legacy_session_mode = false`): no
+    /// `Mcp-Session-Id`, and a GET is answered 405 (no server-to-client stream).
+    pub fn stateless(mut self) -> Self {
+        self.stateless = true;
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<Upstream> {
-        Upstream::launch(self.label, self.tools, self.offer, self.legacy).await
+        Upstream::launch(
+            self.label,
+            self.tools,
+            self.offer,
+            self.legacy,
+            self.stateless,
+        )
+        .await
     }
 }
 
@@ -220,7 +238,8 @@ pub struct Upstream {
     addr: SocketAddr,
     log: Arc<Log>,
     tools: Arc<Mutex<Vec<UpstreamTool>>>,
-    sessions: Arc<LocalSessionManager>,
+    /// Sessions of a Streamable HTTP server; `None` for a stateless or legacy one.
+    sessions: Option<Arc<LocalSessionManager>>,
     /// Sessions of a legacy SSE server; `None` for Streamable HTTP.
     legacy: Option<legacy_sse::Sessions>,
     shutdown: CancellationToken,
@@ -243,6 +262,7 @@ impl Upstream {
             tools: Vec::new(),
             offer: Offer::default(),
             legacy: false,
+            stateless: false,
         }
     }
 
@@ -251,6 +271,7 @@ impl Upstream {
         tools: Vec<UpstreamTool>,
         offer: Offer,
         legacy: bool,
+        stateless: bool,
     ) -> anyhow::Result<Upstream> {
         let log = Arc::new(Log::default());
         let tools = Arc::new(Mutex::new(tools));
@@ -260,20 +281,32 @@ impl Upstream {
             offer: Arc::new(offer),
             log: log.clone(),
         };
-        let sessions = Arc::new(LocalSessionManager::default());
         let shutdown = CancellationToken::new();
         let legacy_sessions = legacy.then(legacy_sse::Sessions::default);
-        let router = match &legacy_sessions {
-            Some(live) => legacy_sse::router(handler, live.clone()),
-            None => {
+        let sessions = (!legacy && !stateless).then(|| Arc::new(LocalSessionManager::default()));
+        let config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(shutdown.child_token())
+            // Bodies up to the gateway's own limit must reach the tool.
+            .with_max_request_body_bytes(16 * 1024 * 1024);
+        let router = match (&legacy_sessions, &sessions) {
+            (Some(live), _) => legacy_sse::router(handler, live.clone()),
+            (None, Some(sessions)) => {
                 let service: StreamableHttpService<Echo, LocalSessionManager> =
                     StreamableHttpService::new(
                         move || Ok(handler.clone()),
                         sessions.clone(),
-                        StreamableHttpServerConfig::default()
-                            .with_cancellation_token(shutdown.child_token())
-                            // Bodies up to the gateway's own limit must reach the tool.
-                            .with_max_request_body_bytes(16 * 1024 * 1024),
+                        config,
+                    );
+                Router::new().nest_service("/mcp", service)
+            }
+            (None, None) => {
+                let service: StreamableHttpService<Echo, NeverSessionManager> =
+                    StreamableHttpService::new(
+                        move || Ok(handler.clone()),
+                        Arc::new(NeverSessionManager::default()),
+                        config
+                            .with_legacy_session_mode(false)
+                            .with_json_response(true),
                     );
                 Router::new().nest_service("/mcp", service)
             }
@@ -408,22 +441,23 @@ impl Upstream {
 
     /// Ends every session, as a server does when it restarts or expires sessions:
     /// later requests carrying an old `Mcp-Session-Id` get `404`.
+    ///
+    /// Panics on a [stateless](UpstreamBuilder::stateless) server: it has none.
     pub async fn forget_sessions(&self) {
         if let Some(live) = &self.legacy {
             // Dropping the way in ends each rmcp service, and with it its stream.
             lock(live).clear();
             return;
         }
-        let ids: Vec<_> = self
-            .sessions
-            .sessions
-            .read()
-            .await
-            .keys()
-            .cloned()
-            .collect();
+        let Some(sessions) = &self.sessions else {
+            panic!(
+                "forget_sessions: upstream {:?} is stateless and has no sessions",
+                self.label
+            );
+        };
+        let ids: Vec<_> = sessions.sessions.read().await.keys().cloned().collect();
         for id in ids {
-            let _ = self.sessions.close_session(&id).await;
+            let _ = sessions.close_session(&id).await;
         }
     }
 

@@ -2,18 +2,25 @@
 //! list_changed on config reloads, keep-alives, resumption, and how it ends.
 
 use gatehouse_tests::{
-    connect_as, wait_until, within, BrokenUpstream, ConfigBuilder, Proxy, RawClient, ServerSpec,
-    Upstream, UpstreamTool, STEP_TIMEOUT,
+    connect_as, echo_of, wait_until, within, BrokenUpstream, ConfigBuilder, Proxy, RawClient,
+    ServerSpec, Upstream, UpstreamTool, STEP_TIMEOUT,
 };
+use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
 use crate::fixture::Gateway;
 
 fn saw_get(upstream: &Upstream) -> bool {
+    gets(upstream) > 0
+}
+
+/// How many GETs (stream openings) the upstream received.
+fn gets(upstream: &Upstream) -> usize {
     upstream
         .requests()
         .iter()
-        .any(|r| r.method == http::Method::GET)
+        .filter(|r| r.method == http::Method::GET)
+        .count()
 }
 
 #[tokio::test]
@@ -265,5 +272,120 @@ async fn an_upstream_sending_garbage_is_dropped_and_the_others_carry_on() -> any
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
     assert_eq!(names, ["broken__ok", "notes__search"]);
     client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upstream_without_a_get_stream_is_asked_once_not_per_client_stream() -> anyhow::Result<()>
+{
+    // `lookup` answers GET with 405; `notes` keeps a GET stream per client stream.
+    let lookup = Upstream::builder("lookup")
+        .tools([UpstreamTool::new("find")])
+        .stateless()
+        .start()
+        .await?;
+    let notes = Upstream::start("notes", [UpstreamTool::new("search")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("lookup", &lookup.url()))
+        .server("eng", ServerSpec::new("notes", &notes.url()));
+    let token = cfg.token("eng");
+    cfg.write()?;
+    // The gateway logs (debug) when an upstream turns out to have no GET stream: the
+    // moment it remembers so, which the test waits for instead of the 405 alone.
+    let proxy = Proxy::start_with_env(
+        cfg.path(),
+        &[(
+            "RUST_LOG",
+            "info,pingora_core=warn,pingora_proxy=warn,gatehouse_proxy::stream=debug",
+        )],
+    )
+    .await?;
+    let no_get_stream = || proxy.log().matches("upstream has no GET stream").count();
+
+    let first = connect_as(&proxy.ws_url("eng"), &token).await?;
+    wait_until(
+        "both upstreams are asked for their GET stream",
+        STEP_TIMEOUT,
+        || async { saw_get(&lookup) && saw_get(&notes) },
+    )
+    .await?;
+    wait_until(
+        "the gateway has seen lookup's 405",
+        STEP_TIMEOUT,
+        || async { no_get_stream() >= 1 },
+    )
+    .await?;
+
+    let second = connect_as(&proxy.ws_url("eng"), &token).await?;
+    let third = connect_as(&proxy.ws_url("eng"), &token).await?;
+    wait_until(
+        "notes has a GET stream per client stream (3)",
+        STEP_TIMEOUT,
+        || async { gets(&notes) >= 3 },
+    )
+    .await?;
+    assert_eq!(
+        gets(&lookup),
+        1,
+        "an upstream that answered 405 is not asked again by later client streams"
+    );
+
+    // It still serves calls.
+    let params = CallToolRequestParams::new("lookup__find")
+        .with_arguments(json!({"q": "x"}).as_object().cloned().unwrap_or_default());
+    let result = within(
+        "tools/call lookup__find",
+        STEP_TIMEOUT,
+        third.peer().call_tool(params),
+    )
+    .await??;
+    let echo = echo_of(&result)?;
+    assert_eq!(echo["server"], json!("lookup"), "{echo}");
+    assert_eq!(echo["arguments"], json!({"q": "x"}), "{echo}");
+    assert_eq!(gets(&lookup), 1, "still one GET after a call");
+
+    // A config change compiles a new runtime, which forgets what lookup said. The open
+    // streams keep their state for servers whose fingerprint did not change (lookup,
+    // notes) and open only the new server's stream; a new client stream asks lookup
+    // once more, and the stream after it does not.
+    let wiki = Upstream::start("wiki", [UpstreamTool::new("page")]).await?;
+    cfg.server("eng", ServerSpec::new("wiki", &wiki.url()));
+    proxy.wait_for_config_version(cfg.rewrite()?).await?;
+    wait_until(
+        "the open streams open wiki's GET stream (3)",
+        STEP_TIMEOUT,
+        || async { gets(&wiki) >= 3 },
+    )
+    .await?;
+    let fourth = connect_as(&proxy.ws_url("eng"), &token).await?;
+    wait_until(
+        "the fourth stream opens notes' and wiki's GET streams",
+        STEP_TIMEOUT,
+        || async { gets(&notes) >= 4 && gets(&wiki) >= 4 },
+    )
+    .await?;
+    wait_until(
+        "the gateway has seen lookup's 405 under the new config",
+        STEP_TIMEOUT,
+        || async { no_get_stream() >= 2 },
+    )
+    .await?;
+    let fifth = connect_as(&proxy.ws_url("eng"), &token).await?;
+    wait_until(
+        "the fifth stream opens notes' and wiki's GET streams",
+        STEP_TIMEOUT,
+        || async { gets(&notes) >= 5 && gets(&wiki) >= 5 },
+    )
+    .await?;
+    assert_eq!(
+        gets(&lookup),
+        2,
+        "one GET per compiled config: the first stream under each asks, no other"
+    );
+    assert_eq!(gets(&notes), 5, "open streams kept their notes stream");
+
+    for client in [first, second, third, fourth, fifth] {
+        client.cancel().await?;
+    }
     Ok(())
 }
