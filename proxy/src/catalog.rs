@@ -31,7 +31,8 @@ pub struct ToolCatalog {
     built: Instant,
     /// False when some server's list could not be fetched.
     pub complete: bool,
-    /// The `tools` array of a `tools/list` result.
+    /// The whole `tools/list` result, `{"tools":[...]}`: a warm `tools/list` copies it
+    /// once, into the response.
     pub rendered: Bytes,
     routes: HashMap<String, ToolRoute>,
 }
@@ -80,7 +81,10 @@ impl ToolCatalog {
             generation,
             built: Instant::now(),
             complete,
-            rendered: Bytes::from(serde_json::to_vec(&merged).expect("tools serialise")),
+            rendered: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({ "tools": merged }))
+                    .expect("tools serialise"),
+            ),
             routes,
         }
     }

@@ -333,13 +333,7 @@ pub async fn request(
     match method {
         "ping" => Reply::ok(jsonrpc::result(rid, b"{}")),
         "tools/list" => match scope.state.catalog(scope.rt, scope.ws, env).await {
-            Ok(catalog) => {
-                let mut result = Vec::with_capacity(catalog.rendered.len() + 12);
-                result.extend_from_slice(br#"{"tools":"#);
-                result.extend_from_slice(&catalog.rendered);
-                result.extend_from_slice(b"}");
-                Reply::ok(jsonrpc::result(rid, &result))
-            }
+            Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered)),
             Err(_) => Reply::session_gone(id, "an upstream"),
         },
         "tools/call" => tool_call(scope, env, body, msg).await,
