@@ -87,6 +87,11 @@ pub async fn post(
             return match dispatch::initialize(scope, &caller.token.id, msg).await {
                 Ok(opened) => {
                     let session_id = caller.rt.keys.seal(&opened.envelope);
+                    gw.state.prefetch_catalog(
+                        caller.rt.clone(),
+                        caller.ws.clone(),
+                        opened.envelope.clone(),
+                    );
                     gw.state.metrics.sessions_opened.inc();
                     gw.state.metrics.sessions_active.inc();
                     respond::json(session, 200, &[(SESSION_HEADER, &session_id)], opened.body).await

@@ -35,6 +35,10 @@ pub struct GatewayState {
     pub upstream: UpstreamClient,
     pub metrics: Metrics,
     catalogs: DashMap<String, Arc<ToolCatalog>>,
+    /// Held while a workspace's catalog is built, so concurrent cold `tools/list`s
+    /// (and the fetch started after `initialize`) wait for one fan-out instead of each
+    /// making their own. The warm path never touches it.
+    catalog_builds: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// (workspace, server) -> the upstream's tool list.
     server_tools: DashMap<(String, String), CachedTools>,
     /// (client session, server) -> an upstream session the envelope does not hold.
@@ -65,6 +69,7 @@ impl GatewayState {
             upstream: UpstreamClient::new(),
             metrics,
             catalogs: DashMap::new(),
+            catalog_builds: DashMap::new(),
             server_tools: DashMap::new(),
             lazy_sessions: DashMap::new(),
         })
@@ -94,6 +99,8 @@ impl GatewayState {
                 .is_some_and(|s| s.fingerprint == cached.fingerprint)
         });
         self.catalogs
+            .retain(|ws, _| runtime.workspaces.contains_key(ws));
+        self.catalog_builds
             .retain(|ws, _| runtime.workspaces.contains_key(ws));
         self.runtime.store(Arc::new(runtime));
         self.metrics.config_version.set(snapshot.version as i64);
@@ -206,10 +213,18 @@ impl GatewayState {
         ws: &WorkspaceRt,
         env: &SessionEnvelope,
     ) -> Result<Arc<ToolCatalog>, UpstreamError> {
-        if let Some(c) = self.catalogs.get(&ws.slug) {
-            if c.is_fresh(rt.generation) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.fresh_catalog(rt, ws) {
+            return Ok(c);
+        }
+        let build = self
+            .catalog_builds
+            .entry(ws.slug.clone())
+            .or_default()
+            .clone();
+        let _building = build.lock().await;
+        // Built by whoever held the lock before us?
+        if let Some(c) = self.fresh_catalog(rt, ws) {
+            return Ok(c);
         }
         let fetches = listed_servers(ws).map(|server| async move {
             let key = (ws.slug.clone(), server.slug.clone());
@@ -243,6 +258,34 @@ impl GatewayState {
         let catalog = Arc::new(ToolCatalog::build(rt.generation, &lists));
         self.catalogs.insert(ws.slug.clone(), catalog.clone());
         Ok(catalog)
+    }
+
+    fn fresh_catalog(&self, rt: &Runtime, ws: &WorkspaceRt) -> Option<Arc<ToolCatalog>> {
+        self.catalogs
+            .get(&ws.slug)
+            .filter(|c| c.is_fresh(rt.generation))
+            .map(|c| c.clone())
+    }
+
+    /// Starts building the workspace's catalog in the background when it is not
+    /// fresh, with a session just initialized: a client lists tools right after
+    /// `initialize`, and the upstream fan-out then runs during its
+    /// `notifications/initialized` round trip instead of after it.
+    pub fn prefetch_catalog(
+        self: &Arc<Self>,
+        rt: Arc<Runtime>,
+        ws: Arc<WorkspaceRt>,
+        env: SessionEnvelope,
+    ) {
+        if self.fresh_catalog(&rt, &ws).is_some() {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            // Failures are logged and counted by `catalog` itself; the client's own
+            // tools/list tries again.
+            let _ = state.catalog(&rt, &ws, &env).await;
+        });
     }
 
     /// Every tool of one upstream, following `nextCursor` to the end, over whatever

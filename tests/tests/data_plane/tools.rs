@@ -313,3 +313,39 @@ async fn concurrent_calls_get_their_own_results_and_do_not_wait_on_a_slow_one() 
     client.cancel().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_tool_lists_are_fetched_once_right_after_initialize() -> anyhow::Result<()> {
+    let alpha = Upstream::start("alpha", [UpstreamTool::new("one")]).await?;
+    let beta = Upstream::start("beta", [UpstreamTool::new("two")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("alpha", &alpha.url()))
+        .server("eng", ServerSpec::new("beta", &beta.url()));
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let lists = |u: &Upstream| u.requests_for("tools/list").len();
+
+    // The client has not asked yet: the gateway fetches while it finishes its handshake.
+    let first = connect(&proxy.ws_url("eng"), &token).await?;
+    wait_until(
+        "each upstream is asked for its tools after initialize",
+        STEP_TIMEOUT,
+        || async { lists(&alpha) == 1 && lists(&beta) == 1 },
+    )
+    .await?;
+
+    // Two sessions listing at once are both served from that one fetch.
+    let second = connect(&proxy.ws_url("eng"), &token).await?;
+    let (a, b) = tokio::join!(tool_names(&first), tool_names(&second));
+    assert_eq!(a?, ["alpha__one", "beta__two"]);
+    assert_eq!(b?, ["alpha__one", "beta__two"]);
+    assert_eq!(
+        (lists(&alpha), lists(&beta)),
+        (1, 1),
+        "no upstream was asked twice"
+    );
+    first.cancel().await?;
+    second.cancel().await?;
+    Ok(())
+}
