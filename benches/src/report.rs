@@ -37,7 +37,7 @@ impl<E: Serialize> Report<E> {
         println!();
         println!("{table}");
         if self.problems.is_empty() {
-            println!("No errors under load: every response was 200 with the expected result.");
+            println!("No problems: every answer was the one the scenario expects, and no log had a warning.");
         } else {
             println!("PROBLEMS ({}):", self.problems.len());
             for p in &self.problems {
