@@ -18,6 +18,37 @@ pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
 /// An upstream's full tool list as it sent it, shared between catalogs.
 pub type ToolList = Arc<Vec<Value>>;
 
+/// A `tools/list` result as rendered: the upstreams' tools, written straight from their
+/// cached lists with only the name replaced (no copy of 500 tool trees per build).
+#[derive(serde::Serialize)]
+struct ListResult<'a> {
+    tools: Vec<Exposed<'a>>,
+}
+
+/// One upstream tool under its exposed name.
+struct Exposed<'a> {
+    tool: &'a Value,
+    name: String,
+}
+
+impl serde::Serialize for Exposed<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.tool else {
+            return self.tool.serialize(out);
+        };
+        let mut map = out.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            if key == "name" {
+                map.serialize_entry(key, &self.name)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// Where an exposed tool name leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolRoute {
@@ -65,9 +96,10 @@ impl ToolCatalog {
                     tracing::warn!(server = %server.slug, tool = name, "two tools map to the same exposed name; keeping the first");
                     continue;
                 }
-                let mut tool = tool.clone();
-                tool["name"] = Value::String(exposed.clone());
-                merged.push(tool);
+                merged.push(Exposed {
+                    tool,
+                    name: exposed.clone(),
+                });
                 routes.insert(
                     exposed,
                     ToolRoute {
@@ -82,8 +114,7 @@ impl ToolCatalog {
             built: Instant::now(),
             complete,
             rendered: Bytes::from(
-                serde_json::to_vec(&serde_json::json!({ "tools": merged }))
-                    .expect("tools serialise"),
+                serde_json::to_vec(&ListResult { tools: merged }).expect("tools serialise"),
             ),
             routes,
         }
