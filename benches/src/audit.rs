@@ -17,7 +17,9 @@ use crate::harness::{Harness, RunCpu};
 use crate::procstat::CpuClock;
 use crate::prometheus;
 use crate::report::{Measurement, Target};
-use crate::targets::{require_built, ControlPlaneFeed, GatehouseProxy, WORKSPACE};
+use crate::targets::{
+    require_proxy_and_control_plane, ControlPlaneFeed, GatehouseProxy, WORKSPACE,
+};
 use crate::upstream::{UpstreamFleet, UpstreamMode};
 use crate::wrk::{self, WrkLoad, WrkRequest, WrkResult};
 
@@ -246,12 +248,7 @@ async fn drain(
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    require_built(&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin")?;
-    require_built(
-        &opts.control_plane_bin,
-        "gatehouse-control-plane",
-        "--control-plane-bin",
-    )?;
+    require_proxy_and_control_plane(&opts.proxy_bin, &opts.control_plane_bin)?;
     std::fs::create_dir_all(&opts.out)?;
     let opts = Options {
         out: opts.out.canonicalize()?,

@@ -28,7 +28,9 @@ use crate::control_plane::{Admin, ControlPlane};
 use crate::harness::NOISE_CORES;
 use crate::procstat::CpuClock;
 use crate::report::{Measurement, Report, Target};
-use crate::targets::{require_built, ControlPlaneFeed, GatehouseProxy, WORKSPACE};
+use crate::targets::{
+    require_proxy_and_control_plane, ControlPlaneFeed, GatehouseProxy, WORKSPACE,
+};
 use crate::upstream::{UpstreamFleet, UpstreamMode};
 
 /// The target for the revoke -> 401 p99.
@@ -205,12 +207,7 @@ impl Prober {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    require_built(&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin")?;
-    require_built(
-        &opts.control_plane_bin,
-        "gatehouse-control-plane",
-        "--control-plane-bin",
-    )?;
+    require_proxy_and_control_plane(&opts.proxy_bin, &opts.control_plane_bin)?;
     std::fs::create_dir_all(&opts.out)?;
     let opts = Options {
         out: opts.out.canonicalize()?,

@@ -38,6 +38,16 @@ pub fn require_built(bin: &Path, package: &str, flag: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// [`require_built`] for the two binaries a control-plane scenario starts.
+pub fn require_proxy_and_control_plane(proxy: &Path, control_plane: &Path) -> anyhow::Result<()> {
+    require_built(proxy, "gatehouse-proxy", "--proxy-bin")?;
+    require_built(
+        control_plane,
+        "gatehouse-control-plane",
+        "--control-plane-bin",
+    )
+}
+
 /// A token in the product's format: `mwt_` + 43 base62 characters.
 pub fn new_token() -> String {
     const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
