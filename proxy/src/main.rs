@@ -79,9 +79,10 @@ enum Source {
 
 /// Read buffer of each client connection: none. Pingora's default is a 64 KiB buffer,
 /// zeroed at accept, which a client holding a GET stream open keeps for as long as the
-/// stream lives (3,000 open streams: proxy RSS per stream 127 KiB with 64 KiB, 71
-/// with 8 KiB, and 8 KiB less again with none). Pingora reads request headers and bodies into buffers of its own, so the
-/// extra layer only copied; tools/call throughput did not change within noise.
+/// stream lives (3,000 open streams: proxy RSS per stream 127 KiB with 64 KiB, 71 with
+/// 8 KiB, and 8 KiB less again with none). Pingora reads request headers and bodies
+/// into buffers of its own, so the extra layer only copied; tools/call throughput did
+/// not change within noise.
 const CLIENT_READ_BUFFER: usize = 0;
 
 /// mimalloc: the request path allocates and frees many small buffers.
