@@ -497,6 +497,15 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// A CLI logged in as `cp`'s bootstrap admin.
+    pub async fn admin_of(cp: &ControlPlane) -> anyhow::Result<Cli> {
+        let admin = Cli::new("admin")?;
+        admin
+            .login(&cp.api_url(), "admin", cp.admin_credential())
+            .await?;
+        Ok(admin)
+    }
+
     pub fn new(label: &str) -> anyhow::Result<Cli> {
         let dir = TempDir::new(&format!("cli-{label}"))?;
         Ok(Cli {

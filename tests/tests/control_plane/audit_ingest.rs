@@ -28,10 +28,7 @@ struct Setup {
 impl Setup {
     async fn start() -> anyhow::Result<Setup> {
         let cp = ControlPlane::start().await?;
-        let admin = Cli::new("admin")?;
-        admin
-            .login(&cp.api_url(), "admin", cp.admin_credential())
-            .await?;
+        let admin = Cli::admin_of(&cp).await?;
         admin.ok(&["workspace", "create", "Engineering"]).await?;
         admin
             .ok(&["workspace", "token", "create", WS, "--name", "Alice Cursor"])

@@ -24,10 +24,7 @@ async fn admin_view(admin: &Cli) -> anyhow::Result<Value> {
 #[tokio::test]
 async fn users_cannot_see_or_change_each_others_workspaces() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
-    let admin = Cli::new("admin")?;
-    admin
-        .login(&cp.api_url(), "admin", cp.admin_credential())
-        .await?;
+    let admin = Cli::admin_of(&cp).await?;
     token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
         .ok(&[
@@ -202,10 +199,7 @@ async fn users_cannot_see_or_change_each_others_workspaces() -> anyhow::Result<(
 #[tokio::test]
 async fn a_reused_slug_does_not_inherit_the_old_audit_log() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
-    let admin = Cli::new("admin")?;
-    admin
-        .login(&cp.api_url(), "admin", cp.admin_credential())
-        .await?;
+    let admin = Cli::admin_of(&cp).await?;
     admin.ok(&["workspace", "create", "Engineering"]).await?;
     admin
         .ok(&[

@@ -12,10 +12,7 @@ use crate::fixture::{assert_fails, token_in, until_initialize_answers, Deploymen
 /// and its server `github` (whose header needs `GITHUB_TOKEN`).
 async fn with_engineering() -> anyhow::Result<(ControlPlane, Cli, String)> {
     let cp = ControlPlane::start().await?;
-    let admin = Cli::new("admin")?;
-    admin
-        .login(&cp.api_url(), "admin", cp.admin_credential())
-        .await?;
+    let admin = Cli::admin_of(&cp).await?;
     let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
         .ok(&[

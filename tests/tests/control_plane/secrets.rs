@@ -10,10 +10,7 @@ use crate::fixture::{files_containing, files_under, token_in};
 #[tokio::test]
 async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
-    let admin = Cli::new("admin")?;
-    admin
-        .login(&cp.api_url(), "admin", cp.admin_credential())
-        .await?;
+    let admin = Cli::admin_of(&cp).await?;
     let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
         .ok(&[

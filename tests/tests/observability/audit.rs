@@ -35,10 +35,7 @@ struct Fleet {
 impl Fleet {
     async fn start(proxies: usize) -> anyhow::Result<Fleet> {
         let cp = ControlPlane::start().await?;
-        let admin = Cli::new("admin")?;
-        admin
-            .login(&cp.api_url(), "admin", cp.admin_credential())
-            .await?;
+        let admin = Cli::admin_of(&cp).await?;
         let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
         let upstream = Upstream::builder("github")
             .tools([

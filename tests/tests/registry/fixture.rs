@@ -40,10 +40,7 @@ impl Registry {
             "registry-edge",
         )
         .await?;
-        let admin = Cli::new("admin")?;
-        admin
-            .login(&cp.api_url(), "admin", cp.admin_credential())
-            .await?;
+        let admin = Cli::admin_of(&cp).await?;
         let acme = user(&cp, &admin, "acme", "ops@acme.com").await?;
         let alice = user(&cp, &admin, "alice", ALICE_EMAIL).await?;
         let mallory = user(&cp, &admin, "mallory", MALLORY_EMAIL).await?;
