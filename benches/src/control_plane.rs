@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::targets::{free_port, log_warnings, wait_ready};
+use crate::targets::{free_port, log_warnings, spawn_logged, wait_ready};
 
 /// A running `gatehouse serve`.
 pub struct ControlPlane {
@@ -40,29 +39,22 @@ impl ControlPlane {
         std::fs::create_dir_all(&data)?;
         let log = dir.join("control-plane.log");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .env("NO_COLOR", "1")
-            // The proxy token and admin credential are the ones `serve` writes to the
-            // data dir, not whatever this shell holds.
-            .env_remove("GATEHOUSE_PROXY_TOKEN")
-            .env_remove("GATEHOUSE_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::options().append(true).open(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it: cargo build --release -p gatehouse-control-plane)",
-                    binary.display()
-                )
-            })?;
-        let pid = child.id().context("control plane has no pid")?;
+        let (mut child, pid) = spawn_logged(
+            Command::new(binary)
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .env("NO_COLOR", "1")
+                // The proxy token and admin credential are the ones `serve` writes to
+                // the data dir, not whatever this shell holds.
+                .env_remove("GATEHOUSE_PROXY_TOKEN")
+                .env_remove("GATEHOUSE_DATA_DIR"),
+            &log,
+            &binary.display().to_string(),
+            " (build it: cargo build --release -p gatehouse-control-plane)",
+        )?;
         let http = reqwest::Client::builder().no_proxy().build()?;
         let health = format!("http://{addr}/healthz");
         wait_ready(

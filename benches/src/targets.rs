@@ -38,6 +38,25 @@ pub fn require_built(bin: &Path, package: &str, flag: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// Spawns `command` with no stdin and stdout and stderr both in `log`, killed when the
+/// returned child is dropped; `build_hint` ends the error when it cannot start.
+pub fn spawn_logged(
+    command: &mut Command,
+    log: &Path,
+    what: &str,
+    build_hint: &str,
+) -> anyhow::Result<(Child, u32)> {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log)?)
+        .stderr(std::fs::File::options().append(true).open(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}{build_hint}"))?;
+    let pid = child.id().with_context(|| format!("{what} has no pid"))?;
+    Ok((child, pid))
+}
+
 /// [`require_built`] for the two binaries a control-plane scenario starts.
 pub fn require_proxy_and_control_plane(proxy: &Path, control_plane: &Path) -> anyhow::Result<()> {
     require_built(proxy, "gatehouse-proxy", "--proxy-bin")?;
@@ -274,32 +293,25 @@ impl GatehouseProxy {
         let log = dir.join(format!("{label}.log"));
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let mut child = Command::new(binary)
-            .args(source)
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--threads")
-            .arg(threads.to_string())
-            .env("NO_COLOR", "1")
-            // Only the arguments above decide what the proxy does.
-            .env_remove("GATEHOUSE_CONFIG")
-            .env_remove("GATEHOUSE_CONTROL_PLANE")
-            .env_remove("GATEHOUSE_PROXY_TOKEN")
-            .env_remove("GATEHOUSE_NO_AUDIT")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::options().append(true).open(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it: cargo build --release -p gatehouse-proxy)",
-                    binary.display()
-                )
-            })?;
-        let pid = child.id().context("proxy has no pid")?;
+        let (mut child, pid) = spawn_logged(
+            Command::new(binary)
+                .args(source)
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--admin-listen")
+                .arg(admin.to_string())
+                .arg("--threads")
+                .arg(threads.to_string())
+                .env("NO_COLOR", "1")
+                // Only the arguments above decide what the proxy does.
+                .env_remove("GATEHOUSE_CONFIG")
+                .env_remove("GATEHOUSE_CONTROL_PLANE")
+                .env_remove("GATEHOUSE_PROXY_TOKEN")
+                .env_remove("GATEHOUSE_NO_AUDIT"),
+            &log,
+            &binary.display().to_string(),
+            " (build it: cargo build --release -p gatehouse-proxy)",
+        )?;
         let health = format!("http://{admin}/healthz");
         let http = reqwest::Client::new();
         wait_ready(
@@ -456,20 +468,18 @@ http {{
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
         let log = prefix.join("logs").join("stderr.log");
-        let mut child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-g")
-            .arg("daemon off;")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::options().append(true).open(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let master = child.id().context("nginx has no pid")?;
+        let (mut child, master) = spawn_logged(
+            Command::new(binary)
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-p")
+                .arg(&prefix)
+                .arg("-g")
+                .arg("daemon off;"),
+            &log,
+            &binary.display().to_string(),
+            "",
+        )?;
         wait_ready("nginx", &mut child, &log, Duration::from_secs(10), || {
             let up = TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
             async move { up }
