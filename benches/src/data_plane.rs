@@ -13,7 +13,7 @@ use crate::client::{self, checked_session, echo_request, McpSession};
 use crate::harness::{Harness, RunCpu};
 use crate::procstat::CpuClock;
 use crate::report::{Measurement, Target};
-use crate::targets::{GatehouseProxy, Nginx};
+use crate::targets::{GatehouseProxy, Nginx, PingoraBare};
 use crate::upstream::{UpstreamFleet, UpstreamMode};
 use crate::wrk::{self, WrkRequest, WrkResult};
 
@@ -35,6 +35,9 @@ pub struct Options {
     pub tools_per_upstream: usize,
     pub out: PathBuf,
     pub proxy_bin: PathBuf,
+    /// The `pingora-bare` binary (built with this package); the row is left out, with a
+    /// note, when it is not there.
+    pub pingora_bare: PathBuf,
     /// The nginx binary; `None` leaves the nginx rows out (see `no_nginx` for why).
     pub nginx: Option<PathBuf>,
     /// nginx was left out on request (`--no-nginx`), not because it was not found.
@@ -264,6 +267,70 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
+    // Pingora alone: the same hop with no MCP work, at the first thread count.
+    let mut bare_rps = None;
+    let mut bare_cpu = None;
+    if opts.pingora_bare.is_file() {
+        let threads = opts.proxy_threads.first().copied().unwrap_or(1);
+        let bare =
+            PingoraBare::start(&opts.pingora_bare, &opts.out, fleet.addr(0), threads).await?;
+        eprintln!("pingora-bare -> {}", bare.url());
+        let result = async {
+            let session = checked_session(&http, &bare.url(), None, "echo").await?;
+            lane(
+                &mut h,
+                &opts,
+                "pingora-bare",
+                &echo_request(&session, "echo"),
+                &[bare.pid],
+            )
+            .await
+        }
+        .await;
+        for w in bare.warnings() {
+            h.problems.push(format!("pingora-bare log: {w}"));
+        }
+        bare.stop().await;
+        let lane = result?;
+        let name = format!("pingora-bare t{threads}");
+        let rps = Measurement::new(format!("{name} rps@{n}"), lane.many.rps, "req/s")
+            .noisy(lane.noisy_many)
+            .note("Pingora proxying with no MCP work: the floor of Gatehouse's design");
+        m.push(match &nginx_rps {
+            Some(base) => rps.clone().vs(base),
+            None => rps.clone(),
+        });
+        let added = Measurement::new(
+            format!("{name} added p50@1"),
+            lane.one.p50_us - direct.one.p50_us,
+            "us",
+        )
+        .note(format!("{name} p50@1 - direct p50@1"))
+        .noisy(lane.noisy_one || direct.noisy_one);
+        m.push(match &nginx_added {
+            Some(base) => added.vs(base),
+            None => added,
+        });
+        if let Some(cpu) = lane.cpu_many.target_us_per_call {
+            let cpu = Measurement::new(format!("{name} CPU/call @{n}"), cpu, "us")
+                .note("utime+stime of pingora-bare / requests")
+                .noisy(lane.noisy_many);
+            m.push(match &nginx_cpu {
+                Some(base) => cpu.clone().vs(base),
+                None => cpu.clone(),
+            });
+            bare_cpu = Some(cpu);
+        }
+        bare_rps = Some(rps);
+    } else {
+        let note = format!(
+            "{} not found: pingora-bare rows left out (cargo build --release -p gatehouse-bench)",
+            opts.pingora_bare.display()
+        );
+        eprintln!("{note}");
+        h.notes.push(note);
+    }
+
     // Gatehouse, at each thread count.
     for &threads in &opts.proxy_threads.clone() {
         let label = format!("gatehouse-t{threads}");
@@ -301,6 +368,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .noisy(lane.noisy_many)
                 .vs(&direct_rps),
         );
+        if let Some(base) = &bare_rps {
+            m.push(
+                Measurement::new(
+                    format!("{name} rps@{n} vs pingora-bare"),
+                    lane.many.rps,
+                    "req/s",
+                )
+                .noisy(lane.noisy_many)
+                .vs(base),
+            );
+        }
         m.push(
             Measurement::new(format!("{name} p50@1"), lane.one.p50_us, "us")
                 .noisy(lane.noisy_one)
@@ -320,8 +398,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(base) => added.vs(base).target(Target::NotAboveBaseline),
             None => added,
         });
-        if let Some(cpu) = lane.cpu_many.target_us_per_call {
-            let cpu = Measurement::new(format!("{name} CPU/call @{n}"), cpu, "us")
+        if let Some(cpu_us) = lane.cpu_many.target_us_per_call {
+            let cpu = Measurement::new(format!("{name} CPU/call @{n}"), cpu_us, "us")
                 .note("utime+stime of gatehouse-proxy / requests")
                 .noisy(lane.noisy_many);
             let cpu = match &nginx_cpu {
@@ -329,6 +407,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 None => cpu,
             };
             m.push(cpu.target(Target::Ceiling(CPU_PER_CALL_TARGET_US)));
+            if let Some(base) = &bare_cpu {
+                m.push(
+                    Measurement::new(
+                        format!("{name} CPU/call @{n} over pingora-bare"),
+                        cpu_us - base.value,
+                        "us",
+                    )
+                    .note("what the MCP work costs: routing, auth, session, rewrite, audit")
+                    .noisy(lane.noisy_many || base.noisy),
+                );
+            }
         }
         if let Some(cpu) = lane.cpu_one.target_us_per_call {
             m.push(

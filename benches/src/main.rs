@@ -192,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                     .load
                     .proxy_bin
                     .unwrap_or_else(|| build.join("gatehouse-proxy")),
+                pingora_bare: build.join("pingora-bare"),
                 wait_quiet: seconds(a.load.wait_quiet),
                 noise_retries: a.load.noise_retries,
                 no_nginx: a.no_nginx,

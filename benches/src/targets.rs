@@ -77,6 +77,13 @@ pub fn new_token() -> String {
     format!("{}{body}", gatehouse_config::TOKEN_PREFIX)
 }
 
+/// A [`wait_ready`] probe: something accepts TCP connections on `addr`.
+pub fn accepts(addr: SocketAddr) -> impl FnMut() -> std::future::Ready<bool> {
+    move || {
+        std::future::ready(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+    }
+}
+
 /// Waits until `probe` succeeds or `child` exits or the deadline passes.
 pub async fn wait_ready<F, Fut>(
     what: &str,
@@ -480,10 +487,13 @@ http {{
             &binary.display().to_string(),
             "",
         )?;
-        wait_ready("nginx", &mut child, &log, Duration::from_secs(10), || {
-            let up = TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
-            async move { up }
-        })
+        wait_ready(
+            "nginx",
+            &mut child,
+            &log,
+            Duration::from_secs(10),
+            accepts(listen),
+        )
         .await?;
         Ok(Nginx {
             child,
@@ -531,6 +541,66 @@ http {{
         let out = Command::new(binary).arg("-v").output().await.ok()?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
         text.lines().next().map(|l| l.trim().to_string())
+    }
+}
+
+/// A running `pingora-bare` (benches/src/bin/pingora_bare.rs): Pingora as a dumb hop
+/// in front of one upstream, built like gatehouse-proxy but doing nothing else.
+pub struct PingoraBare {
+    child: Child,
+    pub pid: u32,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl PingoraBare {
+    /// Starts it with `threads` workers; returns once it accepts connections.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        upstream: SocketAddr,
+        threads: usize,
+    ) -> anyhow::Result<PingoraBare> {
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let log = dir.join("pingora-bare.log");
+        let (mut child, pid) = spawn_logged(
+            Command::new(binary)
+                .arg("--listen")
+                .arg(listen.to_string())
+                .arg("--upstream")
+                .arg(upstream.to_string())
+                .arg("--threads")
+                .arg(threads.to_string()),
+            &log,
+            &binary.display().to_string(),
+            " (build it with cargo build --release -p gatehouse-bench)",
+        )?;
+        wait_ready(
+            "pingora-bare",
+            &mut child,
+            &log,
+            Duration::from_secs(10),
+            accepts(listen),
+        )
+        .await?;
+        Ok(PingoraBare {
+            child,
+            pid,
+            listen,
+            log,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.listen)
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        log_warnings(&self.log)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 
