@@ -267,61 +267,75 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
 
-    // Pingora alone: the same hop with no MCP work, at the first thread count.
+    // Pingora alone, with no MCP work, at the first thread count: through its proxy
+    // path (the floor of Gatehouse's design), then answering from request_filter over
+    // a client of its own (what leaving Pingora's upstream half would save).
     let mut bare_rps = None;
     let mut bare_cpu = None;
     if opts.pingora_bare.is_file() {
         let threads = opts.proxy_threads.first().copied().unwrap_or(1);
-        let bare =
-            PingoraBare::start(&opts.pingora_bare, &opts.out, fleet.addr(0), threads).await?;
-        eprintln!("pingora-bare -> {}", bare.url());
-        let result = async {
-            let session = checked_session(&http, &bare.url(), None, "echo").await?;
-            lane(
-                &mut h,
-                &opts,
-                "pingora-bare",
-                &echo_request(&session, "echo"),
-                &[bare.pid],
+        for (label, own_client) in [("pingora-bare", false), ("pingora-own-client", true)] {
+            let bare = PingoraBare::start(
+                &opts.pingora_bare,
+                &opts.out,
+                label,
+                fleet.addr(0),
+                threads,
+                own_client,
             )
-            .await
-        }
-        .await;
-        for w in bare.warnings() {
-            h.problems.push(format!("pingora-bare log: {w}"));
-        }
-        bare.stop().await;
-        let lane = result?;
-        let name = format!("pingora-bare t{threads}");
-        let rps = Measurement::new(format!("{name} rps@{n}"), lane.many.rps, "req/s")
-            .noisy(lane.noisy_many)
-            .note("Pingora proxying with no MCP work: the floor of Gatehouse's design");
-        m.push(match &nginx_rps {
-            Some(base) => rps.clone().vs(base),
-            None => rps.clone(),
-        });
-        let added = Measurement::new(
-            format!("{name} added p50@1"),
-            lane.one.p50_us - direct.one.p50_us,
-            "us",
-        )
-        .note(format!("{name} p50@1 - direct p50@1"))
-        .noisy(lane.noisy_one || direct.noisy_one);
-        m.push(match &nginx_added {
-            Some(base) => added.vs(base),
-            None => added,
-        });
-        if let Some(cpu) = lane.cpu_many.target_us_per_call {
-            let cpu = Measurement::new(format!("{name} CPU/call @{n}"), cpu, "us")
-                .note("utime+stime of pingora-bare / requests")
+            .await?;
+            eprintln!("{label} -> {}", bare.url());
+            let result = async {
+                let session = checked_session(&http, &bare.url(), None, "echo").await?;
+                lane(
+                    &mut h,
+                    &opts,
+                    label,
+                    &echo_request(&session, "echo"),
+                    &[bare.pid],
+                )
+                .await
+            }
+            .await;
+            for w in bare.warnings() {
+                h.problems.push(format!("{label} log: {w}"));
+            }
+            bare.stop().await;
+            let lane = result?;
+            let name = format!("{label} t{threads}");
+            let rps = Measurement::new(format!("{name} rps@{n}"), lane.many.rps, "req/s")
                 .noisy(lane.noisy_many);
-            m.push(match &nginx_cpu {
-                Some(base) => cpu.clone().vs(base),
-                None => cpu.clone(),
+            m.push(match &nginx_rps {
+                Some(base) => rps.clone().vs(base),
+                None => rps.clone(),
             });
-            bare_cpu = Some(cpu);
+            let added = Measurement::new(
+                format!("{name} added p50@1"),
+                lane.one.p50_us - direct.one.p50_us,
+                "us",
+            )
+            .note(format!("{name} p50@1 - direct p50@1"))
+            .noisy(lane.noisy_one || direct.noisy_one);
+            m.push(match &nginx_added {
+                Some(base) => added.vs(base),
+                None => added,
+            });
+            let cpu = lane.cpu_many.target_us_per_call.map(|cpu| {
+                Measurement::new(format!("{name} CPU/call @{n}"), cpu, "us")
+                    .note(format!("utime+stime of {label} / requests"))
+                    .noisy(lane.noisy_many)
+            });
+            if let Some(cpu) = &cpu {
+                m.push(match &nginx_cpu {
+                    Some(base) => cpu.clone().vs(base),
+                    None => cpu.clone(),
+                });
+            }
+            if !own_client {
+                bare_rps = Some(rps);
+                bare_cpu = cpu;
+            }
         }
-        bare_rps = Some(rps);
     } else {
         let note = format!(
             "{} not found: pingora-bare rows left out (cargo build --release -p gatehouse-bench)",

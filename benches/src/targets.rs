@@ -554,29 +554,37 @@ pub struct PingoraBare {
 }
 
 impl PingoraBare {
-    /// Starts it with `threads` workers; returns once it accepts connections.
+    /// Starts it with `threads` workers, logging to `<dir>/<label>.log`, with
+    /// `--own-client` if asked; returns once it accepts connections.
     pub async fn start(
         binary: &Path,
         dir: &Path,
+        label: &str,
         upstream: SocketAddr,
         threads: usize,
+        own_client: bool,
     ) -> anyhow::Result<PingoraBare> {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let log = dir.join("pingora-bare.log");
+        let log = dir.join(format!("{label}.log"));
+        let mut command = Command::new(binary);
+        command
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--upstream")
+            .arg(upstream.to_string())
+            .arg("--threads")
+            .arg(threads.to_string());
+        if own_client {
+            command.arg("--own-client");
+        }
         let (mut child, pid) = spawn_logged(
-            Command::new(binary)
-                .arg("--listen")
-                .arg(listen.to_string())
-                .arg("--upstream")
-                .arg(upstream.to_string())
-                .arg("--threads")
-                .arg(threads.to_string()),
+            &mut command,
             &log,
             &binary.display().to_string(),
             " (build it with cargo build --release -p gatehouse-bench)",
         )?;
         wait_ready(
-            "pingora-bare",
+            label,
             &mut child,
             &log,
             Duration::from_secs(10),
