@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gatehouse_config::audit::CallOutcome;
-use http::{header, HeaderValue, Method};
+use http::{header, HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -91,15 +91,15 @@ pub struct Forward {
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
 /// its session with the gateway, and framing the gateway recomputes.
-const STRIPPED_HEADERS: [&str; 8] = [
-    "authorization",
-    "cookie",
-    "origin",
+static STRIPPED_HEADERS: [HeaderName; 8] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::ORIGIN,
     SESSION_HEADER,
     VERSION_HEADER,
-    "content-length",
-    "transfer-encoding",
-    "last-event-id",
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("last-event-id"),
 ];
 
 #[async_trait]
@@ -195,7 +195,7 @@ impl ProxyHttp for Gateway {
                 respond::json(
                     session,
                     405,
-                    &[("allow", allow)],
+                    &[(header::ALLOW, allow)],
                     Bytes::from_static(br#"{"error":"method not allowed"}"#),
                 )
                 .await
@@ -227,7 +227,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         upstream.set_uri(f.server.path.clone());
-        for name in STRIPPED_HEADERS {
+        for name in &STRIPPED_HEADERS {
             upstream.remove_header(name);
         }
         upstream.insert_header(header::HOST, f.server.authority.clone())?;
@@ -276,7 +276,7 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[ws, &f.server.slug])
                 .observe(sent.elapsed().as_secs_f64());
         }
-        resp.remove_header(SESSION_HEADER);
+        resp.remove_header(&SESSION_HEADER);
         let status = resp.status.as_u16();
         if f.session_id.is_some() && matches!(status, 400 | 404) {
             f.session_gone = true;

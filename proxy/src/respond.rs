@@ -1,7 +1,7 @@
 //! Answers the gateway writes itself, and the request checks that precede them.
 
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -16,14 +16,14 @@ pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="gatehouse", error="invalid_t
 pub async fn json(
     session: &mut Session,
     status: u16,
-    extra: &[(&'static str, &str)],
+    extra: &[(HeaderName, &str)],
     body: Bytes,
 ) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
     resp.insert_header(header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     for (name, value) in extra {
-        resp.insert_header(*name, *value)?;
+        resp.insert_header(name, *value)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
@@ -51,7 +51,7 @@ pub async fn unauthorized(session: &mut Session) -> Result<bool> {
     json(
         session,
         401,
-        &[(header::WWW_AUTHENTICATE.as_str(), WWW_AUTHENTICATE)],
+        &[(header::WWW_AUTHENTICATE, WWW_AUTHENTICATE)],
         Bytes::from_static(UNAUTHORIZED_BODY),
     )
     .await

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use http::HeaderName;
 use serde_json::{json, Value};
 
 use crate::runtime::ServerRt;
 use crate::sse::SseSplitter;
 
-pub const SESSION_HEADER: &str = "mcp-session-id";
-pub const VERSION_HEADER: &str = "mcp-protocol-version";
+// Header names, not strings: a lookup or removal by string parses the name each time.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 /// Idle side-client connections kept per upstream host.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
