@@ -312,17 +312,36 @@ pub async fn request(
     let rid = msg.id.expect("a request has an id");
     let id = rid.get();
     let method = msg.method.as_deref().unwrap_or_default();
-    let params: Value = match msg.params.map(|p| serde_json::from_str(p.get())) {
-        None => json!({}),
-        Some(Ok(p @ Value::Object(_))) => p,
-        Some(_) => {
-            return Reply::error(
-                id,
-                INVALID_PARAMS,
-                "Invalid params: params must be an object",
-                "invalid_params",
-            )
+    let not_an_object = || {
+        Reply::error(
+            id,
+            INVALID_PARAMS,
+            "Invalid params: params must be an object",
+            "invalid_params",
+        )
+    };
+    // The params are valid JSON already (a raw value): its first byte tells an object.
+    let raw_params = msg.params.map(|p| p.get());
+    if raw_params.is_some_and(|p| !p.trim_start().starts_with('{')) {
+        return not_an_object();
+    }
+    // The busiest methods never need the params as a tree: a tools/call reads the
+    // name it routes on and splices, and its arguments may run to megabytes.
+    match method {
+        "ping" => return Reply::ok(jsonrpc::result(rid, b"{}")),
+        "tools/list" => {
+            return match scope.state.catalog(scope.rt, scope.ws, env).await {
+                Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered)),
+                Err(_) => Reply::session_gone(id, "an upstream"),
+            }
         }
+        "tools/call" => return tool_call(scope, env, body, msg).await,
+        _ => {}
+    }
+    let params: Value = match raw_params.map(serde_json::from_str) {
+        None => json!({}),
+        Some(Ok(p)) => p,
+        Some(Err(_)) => return not_an_object(),
     };
     let lister = Lister {
         state: scope.state,
@@ -331,12 +350,6 @@ pub async fn request(
         env,
     };
     match method {
-        "ping" => Reply::ok(jsonrpc::result(rid, b"{}")),
-        "tools/list" => match scope.state.catalog(scope.rt, scope.ws, env).await {
-            Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered)),
-            Err(_) => Reply::session_gone(id, "an upstream"),
-        },
-        "tools/call" => tool_call(scope, env, body, msg).await,
         "prompts/list" | "resources/list" | "resources/templates/list" => {
             let kind = match method {
                 "prompts/list" => ListKind::Prompts,
