@@ -14,9 +14,11 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gatehouse_config::audit::CallOutcome;
 use gatehouse_config::{
     hash_token_hex, McpServer, SessionKey, Snapshot, Workspace, WorkspaceToken,
 };
+use gatehouse_proxy::audit::ReplyScan;
 use gatehouse_proxy::auth::TokenIndex;
 use gatehouse_proxy::catalog::{ToolCatalog, ToolList};
 use gatehouse_proxy::envelope::{SessionEnvelope, SessionKeys, UpstreamSession};
@@ -203,6 +205,26 @@ fn sse_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The audit's watch over a routed call's JSON reply: 64 KiB of tool text (with the
+/// escapes JSON gives quotes, backslashes and newlines), in 16 KiB chunks.
+fn audit_benches(c: &mut Criterion) {
+    let text = "line of \"quoted\" tool output with a \\ path\n".repeat(1500);
+    let reply = json!({"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":text}],"isError":true}}).to_string();
+    let mut g = c.benchmark_group("audit");
+    g.throughput(Throughput::Bytes(reply.len() as u64));
+    g.bench_function("reply_scan_64k", |b| {
+        b.iter(|| {
+            let mut scan = ReplyScan::default();
+            for chunk in black_box(reply.as_bytes()).chunks(16 * 1024) {
+                scan.push(chunk);
+            }
+            assert_eq!(scan.outcome(), Some(CallOutcome::ToolError));
+        })
+    });
+    g.finish();
+    eprintln!("audit reply: {} bytes", reply.len());
+}
+
 fn catalog_benches(c: &mut Criterion) {
     let servers: Vec<McpServer> = (0..10)
         .map(|i| {
@@ -262,6 +284,7 @@ criterion_group!(
     auth_benches,
     jsonrpc_benches,
     sse_benches,
+    audit_benches,
     catalog_benches
 );
 criterion_main!(hot_paths);

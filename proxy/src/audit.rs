@@ -303,7 +303,18 @@ enum TopKey {
 
 impl ReplyScan {
     pub fn push(&mut self, chunk: &[u8]) {
-        for &b in chunk {
+        let mut at = 0;
+        while at < chunk.len() {
+            if self.in_string && !self.escaped && !self.expect_key {
+                // Most of a reply is string content (tool text), where only a quote
+                // or a backslash changes anything: jump to the next one.
+                match memchr::memchr2(b'"', b'\\', &chunk[at..]) {
+                    Some(n) => at += n,
+                    None => return,
+                }
+            }
+            let b = chunk[at];
+            at += 1;
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
@@ -507,6 +518,11 @@ mod tests {
             (
                 r#"{"result":{"content":[{"isError":true}]},"id":1,"jsonrpc":"2.0"}"#,
                 Some(CallOutcome::Ok),
+            ),
+            // Escaped backslashes and quotes inside text, where the scan skips ahead.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a \\ b \" c \\\" d \\"}],"isError":true}}"#,
+                Some(CallOutcome::ToolError),
             ),
             (r#"{"jsonrpc":"2.0","id":1}"#, None),
             ("not json", None),
