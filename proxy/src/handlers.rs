@@ -475,6 +475,13 @@ async fn forward_large(
     if let Some(ct) = content_type {
         head.insert_header(header::CONTENT_TYPE, ct)?;
     }
+    // Framed, so the client's connection carries its next request: unframed, Pingora
+    // would end the reply by closing it. A JSON reply is relayed unchanged, so the
+    // upstream's length holds; a rewritten event stream is chunked.
+    match resp.content_length().filter(|_| rewriter.is_none()) {
+        Some(len) => head.insert_header(header::CONTENT_LENGTH, len)?,
+        None => head.insert_header(header::TRANSFER_ENCODING, "chunked")?,
+    }
     session.write_response_header(Box::new(head), false).await?;
     let relay = Relay {
         keys: &caller.rt.keys,

@@ -88,6 +88,54 @@ async fn a_mebibyte_argument_round_trips_intact() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A call too large for Pingora's replay buffer goes over the side client; its reply
+/// must still be framed, or the client's connection ends with every such call.
+#[tokio::test]
+async fn a_reply_to_a_call_over_the_replay_buffer_keeps_the_connection() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    let text = random_base62(100 << 10);
+    let response = client
+        .send_json(&json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "notes__echo_size", "arguments": {"text": text}},
+        }))
+        .await?;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let header = |name: &str| {
+        response
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase())
+    };
+    assert!(
+        header("content-length").is_some()
+            || header("transfer-encoding").as_deref() == Some("chunked"),
+        "reply delimited by closing the connection: {:?}",
+        response.headers
+    );
+    assert_ne!(
+        header("connection").as_deref(),
+        Some("close"),
+        "{:?}",
+        response.headers
+    );
+    let reply = response
+        .messages
+        .iter()
+        .find(|m| m["id"] == 7)
+        .ok_or_else(|| anyhow::anyhow!("no response: {}", response.text()))?;
+    let echoed = reply["result"]["content"][0]["text"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no text content: {reply}"))?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(echoed)?,
+        json!({"len": 100 << 10, "sha256": hex::encode(Sha256::digest(text.as_bytes()))})
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn bodies_over_the_default_limit_get_413() -> anyhow::Result<()> {
     let gw = Gateway::start().await?;
