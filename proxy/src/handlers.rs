@@ -357,9 +357,11 @@ async fn side_tool_call(
                     gw.state.invalidate_tools(&caller.ws.slug, &call.server.slug);
                 }
                 if !streaming {
-                    let mut head = ResponseHeader::build(200, Some(2))?;
+                    let mut head = ResponseHeader::build(200, Some(3))?;
                     head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
                     head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+                    // Chunked, so the client's connection outlives the reply.
+                    head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
                     session.write_response_header(Box::new(head), false).await?;
                     streaming = true;
                 }

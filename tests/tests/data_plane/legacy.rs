@@ -204,6 +204,60 @@ async fn requests_progress_and_list_changed_reach_a_legacy_stream() -> anyhow::R
     Ok(())
 }
 
+/// A call to a legacy upstream that reports progress is answered as an event stream;
+/// it must be framed, or the client's connection ends with every such call.
+#[tokio::test]
+async fn a_streamed_reply_from_a_legacy_upstream_keeps_the_connection() -> anyhow::Result<()> {
+    let old = Upstream::builder("old")
+        .legacy_sse()
+        .tools(talking_tools())
+        .start()
+        .await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("old", &old.url()).legacy_sse());
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let mut client = RawClient::new(proxy.ws_url("eng"), Some(&token));
+    client.initialize().await?;
+    let response = client
+        .send_json(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "old__progress", "arguments": {"steps": 2}, "_meta": {"progressToken": 7}}}))
+        .await?;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let header = |name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    assert!(
+        header("content-type").is_some_and(|ct| ct.starts_with("text/event-stream")),
+        "{:?}",
+        response.headers
+    );
+    assert_eq!(
+        header("transfer-encoding").as_deref(),
+        Some("chunked"),
+        "reply delimited by closing the connection: {:?}",
+        response.headers
+    );
+    let progress = response
+        .messages
+        .iter()
+        .filter(|m| m["method"] == json!("notifications/progress"))
+        .count();
+    assert_eq!(progress, 2, "{:?}", response.messages);
+    let done = response
+        .messages
+        .iter()
+        .find(|m| m["id"] == json!(5))
+        .ok_or_else(|| anyhow::anyhow!("no response: {}", response.text()))?;
+    assert_eq!(tool_text(done)?["tool"], json!("progress"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn legacy_sse_upstreams_serve_both_client_transports() -> anyhow::Result<()> {
     let old = Upstream::builder("old")
