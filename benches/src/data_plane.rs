@@ -74,6 +74,17 @@ struct Lane {
     cpu_many: RunCpu,
 }
 
+/// What the proxy `name` adds to a call: its p50 at one connection minus direct's.
+fn added_p50(name: &str, lane: &Lane, direct: &Lane) -> Measurement {
+    Measurement::new(
+        format!("{name} added p50@1"),
+        lane.one.p50_us - direct.one.p50_us,
+        "us",
+    )
+    .note(format!("{name} p50@1 - direct p50@1"))
+    .noisy(lane.noisy_one || direct.noisy_one)
+}
+
 /// Warm-up at N connections, then measured runs at 1 and N, sampling the CPU time
 /// of `pids` around each.
 async fn lane(
@@ -242,13 +253,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .noisy(lane.noisy_many)
                 .vs(&direct_rps);
             let p50 = Measurement::new("nginx p50@1", lane.one.p50_us, "us").noisy(lane.noisy_one);
-            let added = Measurement::new(
-                "nginx added p50@1",
-                lane.one.p50_us - direct.one.p50_us,
-                "us",
-            )
-            .note("nginx p50@1 - direct p50@1")
-            .noisy(lane.noisy_one || direct.noisy_one);
+            let added = added_p50("nginx", &lane, &direct);
             let cpu = lane.cpu_many.target_us_per_call.map(|v| {
                 Measurement::new(format!("nginx CPU/call @{n}"), v, "us")
                     .note("utime+stime of master+worker / requests")
@@ -309,13 +314,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 Some(base) => rps.clone().vs(base),
                 None => rps.clone(),
             });
-            let added = Measurement::new(
-                format!("{name} added p50@1"),
-                lane.one.p50_us - direct.one.p50_us,
-                "us",
-            )
-            .note(format!("{name} p50@1 - direct p50@1"))
-            .noisy(lane.noisy_one || direct.noisy_one);
+            let added = added_p50(&name, &lane, &direct);
             m.push(match &nginx_added {
                 Some(base) => added.vs(base),
                 None => added,
@@ -401,13 +400,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         m.push(
             Measurement::new(format!("{name} p99@1"), lane.one.p99_us, "us").noisy(lane.noisy_one),
         );
-        let added = Measurement::new(
-            format!("{name} added p50@1"),
-            lane.one.p50_us - direct.one.p50_us,
-            "us",
-        )
-        .note(format!("{name} p50@1 - direct p50@1"))
-        .noisy(lane.noisy_one || direct.noisy_one);
+        let added = added_p50(&name, &lane, &direct);
         m.push(match &nginx_added {
             Some(base) => added.vs(base).target(Target::NotAboveBaseline),
             None => added,
