@@ -436,6 +436,15 @@ impl RawResponse {
         self.header("content-type")
     }
 
+    /// Whether the body was delimited by a length or chunking, so the connection can
+    /// carry another request, rather than by the server closing it.
+    pub fn framed(&self) -> bool {
+        self.header("content-length").is_some()
+            || self
+                .header("transfer-encoding")
+                .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    }
+
     pub fn session_id(&self) -> Option<&str> {
         self.header("mcp-session-id")
     }

@@ -103,32 +103,20 @@ async fn a_reply_to_a_call_over_the_replay_buffer_keeps_the_connection() -> anyh
         }))
         .await?;
     assert_eq!(response.status, 200, "{}", response.text());
-    let header = |name: &str| {
-        response
-            .headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase())
-    };
     assert!(
-        header("content-length").is_some()
-            || header("transfer-encoding").as_deref() == Some("chunked"),
+        response.framed(),
         "reply delimited by closing the connection: {:?}",
         response.headers
     );
     assert_ne!(
-        header("connection").as_deref(),
+        response.header("connection"),
         Some("close"),
         "{:?}",
         response.headers
     );
-    let reply = response
-        .messages
-        .iter()
-        .find(|m| m["id"] == 7)
-        .ok_or_else(|| anyhow::anyhow!("no response: {}", response.text()))?;
-    let echoed = reply["result"]["content"][0]["text"]
+    let echoed = response.result()?["content"][0]["text"]
         .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no text content: {reply}"))?;
+        .ok_or_else(|| anyhow::anyhow!("no text content: {}", response.text()))?;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(echoed)?,
         json!({"len": 100 << 10, "sha256": hex::encode(Sha256::digest(text.as_bytes()))})
