@@ -73,7 +73,14 @@ impl OwnClient {
         wire.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         wire.extend_from_slice(self.upstream.to_string().as_bytes());
         for (name, value) in req.headers.iter() {
-            if name == header::HOST || name == header::CONTENT_LENGTH || name == header::CONNECTION
+            // Framing is recomputed: the body was read whole, de-chunked.
+            if [
+                header::HOST,
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::CONNECTION,
+            ]
+            .contains(name)
             {
                 continue;
             }
@@ -87,11 +94,14 @@ impl OwnClient {
         let pooled = self.idle.lock().expect("pool lock").pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => TcpStream::connect(self.upstream)
-                .await
-                .or_err(ErrorType::ConnectError, "connecting upstream")?,
+            None => {
+                let c = TcpStream::connect(self.upstream)
+                    .await
+                    .or_err(ErrorType::ConnectError, "connecting upstream")?;
+                c.set_nodelay(true).ok();
+                c
+            }
         };
-        conn.set_nodelay(true).ok();
         conn.write_all(&wire)
             .await
             .or_err(ErrorType::WriteError, "writing upstream")?;
