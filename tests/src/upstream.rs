@@ -221,14 +221,7 @@ impl UpstreamBuilder {
     }
 
     pub async fn start(self) -> anyhow::Result<Upstream> {
-        Upstream::launch(
-            self.label,
-            self.tools,
-            self.offer,
-            self.legacy,
-            self.stateless,
-        )
-        .await
+        Upstream::launch(self).await
     }
 }
 
@@ -266,13 +259,14 @@ impl Upstream {
         }
     }
 
-    async fn launch(
-        label: String,
-        tools: Vec<UpstreamTool>,
-        offer: Offer,
-        legacy: bool,
-        stateless: bool,
-    ) -> anyhow::Result<Upstream> {
+    async fn launch(built: UpstreamBuilder) -> anyhow::Result<Upstream> {
+        let UpstreamBuilder {
+            label,
+            tools,
+            offer,
+            legacy,
+            stateless,
+        } = built;
         let log = Arc::new(Log::default());
         let tools = Arc::new(Mutex::new(tools));
         let handler = Echo {
