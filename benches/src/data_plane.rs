@@ -129,12 +129,7 @@ async fn lane(
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.out)?;
     let out = opts.out.canonicalize()?;
-    if !opts.proxy_bin.is_file() {
-        bail!(
-            "{} not found: build it first with cargo build --release -p gatehouse-proxy (or pass --proxy-bin)",
-            opts.proxy_bin.display()
-        );
-    }
+    crate::targets::require_built(&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin")?;
     let clock = CpuClock::detect();
     let env = Environment {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),

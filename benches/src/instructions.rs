@@ -142,12 +142,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         report.notes.push(note);
         return report.publish_saying(&out, "no dump: valgrind missing");
     }
-    if !opts.proxy_bin.is_file() {
-        bail!(
-            "{} not found: build it first with cargo build --release -p gatehouse-proxy (or pass --proxy-bin)",
-            opts.proxy_bin.display()
-        );
-    }
+    crate::targets::require_built(&opts.proxy_bin, "gatehouse-proxy", "--proxy-bin")?;
     let control = opts.valgrind.with_file_name("callgrind_control");
     if !control.is_file() {
         bail!(
