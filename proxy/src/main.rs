@@ -10,7 +10,7 @@ use gatehouse_config::{Secret, SessionKey, Snapshot};
 use gatehouse_proxy::audit::AuditSink;
 use gatehouse_proxy::audit_ship::{AuditShipper, Spool};
 use gatehouse_proxy::gateway::Gateway;
-use gatehouse_proxy::metrics::AdminApp;
+use gatehouse_proxy::metrics::{AdminApp, ClientListener};
 use gatehouse_proxy::push::{ConfigStream, ControlPlane, UsageReport};
 use gatehouse_proxy::reload::ConfigWatch;
 use gatehouse_proxy::state::GatewayState;
@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         "gatehouse admin".to_string(),
         HttpServer::new_app(AdminApp {
             state: state.clone(),
+            client_listener: ClientListener::new(&args.listen),
         }),
     );
     admin.add_tcp(&args.admin_listen);

@@ -2,6 +2,7 @@
 //! Labels are workspace and server slugs from the config (bounded), MCP method names
 //! from a fixed list, and outcome words; never tokens, secrets or session ids.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -191,6 +192,42 @@ impl Metrics {
 /// The admin listener: `/metrics` and `/healthz`.
 pub struct AdminApp {
     pub state: Arc<GatewayState>,
+    pub client_listener: ClientListener,
+}
+
+/// Whether the client listener accepts connections yet. Pingora binds each service's
+/// listeners on that service's own thread, so the admin listener can answer before
+/// MCP clients can connect; `/healthz` says 503 until they can.
+pub struct ClientListener {
+    addr: String,
+    up: AtomicBool,
+}
+
+impl ClientListener {
+    pub fn new(addr: &str) -> ClientListener {
+        ClientListener {
+            addr: addr.to_owned(),
+            up: AtomicBool::new(false),
+        }
+    }
+
+    /// Connects once to find out, until the first success; a listener, once bound,
+    /// stays bound for the life of the process.
+    async fn accepts(&self) -> bool {
+        if self.up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let connected = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(&self.addr),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        if connected {
+            self.up.store(true, Ordering::Relaxed);
+        }
+        connected
+    }
 }
 
 #[async_trait]
@@ -210,13 +247,18 @@ impl ServeHttp for AdminApp {
                 (200, "text/plain; version=0.0.4; charset=utf-8", m.render())
             }
             "/healthz" => {
-                let rt = self.state.runtime();
+                let version = self.state.runtime().version;
+                let (status, word) = if self.client_listener.accepts().await {
+                    (200, "ok")
+                } else {
+                    (503, "starting")
+                };
                 (
-                    200,
+                    status,
                     "application/json",
                     serde_json::to_vec(&serde_json::json!({
-                        "status": "ok",
-                        "config_version": rt.version,
+                        "status": word,
+                        "config_version": version,
                     }))
                     .expect("json"),
                 )

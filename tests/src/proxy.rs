@@ -60,39 +60,50 @@ impl Proxy {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("proxy did not start")))
     }
 
-    async fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Result<Proxy, SpawnError> {
-        let dir = TempDir::new("proxy").map_err(SpawnError::Other)?;
+    /// Spawns the proxy with `config`, its clients' listener on `listen`, and returns
+    /// at once: it may not answer yet. For tests of how it starts.
+    pub fn launch_on(config: &Path, listen: SocketAddr) -> anyhow::Result<Proxy> {
+        Self::launch(&proxy_binary()?, config, listen, &[])
+    }
+
+    fn launch(
+        bin: &Path,
+        config: &Path,
+        listen: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proxy> {
+        let dir = TempDir::new("proxy")?;
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path)
-            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot create log: {e}")))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot clone log: {e}")))?;
-        let addr = free_port().map_err(SpawnError::Other)?;
-        let admin = free_port().map_err(SpawnError::Other)?;
-        let mut command = Command::new(bin);
-        command
+            .map_err(|e| anyhow::anyhow!("cannot create log: {e}"))?;
+        let log_err = log.try_clone()?;
+        let admin = free_port()?;
+        let child = Command::new(bin)
             .arg("--config")
             .arg(config)
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(listen.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err);
-        let child = command
+            .stderr(log_err)
             .spawn()
-            .map_err(|e| SpawnError::Other(anyhow::anyhow!("cannot run {}: {e}", bin.display())))?;
-        let mut proxy = Proxy {
+            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", bin.display()))?;
+        Ok(Proxy {
             child,
-            addr,
+            addr: listen,
             admin,
             log_path,
             http: reqwest::Client::new(),
             _dir: dir,
-        };
+        })
+    }
+
+    async fn spawn(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Result<Proxy, SpawnError> {
+        let listen = free_port().map_err(SpawnError::Other)?;
+        let mut proxy = Self::launch(bin, config, listen, env).map_err(SpawnError::Other)?;
         match proxy.wait_ready().await {
             Ok(()) => Ok(proxy),
             Err(e) => {
@@ -113,12 +124,9 @@ impl Proxy {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("gatehouse-proxy exited before it was ready: {status}");
             }
+            // 200 only once the client listener accepts too.
             if let Ok(response) = self.http.get(self.admin_url("/healthz")).send().await {
-                // Pingora starts its services on their own threads: the admin
-                // listener answering says nothing about the client listener.
-                if response.status() == 200
-                    && tokio::net::TcpStream::connect(self.addr).await.is_ok()
-                {
+                if response.status() == 200 {
                     return Ok(());
                 }
             }
@@ -154,15 +162,17 @@ impl Proxy {
         format!("http://{}{path}", self.admin)
     }
 
-    /// `GET /healthz` on the admin port.
+    /// `GET /healthz` on the admin port, which must answer 200.
     pub async fn health(&self) -> anyhow::Result<Health> {
+        let (status, health) = self.health_status().await?;
+        anyhow::ensure!(status == 200, "/healthz answered {status}: {health:?}");
+        Ok(health)
+    }
+
+    /// `GET /healthz` on the admin port: status and body, whatever the status.
+    pub async fn health_status(&self) -> anyhow::Result<(u16, Health)> {
         let response = self.http.get(self.admin_url("/healthz")).send().await?;
-        anyhow::ensure!(
-            response.status() == 200,
-            "/healthz answered {}",
-            response.status()
-        );
-        Ok(response.json().await?)
+        Ok((response.status().as_u16(), response.json().await?))
     }
 
     /// Waits until `/healthz` reports `config_version >= version`.

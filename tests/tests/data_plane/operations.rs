@@ -120,6 +120,46 @@ async fn healthz_reports_the_loaded_config_version() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn healthz_is_not_ok_until_clients_can_connect() -> anyhow::Result<()> {
+    // Someone else holds the client port (bound, not listening): the proxy keeps
+    // retrying the bind, and its admin listener must not call it healthy meanwhile.
+    let holder = tokio::net::TcpSocket::new_v4()?;
+    holder.bind("127.0.0.1:0".parse()?)?;
+    let listen = holder.local_addr()?;
+    let mut cfg = ConfigBuilder::new()?;
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::launch_on(cfg.path(), listen)?;
+
+    let starting = within("/healthz answers", STEP_TIMEOUT, async {
+        loop {
+            if let Ok(answer) = proxy.health_status().await {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    assert_eq!(starting.0, 503, "{:?}", starting.1);
+    assert_eq!(starting.1.status, "starting");
+    assert_eq!(starting.1.config_version, cfg.version());
+
+    drop(holder);
+    wait_until(
+        "/healthz says ok once the port is free",
+        STEP_TIMEOUT,
+        || async { proxy.health().await.is_ok() },
+    )
+    .await?;
+    // And "ok" means a client gets through at once.
+    let answer = RawClient::new(proxy.ws_url("eng"), Some(&token))
+        .send_initialize()
+        .await?;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    Ok(())
+}
+
+#[tokio::test]
 async fn metrics_count_the_calls_made() -> anyhow::Result<()> {
     let gw = Gateway::start().await?;
     let client = connect(&gw.eng_url(), &gw.alice).await?;
