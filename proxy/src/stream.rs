@@ -14,7 +14,8 @@
 //! and the last [`REPLAY_EVENTS`](crate::live::REPLAY_EVENTS) are kept on this
 //! replica, so a client that reconnects with `Last-Event-ID` here gets what it missed.
 //! The stream ends when the client goes away, the session is deleted, or its token
-//! stops being valid.
+//! stops being valid. It is chunked, so an end the gateway decides is a last chunk
+//! and the client's connection stays open for its next request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -144,6 +145,15 @@ impl Drop for Reader {
     }
 }
 
+/// Ends a client stream the gateway closes: the last chunk. A client that has gone
+/// already is not an error.
+async fn end(session: &mut Session) -> Result<bool> {
+    if let Err(e) = session.write_response_body(None, true).await {
+        tracing::debug!(error = %e, "could not end a client stream");
+    }
+    Ok(true)
+}
+
 /// Counts a client stream in `gatehouse_open_streams` while it lives.
 struct OpenStream(prometheus::IntGauge);
 
@@ -165,10 +175,13 @@ impl ClientStream {
     /// Writes the response header, `first` (replayed events, or the legacy `endpoint`
     /// event) and then events until the stream ends. Returns `Ok(true)`: answered.
     pub async fn serve(mut self, session: &mut Session, first: Vec<Bytes>) -> Result<bool> {
-        let mut head = ResponseHeader::build(200, Some(4))?;
+        let mut head = ResponseHeader::build(200, Some(5))?;
         head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
         head.insert_header(header::CACHE_CONTROL, "no-cache")?;
         head.insert_header("x-accel-buffering", "no")?;
+        // Chunked, so a stream the gateway ends (DELETE, revocation, expiry) closes with a
+        // last chunk and leaves the client's connection open for its next request.
+        head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         session.write_response_header(Box::new(head), false).await?;
         let transport = match self.framing {
             Framing::Legacy => crate::audit::LEGACY_SSE,
@@ -195,7 +208,7 @@ impl ClientStream {
         let mut rt = self.state.runtime();
         let mut signature = workspace_signature(&rt, &self.workspace);
         let Some(mut expires_at) = self.token_check(&rt) else {
-            return Ok(true);
+            return end(session).await;
         };
         if let Some(env) = self.env.clone() {
             self.reconcile(&rt, &env, &merged_tx, &mut readers);
@@ -203,12 +216,12 @@ impl ClientStream {
         let mut keep_alive = tokio::time::interval(keep_alive_every());
         keep_alive.tick().await;
         let mut watch = tokio::time::interval(WATCH_EVERY);
-        loop {
+        let client_gone = loop {
             let inbox = self.inbox.as_mut();
             let write: Option<Bytes> = tokio::select! {
                 closed = session.as_downstream_mut().read_body_or_idle(true) => {
                     tracing::debug!(workspace = %self.workspace, closed = ?closed.err(), "client stream closed by the client");
-                    break;
+                    break true;
                 }
                 Some(json) = merged_rx.recv() => Some(self.frame(json.as_bytes())),
                 input = async { match inbox { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
@@ -223,7 +236,7 @@ impl ClientStream {
                             None
                         }
                         // The legacy session was dropped from the registry.
-                        None => break,
+                        None => break false,
                     }
                 }
                 _ = keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
@@ -231,7 +244,7 @@ impl ClientStream {
                     let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
                     let expired = expires_at.is_some_and(|at| crate::state::unix_now() >= at);
                     if ended || expired {
-                        break;
+                        break false;
                     }
                     let now = self.state.runtime();
                     if now.generation == rt.generation {
@@ -240,7 +253,7 @@ impl ClientStream {
                         rt = now;
                         match self.token_check(&rt) {
                             Some(at) => expires_at = at,
-                            None => break,
+                            None => break false,
                         }
                         let changed = workspace_signature(&rt, &self.workspace);
                         let announce = changed != signature;
@@ -255,12 +268,15 @@ impl ClientStream {
             if let Some(bytes) = write {
                 if let Err(e) = session.write_response_body(Some(bytes), false).await {
                     tracing::debug!(workspace = %self.workspace, error = %e, "client stream write failed");
-                    break;
+                    break true;
                 }
             }
-        }
+        };
         drop(readers);
-        Ok(true)
+        if client_gone {
+            return Ok(true);
+        }
+        end(session).await
     }
 
     /// Checks the token the stream was opened with against `rt`: still there, not

@@ -41,6 +41,8 @@ pub struct EventStream {
     body: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
     buf: Vec<u8>,
     ended: bool,
+    /// Why the body ended in an error (e.g. a chunked body cut off), if it did.
+    broken: Option<String>,
 }
 
 impl EventStream {
@@ -51,6 +53,7 @@ impl EventStream {
             body: response.bytes_stream().boxed(),
             buf: Vec::new(),
             ended: false,
+            broken: None,
         }
     }
 
@@ -66,7 +69,11 @@ impl EventStream {
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Err(_) => anyhow::bail!("no event within {limit:?}"),
-                Ok(None) | Ok(Some(Err(_))) => self.ended = true,
+                Ok(None) => self.ended = true,
+                Ok(Some(Err(e))) => {
+                    self.ended = true;
+                    self.broken = Some(format!("{e:?}"));
+                }
                 // JSON never holds a raw CR, so dropping them turns CRLF line ends into LF.
                 Ok(Some(Ok(chunk))) => self
                     .buf
@@ -112,6 +119,26 @@ impl EventStream {
             seen.push(event);
         }
         Ok(seen)
+    }
+
+    /// Whether the body was framed (chunked or with a length) and ended as framed, so
+    /// the connection could carry another request: not cut off, not ended by a close.
+    pub fn ended_framed(&self) -> Result<(), String> {
+        if let Some(e) = &self.broken {
+            return Err(format!("the body ended in an error: {e}"));
+        }
+        let chunked = self
+            .headers
+            .get(reqwest::header::TRANSFER_ENCODING)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
+        if chunked || self.headers.contains_key(reqwest::header::CONTENT_LENGTH) {
+            Ok(())
+        } else {
+            Err(format!(
+                "neither chunked nor a length: ended by closing the connection ({:?})",
+                self.headers
+            ))
+        }
     }
 
     fn take_block(&mut self) -> Option<Event> {

@@ -368,3 +368,32 @@ async fn legacy_sse_upstreams_serve_both_client_transports() -> anyhow::Result<(
     assert_eq!(listed.result()?["prompts"][0]["name"], json!("old__brief"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_legacy_stream_ends_with_its_token_and_ends_framed() -> anyhow::Result<()> {
+    let mut gw = Gateway::start().await?;
+    let mut client = LegacySession::open(&gw.proxy.url("/ws/eng/sse"), Some(&gw.bob)).await?;
+    client.initialize(json!({})).await?;
+    gw.cfg
+        .workspace("eng")
+        .tokens
+        .iter_mut()
+        .find(|t| t.name == "bob")
+        .expect("bob's token")
+        .revoked = true;
+    let version = gw.cfg.rewrite()?;
+    gw.proxy.wait_for_config_version(version).await?;
+    within(
+        "the legacy stream ends after revocation",
+        STEP_TIMEOUT,
+        client.stream.until_end(),
+    )
+    .await??;
+    // With a last chunk, not by closing the client's connection.
+    client.stream.ended_framed().map_err(anyhow::Error::msg)?;
+    let (status, _) = client
+        .post_to(&client.endpoint, Some(&gw.bob), json!({}).to_string())
+        .await?;
+    assert_eq!(status, 401, "a revoked token posts nothing more");
+    Ok(())
+}

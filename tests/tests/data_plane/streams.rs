@@ -209,6 +209,8 @@ async fn delete_and_revocation_end_open_streams() -> anyhow::Result<()> {
         stream.until_end(),
     )
     .await??;
+    // Ended with a last chunk, not by closing the client's connection.
+    stream.ended_framed().map_err(anyhow::Error::msg)?;
     let again = alice.get_stream(None).await?;
     assert_eq!(again.status, 404, "a deleted session is gone");
 
@@ -231,6 +233,7 @@ async fn delete_and_revocation_end_open_streams() -> anyhow::Result<()> {
         stream.until_end(),
     )
     .await??;
+    stream.ended_framed().map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
