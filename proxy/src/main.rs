@@ -97,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    exit_when_a_listener_cannot_bind();
     let args = Args::parse();
 
     let (snapshot, source) = initial_config(&args)?;
@@ -186,6 +187,28 @@ fn main() -> anyhow::Result<()> {
     };
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "gatehouse-proxy starting");
     server.run_forever()
+}
+
+/// Pingora retries a bind that finds its address in use for 30 s (room for a process
+/// being replaced to let go of it), then panics in that service's thread, and the
+/// process lived on without the listener: up for a supervisor, serving nothing. Exit
+/// instead, so the failure is seen. Any other panic keeps Pingora's handling.
+fn exit_when_a_listener_cannot_bind() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // pingora-core 0.9 services/listening.rs: `.expect("Failed to build listeners")`.
+        if message.starts_with("Failed to build listeners") {
+            tracing::error!("a listener could not be bound; gatehouse-proxy exits");
+            std::process::exit(1);
+        }
+    }));
 }
 
 /// The config to start with: the file, or the control plane's current snapshot, or

@@ -8,7 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ use crate::{wait_until, TempDir, STEP_TIMEOUT};
 
 /// How long the proxy may take to answer `/healthz` after it is spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What Pingora logs when a listener's address is in use (it retries the bind).
+const PORT_TAKEN: &str = " is in use, will try again";
 
 /// The admin endpoint's `/healthz` body.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -109,7 +112,7 @@ impl Proxy {
             Err(e) => {
                 let log = proxy.log();
                 let text = format!("{e}\n--- proxy log:\n{log}");
-                if log.contains("Address already in use") || log.contains("AddrInUse") {
+                if log.contains(PORT_TAKEN) || log.contains("Address already in use") {
                     Err(SpawnError::PortTaken(anyhow::anyhow!(text)))
                 } else {
                     Err(SpawnError::Other(anyhow::anyhow!(text)))
@@ -123,6 +126,11 @@ impl Proxy {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("gatehouse-proxy exited before it was ready: {status}");
+            }
+            // Pingora would retry for 30 s; a port taken since we picked it is better
+            // given up at once for another.
+            if self.log().contains(PORT_TAKEN) {
+                anyhow::bail!("gatehouse-proxy found a port in use");
             }
             // 200 only once the client listener accepts too.
             if let Ok(response) = self.http.get(self.admin_url("/healthz")).send().await {
@@ -193,6 +201,21 @@ impl Proxy {
     pub async fn metrics(&self) -> anyhow::Result<(u16, String)> {
         let response = self.http.get(self.admin_url("/metrics")).send().await?;
         Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; its exit status.
+    pub async fn exit_within(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "gatehouse-proxy still runs after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// What the proxy wrote to stdout and stderr so far.

@@ -4,6 +4,8 @@ use gatehouse_tests::{
     connect, echo_of, metrics, wait_until, within, ConfigBuilder, Proxy, RawClient, Upstream,
     UpstreamTool, STEP_TIMEOUT,
 };
+use std::time::Duration;
+
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
@@ -136,7 +138,7 @@ async fn healthz_is_not_ok_until_clients_can_connect() -> anyhow::Result<()> {
             if let Ok(answer) = proxy.health_status().await {
                 return answer;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await?;
@@ -156,6 +158,26 @@ async fn healthz_is_not_ok_until_clients_can_connect() -> anyhow::Result<()> {
         .send_initialize()
         .await?;
     assert_eq!(answer.status, 200, "{}", answer.text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_proxy_whose_client_port_stays_taken_exits_with_an_error() -> anyhow::Result<()> {
+    let holder = tokio::net::TcpSocket::new_v4()?;
+    holder.bind("127.0.0.1:0".parse()?)?;
+    let listen = holder.local_addr()?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.token("eng");
+    cfg.write()?;
+    let mut proxy = Proxy::launch_on(cfg.path(), listen)?;
+    // Pingora retries the bind for 30 s before it gives up.
+    let status = proxy.exit_within(Duration::from_secs(60)).await?;
+    assert_eq!(status.code(), Some(1), "{status}");
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("{listen} still in use")),
+        "the log does not say which address: {log}"
+    );
     Ok(())
 }
 
