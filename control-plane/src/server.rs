@@ -115,6 +115,12 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", proxy_bin.display()))?;
+    let version = app.snapshots.borrow().version;
+    if let Err(e) = proxy_serving(&mut proxy, opts.proxy_admin_listen, version).await {
+        stop_child(&mut proxy).await;
+        task.abort();
+        return Err(e);
+    }
 
     println!("Gatehouse is up.");
     println!("  Admin API:   {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
@@ -147,6 +153,44 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     stop_child(&mut proxy).await;
     task.abort();
     outcome
+}
+
+/// How long `gatehouse up` waits for its proxy: Pingora retries an address in use for
+/// 30 s before the proxy gives up and exits.
+const PROXY_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Waits until the proxy's `/healthz` says it serves config `version` or newer (it
+/// answers 200 only once MCP clients can connect), so everything printed after it
+/// works at once. Fails if the proxy exits first or is not ready in time.
+async fn proxy_serving(
+    proxy: &mut tokio::process::Child,
+    admin: SocketAddr,
+    version: i64,
+) -> anyhow::Result<()> {
+    let url = format!("http://{admin}/healthz");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + PROXY_READY_TIMEOUT;
+    loop {
+        if let Some(status) = proxy.try_wait()? {
+            anyhow::bail!("the proxy exited before it was ready ({status}); its log is above");
+        }
+        if let Ok(answer) = http.get(&url).send().await {
+            if answer.status() == 200 {
+                let health: serde_json::Value = answer.json().await.unwrap_or_default();
+                if health["config_version"].as_i64().unwrap_or(-1) >= version {
+                    return Ok(());
+                }
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy was not serving config version {version} at {url} within {PROXY_READY_TIMEOUT:?}; its log is above"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Creates the `demo` workspace (once) with the built-in server, and a fresh token.

@@ -4,6 +4,8 @@
 //!
 //! One test binary, one module per concern; the shared set-up is in `fixture`.
 
+#[path = "control_plane/all_in_one.rs"]
+mod all_in_one;
 #[path = "control_plane/audit_ingest.rs"]
 mod audit_ingest;
 #[path = "control_plane/authorisation.rs"]
