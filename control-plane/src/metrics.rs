@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// How a `POST /v1/proxy/audit` ended.
@@ -52,6 +52,7 @@ pub struct ControlPlaneMetrics {
     proxy_last_seen: IntGaugeVec,
     audit_events: IntCounterVec,
     audit_batches: IntCounterVec,
+    call_events_pruned: IntCounter,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
     /// Held while a scrape rebuilds the per-proxy series and encodes: two scrapes at
@@ -128,6 +129,15 @@ impl ControlPlaneMetrics {
                 "Audit batches posted by proxies, by outcome: ok, rejected (malformed or too big, nothing stored) or error (store failure)",
                 &["outcome"],
             ),
+            call_events_pruned: {
+                let c = IntCounter::new(
+                    "gatehouse_control_plane_call_events_pruned_total",
+                    "Stored call events deleted for being older than --call-retention-days",
+                )
+                .expect("valid metric");
+                register(Box::new(c.clone()));
+                c
+            },
             api_requests: counter_vec(
                 "gatehouse_control_plane_api_requests_total",
                 "API requests by method, route template (`unmatched` for unknown paths) and status code",
@@ -165,6 +175,10 @@ impl ControlPlaneMetrics {
         self.audit_events
             .with_label_values(&["duplicate"])
             .inc_by(duplicates);
+    }
+
+    pub fn call_events_pruned(&self, deleted: u64) {
+        self.call_events_pruned.inc_by(deleted);
     }
 
     /// Records one answered request. `route` must be a route template or

@@ -20,6 +20,8 @@ pub struct ServeOptions {
     /// Base URL clients use to reach the gateway (printed in workspace URLs),
     /// e.g. `http://127.0.0.1:8080`.
     pub gateway_url: String,
+    /// Days routed calls are kept (0: for ever).
+    pub call_retention_days: u32,
 }
 
 /// Options of `gatehouse up`: control plane + one proxy child process.
@@ -47,6 +49,8 @@ async fn start_api(
         .await
         .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
     let app = Arc::new(app);
+    // Runs until the process ends, like the API.
+    let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);
     let router =
         crate::api::router(app.clone()).nest_service(crate::demo::PATH, crate::demo::service());
     let listener = tokio::net::TcpListener::bind(opts.listen)

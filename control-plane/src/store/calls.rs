@@ -42,6 +42,9 @@ const ROW_PARAMS: usize = 15;
 const ROWS_PER_STATEMENT: usize = 60;
 const _: () = assert!(ROWS_PER_STATEMENT * ROW_PARAMS <= 999);
 
+/// Rows one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 5_000;
+
 /// `INSERT ... VALUES (..), (..) ON CONFLICT (id) DO NOTHING` for `rows` events, with
 /// [`ROW_PARAMS`] anonymous parameters per row in order.
 ///
@@ -154,6 +157,42 @@ impl Store {
         .await
     }
 
+    /// Deletes the calls made before `before_ms` (unix milliseconds): workspace by
+    /// workspace along the `(workspace, time_ms)` index, at most [`PRUNE_BATCH`] rows a
+    /// statement so a large backlog never holds the database's write lock for long.
+    /// Returns how many went.
+    pub async fn prune_call_events(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        // Slugs are never empty, so every workspace sorts after "".
+        let mut after = String::new();
+        while let Some(workspace) = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT MIN(workspace) FROM call_events WHERE workspace > $1",
+        )
+        .bind(&after)
+        .fetch_one(&self.pool)
+        .await?
+        {
+            loop {
+                let gone = sqlx::query(
+                    "DELETE FROM call_events WHERE id IN (SELECT id FROM call_events \
+                     WHERE workspace = $1 AND time_ms < $2 LIMIT $3)",
+                )
+                .bind(&workspace)
+                .bind(before_ms)
+                .bind(PRUNE_BATCH)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                deleted += gone;
+                if gone < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+            after = workspace;
+        }
+        Ok(deleted)
+    }
+
     /// The analytics of the workspace's calls since `since` (unix seconds), read as
     /// a stream so only the latencies are held, not the rows.
     pub async fn call_analytics(
@@ -257,6 +296,38 @@ mod tests {
         assert_eq!(listed[0].id, "ce_000");
         assert_eq!(listed[149].id, "ce_149");
         assert_eq!(listed[0].proxy_id, "px");
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_older_calls_of_every_workspace_and_nothing_newer() {
+        let (_dir, store, ws) = store_with_workspace().await;
+        let cutoff = (ws.created_at + 100) * 1_000;
+        let in_ws = |slug: &str, id: String, time_ms: i64| CallEvent {
+            workspace: slug.into(),
+            ..event(id, time_ms, "tok_admin")
+        };
+        // More old calls in `eng` than one statement deletes, and some in two other
+        // workspaces (one sorting before it, one after; neither exists any more).
+        let mut events: Vec<CallEvent> = (0..PRUNE_BATCH + 7)
+            .map(|i| in_ws("eng", format!("ce_old_{i}"), cutoff - 1 - i))
+            .collect();
+        events.push(in_ws("alpha", "ce_alpha_old".into(), cutoff - 1));
+        events.push(in_ws("zeta", "ce_zeta_old".into(), 0));
+        events.push(in_ws("alpha", "ce_alpha_new".into(), cutoff));
+        events.push(in_ws("eng", "ce_eng_new".into(), cutoff + 1));
+        for chunk in events.chunks(1_000) {
+            store.insert_call_events("px", chunk).await.unwrap();
+        }
+        assert_eq!(
+            store.prune_call_events(cutoff).await.unwrap(),
+            PRUNE_BATCH as u64 + 9
+        );
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM call_events ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, ["ce_alpha_new", "ce_eng_new"]);
+        assert_eq!(store.prune_call_events(cutoff).await.unwrap(), 0);
     }
 
     #[tokio::test]

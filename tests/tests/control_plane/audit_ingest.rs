@@ -5,10 +5,11 @@
 //! the nearest-rank ones of the reported latencies. Batches are posted here as a
 //! proxy would, with the proxy token, so exact latencies can be chosen.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gatehouse_config::audit::{AuditBatch, CallAction, CallEvent, CallOutcome};
 use gatehouse_tests::control_plane::{Cli, ControlPlane, HttpAnswer};
+use gatehouse_tests::STEP_TIMEOUT;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -271,6 +272,38 @@ async fn a_batch_resent_after_a_control_plane_restart_is_stored_once() -> anyhow
         new.id.as_str(),
     ];
     assert_eq!(ids_of(&listed), expected, "{listed:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_older_than_the_retention_are_deleted() -> anyhow::Result<()> {
+    let mut s = Setup::start().await?;
+    // The default retention is 90 days; one call 100 days old, one from now.
+    let old = call(now_ms() - 100 * 86_400 * 1_000, &s.default_token, "default");
+    let recent = call(now_ms(), &s.default_token, "default");
+    let sent = batch(vec![old, recent.clone()]);
+    assert_eq!(ack(&s.post(&sent).await?)?, (2, 0));
+
+    // Pruning runs at start (and hourly). Once it has, the old call is no longer
+    // stored: resending the batch stores it anew, while the recent one is a duplicate.
+    s.cp.restart().await?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        match ack(&s.post(&sent).await?)? {
+            (1, 1) => break,
+            (0, 2) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => anyhow::bail!("resending after the pruning acknowledged {other:?}"),
+        }
+    }
+    let metrics = scrape(&s.cp).await?;
+    assert!(
+        metrics.contains("gatehouse_control_plane_call_events_pruned_total 1\n"),
+        "{metrics}"
+    );
+    let listed = s.audit(&["--action", "tool_call"]).await?;
+    assert_eq!(ids_of(&listed), [recent.id.as_str()], "{listed:#?}");
     Ok(())
 }
 
