@@ -240,6 +240,7 @@ async fn handle(
                     state.adopt_lazy_sessions(env.sid, std::mem::take(&mut env.upstreams));
                     let env = Arc::new(env);
                     *client.env.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.clone());
+                    state.prefetch_catalog(rt.clone(), ws.clone(), (*env).clone());
                     state.metrics.sessions_opened.inc();
                     client.deliver(opened.body);
                     let _ = client

@@ -397,3 +397,29 @@ async fn a_legacy_stream_ends_with_its_token_and_ends_framed() -> anyhow::Result
     assert_eq!(status, 401, "a revoked token posts nothing more");
     Ok(())
 }
+
+/// The tools are fetched from the upstreams right after `initialize`, before the
+/// client asks, on both client transports: its `tools/list` then finds them cached.
+#[tokio::test]
+async fn tools_are_fetched_from_upstreams_right_after_initialize() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut legacy = LegacySession::open(&gw.proxy.url("/ws/eng/sse"), Some(&gw.alice)).await?;
+    legacy.initialize(json!({})).await?;
+    wait_until(
+        "github is asked for its tools after a legacy initialize",
+        STEP_TIMEOUT,
+        || async { !gw.github.requests_for("tools/list").is_empty() },
+    )
+    .await?;
+
+    let gw = Gateway::start().await?;
+    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    raw.initialize().await?;
+    wait_until(
+        "github is asked for its tools after a Streamable HTTP initialize",
+        STEP_TIMEOUT,
+        || async { !gw.github.requests_for("tools/list").is_empty() },
+    )
+    .await?;
+    Ok(())
+}
