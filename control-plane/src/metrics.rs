@@ -264,7 +264,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(families.len(), 8, "{out}");
+        assert_eq!(families.len(), 9, "{out}");
         for family in families {
             assert!(family.starts_with("gatehouse_control_plane_"), "{family}");
             assert!(
