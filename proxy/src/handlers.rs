@@ -345,31 +345,49 @@ async fn side_tool_call(
     let calling = crate::exchange::call_tool(&gw.state, env, call, &mut on_message);
     tokio::pin!(calling);
     let mut streaming = false;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut calling => break outcome,
-            Some(data) = rx.recv() => {
-                let Ok(out) = relay.outbound(&data) else { continue };
-                if out.kind == MessageKind::Response {
+    let mut outcome = None;
+    loop {
+        let data = match outcome {
+            None => tokio::select! {
+                done = &mut calling => {
+                    outcome = Some(done);
                     continue;
                 }
-                if out.kind == MessageKind::ToolsChanged {
-                    gw.state.invalidate_tools(&caller.ws.slug, &call.server.slug);
-                }
-                if !streaming {
-                    let mut head = ResponseHeader::build(200, Some(3))?;
-                    head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
-                    head.insert_header(header::CACHE_CONTROL, "no-cache")?;
-                    // Chunked, so the client's connection outlives the reply.
-                    head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-                    session.write_response_header(Box::new(head), false).await?;
-                    streaming = true;
-                }
-                let event = format!("event: message\ndata: {}\n\n", out.json);
-                session.write_response_body(Some(Bytes::from(event)), false).await?;
-            }
+                Some(data) = rx.recv() => data,
+            },
+            // The upstream's messages are queued while the call is polled, so the
+            // poll that finished it may have queued the last ones (progress sent just
+            // before the result): they go out first, not lost.
+            Some(_) => match rx.try_recv() {
+                Ok(data) => data,
+                Err(_) => break,
+            },
+        };
+        let Ok(out) = relay.outbound(&data) else {
+            continue;
+        };
+        if out.kind == MessageKind::Response {
+            continue;
         }
-    };
+        if out.kind == MessageKind::ToolsChanged {
+            gw.state
+                .invalidate_tools(&caller.ws.slug, &call.server.slug);
+        }
+        if !streaming {
+            let mut head = ResponseHeader::build(200, Some(3))?;
+            head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+            head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+            // Chunked, so the client's connection outlives the reply.
+            head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            session.write_response_header(Box::new(head), false).await?;
+            streaming = true;
+        }
+        let event = format!("event: message\ndata: {}\n\n", out.json);
+        session
+            .write_response_body(Some(Bytes::from(event)), false)
+            .await?;
+    }
+    let outcome = outcome.expect("the loop ends only once the call has");
     ctx.call_outcome = Some(crate::audit::answer_outcome(&outcome));
     let body = match outcome {
         Ok(response) => Bytes::from(response),
