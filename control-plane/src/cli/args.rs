@@ -83,15 +83,8 @@ pub struct UpArgs {
     /// Gateway base URL printed in workspace URLs [default: http://<--listen>]
     #[arg(long, value_name = "URL")]
     pub gateway_url: Option<String>,
-    /// Days a routed call stays in the audit log and analytics; older ones are deleted
-    /// at start and hourly (0 = keep every call)
-    #[arg(
-        long,
-        env = "GATEHOUSE_CALL_RETENTION_DAYS",
-        value_name = "DAYS",
-        default_value_t = crate::calls::retention::DEFAULT_CALL_RETENTION_DAYS
-    )]
-    pub call_retention_days: u32,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +98,13 @@ pub struct ServeArgs {
     /// Gateway base URL clients use (printed in workspace URLs)
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub gateway_url: String,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// What the control plane keeps, and for how long (`up` and `serve`).
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
     /// Days a routed call stays in the audit log and analytics; older ones are deleted
     /// at start and hourly (0 = keep every call)
     #[arg(

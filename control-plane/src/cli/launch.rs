@@ -17,7 +17,7 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
             .gateway_url
             .map(|url| url.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| gateway_url_for(args.listen)),
-        call_retention_days: args.call_retention_days,
+        call_retention_days: args.retention.call_retention_days,
     };
     let options = UpOptions {
         serve,
@@ -33,7 +33,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         data_dir: data_dir(args.data_dir)?,
         listen: args.listen,
         gateway_url: args.gateway_url.trim_end_matches('/').to_owned(),
-        call_retention_days: args.call_retention_days,
+        call_retention_days: args.retention.call_retention_days,
     };
     block_on(server::serve(options))
 }

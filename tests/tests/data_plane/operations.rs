@@ -121,17 +121,40 @@ async fn healthz_reports_the_loaded_config_version() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A proxy launched while someone else holds its client port (bound, not listening,
+/// so Pingora keeps retrying the bind), with a token of workspace `eng`.
+struct PortHeld {
+    holder: tokio::net::TcpSocket,
+    cfg: ConfigBuilder,
+    token: String,
+    proxy: Proxy,
+}
+
+impl PortHeld {
+    fn launch() -> anyhow::Result<PortHeld> {
+        let holder = tokio::net::TcpSocket::new_v4()?;
+        holder.bind("127.0.0.1:0".parse()?)?;
+        let mut cfg = ConfigBuilder::new()?;
+        let token = cfg.token("eng");
+        cfg.write()?;
+        let proxy = Proxy::launch_on(cfg.path(), holder.local_addr()?)?;
+        Ok(PortHeld {
+            holder,
+            cfg,
+            token,
+            proxy,
+        })
+    }
+}
+
 #[tokio::test]
 async fn healthz_is_not_ok_until_clients_can_connect() -> anyhow::Result<()> {
-    // Someone else holds the client port (bound, not listening): the proxy keeps
-    // retrying the bind, and its admin listener must not call it healthy meanwhile.
-    let holder = tokio::net::TcpSocket::new_v4()?;
-    holder.bind("127.0.0.1:0".parse()?)?;
-    let listen = holder.local_addr()?;
-    let mut cfg = ConfigBuilder::new()?;
-    let token = cfg.token("eng");
-    cfg.write()?;
-    let proxy = Proxy::launch_on(cfg.path(), listen)?;
+    let PortHeld {
+        holder,
+        cfg,
+        token,
+        proxy,
+    } = PortHeld::launch()?;
 
     let starting = within("/healthz answers", STEP_TIMEOUT, async {
         loop {
@@ -163,13 +186,14 @@ async fn healthz_is_not_ok_until_clients_can_connect() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_proxy_whose_client_port_stays_taken_exits_with_an_error() -> anyhow::Result<()> {
-    let holder = tokio::net::TcpSocket::new_v4()?;
-    holder.bind("127.0.0.1:0".parse()?)?;
+    // `cfg` is kept: dropping it would delete the config file.
+    let PortHeld {
+        holder,
+        mut proxy,
+        cfg: _cfg,
+        ..
+    } = PortHeld::launch()?;
     let listen = holder.local_addr()?;
-    let mut cfg = ConfigBuilder::new()?;
-    cfg.token("eng");
-    cfg.write()?;
-    let mut proxy = Proxy::launch_on(cfg.path(), listen)?;
     // Pingora retries the bind for 30 s before it gives up.
     let status = proxy.exit_within(Duration::from_secs(60)).await?;
     assert_eq!(status.code(), Some(1), "{status}");
