@@ -398,25 +398,15 @@ async fn a_legacy_stream_ends_with_its_token_and_ends_framed() -> anyhow::Result
     Ok(())
 }
 
-/// The tools are fetched from the upstreams right after `initialize`, before the
-/// client asks, on both client transports: its `tools/list` then finds them cached.
+/// A legacy `initialize` also starts fetching the tool lists before the client asks,
+/// as a Streamable HTTP one does (`tools::the_tool_lists_are_fetched_once_right_after_initialize`).
 #[tokio::test]
-async fn tools_are_fetched_from_upstreams_right_after_initialize() -> anyhow::Result<()> {
+async fn a_legacy_initialize_fetches_the_tool_lists_too() -> anyhow::Result<()> {
     let gw = Gateway::start().await?;
     let mut legacy = LegacySession::open(&gw.proxy.url("/ws/eng/sse"), Some(&gw.alice)).await?;
     legacy.initialize(json!({})).await?;
     wait_until(
         "github is asked for its tools after a legacy initialize",
-        STEP_TIMEOUT,
-        || async { !gw.github.requests_for("tools/list").is_empty() },
-    )
-    .await?;
-
-    let gw = Gateway::start().await?;
-    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
-    raw.initialize().await?;
-    wait_until(
-        "github is asked for its tools after a Streamable HTTP initialize",
         STEP_TIMEOUT,
         || async { !gw.github.requests_for("tools/list").is_empty() },
     )
