@@ -305,25 +305,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let name = format!("{label} t{threads}");
             let rps = Measurement::new(format!("{name} rps@{n}"), lane.many.rps, "req/s")
                 .noisy(lane.noisy_many);
-            m.push(match &nginx_rps {
-                Some(base) => rps.clone().vs(base),
-                None => rps.clone(),
-            });
+            m.push(rps.clone().vs_if(nginx_rps.as_ref()));
             let added = added_p50(&name, &lane, &direct);
-            m.push(match &nginx_added {
-                Some(base) => added.vs(base),
-                None => added,
-            });
+            m.push(added.vs_if(nginx_added.as_ref()));
             let cpu = lane.cpu_many.target_us_per_call.map(|cpu| {
                 Measurement::new(format!("{name} CPU/call @{n}"), cpu, "us")
                     .note(format!("utime+stime of {label} / requests"))
                     .noisy(lane.noisy_many)
             });
             if let Some(cpu) = &cpu {
-                m.push(match &nginx_cpu {
-                    Some(base) => cpu.clone().vs(base),
-                    None => cpu.clone(),
-                });
+                m.push(cpu.clone().vs_if(nginx_cpu.as_ref()));
             }
             if !own_client {
                 bare_rps = Some(rps);
@@ -404,11 +395,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let cpu = Measurement::new(format!("{name} CPU/call @{n}"), cpu_us, "us")
                 .note("utime+stime of gatehouse-proxy / requests")
                 .noisy(lane.noisy_many);
-            let cpu = match &nginx_cpu {
-                Some(base) => cpu.vs(base),
-                None => cpu,
-            };
-            m.push(cpu.target(Target::Ceiling(CPU_PER_CALL_TARGET_US)));
+            m.push(
+                cpu.vs_if(nginx_cpu.as_ref())
+                    .target(Target::Ceiling(CPU_PER_CALL_TARGET_US)),
+            );
             if let Some(base) = &bare_cpu {
                 m.push(
                     Measurement::new(

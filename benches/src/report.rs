@@ -139,6 +139,15 @@ impl Measurement {
         self
     }
 
+    /// [`vs`](Self::vs) `baseline` when there is one (a baseline whose tool was
+    /// missing is `None`).
+    pub fn vs_if(self, baseline: Option<&Measurement>) -> Measurement {
+        match baseline {
+            Some(base) => self.vs(base),
+            None => self,
+        }
+    }
+
     /// Marks the measurement as taken while other processes were busy.
     pub fn noisy(mut self, noisy: bool) -> Measurement {
         self.noisy |= noisy;
