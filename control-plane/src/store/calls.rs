@@ -330,6 +330,30 @@ mod tests {
         assert_eq!(store.prune_call_events(cutoff).await.unwrap(), 0);
     }
 
+    /// A transaction that read before another connection committed a write can still
+    /// write: what an audit batch needs while the pruning deletes.
+    #[tokio::test]
+    async fn a_transaction_that_read_first_still_writes_after_another_writer() {
+        let (_dir, store, ws) = store_with_workspace().await;
+        let mut tx = store.begin().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM call_events")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let other = store.clone();
+        let late = event("ce_other".into(), (ws.created_at + 1) * 1_000, "tok_admin");
+        let mut writer = tokio::spawn(async move { other.insert_call_events("px", &[late]).await });
+        // Let the other writer commit first if it can (it cannot while `tx` holds the
+        // write lock; then it waits for it).
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), &mut writer).await;
+        sqlx::query("DELETE FROM call_events WHERE id = 'ce_none'")
+            .execute(&mut *tx)
+            .await
+            .expect("the transaction's write");
+        tx.commit().await.unwrap();
+        assert_eq!(writer.await.unwrap().unwrap(), 1);
+    }
+
     #[tokio::test]
     async fn actor_is_the_token_creator_else_the_token_name() {
         let (_dir, store, ws) = store_with_workspace().await;

@@ -40,6 +40,8 @@ pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite, where write transactions must take the write lock at BEGIN.
+    sqlite: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -149,7 +151,10 @@ impl Store {
         sqlx::raw_sql("PRAGMA journal_mode = WAL;")
             .execute(&pool)
             .await?;
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            sqlite: url.starts_with("sqlite:"),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -182,8 +187,18 @@ impl Store {
         Ok(())
     }
 
+    /// A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE),
+    /// waiting out the busy timeout if another writer holds it. A deferred transaction
+    /// that reads and then writes fails at once with "database is locked" when another
+    /// connection committed in between: its read snapshot is stale, so SQLite cannot
+    /// wait. An audit batch (read the token creators, then insert) hit that while the
+    /// call pruning deleted rows.
     pub async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
-        self.pool.begin().await
+        if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
     }
 
     // ---- settings -------------------------------------------------------------
