@@ -18,13 +18,13 @@ use gatehouse_config::audit::CallOutcome;
 use gatehouse_config::{
     hash_token_hex, McpServer, SessionKey, Snapshot, Workspace, WorkspaceToken,
 };
-use gatehouse_proxy::audit::ReplyScan;
-use gatehouse_proxy::auth::TokenIndex;
-use gatehouse_proxy::catalog::{ToolCatalog, ToolList};
-use gatehouse_proxy::envelope::{SessionEnvelope, SessionKeys, UpstreamSession};
-use gatehouse_proxy::jsonrpc::{self, Parsed};
-use gatehouse_proxy::runtime::Runtime;
-use gatehouse_proxy::sse::SseSplitter;
+use gatehouse_mcp::catalog::{ServerTools, ToolCatalog, ToolList};
+use gatehouse_mcp::envelope::{SessionEnvelope, SessionKeys, UpstreamSession};
+use gatehouse_mcp::jsonrpc::{self, Parsed};
+use gatehouse_mcp::reply::ReplyScan;
+use gatehouse_mcp::sse::SseSplitter;
+use gatehouse_proxy::config::auth::TokenIndex;
+use gatehouse_proxy::config::runtime::Runtime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -248,7 +248,7 @@ fn catalog_benches(c: &mut Criterion) {
     };
     let runtime = Runtime::compile(&snapshot, 1).expect("snapshot compiles");
     let ws = &runtime.workspaces["bench"];
-    let lists: Vec<(Arc<gatehouse_proxy::runtime::ServerRt>, Option<ToolList>)> = ws
+    let lists: Vec<ServerTools<'_>> = ws
         .servers
         .iter()
         .map(|s| {
@@ -265,7 +265,12 @@ fn catalog_benches(c: &mut Criterion) {
                     })
                 })
                 .collect();
-            (s.clone(), Some(Arc::new(tools)))
+            let tools: ToolList = Arc::new(tools);
+            ServerTools {
+                server: &s.slug,
+                policy: &s.policy,
+                tools: Some(tools),
+            }
         })
         .collect();
     let built = ToolCatalog::build(1, &lists);

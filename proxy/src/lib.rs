@@ -1,37 +1,28 @@
 //! Gatehouse data plane: a Pingora proxy that puts every MCP server of a workspace
-//! behind one URL, `/ws/<slug>`.
+//! behind one URL, `/ws/<slug>`. The protocol core (JSON-RPC, naming, catalog,
+//! envelope, relay rewriting) is the `gatehouse-mcp` crate; this crate is the rooms
+//! around it, each importing only those listed after it:
 //!
-//! It owns the request path — token auth ([`auth`]), the stateless session envelope
-//! ([`envelope`]), JSON-RPC reading and splicing ([`jsonrpc`]), tool catalogs
-//! ([`catalog`]), the Pingora phases ([`gateway`], [`handlers`]) and requests to
-//! upstreams on its own behalf ([`upstream`]) — plus the compiled config it serves
-//! ([`runtime`], [`state`], [`reload`]) and its metrics ([`metrics`]).
+//! - [`gateway`]: the Pingora phases, auth -> route -> dispatch -> forward -> log;
+//! - [`client`]: client transports (Streamable HTTP, legacy SSE) and the forwarding path;
+//! - [`source`], [`admin`]: where config comes from; `/metrics` and `/healthz`;
+//! - [`shared`]: the aggregate of the rooms every request shares;
+//! - [`session`]: what the gateway does with each message of a client session;
+//! - [`audit`]: records of routed calls and their shipping;
+//! - [`upstream`]: connectors to upstream MCP servers, and the one layer around them;
+//! - [`config`]: the compiled runtime config and token index;
+//! - [`live`], [`metrics`]: per-replica session facts; the metric families.
+//!
+//! `proxy/README.md` maps a `tools/call` through these files.
 
+pub mod admin;
 pub mod audit;
-pub mod audit_ship;
-pub mod auth;
-pub mod catalog;
-pub mod cursor;
-pub mod dispatch;
-pub mod envelope;
-pub mod exchange;
+pub mod client;
+pub mod config;
 pub mod gateway;
-pub mod handlers;
-pub mod jsonrpc;
-pub mod legacy;
 pub mod live;
-pub mod merged;
 pub mod metrics;
-pub mod protocol;
-pub mod push;
-pub mod relay;
-pub mod reload;
-pub mod respond;
-pub mod runtime;
-pub mod skill;
-pub mod sse;
-pub mod state;
-pub mod stream;
+pub mod session;
+pub mod shared;
+pub mod source;
 pub mod upstream;
-pub mod upstream_sse;
-pub mod uris;

@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use gatehouse_config::{Secret, SessionKey, Snapshot};
-use gatehouse_proxy::audit::AuditSink;
-use gatehouse_proxy::audit_ship::{AuditShipper, Spool};
+use gatehouse_proxy::admin::{AdminApp, ClientListener};
+use gatehouse_proxy::audit::record::AuditSink;
+use gatehouse_proxy::audit::ship::{AuditShipper, Spool};
 use gatehouse_proxy::gateway::Gateway;
-use gatehouse_proxy::metrics::{AdminApp, ClientListener};
-use gatehouse_proxy::push::{ConfigStream, ControlPlane, UsageReport};
-use gatehouse_proxy::reload::ConfigWatch;
-use gatehouse_proxy::state::GatewayState;
+use gatehouse_proxy::shared::Shared;
+use gatehouse_proxy::source::control_plane::{ConfigStream, ControlPlane, UsageReport};
+use gatehouse_proxy::source::file::ConfigWatch;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
@@ -105,9 +105,9 @@ fn main() -> anyhow::Result<()> {
     let (state, audit_queue) = match &source {
         Source::ControlPlane(_) if !args.no_audit => {
             let (sink, queue) = AuditSink::channel();
-            (GatewayState::with_audit(&snapshot, sink)?, Some(queue))
+            (Shared::with_audit(&snapshot, sink)?, Some(queue))
         }
-        _ => (GatewayState::new(&snapshot)?, None),
+        _ => (Shared::new(&snapshot)?, None),
     };
     let state = Arc::new(state);
 
@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("{}: cannot open the audit spool", dir.display()))?;
                 server.add_service(background_service(
                     "audit shipper",
-                    AuditShipper::new(queue, control_plane.clone(), state.clone(), spool),
+                    AuditShipper::new(queue, control_plane.clone(), state.metrics.clone(), spool),
                 ));
             }
             server.add_service(background_service(

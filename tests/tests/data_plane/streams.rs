@@ -299,7 +299,7 @@ async fn an_upstream_without_a_get_stream_is_asked_once_not_per_client_stream() 
         cfg.path(),
         &[(
             "RUST_LOG",
-            "info,pingora_core=warn,pingora_proxy=warn,gatehouse_proxy::stream=debug",
+            "info,pingora_core=warn,pingora_proxy=warn,gatehouse_proxy::client::stream=debug",
         )],
     )
     .await?;

@@ -22,12 +22,11 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::envelope::SessionEnvelope;
-use crate::relay::{MessageKind, Relay};
-use crate::runtime::{Runtime, ServerRt};
-use crate::sse::SseSplitter;
-use crate::state::GatewayState;
-use crate::upstream::{Initialized, UpstreamError};
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::sse::SseSplitter;
+
+use crate::config::runtime::ServerRt;
+use crate::upstream::error::{take_result, Initialized, UpstreamError};
 
 /// Largest event accepted on an upstream's stream.
 const MAX_EVENT: usize = 8 * 1024 * 1024;
@@ -394,16 +393,16 @@ fn ended_before_answer() -> UpstreamError {
 fn result_of(reply: &str) -> Result<Value, UpstreamError> {
     let mut message: Value = serde_json::from_str(reply)
         .map_err(|e| UpstreamError::Protocol(format!("reply is not JSON: {e}")))?;
-    crate::upstream::take_result(&mut message)
+    take_result(&mut message)
 }
 
 /// The legacy upstream sessions of this replica, by (client session, server).
 #[derive(Default)]
-pub struct LegacyUpstreams {
+pub struct LegacySessions {
     sessions: DashMap<([u8; 16], String), Arc<LegacyUpstream>>,
 }
 
-impl LegacyUpstreams {
+impl LegacySessions {
     fn get(&self, sid: [u8; 16], server: &ServerRt) -> Option<Arc<LegacyUpstream>> {
         let key = (sid, server.slug.clone());
         let found = self.sessions.get(&key).map(|e| e.value().clone())?;
@@ -430,27 +429,23 @@ impl LegacyUpstreams {
         self.sessions.insert((sid, conn.server.clone()), conn);
     }
 
-    fn close_all(&self, sid: [u8; 16]) {
+    /// Closes every legacy upstream session of a client session.
+    pub fn close_all(&self, sid: [u8; 16]) {
         self.sessions.retain(|(s, _), _| *s != sid);
     }
 }
 
-/// This process's legacy upstream sessions.
-fn registry() -> &'static LegacyUpstreams {
-    static REGISTRY: std::sync::OnceLock<LegacyUpstreams> = std::sync::OnceLock::new();
-    REGISTRY.get_or_init(LegacyUpstreams::default)
-}
-
-impl GatewayState {
+impl LegacySessions {
     /// Opens a legacy SSE session with `server` for client session `env` and
     /// initializes it (replaying the client's `initialize` parameters).
-    pub async fn open_legacy_upstream(
+    pub async fn open(
         &self,
+        http: &reqwest::Client,
         env: &SessionEnvelope,
         server: &ServerRt,
         timeout: Duration,
     ) -> Result<Initialized, UpstreamError> {
-        let conn = LegacyUpstream::connect(self.upstream.http().clone(), server, timeout).await?;
+        let conn = LegacyUpstream::connect(http.clone(), server, timeout).await?;
         let mut params: Value = serde_json::from_str(&env.client_init)
             .map_err(|_| UpstreamError::Protocol("client init parameters are corrupt".into()))?;
         params["protocolVersion"] = Value::String(env.client_version.clone());
@@ -460,94 +455,23 @@ impl GatewayState {
         conn.send(Bytes::from(initialized.to_string()), timeout)
             .await?;
         let _ = conn.protocol_version.set(init.protocol_version.clone());
-        registry().insert(env.sid, conn);
+        self.insert(env.sid, conn);
         Ok(init)
     }
 
     /// The legacy SSE session of `server` in this client session on this replica,
     /// opened now if there is none (or it ended).
-    pub async fn legacy_upstream(
+    pub async fn get_or_open(
         &self,
+        http: &reqwest::Client,
         env: &SessionEnvelope,
         server: &ServerRt,
+        timeout: Duration,
     ) -> Result<Arc<LegacyUpstream>, UpstreamError> {
-        if let Some(conn) = registry().get(env.sid, server) {
+        if let Some(conn) = self.get(env.sid, server) {
             return Ok(conn);
         }
-        let timeout = Duration::from_millis(self.runtime().limits.initialize_timeout_ms);
-        self.open_legacy_upstream(env, server, timeout).await?;
-        registry()
-            .get(env.sid, server)
-            .ok_or(UpstreamError::SessionGone)
-    }
-
-    /// Closes every legacy upstream session of a client session (on DELETE).
-    pub fn close_legacy_upstreams(&self, sid: [u8; 16]) {
-        registry().close_all(sid);
-    }
-}
-
-/// Relays what a legacy upstream says on its own (not in answer to a request, not
-/// during a call) into a client stream, for as long as that stream lives.
-pub async fn relay_unsolicited(
-    state: Arc<GatewayState>,
-    rt: Arc<Runtime>,
-    env: Arc<SessionEnvelope>,
-    server: Arc<ServerRt>,
-    merged: mpsc::Sender<String>,
-) {
-    let mut failures: u32 = 0;
-    loop {
-        let conn = match state.legacy_upstream(&env, &server).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::debug!(server = %server.slug, error = %e, "legacy upstream unavailable for a client stream");
-                failures += 1;
-                let backoff =
-                    Duration::from_millis(100u64 << failures.min(7)).min(Duration::from_secs(10));
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        failures = 0;
-        let Some((backlog, mut rx)) = conn.subscribe() else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        drop(conn);
-        let relay = Relay {
-            keys: &rt.keys,
-            sid: env.sid,
-            server: &server.slug,
-        };
-        let mut backlog = backlog.into_iter();
-        loop {
-            let next = match backlog.next() {
-                Some(data) => Ok(data),
-                None => rx.recv().await,
-            };
-            match next {
-                Ok(data) => {
-                    let Ok(out) = relay.outbound(&data) else {
-                        continue;
-                    };
-                    if out.kind == MessageKind::ToolsChanged {
-                        state.invalidate_tools(&env.workspace, &server.slug);
-                    }
-                    if out.kind == MessageKind::Response {
-                        continue;
-                    }
-                    if merged.send(out.json.into_owned()).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(server = %server.slug, missed = n, "a client stream fell behind a legacy upstream");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
-        }
-        // The upstream session ended: reopen (with a pause) while the client listens.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.open(http, env, server, timeout).await?;
+        self.get(env.sid, server).ok_or(UpstreamError::SessionGone)
     }
 }

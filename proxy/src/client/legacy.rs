@@ -3,10 +3,10 @@
 //! (`endpoint`) names `/ws/<slug>/messages?sessionId=...`; every POST there answers
 //! `202` and its response arrives on the stream.
 //!
-//! Each POSTed message goes through the same [`dispatch`] as Streamable HTTP, in a
+//! Each POSTed message goes through the same session room as Streamable HTTP, in a
 //! task of its own (a slow tool must not hold the POST open), and the JSON-RPC answer
-//! is written to the stream; a `tools/call` takes the side client instead of Pingora's
-//! proxy path, since its answer goes to the stream too.
+//! is written to the stream; a `tools/call` takes the same forwarding path
+//! ([`forward::to_messages`]), its answer going to the stream too.
 //!
 //! The stream is a connection to one replica, so the session lives there: a registry
 //! of live streams by `sessionId`, each bound to the token that opened it (checked on
@@ -27,21 +27,24 @@ use pingora::proxy::Session;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
-use crate::audit::CallRecord;
-use crate::auth::TokenRt;
-use crate::dispatch::{self, Reply, Scope};
-use crate::envelope::SessionEnvelope;
-use crate::exchange;
-use crate::gateway::{session_gone_body, Gateway, RequestCtx};
-use crate::handlers::{normalized_id, read_body, Caller};
-use crate::jsonrpc::{self, Parsed};
+use gatehouse_mcp::outcome::{Method, Outcome, Transport};
+
+use crate::audit::record::CallRecord;
+use crate::client::forward;
+use crate::client::request::{read_body, Caller, RequestCtx};
+use crate::client::respond;
+use crate::client::stream::{ClientStream, Framing, StreamInput};
+use crate::config::auth::TokenRt;
+use crate::config::runtime::{Runtime, WorkspaceRt};
 use crate::live::live;
-use crate::relay::{MessageKind, Relay};
-use crate::respond;
-use crate::runtime::{Runtime, WorkspaceRt};
-use crate::state::GatewayState;
-use crate::stream::{ClientStream, Framing, StreamInput};
-use crate::upstream::UpstreamError;
+use crate::session::dispatch::{self, Reply, Scope};
+use crate::session::failure;
+use crate::session::initialize;
+use crate::shared::Shared;
+use crate::upstream::error::UpstreamError;
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::jsonrpc::{self, Parsed};
+use gatehouse_mcp::relay::{MessageKind, Relay};
 
 /// Messages queued for one legacy stream.
 const STREAM_QUEUE: usize = 1024;
@@ -76,7 +79,7 @@ fn clients() -> &'static DashMap<String, Arc<LegacyClient>> {
 /// Removes a stream's session when the stream ends, and ends the session upstream.
 struct Registration {
     session_id: String,
-    state: Arc<GatewayState>,
+    state: Arc<Shared>,
 }
 
 impl Drop for Registration {
@@ -88,33 +91,25 @@ impl Drop for Registration {
             return;
         };
         live().end_session(env.sid);
-        self.state.close_legacy_upstreams(env.sid);
-        let ended = self.state.end_client_session(&env);
         let state = self.state.clone();
         let workspace = client.workspace.clone();
         tokio::spawn(async move {
-            let rt = state.runtime();
-            let Some(ws) = rt.workspaces.get(&workspace) else {
-                return;
-            };
-            let deletes = ended.iter().filter_map(|u| {
-                let server = ws.server(&u.server)?;
-                let id = u.session_id.as_deref()?;
-                Some(state.upstream.delete_session(server, id))
-            });
-            futures::future::join_all(deletes).await;
+            let rt = state.config.load();
+            if let Some(ws) = rt.workspaces.get(&workspace) {
+                state.upstreams.close(ws, &env).await;
+            }
         });
     }
 }
 
 /// `GET /ws/<slug>/sse`: opens a legacy stream.
 pub async fn open(
-    gw: &Gateway,
+    shared: &Arc<Shared>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
-    ctx.method = "legacy_stream";
+    ctx.method = Method::LegacyStream;
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
     let session_id = hex::encode(raw);
@@ -130,7 +125,7 @@ pub async fn open(
     );
     let _registration = Registration {
         session_id: session_id.clone(),
-        state: gw.state.clone(),
+        state: shared.clone(),
     };
     let endpoint = format!(
         "event: endpoint\ndata: /ws/{}/messages?sessionId={session_id}\n\n",
@@ -143,7 +138,7 @@ pub async fn open(
         .map(|v| v.as_bytes().to_vec());
     session.set_keepalive(None);
     ClientStream {
-        state: gw.state.clone(),
+        state: shared.clone(),
         workspace: caller.ws.slug.clone(),
         authorization,
         env: None,
@@ -156,17 +151,17 @@ pub async fn open(
 
 /// `POST /ws/<slug>/messages?sessionId=...`: one message of a legacy session.
 pub async fn message(
-    gw: &Gateway,
+    shared: &Arc<Shared>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
-    ctx.method = "legacy_message";
+    ctx.method = Method::LegacyMessage;
     let query = session.req_header().uri.query();
     let Some(session_id) = respond::query_param(query, "sessionId")
         .or_else(|| respond::query_param(query, "session_id"))
     else {
-        ctx.outcome = "bad_request";
+        ctx.outcome = Outcome::BadRequest;
         return respond::refuse(session, 400, "the sessionId query parameter is required").await;
     };
     // Another token's session and an unknown one look the same.
@@ -175,7 +170,7 @@ pub async fn message(
         .map(|c| c.value().clone())
         .filter(|c| c.workspace == caller.ws.slug && c.token_id == *caller.token.id);
     let Some(client) = client.filter(|c| !c.tx.is_closed()) else {
-        ctx.outcome = "session_not_found";
+        ctx.outcome = Outcome::SessionNotFound;
         let message = format!(
             "Session not found: no live SSE stream has sessionId {:?} on this gateway; open GET /ws/{}/sse for a new session",
             session_id.chars().take(64).collect::<String>(),
@@ -185,24 +180,24 @@ pub async fn message(
     };
     let max = caller.rt.limits.max_body_bytes;
     let Some(body) = read_body(session, max).await? else {
-        ctx.outcome = "too_large";
+        ctx.outcome = Outcome::TooLarge;
         let msg = format!("request body exceeds the limit of {max} bytes");
         return respond::refuse(session, 413, &msg).await;
     };
     match jsonrpc::parse(&body) {
         Ok(Parsed::Request(msg)) => {
-            ctx.method = dispatch::method_label(msg.method.as_deref().unwrap_or_default());
+            ctx.method = Method::of_request(msg.method.as_deref().unwrap_or_default());
         }
         Ok(_) => {}
         Err(rejection) => {
-            ctx.outcome = "bad_request";
+            ctx.outcome = Outcome::BadRequest;
             let err = jsonrpc::error("null", rejection.code(), &rejection.to_string());
             return respond::json(session, 400, &[], err).await;
         }
     }
-    ctx.outcome = "accepted";
+    ctx.outcome = Outcome::Accepted;
     tokio::spawn(handle(
-        gw.state.clone(),
+        shared.clone(),
         caller.rt.clone(),
         caller.ws.clone(),
         caller.token.clone(),
@@ -215,7 +210,7 @@ pub async fn message(
 
 /// Handles one message of a legacy session; its answer goes to the stream.
 async fn handle(
-    state: Arc<GatewayState>,
+    state: Arc<Shared>,
     rt: Arc<Runtime>,
     ws: Arc<WorkspaceRt>,
     token: TokenRt,
@@ -228,16 +223,19 @@ async fn handle(
         return;
     };
     let scope = Scope {
-        state: &state,
+        upstreams: &state.upstreams,
+        catalogs: &state.catalogs,
         rt: &rt,
         ws: &ws,
     };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {
-            match dispatch::initialize(scope, &token_id, msg).await {
+            match initialize::initialize(scope, &token_id, msg).await {
                 Ok(opened) => {
                     let mut env = opened.envelope;
-                    state.adopt_lazy_sessions(env.sid, std::mem::take(&mut env.upstreams));
+                    state
+                        .upstreams
+                        .adopt(env.sid, std::mem::take(&mut env.upstreams));
                     let env = Arc::new(env);
                     *client.env.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.clone());
                     state.prefetch_catalog(rt.clone(), ws.clone(), (*env).clone());
@@ -271,7 +269,7 @@ async fn handle(
     };
     let call_record = match &parsed {
         Parsed::Request(msg) => {
-            CallRecord::for_request(msg, &ws, &token, crate::audit::LEGACY_SSE, received)
+            CallRecord::for_request(msg, &ws, &token, Transport::LegacySse, received)
         }
         _ => None,
     };
@@ -284,7 +282,7 @@ async fn handle(
         Reply::ToolCall(call) => call,
         Reply::Response { body, outcome, .. } => {
             if let Some(record) = call_record {
-                let (ended, routed) = crate::audit::answered(outcome, &body);
+                let (ended, routed) = gatehouse_mcp::reply::answered(outcome, &body);
                 record.finish(ended, routed, &state.audit, &state.metrics);
             }
             client.deliver(body);
@@ -292,8 +290,11 @@ async fn handle(
         }
         Reply::Accepted { .. } => return,
     };
-    let _in_flight =
-        live().track_request(env.sid, &normalized_id(&call.request_id), &call.server.slug);
+    let _in_flight = live().track_request(
+        env.sid,
+        &gatehouse_mcp::jsonrpc::canonical_id(&call.request_id),
+        &call.server.slug,
+    );
     let relay = Relay {
         keys: &rt.keys,
         sid: env.sid,
@@ -302,30 +303,23 @@ async fn handle(
     let mut on_message = |data: &str| match relay.outbound(data) {
         Ok(out) if out.kind != MessageKind::Response => {
             if out.kind == MessageKind::ToolsChanged {
-                state.invalidate_tools(&ws.slug, &call.server.slug);
+                state.catalogs.invalidate(&ws.slug, &call.server.slug);
             }
             client.deliver(Bytes::from(out.json.into_owned()));
         }
         _ => {}
     };
-    let answer = exchange::call_tool(&state, &env, &call, &mut on_message).await;
+    let answer = forward::to_messages(&state, &rt, &env, &call, &mut on_message).await;
     if let Some(record) = call_record {
-        let outcome = crate::audit::answer_outcome(&answer);
+        let outcome = gatehouse_mcp::reply::answer_outcome(&answer);
         record.finish(outcome, true, &state.audit, &state.metrics);
     }
     let body = match answer {
         Ok(response) => Bytes::from(response),
-        Err(UpstreamError::SessionGone) => session_gone_body(&call.request_id, &call.server.slug),
-        Err(UpstreamError::Timeout) => jsonrpc::error(
-            &call.request_id,
-            jsonrpc::INTERNAL_ERROR,
-            &format!("MCP server {:?} did not answer in time", call.server.slug),
-        ),
-        Err(e) => jsonrpc::error(
-            &call.request_id,
-            jsonrpc::INTERNAL_ERROR,
-            &format!("MCP server {:?} is unavailable: {e}", call.server.slug),
-        ),
+        Err(UpstreamError::SessionGone) => {
+            failure::session_gone(&call.request_id, &call.server.slug)
+        }
+        Err(e) => failure::unavailable(&call.request_id, &call.server.slug, &e),
     };
     client.deliver(body);
 }

@@ -1,6 +1,7 @@
-//! Requests the gateway makes to upstreams on its own behalf — `initialize`, paging
-//! through `tools/list`, notifications, `DELETE` — and calls too large for Pingora's
-//! replay buffer. One pooled HTTP client for the whole process.
+//! The Streamable HTTP connector: how the gateway talks to an upstream that speaks
+//! Streamable HTTP. Routed calls go over the per-thread [`pool`]; the gateway's own
+//! requests — `initialize`, lists, notifications, the GET stream, `DELETE` — over one
+//! pooled reqwest client. "Session gone" is decided by [`session_gone`], here only.
 //!
 //! A reply may be `application/json` or an SSE stream that carries other messages
 //! before the response; both are read until the response with our request id.
@@ -10,11 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http::HeaderName;
+use gatehouse_mcp::sse::SseSplitter;
+use http::{header, HeaderName, HeaderValue};
+use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::runtime::ServerRt;
-use crate::sse::SseSplitter;
+use crate::config::runtime::ServerRt;
+use crate::upstream::error::{take_result, Initialized, UpstreamError};
+use crate::upstream::pool;
 
 // Header names, not strings: a lookup or removal by string parses the name each time.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -23,50 +27,6 @@ const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 /// Idle side-client connections kept per upstream host.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
 
-/// Why an upstream could not serve a request. Messages never include secrets.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connection failed")]
-    Connect,
-    #[error("timed out")]
-    Timeout,
-    #[error("its session ended")]
-    SessionGone,
-    #[error("answered HTTP {0}")]
-    Status(u16),
-    #[error("sent an invalid reply: {0}")]
-    Protocol(String),
-    #[error("returned error {code}: {message}")]
-    Rpc { code: i64, message: String },
-    #[error("is not usable: {0}")]
-    Unusable(String),
-}
-
-impl UpstreamError {
-    /// Label for `gatehouse_upstream_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect => "connect",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::SessionGone => "session_gone",
-            UpstreamError::Status(_) => "http_status",
-            UpstreamError::Protocol(_) => "protocol",
-            UpstreamError::Rpc { .. } => "rpc_error",
-            UpstreamError::Unusable(_) => "unusable",
-        }
-    }
-
-    fn from_reqwest(e: reqwest::Error) -> UpstreamError {
-        if e.is_timeout() {
-            UpstreamError::Timeout
-        } else if e.is_connect() {
-            UpstreamError::Connect
-        } else {
-            UpstreamError::Protocol(e.without_url().to_string())
-        }
-    }
-}
-
 /// Which upstream session a request belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRef<'a> {
@@ -74,59 +34,19 @@ pub struct SessionRef<'a> {
     pub protocol_version: &'a str,
 }
 
-/// The result of a successful upstream `initialize`.
-#[derive(Debug)]
-pub struct Initialized {
-    pub session_id: Option<String>,
-    pub protocol_version: String,
-    pub instructions: Option<String>,
-    /// The server's `capabilities` object (`{}` when it sent none).
-    pub capabilities: Value,
-}
-
-impl Initialized {
-    /// Reads an `initialize` result, refusing a protocol version the gateway does not
-    /// speak.
-    pub fn from_result(result: &Value, session_id: Option<String>) -> Result<Self, UpstreamError> {
-        let version = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .ok_or_else(|| UpstreamError::Protocol("no protocolVersion".into()))?;
-        if !crate::protocol::is_supported(version) {
-            return Err(UpstreamError::Protocol(format!(
-                "unsupported protocol version {version:?}"
-            )));
-        }
-        Ok(Initialized {
-            session_id,
-            protocol_version: version.to_string(),
-            instructions: result
-                .get("instructions")
-                .and_then(Value::as_str)
-                .filter(|s| !s.trim().is_empty())
-                .map(str::to_string),
-            capabilities: result
-                .get("capabilities")
-                .filter(|c| c.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-        })
-    }
-}
-
-pub struct UpstreamClient {
+pub struct HttpUpstreams {
     http: reqwest::Client,
     next_id: AtomicU64,
 }
 
-impl Default for UpstreamClient {
+impl Default for HttpUpstreams {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl UpstreamClient {
-    pub fn new() -> UpstreamClient {
+impl HttpUpstreams {
+    pub fn new() -> HttpUpstreams {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
@@ -137,7 +57,7 @@ impl UpstreamClient {
             .http1_only()
             .build()
             .expect("reqwest client builds");
-        UpstreamClient {
+        HttpUpstreams {
             http,
             next_id: AtomicU64::new(1),
         }
@@ -193,7 +113,7 @@ impl UpstreamClient {
         let work = async {
             let resp = req.send().await.map_err(UpstreamError::from_reqwest)?;
             let status = resp.status().as_u16();
-            if session.is_some_and(|s| s.session_id.is_some()) && matches!(status, 400 | 404) {
+            if session_gone(status, session.is_some_and(|s| s.session_id.is_some())) {
                 return Err(UpstreamError::SessionGone);
             }
             if !(200..300).contains(&status) {
@@ -260,41 +180,6 @@ impl UpstreamClient {
         Ok(initialized)
     }
 
-    /// Every tool of an upstream, following `nextCursor` to the end.
-    pub async fn list_tools(
-        &self,
-        server: &ServerRt,
-        session: SessionRef<'_>,
-        timeout: Duration,
-    ) -> Result<Vec<Value>, UpstreamError> {
-        let mut tools = Vec::new();
-        let mut cursor: Option<String> = None;
-        // A bound on pages protects against an upstream that never stops paging.
-        for _ in 0..1000 {
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
-            };
-            let (mut result, _) = self
-                .call(server, Some(session), "tools/list", params, timeout)
-                .await?;
-            match result.get_mut("tools").map(Value::take) {
-                Some(Value::Array(page)) => tools.extend(page),
-                _ => return Err(UpstreamError::Protocol("tools/list without tools".into())),
-            }
-            cursor = result
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if cursor.is_none() {
-                return Ok(tools);
-            }
-        }
-        Err(UpstreamError::Protocol(
-            "tools/list paged more than 1000 times".into(),
-        ))
-    }
-
     /// Sends a notification or a response (a client's answer to a server request);
     /// the upstream should answer 202.
     pub async fn send(
@@ -311,7 +196,7 @@ impl UpstreamClient {
             .map_err(UpstreamError::from_reqwest)?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            400 | 404 if session.session_id.is_some() => Err(UpstreamError::SessionGone),
+            s if session_gone(s, session.session_id.is_some()) => Err(UpstreamError::SessionGone),
             s => Err(UpstreamError::Status(s)),
         }
     }
@@ -357,74 +242,9 @@ impl UpstreamClient {
                 "GET stream is not text/event-stream".into(),
             )),
             405 => Ok(None),
-            400 | 404 if session.session_id.is_some() => Err(UpstreamError::SessionGone),
+            s if session_gone(s, session.session_id.is_some()) => Err(UpstreamError::SessionGone),
             s => Err(UpstreamError::Status(s)),
         }
-    }
-
-    /// Sends a client's request (`body`, whose id is `id`, raw JSON) and reads the reply
-    /// to the end: every other message the server sends on the reply stream first
-    /// (progress, server-to-client requests, logging) goes to `on_message`; the
-    /// response is returned as the server sent it.
-    pub async fn call_streaming(
-        &self,
-        server: &ServerRt,
-        session: SessionRef<'_>,
-        body: Bytes,
-        id: &str,
-        on_message: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<String, UpstreamError> {
-        let req = self.post(server, Some(session), body)?;
-        let resp = tokio::time::timeout(server.call_timeout, req.send())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)?;
-        let status = resp.status().as_u16();
-        if session.session_id.is_some() && matches!(status, 400 | 404) {
-            return Err(UpstreamError::SessionGone);
-        }
-        if !(200..300).contains(&status) {
-            return Err(UpstreamError::Status(status));
-        }
-        let is_sse = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        if !is_sse {
-            let bytes = tokio::time::timeout(server.call_timeout, resp.bytes())
-                .await
-                .map_err(|_| UpstreamError::Timeout)?
-                .map_err(UpstreamError::from_reqwest)?;
-            return String::from_utf8(bytes.to_vec())
-                .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into()));
-        }
-        let want: Value = serde_json::from_str(id)
-            .map_err(|_| UpstreamError::Protocol("request id is not JSON".into()))?;
-        let mut splitter = SseSplitter::default();
-        let mut stream = resp.bytes_stream();
-        loop {
-            let chunk = match tokio::time::timeout(server.call_timeout, stream.next()).await {
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(None) => break,
-                Ok(Some(chunk)) => chunk.map_err(UpstreamError::from_reqwest)?,
-            };
-            splitter.push(&chunk);
-            while let Some(event) = splitter.next_event() {
-                let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
-                    continue;
-                };
-                let is_response =
-                    message.get("method").is_none() && message.get("id") == Some(&want);
-                if is_response {
-                    return Ok(event.data);
-                }
-                on_message(&event.data);
-            }
-        }
-        Err(UpstreamError::Protocol(
-            "event stream ended without a response".into(),
-        ))
     }
 
     /// Ends an upstream session (best effort: 405 means the server does not allow it).
@@ -442,47 +262,70 @@ impl UpstreamClient {
         let _ = tokio::time::timeout(Duration::from_secs(5), req.send()).await;
     }
 
-    /// Forwards a client's request body as is and hands back the raw response, for
-    /// bodies that cannot take Pingora's proxy path.
-    pub async fn forward(
+    /// Sends a routed call's body (the client's request, its tool name rewritten) over
+    /// the per-thread pool and hands back the reply as it arrives; "session gone" is
+    /// decided here, the reply is the caller's to relay.
+    pub async fn routed(
         &self,
         server: &ServerRt,
         session: SessionRef<'_>,
         body: Bytes,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let req = self.post(server, Some(session), body)?;
-        let resp = tokio::time::timeout(server.call_timeout, req.send())
+    ) -> Result<pool::Reply, UpstreamError> {
+        let Some(target) = server
+            .target
+            .as_ref()
+            .filter(|_| server.unavailable.is_none())
+        else {
+            let why = server
+                .unavailable
+                .clone()
+                .unwrap_or_else(|| "no address".into());
+            return Err(UpstreamError::Unusable(why));
+        };
+        let make = || {
+            let mut req = http::Request::post(server.path.clone())
+                .body(Full::new(body.clone()))
+                .expect("a request from valid parts");
+            let headers = req.headers_mut();
+            headers.insert(header::HOST, server.authority.clone());
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_BOTH));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            if let Ok(v) = HeaderValue::from_str(session.protocol_version) {
+                headers.insert(VERSION_HEADER, v);
+            }
+            if let Some(id) = session
+                .session_id
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                headers.insert(SESSION_HEADER, id);
+            }
+            for (name, value) in &server.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+            req
+        };
+        let reply = pool::send(target, make, server.call_timeout)
             .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)?;
-        let status = resp.status().as_u16();
-        if session.session_id.is_some() && matches!(status, 400 | 404) {
+            .map_err(|e| match e {
+                pool::SendError::Timeout => UpstreamError::Timeout,
+                pool::SendError::Connect(_) => UpstreamError::Connect,
+                pool::SendError::Http(e) => UpstreamError::Protocol(e.to_string()),
+            })?;
+        if session_gone(reply.status().as_u16(), session.session_id.is_some()) {
             return Err(UpstreamError::SessionGone);
         }
-        Ok(resp)
+        Ok(reply)
     }
 }
 
-/// The `result` of a JSON-RPC response, or its error (message cut to 200 chars).
-pub(crate) fn take_result(message: &mut Value) -> Result<Value, UpstreamError> {
-    if let Some(err) = message.get("error") {
-        return Err(UpstreamError::Rpc {
-            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-            message: err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect(),
-        });
-    }
-    match message.get_mut("result") {
-        Some(result) => Ok(result.take()),
-        None => Err(UpstreamError::Protocol(
-            "response has neither result nor error".into(),
-        )),
-    }
+/// The one rule for a Streamable HTTP upstream: a request that named a session and got
+/// 400 or 404 means the server no longer knows that session.
+pub fn session_gone(status: u16, named_a_session: bool) -> bool {
+    named_a_session && matches!(status, 400 | 404)
 }
 
 /// Reads a reply until the JSON-RPC response whose id is `id`.

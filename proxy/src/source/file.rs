@@ -11,13 +11,13 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::state::GatewayState;
+use crate::shared::Shared;
 
 const POLL: Duration = Duration::from_millis(250);
 
 pub struct ConfigWatch {
     pub path: PathBuf,
-    pub state: Arc<GatewayState>,
+    pub state: Arc<Shared>,
     /// The bytes the running config was loaded from.
     pub loaded: Vec<u8>,
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use gatehouse_config::naming::exposed_name;
 use serde_json::Value;
 
-use crate::runtime::{ServerRt, WorkspaceRt};
+use gatehouse_config::policy::CompiledPolicy;
 
 /// How long a catalog missing an unreachable server is served before trying again.
 pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
@@ -49,6 +49,14 @@ impl serde::Serialize for Exposed<'_> {
     }
 }
 
+/// One server's part of a catalog: its slug, its tool policy and its tool list
+/// (`None` when the list could not be fetched).
+pub struct ServerTools<'a> {
+    pub server: &'a str,
+    pub policy: &'a CompiledPolicy,
+    pub tools: Option<ToolList>,
+}
+
 /// Where an exposed tool name leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolRoute {
@@ -69,14 +77,13 @@ pub struct ToolCatalog {
 }
 
 impl ToolCatalog {
-    /// Merges upstream lists, given in the workspace's server order; `None` marks a
-    /// server whose list could not be fetched.
-    pub fn build(generation: u64, lists: &[(Arc<ServerRt>, Option<ToolList>)]) -> ToolCatalog {
+    /// Merges upstream lists, given in the workspace's server order.
+    pub fn build(generation: u64, lists: &[ServerTools<'_>]) -> ToolCatalog {
         let mut routes = HashMap::new();
         let mut merged = Vec::new();
         let mut complete = true;
-        for (server, tools) in lists {
-            let Some(tools) = tools else {
+        for server in lists {
+            let Some(tools) = &server.tools else {
                 complete = false;
                 continue;
             };
@@ -91,9 +98,9 @@ impl ToolCatalog {
                 if !server.policy.exposes(name, read_only) {
                     continue;
                 }
-                let exposed = exposed_name(&server.slug, name);
+                let exposed = exposed_name(server.server, name);
                 if routes.contains_key(&exposed) {
-                    tracing::warn!(server = %server.slug, tool = name, "two tools map to the same exposed name; keeping the first");
+                    tracing::warn!(server = %server.server, tool = name, "two tools map to the same exposed name; keeping the first");
                     continue;
                 }
                 merged.push(Exposed {
@@ -103,7 +110,7 @@ impl ToolCatalog {
                 routes.insert(
                     exposed,
                     ToolRoute {
-                        server: server.slug.clone(),
+                        server: server.server.to_string(),
                         upstream_name: name.to_string(),
                     },
                 );
@@ -135,60 +142,5 @@ impl ToolCatalog {
     /// Whether this catalog may answer for `generation` now.
     pub fn is_fresh(&self, generation: u64) -> bool {
         self.generation == generation && (self.complete || self.built.elapsed() < INCOMPLETE_RETRY)
-    }
-}
-
-/// The servers of a workspace a catalog is built from: enabled and configured.
-pub fn listed_servers(ws: &WorkspaceRt) -> impl Iterator<Item = &Arc<ServerRt>> {
-    ws.servers.iter().filter(|s| s.enabled)
-}
-
-/// Spots `notifications/tools/list_changed` in a relayed SSE stream whose chunks may
-/// split it anywhere; `carry` keeps the tail of the previous chunk.
-#[derive(Debug, Default)]
-pub struct ListChangedSniffer {
-    carry: Vec<u8>,
-}
-
-const LIST_CHANGED: &[u8] = b"notifications/tools/list_changed";
-
-impl ListChangedSniffer {
-    pub fn saw_list_changed(&mut self, chunk: &[u8]) -> bool {
-        let keep = LIST_CHANGED.len() - 1;
-        let mut found = memchr::memmem::find(chunk, LIST_CHANGED).is_some();
-        if !found && !self.carry.is_empty() {
-            // A match straddling the boundary starts in the carry.
-            let carried = self.carry.len();
-            self.carry
-                .extend_from_slice(&chunk[..chunk.len().min(keep)]);
-            found = memchr::memmem::find(&self.carry, LIST_CHANGED).is_some();
-            self.carry.truncate(carried);
-        }
-        if chunk.len() >= keep {
-            self.carry.clear();
-            self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
-        } else {
-            self.carry.extend_from_slice(chunk);
-            let excess = self.carry.len().saturating_sub(keep);
-            self.carry.drain(..excess);
-        }
-        found
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffs_list_changed_across_chunk_boundaries() {
-        let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
-        for cut in 1..stream.len() {
-            let mut s = ListChangedSniffer::default();
-            let seen = stream.chunks(cut).any(|c| s.saw_list_changed(c));
-            assert!(seen, "missed at chunk size {cut}");
-        }
-        let mut s = ListChangedSniffer::default();
-        assert!(!s.saw_list_changed(b"data: {\"method\":\"notifications/prompts/list_changed\"}"));
     }
 }

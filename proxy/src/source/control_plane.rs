@@ -19,8 +19,8 @@ use pingora::services::background::BackgroundService;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::sse::SseSplitter;
-use crate::state::GatewayState;
+use crate::shared::Shared;
+use gatehouse_mcp::sse::SseSplitter;
 
 /// No event (not even a keep-alive, sent every 15 s) for this long means the stream
 /// is dead.
@@ -277,12 +277,12 @@ const USAGE_EVERY: Duration = Duration::from_secs(5);
 /// LAST USED. Only changes are sent; a failed report is retried with the next one.
 pub struct UsageReport {
     pub control_plane: ControlPlane,
-    pub state: Arc<GatewayState>,
+    pub state: Arc<Shared>,
 }
 
 impl UsageReport {
     async fn send(&self) -> anyhow::Result<()> {
-        let used = self.state.usage.unreported();
+        let used = self.state.config.usage.unreported();
         if used.is_empty() {
             return Ok(());
         }
@@ -300,7 +300,7 @@ impl UsageReport {
             .send()
             .await?;
         anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
-        self.state.usage.reported(&used);
+        self.state.config.usage.reported(&used);
         Ok(())
     }
 }
@@ -327,7 +327,7 @@ impl BackgroundService for UsageReport {
 /// The background service that keeps the proxy's config in step with the control plane.
 pub struct ConfigStream {
     pub control_plane: ControlPlane,
-    pub state: Arc<GatewayState>,
+    pub state: Arc<Shared>,
 }
 
 impl ConfigStream {
@@ -346,7 +346,7 @@ impl ConfigStream {
                 None => anyhow::bail!("the control plane closed the watch stream"),
             };
             let version = snapshot.version;
-            if version != self.state.runtime().version {
+            if version != self.state.config.load().version {
                 let state = self.state.clone();
                 let to_install = snapshot.clone();
                 // Compiling resolves upstream host names: keep it off the async workers.

@@ -23,21 +23,24 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use gatehouse_mcp::outcome::Transport;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use rand::RngCore;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::envelope::SessionEnvelope;
+use crate::config::current::unix_now;
+use crate::config::runtime::{Runtime, ServerRt};
 use crate::live::{live, ReplayBuffer};
-use crate::relay::{MessageKind, Relay};
-use crate::runtime::{Runtime, ServerRt};
-use crate::sse::SseSplitter;
-use crate::state::GatewayState;
-use crate::upstream::{SessionRef, UpstreamError};
+use crate::shared::Shared;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::upstreams::ServerStream;
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::relay::{MessageKind, Relay};
+use gatehouse_mcp::sse::SseSplitter;
 
 /// How often the loop checks the config generation, the token and the session.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
@@ -80,7 +83,7 @@ pub enum Framing {
 
 /// Everything a client stream needs, fixed when it opens.
 pub struct ClientStream {
-    pub state: Arc<GatewayState>,
+    pub state: Arc<Shared>,
     pub workspace: String,
     /// The `Authorization` header the stream was opened with: re-checked on every
     /// config change and while idle, so revocation and expiry end it.
@@ -184,10 +187,10 @@ impl ClientStream {
         head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         session.write_response_header(Box::new(head), false).await?;
         let transport = match self.framing {
-            Framing::Legacy => crate::audit::LEGACY_SSE,
-            Framing::Streamable { .. } => crate::audit::STREAMABLE_HTTP,
+            Framing::Legacy => Transport::LegacySse,
+            Framing::Streamable { .. } => Transport::StreamableHttp,
         };
-        let _open = OpenStream::new(&self.state.metrics.open_streams, transport);
+        let _open = OpenStream::new(&self.state.metrics.open_streams, transport.as_label());
         for event in first {
             session.write_response_body(Some(event), false).await?;
         }
@@ -205,7 +208,7 @@ impl ClientStream {
 
         let (merged_tx, mut merged_rx) = mpsc::channel::<String>(MERGE_BUFFER);
         let mut readers: HashMap<String, Reader> = HashMap::new();
-        let mut rt = self.state.runtime();
+        let mut rt = self.state.config.load();
         let mut signature = workspace_signature(&rt, &self.workspace);
         let Some(mut expires_at) = self.token_check(&rt) else {
             return end(session).await;
@@ -230,7 +233,7 @@ impl ClientStream {
                         Some(StreamInput::Attach(env)) => {
                             let env = Arc::new(*env);
                             self.env = Some(env.clone());
-                            rt = self.state.runtime();
+                            rt = self.state.config.load();
                             signature = workspace_signature(&rt, &self.workspace);
                             self.reconcile(&rt, &env, &merged_tx, &mut readers);
                             None
@@ -242,11 +245,11 @@ impl ClientStream {
                 _ = keep_alive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
                 _ = watch.tick() => {
                     let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
-                    let expired = expires_at.is_some_and(|at| crate::state::unix_now() >= at);
+                    let expired = expires_at.is_some_and(|at| unix_now() >= at);
                     if ended || expired {
                         break false;
                     }
-                    let now = self.state.runtime();
+                    let now = self.state.config.load();
                     if now.generation == rt.generation {
                         None
                     } else {
@@ -288,11 +291,7 @@ impl ClientStream {
         }
         let token = rt
             .tokens
-            .authenticate(
-                self.authorization.as_deref(),
-                &self.workspace,
-                crate::state::unix_now(),
-            )
+            .authenticate(self.authorization.as_deref(), &self.workspace, unix_now())
             .ok()?;
         let same_session = self.env.as_ref().is_none_or(|e| *token.id == *e.token_id);
         same_session.then_some(token.expires_at)
@@ -409,82 +408,63 @@ fn workspace_signature(rt: &Runtime, workspace: &str) -> Vec<(String, [u8; 16])>
 }
 
 /// Relays one upstream's server-to-client stream into `merged` for as long as the
-/// client stream lives (the task is aborted with it). A stream that breaks is
-/// reopened with `Last-Event-ID`; an upstream without one (405) contributes nothing;
-/// one that sends garbage is dropped — only it.
+/// client stream lives (the task is aborted with it), whatever the upstream speaks. A
+/// stream that breaks is reopened (with `Last-Event-ID` where there is one); an
+/// upstream without one (405) contributes nothing; one that sends garbage is dropped —
+/// only it.
 async fn read_upstream(
-    state: Arc<GatewayState>,
+    state: Arc<Shared>,
     rt: Arc<Runtime>,
     env: Arc<SessionEnvelope>,
     server: Arc<ServerRt>,
     merged: mpsc::Sender<String>,
 ) {
-    if server.is_legacy_sse() {
-        crate::upstream_sse::relay_unsolicited(state, rt, env, server, merged).await;
-        return;
-    }
-    let relay_ctx = (env.sid, server.slug.clone());
     let mut last_event_id: Option<String> = None;
     let mut failures: u32 = 0;
     loop {
-        let opened = match state.session_for(&rt, &env, &server).await {
-            Ok(session) => {
-                state
-                    .upstream
-                    .open_stream(
-                        &server,
-                        SessionRef {
-                            session_id: session.session_id.as_deref(),
-                            protocol_version: &session.protocol_version,
-                        },
-                        last_event_id.as_deref(),
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let opened = state
+            .upstreams
+            .server_stream(&rt, &env, &server, last_event_id.as_deref())
+            .await;
         match opened {
             Ok(None) => {
                 server.mark_no_get_stream();
                 tracing::debug!(server = %server.slug, "upstream has no GET stream");
                 return;
             }
-            Ok(Some(resp)) => {
+            Ok(Some(stream)) => {
                 failures = 0;
                 let relay = Relay {
                     keys: &rt.keys,
-                    sid: relay_ctx.0,
-                    server: &relay_ctx.1,
+                    sid: env.sid,
+                    server: &server.slug,
                 };
-                match pump(
+                let pumped = pump(
                     &state,
                     &env.workspace,
                     &relay,
-                    resp,
+                    stream,
                     &merged,
                     &mut last_event_id,
                 )
-                .await
-                {
+                .await;
+                match pumped {
                     Pumped::Ended => {}
                     Pumped::ClientGone => return,
                     Pumped::Garbage(why) => {
                         tracing::warn!(workspace = %env.workspace, server = %server.slug, why, "upstream sent garbage on its event stream; disconnected it");
-                        state
-                            .metrics
-                            .upstream_errors
-                            .with_label_values(&[&env.workspace, &server.slug, "protocol"])
-                            .inc();
+                        state.upstreams.count_error(
+                            &env.workspace,
+                            &server.slug,
+                            &UpstreamError::Protocol(why),
+                        );
                         return;
                     }
                 }
             }
             Err(UpstreamError::SessionGone) => {
-                if !state.forget_lazy_session(env.sid, &server.slug) {
-                    tracing::info!(server = %server.slug, "upstream ended the session behind a client stream");
-                    return;
-                }
-                failures += 1;
+                tracing::info!(server = %server.slug, "upstream ended the session behind a client stream");
+                return;
             }
             Err(e) => {
                 tracing::debug!(server = %server.slug, error = %e, "upstream stream could not be opened");
@@ -502,46 +482,81 @@ enum Pumped {
     Garbage(String),
 }
 
+/// Relays one opened stream until it ends.
 async fn pump(
-    state: &GatewayState,
+    state: &Shared,
     workspace: &str,
     relay: &Relay<'_>,
-    resp: reqwest::Response,
+    stream: ServerStream,
     merged: &mpsc::Sender<String>,
     last_event_id: &mut Option<String>,
 ) -> Pumped {
-    let mut splitter = SseSplitter::default();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let Ok(chunk) = chunk else {
-            return Pumped::Ended;
+    let forward = async |data: &str| -> Result<(), Pumped> {
+        let out = match relay.outbound(data) {
+            Ok(out) => out,
+            Err(garbage) => return Err(Pumped::Garbage(garbage.to_string())),
         };
-        splitter.push(&chunk);
-        while let Some(event) = splitter.next_event() {
-            if let Some(id) = event.id {
-                *last_event_id = Some(id);
-            }
-            // A priming event carries no message.
-            if event.data.is_empty() {
-                continue;
-            }
-            let out = match relay.outbound(&event.data) {
-                Ok(out) => out,
-                Err(garbage) => return Pumped::Garbage(garbage.to_string()),
-            };
-            match out.kind {
-                MessageKind::ToolsChanged => state.invalidate_tools(workspace, relay.server),
-                // Never sent on a GET stream except when resuming; not ours to pass on.
-                MessageKind::Response => continue,
-                _ => {}
-            }
-            if merged.send(out.json.into_owned()).await.is_err() {
-                return Pumped::ClientGone;
-            }
+        match out.kind {
+            MessageKind::ToolsChanged => state.catalogs.invalidate(workspace, relay.server),
+            // Never sent on a server stream except when resuming; not ours to pass on.
+            MessageKind::Response => return Ok(()),
+            _ => {}
         }
-        if splitter.buffered() > MAX_UPSTREAM_EVENT {
-            return Pumped::Garbage(format!("an event larger than {MAX_UPSTREAM_EVENT} bytes"));
+        match merged.send(out.json.into_owned()).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Pumped::ClientGone),
+        }
+    };
+    match stream {
+        ServerStream::Http(resp) => {
+            let mut splitter = SseSplitter::default();
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else {
+                    return Pumped::Ended;
+                };
+                splitter.push(&chunk);
+                while let Some(event) = splitter.next_event() {
+                    if let Some(id) = event.id {
+                        *last_event_id = Some(id);
+                    }
+                    // A priming event carries no message.
+                    if event.data.is_empty() {
+                        continue;
+                    }
+                    if let Err(end) = forward(&event.data).await {
+                        return end;
+                    }
+                }
+                if splitter.buffered() > MAX_UPSTREAM_EVENT {
+                    return Pumped::Garbage(format!(
+                        "an event larger than {MAX_UPSTREAM_EVENT} bytes"
+                    ));
+                }
+            }
+            Pumped::Ended
+        }
+        ServerStream::Legacy(backlog, mut rx) => {
+            let mut backlog = backlog.into_iter();
+            loop {
+                let next = match backlog.next() {
+                    Some(data) => Ok(data),
+                    None => rx.recv().await,
+                };
+                match next {
+                    // What a legacy server says is not judged here: its session
+                    // reader already dropped what is not JSON-RPC.
+                    Ok(data) => {
+                        if let Err(Pumped::ClientGone) = forward(&data).await {
+                            return Pumped::ClientGone;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(server = %relay.server, missed = n, "a client stream fell behind a legacy upstream");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Pumped::Ended,
+                }
+            }
         }
     }
-    Pumped::Ended
 }

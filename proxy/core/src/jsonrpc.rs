@@ -163,6 +163,13 @@ pub fn error(id: &str, code: i64, message: &str) -> Bytes {
     ))
 }
 
+/// A request id as a canonical JSON text, so the same id always gives the same key.
+pub fn canonical_id(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| raw.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The snapshot compiled for the request path: token index, workspaces by slug, each
-//! server with its headers rendered, policy compiled and peer resolved. Built once per
+//! server with its headers rendered, policy compiled and address resolved. Built once per
 //! config change, read lock-free by every request through an `ArcSwap`.
 
 use std::collections::HashMap;
@@ -12,12 +12,13 @@ use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
 use gatehouse_config::{Limits, McpServer, Snapshot, Transport};
 use http::{HeaderName, HeaderValue, Uri};
-use pingora::upstreams::peer::HttpPeer;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{TokenIndex, TokenUsage};
-use crate::envelope::SessionKeys;
-use crate::skill::{SkillClient, SkillRt};
+use gatehouse_mcp::envelope::SessionKeys;
+
+use crate::config::auth::{TokenIndex, TokenUsage};
+use crate::upstream::pool::Target;
+use crate::upstream::skill::{SkillClient, SkillRt};
 
 /// Everything a request needs, for one config generation.
 pub struct Runtime {
@@ -47,6 +48,12 @@ impl WorkspaceRt {
             .ok()
             .map(|i| &self.servers[i])
     }
+
+    /// The servers whose tools, prompts and resources a client sees: the enabled
+    /// ones, skills included.
+    pub fn listed_servers(&self) -> impl Iterator<Item = &Arc<ServerRt>> {
+        self.servers.iter().filter(|s| s.enabled)
+    }
 }
 
 /// An upstream MCP server as the request path uses it. Holds rendered secrets, so it
@@ -69,7 +76,8 @@ pub struct ServerRt {
     pub call_timeout: Duration,
     /// Changes whenever anything that could change the server's tool list changes.
     pub fingerprint: [u8; 16],
-    peer: Option<HttpPeer>,
+    /// Where routed calls connect; `None` when the server is unavailable.
+    pub target: Option<Target>,
     /// A skill's tools, which the gateway runs itself; `None` for MCP servers.
     pub skill: Option<Arc<SkillRt>>,
     /// Set once the server answered a GET with 405: it offers no server-to-client
@@ -80,10 +88,6 @@ pub struct ServerRt {
 }
 
 impl ServerRt {
-    /// A peer for Pingora's proxy path; `None` when the server is unavailable.
-    pub fn peer(&self) -> Option<Box<HttpPeer>> {
-        self.peer.clone().map(Box::new)
-    }
     /// Whether the server speaks the legacy HTTP+SSE transport.
     pub fn is_legacy_sse(&self) -> bool {
         self.transport == Transport::Sse
@@ -195,7 +199,7 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout: Duration::from_millis(120_000),
         fingerprint: digest[..16].try_into().expect("16 bytes"),
-        peer: None,
+        target: None,
         skill: Some(Arc::new(skill)),
         no_get_stream: AtomicBool::new(false),
     })
@@ -255,13 +259,9 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         unavailable = Some(format!("cannot resolve host {host}"));
     }
     let call_timeout = Duration::from_millis(server.call_timeout_ms);
-    let peer = addr.map(|addr| {
-        let mut peer = HttpPeer::new(addr, tls, host.clone());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.read_timeout = Some(call_timeout);
-        peer.options.write_timeout = Some(Duration::from_secs(30));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer
+    let target = addr.map(|addr| Target {
+        addr,
+        tls_name: tls.then(|| host.as_str().into()),
     });
     let digest = fingerprint.finalize();
     Ok(ServerRt {
@@ -276,7 +276,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout,
         fingerprint: digest[..16].try_into().expect("16 bytes"),
-        peer,
+        target,
         skill: None,
         no_get_stream: AtomicBool::new(false),
     })

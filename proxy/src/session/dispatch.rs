@@ -1,40 +1,49 @@
-//! What the gateway does with each MCP message of a client session, whatever transport
-//! carried it — a Streamable HTTP POST or a legacy `/messages` POST. Each function
-//! returns a [`Reply`] the transport delivers its own way; `tools/call` is only
-//! *routed* here ([`ToolCall`]) because each transport sends it differently (Pingora's
-//! proxy path for Streamable HTTP, the side client for the legacy stream).
+//! Each MCP message of an open client session: requests are answered here or
+//! routed (`tools/call`, for the transport to forward), notifications and client
+//! responses go to the upstreams they concern. Each function returns a [`Reply`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_config::naming::{exposed_name, split_exposed};
-use rand::RngCore;
-use serde::Deserialize;
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+use gatehouse_mcp::outcome::Outcome;
+use gatehouse_mcp::relay;
+use gatehouse_mcp::uris;
 use serde_json::{json, Value};
 
-use crate::envelope::{SessionEnvelope, UpstreamSession};
-use crate::exchange;
-use crate::gateway::session_gone_body;
-use crate::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
+use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::live::live;
-use crate::merged::{ListError, ListKind, Lister};
-use crate::protocol;
-use crate::relay;
-use crate::runtime::{Runtime, ServerRt, WorkspaceRt};
-use crate::state::GatewayState;
-use crate::upstream::UpstreamError;
-use crate::uris;
+use crate::session::failure;
+use crate::session::lists::{ListError, ListKind, Lister};
+use crate::session::tools::Catalogs;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::upstreams::{ToolCall, Upstreams};
 
 /// JSON-RPC code for an unknown resource (MCP's "Resource not found").
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
-/// The workspace a message is served in, under one config generation.
+/// The workspace a message is served in, under one config generation, and what it
+/// may use to answer: the upstreams and the tool catalogs.
 #[derive(Clone, Copy)]
 pub struct Scope<'a> {
-    pub state: &'a GatewayState,
+    pub upstreams: &'a Upstreams,
+    pub catalogs: &'a Catalogs,
     pub rt: &'a Runtime,
     pub ws: &'a WorkspaceRt,
+}
+
+impl<'a> Scope<'a> {
+    fn lister(self, env: &'a SessionEnvelope) -> Lister<'a> {
+        Lister {
+            upstreams: self.upstreams,
+            rt: self.rt,
+            ws: self.ws,
+            env,
+        }
+    }
 }
 
 /// What to answer.
@@ -42,20 +51,20 @@ pub enum Reply {
     /// A JSON-RPC response. `session_gone` asks Streamable HTTP for a 404.
     Response {
         body: Bytes,
-        outcome: &'static str,
+        outcome: Outcome,
         session_gone: bool,
     },
     /// Nothing to answer (a notification or a response): 202.
-    Accepted { outcome: &'static str },
-    /// A routed `tools/call`, for the transport to send.
+    Accepted { outcome: Outcome },
+    /// A routed `tools/call`, for the transport to forward.
     ToolCall(ToolCall),
 }
 
 impl Reply {
-    fn ok(body: Bytes) -> Reply {
+    pub fn ok(body: Bytes) -> Reply {
         Reply::Response {
             body,
-            outcome: "ok",
+            outcome: Outcome::Ok,
             session_gone: false,
         }
     }
@@ -67,7 +76,7 @@ impl Reply {
         ))
     }
 
-    pub fn error(id: &str, code: i64, message: &str, outcome: &'static str) -> Reply {
+    pub fn error(id: &str, code: i64, message: &str, outcome: Outcome) -> Reply {
         Reply::Response {
             body: jsonrpc::error(id, code, message),
             outcome,
@@ -77,8 +86,8 @@ impl Reply {
 
     fn session_gone(id: &str, server: &str) -> Reply {
         Reply::Response {
-            body: session_gone_body(id, server),
-            outcome: "session_not_found",
+            body: failure::session_gone(id, server),
+            outcome: Outcome::SessionNotFound,
             session_gone: true,
         }
     }
@@ -88,218 +97,15 @@ impl Reply {
             UpstreamError::SessionGone => Reply::session_gone(id, server),
             // The upstream's own protocol error reaches the client as it was.
             UpstreamError::Rpc { code, message } => {
-                Reply::error(id, code, &message, "upstream_error")
+                Reply::error(id, code, &message, Outcome::UpstreamError)
             }
-            e => Reply::error(
-                id,
-                INTERNAL_ERROR,
-                &format!("MCP server {server:?} is unavailable: {e}"),
-                "upstream_unavailable",
-            ),
+            e => Reply::Response {
+                body: failure::unavailable(id, server, &e),
+                outcome: Outcome::UpstreamUnavailable,
+                session_gone: false,
+            },
         }
     }
-}
-
-/// A `tools/call` routed to its server.
-pub struct ToolCall {
-    pub server: Arc<ServerRt>,
-    pub upstream: UpstreamSession,
-    /// The request with the tool name the upstream knows.
-    pub body: Bytes,
-    /// The client's request id, raw JSON.
-    pub request_id: String,
-}
-
-/// The metric label of a method: a fixed set, so clients cannot mint labels.
-pub fn method_label(method: &str) -> &'static str {
-    match method {
-        "initialize" => "initialize",
-        "ping" => "ping",
-        "tools/list" => "tools/list",
-        "tools/call" => "tools/call",
-        "prompts/list" => "prompts/list",
-        "prompts/get" => "prompts/get",
-        "resources/list" => "resources/list",
-        "resources/templates/list" => "resources/templates/list",
-        "resources/read" => "resources/read",
-        "resources/subscribe" => "resources/subscribe",
-        "resources/unsubscribe" => "resources/unsubscribe",
-        "completion/complete" => "completion/complete",
-        "logging/setLevel" => "logging/setLevel",
-        _ => "other",
-    }
-}
-
-#[derive(Deserialize)]
-struct InitializeParams {
-    #[serde(rename = "protocolVersion")]
-    protocol_version: Option<String>,
-    #[serde(default)]
-    capabilities: Value,
-    #[serde(rename = "clientInfo", default)]
-    client_info: Value,
-}
-
-/// A client session opened by `initialize`.
-pub struct Opened {
-    pub envelope: SessionEnvelope,
-    /// The `initialize` response.
-    pub body: Bytes,
-}
-
-/// Opens a session with every enabled upstream in parallel and answers as the
-/// gateway: the union of what the upstreams can do, their instructions, and the
-/// upstream sessions sealed into the envelope.
-pub async fn initialize(
-    scope: Scope<'_>,
-    token_id: &str,
-    msg: &Message<'_>,
-) -> Result<Opened, Reply> {
-    let id = jsonrpc::raw_id(msg.id);
-    let params: InitializeParams = match msg.params.map(|p| serde_json::from_str(p.get())) {
-        Some(Ok(p)) => p,
-        _ => {
-            return Err(Reply::error(
-                id,
-                INVALID_PARAMS,
-                "Invalid params: initialize needs protocolVersion, capabilities and clientInfo",
-                "invalid_params",
-            ))
-        }
-    };
-    let version = protocol::negotiate(params.protocol_version.as_deref());
-    let client_init =
-        json!({"capabilities": params.capabilities, "clientInfo": params.client_info});
-    let mut envelope = SessionEnvelope {
-        sid: [0u8; 16],
-        issued_at: crate::state::unix_now(),
-        workspace: scope.ws.slug.clone(),
-        token_id: token_id.to_string(),
-        client_version: version.to_string(),
-        client_init: client_init.to_string(),
-        upstreams: Vec::new(),
-    };
-    rand::thread_rng().fill_bytes(&mut envelope.sid);
-
-    let timeout = Duration::from_millis(scope.rt.limits.initialize_timeout_ms);
-    // Skills are run by the gateway: there is no session to open with them.
-    let servers: Vec<_> = scope
-        .ws
-        .servers
-        .iter()
-        .filter(|s| s.enabled && s.skill.is_none())
-        .collect();
-    let opened = futures::future::join_all(servers.iter().map(|server| {
-        let client_init = &client_init;
-        let envelope = &envelope;
-        async move {
-            if server.is_legacy_sse() {
-                // Held by this replica, keyed by the client session; never sealed.
-                scope
-                    .state
-                    .open_legacy_upstream(envelope, server, timeout)
-                    .await
-                    .map(|init| (init, false))
-            } else {
-                scope
-                    .state
-                    .upstream
-                    .initialize(server, version, client_init, timeout)
-                    .await
-                    .map(|init| (init, true))
-            }
-        }
-    }))
-    .await;
-
-    let mut instructions = Vec::new();
-    let mut failures = Vec::new();
-    let mut capabilities = Vec::new();
-    let mut reachable = 0;
-    for (server, result) in servers.iter().zip(opened) {
-        match result {
-            Ok((init, sealed)) => {
-                reachable += 1;
-                if let Some(text) = init.instructions {
-                    instructions.push(format!("## {}\n{}", server.slug, text.trim()));
-                }
-                live().remember_capabilities(
-                    &scope.ws.slug,
-                    &server.slug,
-                    server.fingerprint,
-                    init.capabilities.clone(),
-                );
-                capabilities.push(init.capabilities);
-                if sealed {
-                    envelope.upstreams.push(UpstreamSession {
-                        server: server.slug.clone(),
-                        session_id: init.session_id,
-                        protocol_version: init.protocol_version,
-                    });
-                }
-            }
-            Err(e) => {
-                tracing::warn!(workspace = %scope.ws.slug, server = %server.slug, error = %e, "upstream initialize failed; serving the others");
-                scope
-                    .state
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[&scope.ws.slug, &server.slug, e.kind()])
-                    .inc();
-                failures.push(format!("{}: {e}", server.slug));
-            }
-        }
-    }
-    if reachable == 0 && !servers.is_empty() {
-        return Err(Reply::error(
-            id,
-            INTERNAL_ERROR,
-            &format!(
-                "No MCP server of this workspace could be initialized ({})",
-                failures.join("; ")
-            ),
-            "upstream_unavailable",
-        ));
-    }
-    let mut result = json!({
-        "protocolVersion": version,
-        "capabilities": merged_capabilities(&capabilities),
-        "serverInfo": {"name": "gatehouse", "title": "Gatehouse", "version": env!("CARGO_PKG_VERSION")},
-    });
-    if !instructions.is_empty() {
-        result["instructions"] = Value::String(instructions.join("\n\n"));
-    }
-    let body = jsonrpc::result(
-        msg.id.expect("request"),
-        &serde_json::to_vec(&result).expect("json"),
-    );
-    Ok(Opened { envelope, body })
-}
-
-/// What the gateway can route, given what its upstreams offer: tools always (the
-/// gateway itself announces changes to them), the rest when some upstream has it.
-pub fn merged_capabilities(upstreams: &[Value]) -> Value {
-    let any = |key: &str| upstreams.iter().any(|c| c.get(key).is_some());
-    let mut out = json!({"tools": {"listChanged": true}});
-    if any("prompts") {
-        out["prompts"] = json!({"listChanged": true});
-    }
-    if any("resources") {
-        out["resources"] = json!({"listChanged": true});
-        let subscribe = upstreams
-            .iter()
-            .any(|c| c.pointer("/resources/subscribe") == Some(&Value::Bool(true)));
-        if subscribe {
-            out["resources"]["subscribe"] = Value::Bool(true);
-        }
-    }
-    if any("completions") {
-        out["completions"] = json!({});
-    }
-    if any("logging") {
-        out["logging"] = json!({});
-    }
-    out
 }
 
 /// A client request in an open session.
@@ -317,7 +123,7 @@ pub async fn request(
             id,
             INVALID_PARAMS,
             "Invalid params: params must be an object",
-            "invalid_params",
+            Outcome::InvalidParams,
         )
     };
     // The params are valid JSON already (a raw value): its first byte tells an object.
@@ -330,7 +136,11 @@ pub async fn request(
     match method {
         "ping" => return Reply::ok(jsonrpc::result(rid, b"{}")),
         "tools/list" => {
-            return match scope.state.catalog(scope.rt, scope.ws, env).await {
+            return match scope
+                .catalogs
+                .catalog(scope.upstreams, scope.rt, scope.ws, env)
+                .await
+            {
                 Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered)),
                 Err(_) => Reply::session_gone(id, "an upstream"),
             }
@@ -343,12 +153,7 @@ pub async fn request(
         Some(Ok(p)) => p,
         Some(Err(_)) => return not_an_object(),
     };
-    let lister = Lister {
-        state: scope.state,
-        rt: scope.rt,
-        ws: scope.ws,
-        env,
-    };
+    let lister = scope.lister(env);
     match method {
         "prompts/list" | "resources/list" | "resources/templates/list" => {
             let kind = match method {
@@ -360,7 +165,7 @@ pub async fn request(
             match lister.page(kind, cursor).await {
                 Ok(result) => Reply::result(rid, &result),
                 Err(ListError::BadCursor(e)) => {
-                    Reply::error(id, INVALID_PARAMS, &e.to_string(), "invalid_params")
+                    Reply::error(id, INVALID_PARAMS, &e.to_string(), Outcome::InvalidParams)
                 }
                 Err(ListError::SessionGone(server)) => Reply::session_gone(id, &server),
             }
@@ -371,7 +176,7 @@ pub async fn request(
                     id,
                     INVALID_PARAMS,
                     "Invalid params: prompts/get needs a string \"name\"",
-                    "invalid_params",
+                    Outcome::InvalidParams,
                 );
             };
             let (server, original) = match route_prompt(&lister, name).await {
@@ -381,7 +186,7 @@ pub async fn request(
                         id,
                         INVALID_PARAMS,
                         &format!("Unknown prompt: {name}"),
-                        "unknown_prompt",
+                        Outcome::UnknownPrompt,
                     )
                 }
                 Err(e) => return Reply::upstream_failure(id, &slug_of(name), e),
@@ -405,7 +210,7 @@ pub async fn request(
                     id,
                     INVALID_PARAMS,
                     &format!("Invalid params: {method} needs a string \"uri\""),
-                    "invalid_params",
+                    Outcome::InvalidParams,
                 );
             };
             let Some((server, original)) = route_uri(scope.ws, uri) else {
@@ -413,7 +218,7 @@ pub async fn request(
                     id,
                     RESOURCE_NOT_FOUND,
                     &format!("Resource not found: {uri}"),
-                    "unknown_resource",
+                    Outcome::UnknownResource,
                 );
             };
             let mut params = params.clone();
@@ -462,7 +267,7 @@ pub async fn request(
                     id,
                     INVALID_PARAMS,
                     "Invalid params: completion/complete needs a ref to a prompt or resource template of this workspace",
-                    "invalid_params",
+                    Outcome::InvalidParams,
                 );
             };
             forward(scope, env, &server, rid, method, params, |_| {}).await
@@ -475,7 +280,7 @@ pub async fn request(
             id,
             METHOD_NOT_FOUND,
             &format!("Method not found: {method}"),
-            "method_not_found",
+            Outcome::MethodNotFound,
         ),
     }
 }
@@ -490,16 +295,10 @@ async fn forward(
     params: Value,
     expose: impl FnOnce(&mut Value),
 ) -> Reply {
-    match exchange::ask(
-        scope.state,
-        scope.rt,
-        env,
-        server,
-        method,
-        params,
-        server.call_timeout,
-    )
-    .await
+    match scope
+        .upstreams
+        .ask(scope.rt, env, server, method, params, server.call_timeout)
+        .await
     {
         Ok(mut result) => {
             expose(&mut result);
@@ -522,16 +321,10 @@ async fn set_level(scope: Scope<'_>, env: &SessionEnvelope, params: Value) {
     let sets = servers.map(|server| {
         let params = params.clone();
         async move {
-            if let Err(e) = exchange::ask(
-                scope.state,
-                scope.rt,
-                env,
-                server,
-                "logging/setLevel",
-                params,
-                timeout,
-            )
-            .await
+            if let Err(e) = scope
+                .upstreams
+                .ask(scope.rt, env, server, "logging/setLevel", params, timeout)
+                .await
             {
                 tracing::debug!(server = %server.slug, error = %e, "logging/setLevel not applied");
             }
@@ -627,10 +420,14 @@ async fn tool_call(
             id,
             INVALID_PARAMS,
             "Invalid params: tools/call needs a string \"name\"",
-            "invalid_params",
+            Outcome::InvalidParams,
         );
     };
-    let catalog = match scope.state.catalog(scope.rt, scope.ws, env).await {
+    let catalog = match scope
+        .catalogs
+        .catalog(scope.upstreams, scope.rt, scope.ws, env)
+        .await
+    {
         Ok(c) => c,
         Err(_) => return Reply::session_gone(id, "an upstream"),
     };
@@ -643,57 +440,23 @@ async fn tool_call(
             id,
             INVALID_PARAMS,
             &format!("Unknown tool: {}", name.name),
-            "unknown_tool",
+            Outcome::UnknownTool,
         );
     };
-    if let Some(skill) = &server.skill {
-        let Some(request_id) = msg.id else {
-            return Reply::error(
-                id,
-                INVALID_PARAMS,
-                "tools/call needs an id",
-                "invalid_params",
-            );
-        };
+    if server.skill.is_some() {
         if let Some(why) = &server.unavailable {
             return Reply::error(
                 id,
                 INTERNAL_ERROR,
                 &format!("skill {:?} is not usable: {why}", server.slug),
-                "upstream_unavailable",
+                Outcome::UpstreamUnavailable,
             );
         }
-        let arguments = msg.params.and_then(|p| {
-            serde_json::from_str::<Value>(p.get())
-                .ok()
-                .and_then(|mut v| v.get_mut("arguments").map(Value::take))
-        });
-        let result = skill
-            .call(&scope.rt.skills, &route.upstream_name, arguments.as_ref())
-            .await;
-        return Reply::result(request_id, &result);
     }
-    let upstream = match scope.state.session_for(scope.rt, env, &server).await {
-        Ok(s) => s,
-        Err(e) => {
-            scope
-                .state
-                .metrics
-                .upstream_errors
-                .with_label_values(&[&scope.ws.slug, &server.slug, e.kind()])
-                .inc();
-            return Reply::error(
-                id,
-                INTERNAL_ERROR,
-                &format!("MCP server {:?} is unavailable: {e}", server.slug),
-                "upstream_unavailable",
-            );
-        }
-    };
     Reply::ToolCall(ToolCall {
         body: jsonrpc::splice_name(body, name.span.clone(), &route.upstream_name),
+        upstream_name: route.upstream_name.clone(),
         server,
-        upstream,
         request_id: id.to_string(),
     })
 }
@@ -729,13 +492,15 @@ pub async fn notification(
     };
     let sends = targets.iter().map(|server| async move {
         if let Err(e) =
-            exchange::tell(scope.state, scope.rt, env, server, body.clone()).await
+            scope.upstreams.tell(scope.rt, env, server, body.clone()).await
         {
             tracing::debug!(server = %server.slug, method, error = %e, "notification not delivered");
         }
     });
     futures::future::join_all(sends).await;
-    Reply::Accepted { outcome: "ok" }
+    Reply::Accepted {
+        outcome: Outcome::Ok,
+    }
 }
 
 /// Servers of the session that can be told something.
@@ -764,7 +529,7 @@ pub async fn response(
     let Some(target) = target else {
         tracing::info!(workspace = %scope.ws.slug, id = %id.chars().take(80).collect::<String>(), "ignoring a client response to an id the gateway never issued");
         return Reply::Accepted {
-            outcome: "unknown_response",
+            outcome: Outcome::UnknownResponse,
         };
     };
     let Some(server) = scope
@@ -775,25 +540,27 @@ pub async fn response(
     else {
         tracing::info!(workspace = %scope.ws.slug, server = %target.server, "dropping a client response: its server is gone");
         return Reply::Accepted {
-            outcome: "unknown_response",
+            outcome: Outcome::UnknownResponse,
         };
     };
     let mut message: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => {
             return Reply::Accepted {
-                outcome: "bad_request",
+                outcome: Outcome::BadRequest,
             }
         }
     };
     message["id"] = serde_json::from_str(&target.original_id).unwrap_or(Value::Null);
     let body = Bytes::from(message.to_string());
-    match exchange::tell(scope.state, scope.rt, env, &server, body).await {
-        Ok(()) => Reply::Accepted { outcome: "ok" },
+    match scope.upstreams.tell(scope.rt, env, &server, body).await {
+        Ok(()) => Reply::Accepted {
+            outcome: Outcome::Ok,
+        },
         Err(e) => {
             tracing::warn!(server = %server.slug, error = %e, "client response not delivered");
             Reply::Accepted {
-                outcome: "upstream_error",
+                outcome: Outcome::UpstreamError,
             }
         }
     }
@@ -802,29 +569,6 @@ pub async fn response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capabilities_are_the_union_of_the_upstreams() {
-        let merged = merged_capabilities(&[
-            json!({"tools": {}}),
-            json!({"prompts": {}, "resources": {"subscribe": true}, "logging": {}}),
-            json!({"completions": {}}),
-        ]);
-        assert_eq!(
-            merged,
-            json!({
-                "tools": {"listChanged": true},
-                "prompts": {"listChanged": true},
-                "resources": {"listChanged": true, "subscribe": true},
-                "completions": {},
-                "logging": {},
-            })
-        );
-        assert_eq!(
-            merged_capabilities(&[]),
-            json!({"tools": {"listChanged": true}})
-        );
-    }
 
     #[test]
     fn shortened_names_are_recognised() {

@@ -10,22 +10,19 @@ use std::time::Duration;
 use gatehouse_config::naming::exposed_name;
 use serde_json::{json, Value};
 
-use crate::catalog::listed_servers;
-use crate::cursor::{BadCursor, ListCursor};
-use crate::envelope::SessionEnvelope;
-use crate::exchange;
-use crate::jsonrpc::METHOD_NOT_FOUND;
+use gatehouse_mcp::cursor::{BadCursor, ListCursor};
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::jsonrpc::METHOD_NOT_FOUND;
+use gatehouse_mcp::uris;
+
+use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::live::live;
-use crate::runtime::{Runtime, ServerRt, WorkspaceRt};
-use crate::state::GatewayState;
-use crate::upstream::UpstreamError;
-use crate::uris;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::upstreams::Upstreams;
 
 /// Upstream pages fetched for one gateway page at most, when upstreams keep
 /// answering empty pages.
 const MAX_CALLS_PER_PAGE: usize = 16;
-/// Upstream pages read at most when looking through a whole list.
-const MAX_PAGES: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
@@ -84,7 +81,7 @@ pub enum ListError {
 
 /// Who is asking, under which config.
 pub struct Lister<'a> {
-    pub state: &'a GatewayState,
+    pub upstreams: &'a Upstreams,
     pub rt: &'a Runtime,
     pub ws: &'a WorkspaceRt,
     pub env: &'a SessionEnvelope,
@@ -92,7 +89,8 @@ pub struct Lister<'a> {
 
 impl Lister<'_> {
     fn servers(&self, kind: ListKind) -> Vec<&ServerRt> {
-        listed_servers(self.ws)
+        self.ws
+            .listed_servers()
             .filter(|s| s.usable())
             .filter(|s| {
                 // Skip servers known not to have this kind of item; ask the others.
@@ -166,16 +164,10 @@ impl Lister<'_> {
             None => json!({}),
         };
         let timeout = Duration::from_millis(self.rt.limits.initialize_timeout_ms);
-        match exchange::ask(
-            self.state,
-            self.rt,
-            self.env,
-            server,
-            kind.method(),
-            params,
-            timeout,
-        )
-        .await
+        match self
+            .upstreams
+            .ask(self.rt, self.env, server, kind.method(), params, timeout)
+            .await
         {
             Ok(mut result) => {
                 let mut items = match result.get_mut(kind.items()).map(Value::take) {
@@ -208,38 +200,8 @@ impl Lister<'_> {
         server: &ServerRt,
         kind: ListKind,
     ) -> Result<Vec<Value>, UpstreamError> {
-        let timeout = Duration::from_millis(self.rt.limits.initialize_timeout_ms);
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
-            };
-            let mut result = exchange::ask(
-                self.state,
-                self.rt,
-                self.env,
-                server,
-                kind.method(),
-                params,
-                timeout,
-            )
-            .await?;
-            if let Some(Value::Array(items)) = result.get_mut(kind.items()).map(Value::take) {
-                all.extend(items);
-            }
-            cursor = result
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if cursor.is_none() {
-                return Ok(all);
-            }
-        }
-        Err(UpstreamError::Protocol(format!(
-            "{} paged more than {MAX_PAGES} times",
-            kind.method()
-        )))
+        self.upstreams
+            .list_all(self.rt, self.env, server, kind.method(), kind.items())
+            .await
     }
 }

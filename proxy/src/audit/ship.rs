@@ -15,9 +15,9 @@ use gatehouse_config::audit::CallEvent;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::audit::AuditQueue;
-use crate::push::{ControlPlane, ShipError};
-use crate::state::GatewayState;
+use crate::audit::record::AuditQueue;
+use crate::metrics::Metrics;
+use crate::source::control_plane::{ControlPlane, ShipError};
 
 /// Events per POST (the control plane takes up to 5,000).
 const MAX_BATCH: usize = 1000;
@@ -35,7 +35,7 @@ const WARN_FRACTION: f64 = 0.8;
 pub struct AuditShipper {
     queue: Mutex<Option<AuditQueue>>,
     control_plane: ControlPlane,
-    state: Arc<GatewayState>,
+    metrics: Arc<Metrics>,
     spool: Mutex<Option<Spool>>,
 }
 
@@ -43,15 +43,15 @@ impl AuditShipper {
     pub fn new(
         queue: AuditQueue,
         control_plane: ControlPlane,
-        state: Arc<GatewayState>,
+        metrics: Arc<Metrics>,
         spool: Spool,
     ) -> AuditShipper {
-        state.metrics.audit_spool_limit.set(spool.limit as i64);
-        state.metrics.audit_spool_bytes.set(spool.bytes as i64);
+        metrics.audit_spool_limit.set(spool.limit as i64);
+        metrics.audit_spool_bytes.set(spool.bytes as i64);
         AuditShipper {
             queue: Mutex::new(Some(queue)),
             control_plane,
-            state,
+            metrics,
             spool: Mutex::new(Some(spool)),
         }
     }
@@ -60,7 +60,7 @@ impl AuditShipper {
 /// The shipper's working state, owned by its loop.
 struct Run<'a> {
     cp: &'a ControlPlane,
-    state: &'a GatewayState,
+    metrics: &'a Metrics,
     spool: Spool,
     /// When the control plane may be tried again (it failed last time).
     retry_at: Option<Instant>,
@@ -79,7 +79,7 @@ impl BackgroundService for AuditShipper {
         };
         let mut run = Run {
             cp: &self.control_plane,
-            state: &self.state,
+            metrics: &self.metrics,
             spool,
             retry_at: None,
             backoff: MIN_BACKOFF,
@@ -148,7 +148,7 @@ impl Run<'_> {
             match self.cp.ship_audit(&batch).await {
                 Ok(()) => {
                     self.succeeded();
-                    self.state.metrics.audit_shipped.inc_by(batch.len() as u64);
+                    self.metrics.audit_shipped.inc_by(batch.len() as u64);
                     return;
                 }
                 Err(e @ ShipError::Rejected(_)) => return self.rejected(batch.len(), &e),
@@ -159,12 +159,12 @@ impl Run<'_> {
     }
 
     fn rejected(&mut self, events: usize, why: &ShipError) {
-        self.state.metrics.audit_dropped.inc_by(events as u64);
+        self.metrics.audit_dropped.inc_by(events as u64);
         tracing::error!(events, "audit events LOST: {why}");
     }
 
     fn spool(&mut self, batch: &[CallEvent]) {
-        let metrics = &self.state.metrics;
+        let metrics = &self.metrics;
         match self.spool.append(batch) {
             Ok(()) => metrics.audit_spooled.inc_by(batch.len() as u64),
             Err(e) => {
@@ -203,7 +203,7 @@ impl Run<'_> {
                 }
             };
             if bad > 0 {
-                self.state.metrics.audit_dropped.inc_by(bad as u64);
+                self.metrics.audit_dropped.inc_by(bad as u64);
                 tracing::error!(
                     lines = bad,
                     "audit spool file {} has lines that are not events",
@@ -224,12 +224,9 @@ impl Run<'_> {
                 }
             }
             self.succeeded();
-            self.state.metrics.audit_shipped.inc_by(shipped as u64);
+            self.metrics.audit_shipped.inc_by(shipped as u64);
             self.spool.remove(&path);
-            self.state
-                .metrics
-                .audit_spool_bytes
-                .set(self.spool.bytes as i64);
+            self.metrics.audit_spool_bytes.set(self.spool.bytes as i64);
         }
     }
 }

@@ -1,0 +1,365 @@
+//! The one forwarding path of a routed `tools/call`: sent once through the connectors
+//! ([`Upstreams::call`]), whatever the body's size or the upstream's transport, then
+//! relayed to the client transport that asked — as an HTTP reply for Streamable HTTP
+//! ([`to_client`]), as messages for the legacy stream ([`to_messages`]). What differs
+//! by upstream is one `match` on its [`CallReply`] in each.
+//!
+//! A Streamable HTTP reply is relayed as it arrives: a JSON body byte for byte (its
+//! outcome scanned on the way), an event stream rewritten event by event; neither is
+//! buffered whole or re-serialised.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use gatehouse_config::audit::CallOutcome;
+use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::outcome::Outcome;
+use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
+use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
+use gatehouse_mcp::sse::SseSplitter;
+use http::header;
+use http_body_util::BodyExt;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use crate::client::request::{Caller, RequestCtx};
+use crate::client::respond;
+use crate::live::live;
+use crate::session::failure;
+use crate::shared::Shared;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::pool;
+use crate::upstream::upstreams::{CallReply, ToolCall};
+
+/// Forwards a routed call and answers the Streamable HTTP client with the reply.
+pub async fn to_client(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+    env: &SessionEnvelope,
+    call: ToolCall,
+) -> Result<bool> {
+    let _in_flight = live().track_request(
+        env.sid,
+        &gatehouse_mcp::jsonrpc::canonical_id(&call.request_id),
+        &call.server.slug,
+    );
+    let relay = Relay {
+        keys: &caller.rt.keys,
+        sid: env.sid,
+        server: &call.server.slug,
+    };
+    match shared.upstreams.call(caller.rt, env, &call).await {
+        Ok(CallReply::Http(reply)) => relay_http(shared, session, ctx, &relay, &call, reply).await,
+        Ok(CallReply::Legacy(conn)) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let mut on_message = move |data: &str| {
+                let _ = tx.send(data.to_string());
+            };
+            let answer = shared
+                .upstreams
+                .call_legacy(caller.rt, env, &call, conn, &mut on_message);
+            relay_messages(shared, session, ctx, &relay, &call, answer, rx).await
+        }
+        Ok(CallReply::Done(body)) => {
+            ctx.outcome = Outcome::Ok;
+            ctx.answered_call(Outcome::Ok, &body);
+            respond::json(session, 200, &[], body).await
+        }
+        Err(e) => {
+            ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
+            let (status, outcome, body) = failed(&call, &e);
+            ctx.outcome = outcome;
+            respond::json(session, status, &[], body).await
+        }
+    }
+}
+
+/// How a call that got no reply is answered: a session gone is a 404 (the client
+/// re-initializes), anything else a JSON-RPC error in the client's session.
+fn failed(call: &ToolCall, e: &UpstreamError) -> (u16, Outcome, Bytes) {
+    let (id, server) = (&call.request_id, &call.server.slug);
+    match e {
+        UpstreamError::SessionGone => (
+            404,
+            Outcome::SessionNotFound,
+            failure::session_gone(id, server),
+        ),
+        e => (
+            200,
+            Outcome::UpstreamUnavailable,
+            failure::unavailable(id, server, e),
+        ),
+    }
+}
+
+/// Relays a Streamable HTTP upstream's reply as it arrives.
+async fn relay_http(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    relay: &Relay<'_>,
+    call: &ToolCall,
+    reply: pool::Reply,
+) -> Result<bool> {
+    let status = reply.status().as_u16();
+    if !(200..300).contains(&status) {
+        ctx.outcome = Outcome::UpstreamError;
+        ctx.call_outcome = Some(status_outcome(status));
+    }
+    let content_type = reply.headers().get(header::CONTENT_TYPE).cloned();
+    let mut rewriter = content_type
+        .as_ref()
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+        .then(SseRewriter::default);
+    let mut head = ResponseHeader::build(status, Some(2))?;
+    if let Some(ct) = content_type {
+        head.insert_header(header::CONTENT_TYPE, ct)?;
+    }
+    // Framed, so the client's connection carries its next request. A JSON reply is
+    // relayed unchanged, so the upstream's length holds; an event stream is chunked.
+    let length = reply
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .filter(|_| rewriter.is_none())
+        .cloned();
+    match length {
+        Some(len) => head.insert_header(header::CONTENT_LENGTH, len)?,
+        None => head.insert_header(header::TRANSFER_ENCODING, "chunked")?,
+    }
+    session.write_response_header(Box::new(head), false).await?;
+    let mut watch = ReplyWatch::default();
+    let mut body = reply.into_body();
+    loop {
+        let frame = match tokio::time::timeout(call.server.call_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return broke_off(shared, ctx, call, &e.to_string());
+            }
+            Err(_) => return broke_off(shared, ctx, call, "timed out"),
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let out = match rewriter.as_mut() {
+            Some(w) => w.push(&chunk, relay, &mut |kind, json| {
+                if kind == MessageKind::ToolsChanged {
+                    shared
+                        .catalogs
+                        .invalidate(&call_workspace(ctx), relay.server);
+                }
+                watch.message(kind, json);
+            }),
+            None => {
+                watch.body(&chunk);
+                chunk
+            }
+        };
+        if !out.is_empty() {
+            session.write_response_body(Some(out), false).await?;
+        }
+    }
+    let rest = rewriter
+        .as_mut()
+        .map(SseRewriter::finish)
+        .unwrap_or_default();
+    session
+        .write_response_body((!rest.is_empty()).then_some(rest), true)
+        .await?;
+    if ctx.call_outcome.is_none() {
+        ctx.call_outcome = watch.outcome();
+    }
+    Ok(true)
+}
+
+fn call_workspace(ctx: &RequestCtx) -> String {
+    ctx.workspace.clone().unwrap_or_default()
+}
+
+/// The upstream's reply broke off after its head was relayed: the client's reply
+/// cannot be completed, so its connection goes.
+fn broke_off(shared: &Shared, ctx: &mut RequestCtx, call: &ToolCall, why: &str) -> Result<bool> {
+    ctx.outcome = Outcome::UpstreamError;
+    shared.upstreams.count_error(
+        ctx.workspace.as_deref().unwrap_or(""),
+        &call.server.slug,
+        &UpstreamError::Protocol(why.to_string()),
+    );
+    Error::e_explain(
+        ErrorType::ReadError,
+        format!("upstream {} reply broke off: {why}", call.server.slug),
+    )
+}
+
+/// Relays a legacy SSE upstream's call: plain JSON when the upstream said nothing
+/// else, else an event stream carrying what it said (progress, requests for the
+/// client) and then the response.
+async fn relay_messages(
+    shared: &Shared,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    relay: &Relay<'_>,
+    call: &ToolCall,
+    answer: impl std::future::Future<Output = Result<String, UpstreamError>>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> Result<bool> {
+    tokio::pin!(answer);
+    let mut streaming = false;
+    let mut outcome = None;
+    loop {
+        let data = match outcome {
+            None => tokio::select! {
+                done = &mut answer => {
+                    outcome = Some(done);
+                    continue;
+                }
+                Some(data) = rx.recv() => data,
+            },
+            // The upstream's messages are queued while the call is polled, so the
+            // poll that finished it may have queued the last ones (progress sent just
+            // before the result): they go out first, not lost.
+            Some(_) => match rx.try_recv() {
+                Ok(data) => data,
+                Err(_) => break,
+            },
+        };
+        let Ok(out) = relay.outbound(&data) else {
+            continue;
+        };
+        if out.kind == MessageKind::Response {
+            continue;
+        }
+        if out.kind == MessageKind::ToolsChanged {
+            shared
+                .catalogs
+                .invalidate(&call_workspace(ctx), relay.server);
+        }
+        if !streaming {
+            let mut head = ResponseHeader::build(200, Some(3))?;
+            head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+            head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+            // Chunked, so the client's connection outlives the reply.
+            head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            session.write_response_header(Box::new(head), false).await?;
+            streaming = true;
+        }
+        session
+            .write_response_body(Some(event(out.json.as_bytes())), false)
+            .await?;
+    }
+    let outcome = outcome.expect("the loop ends only once the call has");
+    ctx.call_outcome = Some(answer_outcome(&outcome));
+    let body = match outcome {
+        Ok(response) => Bytes::from(response),
+        Err(e) => {
+            let (status, word, body) = failed(call, &e);
+            ctx.outcome = word;
+            if !streaming {
+                return respond::json(session, status, &[], body).await;
+            }
+            body
+        }
+    };
+    if !streaming {
+        return respond::json(session, 200, &[], body).await;
+    }
+    session
+        .write_response_body(Some(event(&body)), true)
+        .await?;
+    Ok(true)
+}
+
+/// One message as an SSE event of a call's reply stream.
+fn event(json: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(json.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// Forwards a routed call for a legacy client, whose answer goes to its stream: what
+/// the upstream says during the call goes to `on_message` as it said it; returns the
+/// response.
+pub async fn to_messages(
+    shared: &Arc<Shared>,
+    rt: &crate::config::runtime::Runtime,
+    env: &SessionEnvelope,
+    call: &ToolCall,
+    on_message: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, UpstreamError> {
+    match shared.upstreams.call(rt, env, call).await? {
+        CallReply::Done(body) => String::from_utf8(body.to_vec())
+            .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into())),
+        CallReply::Legacy(conn) => {
+            shared
+                .upstreams
+                .call_legacy(rt, env, call, conn, on_message)
+                .await
+        }
+        CallReply::Http(reply) => read_messages(call, reply, on_message).await,
+    }
+}
+
+/// Reads a Streamable HTTP reply until the response to the call: every other message
+/// on an event stream goes to `on_message` first.
+async fn read_messages(
+    call: &ToolCall,
+    reply: pool::Reply,
+    on_message: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, UpstreamError> {
+    let timeout = call.server.call_timeout;
+    let status = reply.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(UpstreamError::Status(status));
+    }
+    let is_sse = reply
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"));
+    let mut body = reply.into_body();
+    let mut next = async move || -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(UpstreamError::Protocol(e.to_string())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    };
+    if !is_sse {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = next().await? {
+            all.extend_from_slice(&chunk);
+        }
+        return String::from_utf8(all.to_vec())
+            .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into()));
+    }
+    let want: Value = serde_json::from_str(&call.request_id)
+        .map_err(|_| UpstreamError::Protocol("request id is not JSON".into()))?;
+    let mut splitter = SseSplitter::default();
+    while let Some(chunk) = next().await? {
+        splitter.push(&chunk);
+        while let Some(event) = splitter.next_event() {
+            let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            if message.get("method").is_none() && message.get("id") == Some(&want) {
+                return Ok(event.data);
+            }
+            on_message(&event.data);
+        }
+    }
+    Err(UpstreamError::Protocol(
+        "event stream ended without a response".into(),
+    ))
+}

@@ -1,0 +1,230 @@
+//! The Streamable HTTP transport on the client side: POST (one JSON-RPC message,
+//! answered as the session room decides, a routed call forwarded), GET (the
+//! session's event stream) and DELETE (the end of the session).
+
+use std::sync::Arc;
+
+use gatehouse_mcp::jsonrpc::{self, Parsed};
+use gatehouse_mcp::outcome::{Method, Outcome};
+use gatehouse_mcp::versions;
+use http::{header, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::audit::record::CallRecord;
+use crate::client::forward;
+use crate::client::request::{open_session, read_body, Caller, RequestCtx};
+use crate::client::respond;
+use crate::client::stream;
+use crate::live::live;
+use crate::session::dispatch::{self, Reply, Scope};
+use crate::session::initialize;
+use crate::shared::Shared;
+use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
+
+/// A POSTed JSON-RPC message.
+pub async fn post(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    let headers = &session.req_header().headers;
+    if !respond::accepts_mcp_replies(headers.get(header::ACCEPT).map(HeaderValue::as_bytes)) {
+        ctx.outcome = Outcome::NotAcceptable;
+        return respond::refuse(
+            session,
+            406,
+            "Accept must list application/json and text/event-stream",
+        )
+        .await;
+    }
+    if let Some(v) = headers.get(VERSION_HEADER) {
+        if !v.to_str().is_ok_and(versions::is_supported) {
+            ctx.outcome = Outcome::BadRequest;
+            return respond::refuse(session, 400, "unsupported MCP-Protocol-Version").await;
+        }
+    }
+    session.enable_retry_buffering();
+    let max = caller.rt.limits.max_body_bytes;
+    let Some(body) = read_body(session, max).await? else {
+        ctx.outcome = Outcome::TooLarge;
+        let msg = format!("request body exceeds the limit of {max} bytes");
+        return respond::refuse(session, 413, &msg).await;
+    };
+    let parsed = match jsonrpc::parse(&body) {
+        Ok(p) => p,
+        Err(rejection) => {
+            ctx.outcome = Outcome::BadRequest;
+            let err = jsonrpc::error("null", rejection.code(), &rejection.to_string());
+            return respond::json(session, 400, &[], err).await;
+        }
+    };
+    let scope = Scope {
+        upstreams: &shared.upstreams,
+        catalogs: &shared.catalogs,
+        rt: caller.rt,
+        ws: caller.ws,
+    };
+    if let Parsed::Request(msg) = &parsed {
+        if msg.method.as_deref() == Some("initialize") {
+            ctx.method = Method::Initialize;
+            return match initialize::initialize(scope, &caller.token.id, msg).await {
+                Ok(opened) => {
+                    let session_id = caller.rt.keys.seal(&opened.envelope);
+                    shared.prefetch_catalog(
+                        caller.rt.clone(),
+                        caller.ws.clone(),
+                        opened.envelope.clone(),
+                    );
+                    shared.metrics.sessions_opened.inc();
+                    shared.metrics.sessions_active.inc();
+                    respond::json(session, 200, &[(SESSION_HEADER, &session_id)], opened.body).await
+                }
+                Err(reply) => deliver(session, ctx, reply).await,
+            };
+        }
+    }
+    let id = match &parsed {
+        Parsed::Request(m) => m.id,
+        _ => None,
+    };
+    let env = match open_session(session, caller) {
+        Ok(env) => env,
+        Err(refused) => {
+            ctx.outcome = refused.outcome();
+            let err = refused.rpc_error(jsonrpc::raw_id(id));
+            return respond::json(session, refused.status(), &[], err).await;
+        }
+    };
+    let reply = match &parsed {
+        Parsed::Notification(msg) => {
+            ctx.method = Method::Notification;
+            dispatch::notification(scope, &env, &body, msg).await
+        }
+        Parsed::Response(msg) => {
+            ctx.method = Method::Response;
+            dispatch::response(scope, &env, msg, &body).await
+        }
+        Parsed::Request(msg) => {
+            ctx.method = Method::of_request(msg.method.as_deref().unwrap_or_default());
+            ctx.call =
+                CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started());
+            dispatch::request(scope, &env, &body, msg).await
+        }
+    };
+    match reply {
+        Reply::ToolCall(call) => forward::to_client(shared, session, ctx, caller, &env, call).await,
+        reply => deliver(session, ctx, reply).await,
+    }
+}
+
+/// Writes a reply that is not a routed call.
+async fn deliver(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
+    match reply {
+        Reply::Response {
+            body,
+            outcome,
+            session_gone,
+        } => {
+            ctx.outcome = outcome;
+            ctx.answered_call(outcome, &body);
+            respond::json(session, if session_gone { 404 } else { 200 }, &[], body).await
+        }
+        Reply::Accepted { outcome } => {
+            ctx.outcome = outcome;
+            respond::accepted(session).await
+        }
+        Reply::ToolCall(_) => unreachable!("routed calls are forwarded, not delivered"),
+    }
+}
+
+/// GET with `Accept: text/event-stream`: the session's server-to-client stream.
+pub async fn get(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    ctx.method = Method::Stream;
+    let headers = &session.req_header().headers;
+    let accepts_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            let a = a.to_ascii_lowercase();
+            a.contains("text/event-stream") || a.contains("*/*")
+        });
+    if !accepts_sse {
+        ctx.outcome = Outcome::NotAcceptable;
+        return respond::refuse(session, 406, "Accept must list text/event-stream").await;
+    }
+    if let Some(v) = headers.get(VERSION_HEADER) {
+        if !v.to_str().is_ok_and(versions::is_supported) {
+            ctx.outcome = Outcome::BadRequest;
+            return respond::refuse(session, 400, "unsupported MCP-Protocol-Version").await;
+        }
+    }
+    let env = match open_session(session, caller) {
+        Ok(env) => env,
+        Err(refused) => {
+            ctx.outcome = refused.outcome();
+            return respond::refuse(session, refused.status(), refused.message()).await;
+        }
+    };
+    let headers = &session.req_header().headers;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let (framing, replay) = stream::streamable_framing(env.sid, last_event_id.as_deref());
+    if last_event_id.is_some() {
+        ctx.outcome = if replay.is_empty() {
+            Outcome::ResumedEmpty
+        } else {
+            Outcome::Resumed
+        };
+    }
+    // No response may be reused on this connection after a stream.
+    session.set_keepalive(None);
+    stream::ClientStream {
+        state: shared.clone(),
+        workspace: caller.ws.slug.clone(),
+        authorization,
+        env: Some(Arc::new(env)),
+        framing,
+        inbox: None,
+    }
+    .serve(session, replay)
+    .await
+}
+
+/// DELETE: ends the client's session and every upstream session behind it.
+pub async fn delete(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+) -> Result<bool> {
+    ctx.method = Method::Delete;
+    let env = match open_session(session, caller) {
+        Ok(env) => env,
+        Err(refused) => {
+            // Counted as a lost session either way: there is nothing to delete.
+            ctx.outcome = Outcome::SessionNotFound;
+            return respond::refuse(session, refused.status(), refused.message()).await;
+        }
+    };
+    live().end_session(env.sid);
+    shared.upstreams.close(caller.ws, &env).await;
+    shared.metrics.sessions_closed.inc();
+    shared.metrics.sessions_active.dec();
+    let mut resp = ResponseHeader::build(204, Some(1))?;
+    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}

@@ -1,0 +1,227 @@
+//! The HTTP/1.1 client a routed call takes to a Streamable HTTP upstream: hyper's
+//! connection-level client over connections pooled *per worker thread*.
+//!
+//! Each Pingora worker runs its own single-threaded runtime. A pool shared by every
+//! thread (Pingora's own, or reqwest's) hands a connection whose driver task lives on
+//! one runtime to a request on another: cross-thread wake-ups on every call, and with
+//! Pingora's pool, connections that cannot be reused across its per-thread runtimes at
+//! all. Here a thread only ever reuses the connections it opened, so a call never
+//! leaves its thread and no lock is shared between threads.
+//!
+//! Requests go out in one write (header and body flattened, `TCP_NODELAY`). A
+//! connection returns to its thread's pool once its reply was read to the end; an idle
+//! one is dropped after [`IDLE_FOR`], and a reused one that turns out closed before
+//! the request reached the server is replaced once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long an idle connection is kept (below the usual upstream keep-alive of 60 s
+/// or more, so the server rarely closes one under us).
+pub const IDLE_FOR: Duration = Duration::from_secs(50);
+/// Idle connections kept per upstream and worker thread.
+const MAX_IDLE: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a request goes: the upstream's address, and its TLS server name for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub tls_name: Option<Arc<str>>,
+}
+
+/// Why a request got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<Target, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// A reply whose body, once read to its end, gives the connection back to the pool.
+pub type Reply = http::Response<PooledBody>;
+
+/// Sends the request `make` builds to `target` and waits (at most `timeout`) for the
+/// reply's head. `make` builds it again for the one retry on a fresh connection.
+pub async fn send(
+    target: &Target,
+    make: impl Fn() -> http::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Reply, SendError> {
+    tokio::time::timeout(timeout, send_now(target, make))
+        .await
+        .map_err(|_| SendError::Timeout)?
+}
+
+async fn send_now(
+    target: &Target,
+    make: impl Fn() -> http::Request<Full<Bytes>>,
+) -> Result<Reply, SendError> {
+    if let Some(mut sender) = checkout(target).await {
+        match sender.send_request(make()).await {
+            Ok(reply) => return Ok(pooled(target, sender, reply)),
+            // The server closed the idle connection before it read the request: it
+            // did not act on it, so it goes again on a fresh connection.
+            Err(e) if e.is_canceled() || e.is_incomplete_message() => {
+                let mut sender = connect(target).await?;
+                let reply = sender.send_request(make()).await?;
+                return Ok(pooled(target, sender, reply));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut sender = connect(target).await?;
+    let reply = sender.send_request(make()).await?;
+    Ok(pooled(target, sender, reply))
+}
+
+fn pooled(
+    target: &Target,
+    sender: SendRequest<Full<Bytes>>,
+    reply: http::Response<Incoming>,
+) -> Reply {
+    reply.map(|body| PooledBody {
+        body,
+        giveback: Some((target.clone(), sender)),
+    })
+}
+
+/// An idle connection of this thread that is still open, ready for a request.
+async fn checkout(target: &Target) -> Option<SendRequest<Full<Bytes>>> {
+    loop {
+        let idle = IDLE.with(|pool| pool.borrow_mut().get_mut(target)?.pop())?;
+        if idle.sender.is_closed() || idle.since.elapsed() > IDLE_FOR {
+            continue;
+        }
+        let mut sender = idle.sender;
+        // Ready at once unless the connection is closing; a closed one errs at once.
+        if sender.ready().await.is_ok() {
+            return Some(sender);
+        }
+    }
+}
+
+fn give_back(target: Target, sender: SendRequest<Full<Bytes>>) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let idle = pool.entry(target).or_default();
+        idle.retain(|i| i.since.elapsed() <= IDLE_FOR && !i.sender.is_closed());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    });
+}
+
+async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>, SendError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.addr))
+        .await
+        .map_err(|_| SendError::Connect("timed out".into()))?
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    tcp.set_nodelay(true).ok();
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    // Header and body flattened into one buffer: one write per request.
+    builder.writev(false);
+    match &target.tls_name {
+        None => {
+            let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(sender)
+        }
+        Some(name) => {
+            let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(|e| SendError::Connect(format!("bad TLS name {name:?}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(tls_config())
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| SendError::Connect(format!("TLS: {e}")))?;
+            let (sender, conn) = builder.handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(sender)
+        }
+    }
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// A reply body that returns its connection to the pool when it ends.
+pub struct PooledBody {
+    body: Incoming,
+    giveback: Option<(Target, SendRequest<Full<Bytes>>)>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some((target, sender)) = self.giveback.take() {
+                give_back(target, sender);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
