@@ -5,12 +5,13 @@
 //!
 //! - [`gateway`]: the Pingora phases, auth -> route -> dispatch -> forward -> log;
 //! - [`client`]: client transports (Streamable HTTP, legacy SSE) and the forwarding path;
-//! - [`source`], [`admin`]: where config comes from; `/metrics` and `/healthz`;
+//! - [`uplink`], [`admin`]: config in, audit and token use out; `/metrics`, `/healthz`;
 //! - [`shared`]: the aggregate of the rooms every request shares;
 //! - [`session`]: what the gateway does with each message of a client session;
 //! - [`audit`]: records of routed calls and their shipping;
 //! - [`upstream`]: connectors to upstream MCP servers, and the one layer around them;
 //! - [`config`]: the compiled runtime config and token index;
+//! - [`skill`]: skills, HTTP tools the gateway runs itself;
 //! - [`live`], [`metrics`]: per-replica session facts; the metric families.
 //!
 //! `proxy/README.md` maps a `tools/call` through these files.
@@ -24,5 +25,6 @@ pub mod live;
 pub mod metrics;
 pub mod session;
 pub mod shared;
-pub mod source;
+pub mod skill;
+pub mod uplink;
 pub mod upstream;

@@ -2,7 +2,7 @@
 //! [`CallRecord`] is opened when such a request arrives, learns how the call ended
 //! from the reply the client got (`gatehouse_mcp::reply`), and becomes a [`CallEvent`]
 //! handed to the [`AuditSink`] — a channel send, nothing more, so the request never
-//! waits for the audit. The shipper ([`crate::audit::ship`]) batches, delivers and
+//! waits for the audit. The shipper ([`crate::uplink::audit_ship`]) batches, delivers and
 //! spools the events off the request path.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

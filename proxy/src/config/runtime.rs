@@ -17,8 +17,14 @@ use sha2::{Digest, Sha256};
 use gatehouse_mcp::envelope::SessionKeys;
 
 use crate::config::auth::{TokenIndex, TokenUsage};
-use crate::upstream::pool::Target;
-use crate::upstream::skill::{SkillClient, SkillRt};
+use crate::skill::{SkillClient, SkillRt};
+
+/// Where a request goes: the upstream's address, and its TLS server name for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub tls_name: Option<Arc<str>>,
+}
 
 /// Everything a request needs, for one config generation.
 pub struct Runtime {

@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -28,19 +27,14 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+pub use crate::config::runtime::Target;
+
 /// How long an idle connection is kept (below the usual upstream keep-alive of 60 s
 /// or more, so the server rarely closes one under us).
 pub const IDLE_FOR: Duration = Duration::from_secs(50);
 /// Idle connections kept per upstream and worker thread.
 const MAX_IDLE: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where a request goes: the upstream's address, and its TLS server name for HTTPS.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub addr: SocketAddr,
-    pub tls_name: Option<Arc<str>>,
-}
 
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]

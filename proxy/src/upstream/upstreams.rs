@@ -9,7 +9,7 @@
 //!
 //! [`http`]: crate::upstream::http
 //! [`sse`]: crate::upstream::sse
-//! [`skill`]: crate::upstream::skill
+//! [`skill`]: crate::skill
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +23,10 @@ use tokio::sync::broadcast;
 
 use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::metrics::Metrics;
+use crate::skill::SkillRt;
 use crate::upstream::error::{Initialized, UpstreamError};
 use crate::upstream::http::{HttpUpstreams, SessionRef};
 use crate::upstream::pool;
-use crate::upstream::skill::SkillRt;
 use crate::upstream::sse::LegacySessions;
 
 /// Upper bound on upstream sessions opened lazily (for servers added after a client

@@ -17,7 +17,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::audit::record::AuditQueue;
 use crate::metrics::Metrics;
-use crate::source::control_plane::{ControlPlane, ShipError};
+use crate::uplink::control_plane::{ControlPlane, ShipError};
 
 /// Events per POST (the control plane takes up to 5,000).
 const MAX_BATCH: usize = 1000;
