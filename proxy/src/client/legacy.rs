@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use rand::RngCore;
@@ -131,22 +130,9 @@ pub async fn open(
         "event: endpoint\ndata: /ws/{}/messages?sessionId={session_id}\n\n",
         caller.ws.slug
     );
-    let authorization = session
-        .req_header()
-        .headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    session.set_keepalive(None);
-    ClientStream {
-        state: shared.clone(),
-        workspace: caller.ws.slug.clone(),
-        authorization,
-        env: None,
-        framing: Framing::Legacy,
-        inbox: Some(rx),
-    }
-    .serve(session, vec![Bytes::from(endpoint)])
-    .await
+    ClientStream::new(shared, caller, session, None, Framing::Legacy, Some(rx))
+        .serve(session, vec![Bytes::from(endpoint)])
+        .await
 }
 
 /// `POST /ws/<slug>/messages?sessionId=...`: one message of a legacy session.

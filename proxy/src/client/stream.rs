@@ -32,6 +32,7 @@ use rand::RngCore;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::client::request::Caller;
 use crate::config::current::unix_now;
 use crate::config::runtime::{Runtime, ServerRt};
 use crate::live::{live, ReplayBuffer};
@@ -83,15 +84,43 @@ pub enum Framing {
 
 /// Everything a client stream needs, fixed when it opens.
 pub struct ClientStream {
-    pub state: Arc<Shared>,
-    pub workspace: String,
+    state: Arc<Shared>,
+    workspace: String,
     /// The `Authorization` header the stream was opened with: re-checked on every
     /// config change and while idle, so revocation and expiry end it.
-    pub authorization: Option<Vec<u8>>,
-    pub env: Option<Arc<SessionEnvelope>>,
-    pub framing: Framing,
+    authorization: Option<Vec<u8>>,
+    env: Option<Arc<SessionEnvelope>>,
+    framing: Framing,
     /// The legacy stream's feed from its POSTs.
-    pub inbox: Option<mpsc::Receiver<StreamInput>>,
+    inbox: Option<mpsc::Receiver<StreamInput>>,
+}
+
+impl ClientStream {
+    /// The stream `caller` opens on `session`, which is answered with it: no response
+    /// may be reused on that connection after it.
+    pub fn new(
+        state: &Arc<Shared>,
+        caller: &Caller<'_>,
+        session: &mut Session,
+        env: Option<Arc<SessionEnvelope>>,
+        framing: Framing,
+        inbox: Option<mpsc::Receiver<StreamInput>>,
+    ) -> ClientStream {
+        let authorization = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        session.set_keepalive(None);
+        ClientStream {
+            state: state.clone(),
+            workspace: caller.ws.slug.clone(),
+            authorization,
+            env,
+            framing,
+            inbox,
+        }
+    }
 }
 
 /// A new Streamable framing for session `sid`, resuming after `last_event_id` when

@@ -178,9 +178,6 @@ pub async fn get(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
     let (framing, replay) = stream::streamable_framing(env.sid, last_event_id.as_deref());
     if last_event_id.is_some() {
         ctx.outcome = if replay.is_empty() {
@@ -189,18 +186,10 @@ pub async fn get(
             Outcome::Resumed
         };
     }
-    // No response may be reused on this connection after a stream.
-    session.set_keepalive(None);
-    stream::ClientStream {
-        state: shared.clone(),
-        workspace: caller.ws.slug.clone(),
-        authorization,
-        env: Some(Arc::new(env)),
-        framing,
-        inbox: None,
-    }
-    .serve(session, replay)
-    .await
+    let env = Some(Arc::new(env));
+    stream::ClientStream::new(shared, caller, session, env, framing, None)
+        .serve(session, replay)
+        .await
 }
 
 /// DELETE: ends the client's session and every upstream session behind it.

@@ -72,23 +72,33 @@ impl HttpUpstreams {
         format!("gatehouse-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A request to the server's endpoint carrying its own credentials; refused when
+    /// the server is unusable (a missing secret, an unresolvable host).
+    fn request(
+        &self,
+        method: reqwest::Method,
+        server: &ServerRt,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        if let Some(why) = &server.unavailable {
+            return Err(UpstreamError::Unusable(why.clone()));
+        }
+        let mut req = self.http.request(method, &server.url);
+        for (name, value) in &server.headers {
+            req = req.header(name, value);
+        }
+        Ok(req)
+    }
+
     fn post(
         &self,
         server: &ServerRt,
         session: Option<SessionRef<'_>>,
         body: Bytes,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
-        if let Some(why) = &server.unavailable {
-            return Err(UpstreamError::Unusable(why.clone()));
-        }
         let mut req = self
-            .http
-            .post(&server.url)
+            .request(reqwest::Method::POST, server)?
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, ACCEPT_BOTH);
-        for (name, value) in &server.headers {
-            req = req.header(name, value);
-        }
         if let Some(s) = session {
             if let Some(id) = s.session_id {
                 req = req.header(SESSION_HEADER, id);
@@ -138,15 +148,8 @@ impl HttpUpstreams {
         timeout: Duration,
     ) -> Result<(), UpstreamError> {
         let body = json!({"jsonrpc": "2.0", "method": method});
-        let req = self.post(server, Some(session), Bytes::from(body.to_string()))?;
-        let resp = tokio::time::timeout(timeout, req.send())
+        self.send(server, session, Bytes::from(body.to_string()), timeout)
             .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(()),
-            s => Err(UpstreamError::Status(s)),
-        }
     }
 
     /// Opens a session: `initialize`, then `notifications/initialized`.
@@ -209,17 +212,10 @@ impl HttpUpstreams {
         session: SessionRef<'_>,
         last_event_id: Option<&str>,
     ) -> Result<Option<reqwest::Response>, UpstreamError> {
-        if let Some(why) = &server.unavailable {
-            return Err(UpstreamError::Unusable(why.clone()));
-        }
         let mut req = self
-            .http
-            .get(&server.url)
+            .request(reqwest::Method::GET, server)?
             .header(http::header::ACCEPT, "text/event-stream")
             .header(VERSION_HEADER, session.protocol_version);
-        for (name, value) in &server.headers {
-            req = req.header(name, value);
-        }
         if let Some(id) = session.session_id {
             req = req.header(SESSION_HEADER, id);
         }
@@ -249,16 +245,10 @@ impl HttpUpstreams {
 
     /// Ends an upstream session (best effort: 405 means the server does not allow it).
     pub async fn delete_session(&self, server: &ServerRt, session_id: &str) {
-        if server.unavailable.is_some() {
+        let Ok(req) = self.request(reqwest::Method::DELETE, server) else {
             return;
-        }
-        let mut req = self
-            .http
-            .delete(&server.url)
-            .header(SESSION_HEADER, session_id);
-        for (name, value) in &server.headers {
-            req = req.header(name, value);
-        }
+        };
+        let req = req.header(SESSION_HEADER, session_id);
         let _ = tokio::time::timeout(Duration::from_secs(5), req.send()).await;
     }
 
