@@ -46,7 +46,6 @@ pub async fn post(
             return respond::refuse(session, 400, "unsupported MCP-Protocol-Version").await;
         }
     }
-    session.enable_retry_buffering();
     let max = caller.rt.limits.max_body_bytes;
     let Some(body) = read_body(session, max).await? else {
         ctx.outcome = Outcome::TooLarge;
