@@ -6,8 +6,8 @@
 use serde::Deserialize;
 
 use crate::manifest::Manifest;
-use crate::state::App;
 use crate::store::packages::Publication;
+use crate::store::Store;
 
 /// The namespace the catalog is published under.
 pub const HUB_OWNER: &str = "gatehouse";
@@ -29,18 +29,20 @@ pub fn manifests() -> anyhow::Result<Vec<Manifest>> {
         .collect()
 }
 
-pub async fn load_catalog(app: &App) -> anyhow::Result<()> {
-    let owner = match app.store.user_by_name(HUB_OWNER).await? {
+/// Publishes the catalog's versions that `store` does not have yet, creating the Hub's
+/// owner on first start.
+pub async fn load_catalog(store: &Store) -> anyhow::Result<()> {
+    let owner = match store.user_by_name(HUB_OWNER).await? {
         Some(u) => u,
         // The Hub's user cannot log in: no credential hashes to "!".
         None => {
-            app.store
+            store
                 .insert_user(HUB_OWNER, "hub@gatehouse.invalid", false, "!", "gatehouse")
                 .await?
         }
     };
     for manifest in manifests()? {
-        if let Some(existing) = app.store.package(HUB_OWNER, &manifest.name).await? {
+        if let Some(existing) = store.package(HUB_OWNER, &manifest.name).await? {
             let have = semver::Version::parse(&existing.high_water).ok();
             let new = semver::Version::parse(&manifest.version).ok();
             if new <= have {
@@ -48,7 +50,7 @@ pub async fn load_catalog(app: &App) -> anyhow::Result<()> {
             }
         }
         let tags = serde_json::to_string(&manifest.tags)?;
-        app.store
+        store
             .publish(
                 &Publication {
                     owner_id: &owner.id,

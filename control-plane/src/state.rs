@@ -134,7 +134,7 @@ impl App {
             proxies: ProxyRegistry::default(),
             metrics: ControlPlaneMetrics::new(),
         };
-        crate::hub::load_catalog(&app).await?;
+        crate::hub::load_catalog(&app.store).await?;
         app.publish().await?;
         Ok((
             app,
