@@ -12,6 +12,7 @@ pub mod demo;
 pub mod hub;
 pub mod manifest;
 pub mod metrics;
+pub mod proxies;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::api::{ApiError, ProxyRegistry};
+use crate::api::ApiError;
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
+use crate::proxies::ProxyRegistry;
 use crate::store::{now, Store, UserRow};
 
 /// How long a CLI login lasts.

@@ -27,8 +27,6 @@ use serde_json::json;
 use crate::calls::batch::MAX_BATCH_BYTES;
 use crate::state::App;
 
-pub use proxies::ProxyRegistry;
-
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -1,9 +1,9 @@
 //! Proxies: the snapshot watch stream they hold open, the versions they report, and
-//! the list `gatehouse proxies` shows.
+//! the list `gatehouse proxies` shows. What is known of each proxy is kept in
+//! [`crate::proxies`].
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -15,56 +15,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::WatchStream;
 
 use super::{ApiResult, AuthProxy, AuthUser, Body};
-use crate::metrics::ProxyGauge;
 use crate::state::App;
-use crate::store::now;
-
-#[derive(Default)]
-pub struct ProxyRegistry {
-    proxies: Mutex<HashMap<String, ProxyInfo>>,
-}
-
-#[derive(Debug, Clone)]
-struct ProxyInfo {
-    name: String,
-    /// Version the proxy last reported as applied.
-    version: i64,
-    /// Open watch streams (a reconnect may briefly overlap the old one).
-    streams: u32,
-    last_seen: i64,
-}
-
-impl ProxyRegistry {
-    fn update(&self, id: &str, name: Option<&str>, f: impl FnOnce(&mut ProxyInfo)) {
-        let mut proxies = self.proxies.lock().expect("registry lock");
-        let info = proxies.entry(id.to_string()).or_insert_with(|| ProxyInfo {
-            name: name.unwrap_or(id).to_string(),
-            version: 0,
-            streams: 0,
-            last_seen: now(),
-        });
-        if let Some(name) = name {
-            info.name = name.to_string();
-        }
-        info.last_seen = now();
-        f(info);
-    }
-
-    /// Every proxy seen since start, as `/metrics` shows it against `current`, the
-    /// published config version.
-    pub fn gauges(&self, current: i64) -> Vec<ProxyGauge> {
-        let proxies = self.proxies.lock().expect("registry lock");
-        proxies
-            .values()
-            .map(|p| ProxyGauge {
-                name: p.name.clone(),
-                lag: (current - p.version).max(0),
-                last_seen: p.last_seen,
-                connected: p.streams > 0,
-            })
-            .collect()
-    }
-}
 
 /// Marks a proxy disconnected when its watch stream is dropped.
 struct StreamGuard {
@@ -155,10 +106,9 @@ pub async fn usage(
 
 pub async fn list(State(app): State<Arc<App>>, _user: AuthUser) -> ApiResult<Json<Value>> {
     let current = app.snapshots.borrow().version;
-    let proxies = app.proxies.proxies.lock().expect("registry lock").clone();
-    let mut list: Vec<(String, ProxyInfo)> = proxies.into_iter().collect();
-    list.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.0.cmp(&b.0)));
-    let list: Vec<Value> = list
+    let list: Vec<Value> = app
+        .proxies
+        .list()
         .into_iter()
         .map(|(id, p)| {
             json!({"id": id, "name": p.name, "version": p.version, "config_version": current,
