@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::api::ApiError;
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
 use crate::proxies::ProxyRegistry;
@@ -295,16 +294,24 @@ impl UserSessions {
         (token, claims.exp)
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<Claims, CredentialError> {
         let mut validation = Validation::default();
         validation.leeway = 0;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("credential expired: run `gatehouse login`".into())
-                }
-                _ => ApiError::Unauthorized("invalid credential: run `gatehouse login`".into()),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => CredentialError::Expired,
+                _ => CredentialError::Invalid,
             })
     }
+}
+
+/// Why [`UserSessions::verify`] refused a login credential; the API answers 401 with
+/// this message.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("credential expired: run `gatehouse login`")]
+    Expired,
+    #[error("invalid credential: run `gatehouse login`")]
+    Invalid,
 }

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::calls::batch::MAX_BATCH_BYTES;
-use crate::state::App;
+use crate::state::{App, CredentialError};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -137,6 +137,12 @@ impl ApiError {
             message: "invalid manifest".into(),
             problems,
         }
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(e: CredentialError) -> Self {
+        ApiError::Unauthorized(e.to_string())
     }
 }
 
