@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::workspaces::visible;
 use super::{ApiError, ApiResult, AuthProxy, AuthUser, Body};
-use crate::calls::analytics::AnalyticsReport;
+use crate::calls::analytics::{Analytics, AnalyticsReport};
 use crate::calls::batch::{validate, BatchError};
 use crate::metrics::BatchOutcome;
 use crate::state::App;
@@ -87,7 +87,9 @@ pub async fn analytics(
     let since = q
         .since
         .unwrap_or_else(|| now() - DEFAULT_ANALYTICS_WINDOW_SECS);
-    let report = app.store.call_analytics(&ws, since).await?.report();
+    let report = Analytics::of_workspace(&app.store, &ws, since)
+        .await?
+        .report();
     Ok(Json(AnalyticsAnswer {
         workspace: ws.slug,
         since,

@@ -7,18 +7,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One stored call, as analytics reads it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CallSample {
-    pub server: String,
-    pub target: String,
-    pub action: String,
-    pub token_id: String,
-    pub token_name: String,
-    pub actor: String,
-    pub outcome: String,
-    pub latency_us: i64,
-}
+use crate::store::{CallSample, Store, WorkspaceRow};
 
 impl CallSample {
     /// Anything but `ok` is an error: a tool error, a protocol error, or an
@@ -99,6 +88,20 @@ pub struct Analytics {
 }
 
 impl Analytics {
+    /// The analytics of the workspace's calls since `since` (unix seconds), read as
+    /// a stream so only the latencies are held, not the rows.
+    pub async fn of_workspace(
+        store: &Store,
+        ws: &WorkspaceRow,
+        since: i64,
+    ) -> Result<Analytics, sqlx::Error> {
+        let mut analytics = Analytics::default();
+        store
+            .each_call_sample(ws, since, |sample| analytics.add(sample))
+            .await?;
+        Ok(analytics)
+    }
+
     pub fn add(&mut self, sample: CallSample) {
         self.totals.add(&sample);
         self.servers

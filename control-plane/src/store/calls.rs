@@ -7,7 +7,19 @@ use futures::TryStreamExt;
 use gatehouse_config::audit::CallEvent;
 
 use super::{now, AuditQuery, Store, WorkspaceRow};
-use crate::calls::analytics::{Analytics, CallSample};
+
+/// One stored call, as analytics (`calls::analytics`) reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallSample {
+    pub server: String,
+    pub target: String,
+    pub action: String,
+    pub token_id: String,
+    pub token_name: String,
+    pub actor: String,
+    pub outcome: String,
+    pub latency_us: i64,
+}
 
 /// One stored call, as the audit listing shows it.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -193,13 +205,14 @@ impl Store {
         Ok(deleted)
     }
 
-    /// The analytics of the workspace's calls since `since` (unix seconds), read as
-    /// a stream so only the latencies are held, not the rows.
-    pub async fn call_analytics(
+    /// Hands `each` every call of the workspace since `since` (unix seconds), read as a
+    /// stream so that only what `each` keeps is held, not the rows.
+    pub async fn each_call_sample(
         &self,
         ws: &WorkspaceRow,
         since: i64,
-    ) -> Result<Analytics, sqlx::Error> {
+        mut each: impl FnMut(CallSample),
+    ) -> Result<(), sqlx::Error> {
         let mut rows = sqlx::query_as::<_, CallSample>(
             "SELECT server, target, action, token_id, token_name, actor, outcome, latency_us \
              FROM call_events WHERE workspace = $1 AND time_ms >= $2",
@@ -207,11 +220,10 @@ impl Store {
         .bind(&ws.slug)
         .bind(from_ms(ws, Some(since)))
         .fetch(&self.pool);
-        let mut analytics = Analytics::default();
         while let Some(sample) = rows.try_next().await? {
-            analytics.add(sample);
+            each(sample);
         }
-        Ok(analytics)
+        Ok(())
     }
 }
 
@@ -225,6 +237,7 @@ fn from_ms(ws: &WorkspaceRow, since: Option<i64>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::analytics::Analytics;
     use crate::store::NewToken;
     use gatehouse_config::audit::{CallAction, CallOutcome};
 
@@ -420,8 +433,7 @@ mod tests {
         };
         assert_eq!(ids(recent).await, ["ce_2", "ce_prompt"]);
 
-        let report = store
-            .call_analytics(&ws, ws.created_at + 11)
+        let report = Analytics::of_workspace(&store, &ws, ws.created_at + 11)
             .await
             .unwrap()
             .report();

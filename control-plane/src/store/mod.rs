@@ -14,7 +14,7 @@ mod calls;
 pub mod packages;
 mod teams;
 
-pub use calls::CallEventRow;
+pub use calls::{CallEventRow, CallSample};
 pub use packages::{PackageRow, VersionRow};
 pub use teams::TeamMemberRow;
 
