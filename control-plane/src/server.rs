@@ -94,7 +94,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let (app, boot, api_url, task) = start_api(&opts.serve).await?;
     let (token, _) = app.sessions.issue(&boot.admin);
-    crate::cli::save_login(&api_url, &token, &boot.admin.username)?;
+    crate::cli_config::save_login(&api_url, &token, &boot.admin.username)?;
 
     let demo = if opts.demo {
         Some(ensure_demo(&app, &boot.admin, &api_url).await?)

@@ -6,7 +6,6 @@
 mod analytics;
 mod api;
 mod args;
-mod config;
 pub mod dates;
 mod error;
 mod launch;
@@ -25,7 +24,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use config::{config_path, save_active_workspace, save_login, CliConfig, CONFIG_ENV};
 pub use error::CliError;
 
 use args::{Cli, Command, SkillCommand, UserCommand};

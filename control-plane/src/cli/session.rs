@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::api::{decode, normalize_api_url, ApiClient, DEFAULT_API};
-use super::config::{config_path, CliConfig};
 use super::error::CliError;
 use super::prompt::{ask_line, ask_secret};
 use super::resources::{LoginAnswer, User, UserCreated};
+use crate::cli_config::{config_path, CliConfig};
 
 /// Everything a client command needs besides its own arguments.
 pub struct Context {

@@ -1,6 +1,8 @@
 //! The per-user CLI state file: which control plane, the session credential, who is
 //! logged in, and the active workspace. It holds a credential, so it is created
-//! mode 0600 and re-restricted on every write.
+//! mode 0600 and re-restricted on every write. The CLI ([`crate::cli`]) reads and
+//! writes it; `gatehouse up` ([`crate::server`]) writes it too, to log the CLI in as
+//! the bootstrap admin.
 
 use std::fs;
 use std::io::Write;
