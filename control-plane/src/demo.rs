@@ -85,7 +85,7 @@ impl ServerHandler for Demo {
                 };
                 (num("a")? + num("b")?).to_string()
             }
-            "current_time" => crate::cli::dates::format_rfc3339(crate::store::now()),
+            "current_time" => crate::dates::format_rfc3339(crate::store::now()),
             other => {
                 return Err(ErrorData::invalid_params(
                     format!("no tool {other:?}"),
@@ -108,7 +108,7 @@ pub fn service() -> StreamableHttpService<Demo, LocalSessionManager> {
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::dates::format_rfc3339;
+    use crate::dates::format_rfc3339;
 
     #[test]
     fn formats_utc_times() {

@@ -9,6 +9,7 @@ pub mod calls;
 pub mod cli;
 pub mod cli_config;
 pub mod crypto;
+pub mod dates;
 pub mod demo;
 pub mod hub;
 pub mod manifest;

@@ -2,12 +2,12 @@
 //! line, then tables per server, per tool and per token.
 
 use super::api::decode;
-use super::dates::{format_minute, now_unix, Since};
 use super::error::CliError;
 use super::render::table;
 use super::resources::Analytics;
 use super::session::Context;
 use crate::calls::analytics::CallStats;
+use crate::dates::{format_minute, now_unix, Since};
 
 pub async fn run(
     ctx: &Context,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use gatehouse_config::naming::{is_valid_slug, slugify};
 
-use super::dates::{parse_duration, parse_since, Since};
+use crate::dates::{parse_duration, parse_since, Since};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -6,7 +6,6 @@
 mod analytics;
 mod api;
 mod args;
-pub mod dates;
 mod error;
 mod launch;
 mod manifest;

@@ -8,12 +8,12 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::dates::{format_ago, format_date, format_minute};
 use super::resources::{
     scalar_text, AuditEvent, InvitationCreated, McpServer, MemberRemoved, Package,
     PackageInstalled, PackageVersion, Proxy, SecretEntry, ServerInstalled, Team, TokenCreated,
     Workspace, WorkspaceCreated, WorkspaceToken,
 };
+use crate::dates::{format_ago, format_date, format_minute};
 
 /// Columns separated by two spaces, no borders, no wrapping (scripts may `awk` it).
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

@@ -5,13 +5,13 @@ use serde_json::{json, Map, Value};
 
 use super::api::decode;
 use super::args::{parse_package_ref, McpCommand, SecretsCommand, Transport};
-use super::dates::now_unix;
 use super::error::CliError;
 use super::packages;
 use super::prompt::ask_secret;
 use super::render;
 use super::resources::{McpServer, ProxyList, SecretList, ServerInstalled, ServerList};
 use super::session::Context;
+use crate::dates::now_unix;
 
 pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError> {
     match command {

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::api::decode;
 use super::args::{TokenCommand, WorkspaceCommand};
-use super::dates::{now_unix, Since};
 use super::error::CliError;
 use super::prompt::confirm;
 use super::render;
@@ -13,6 +12,7 @@ use super::resources::{
     AuditLog, TokenCreated, TokenList, Workspace, WorkspaceCreated, WorkspaceList,
 };
 use super::session::Context;
+use crate::dates::{now_unix, Since};
 
 pub async fn run(ctx: &mut Context, command: WorkspaceCommand) -> Result<String, CliError> {
     match command {

@@ -1,6 +1,7 @@
 //! Times as the CLI reads them (`--since 1h`, `--expires-in 1d`) and prints them
-//! (`2026-03-07`, `2026-03-07 10:12 UTC`). The API speaks unix seconds; all
-//! rendering is UTC so output does not depend on the machine's zone.
+//! (`2026-03-07`, `2026-03-07 10:12 UTC`), and as the demo server's `current_time`
+//! tells them (RFC 3339). The API speaks unix seconds; all rendering is UTC so
+//! output does not depend on the machine's zone.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
