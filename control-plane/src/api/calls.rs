@@ -9,8 +9,9 @@ use axum::Json;
 use gatehouse_config::audit::{AuditAck, AuditBatch};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthProxy, AuthUser, Body};
 use super::workspaces::visible;
-use super::{ApiError, ApiResult, AuthProxy, AuthUser, Body};
 use crate::calls::analytics::{Analytics, AnalyticsReport};
 use crate::calls::batch::{validate, BatchError};
 use crate::metrics::BatchOutcome;

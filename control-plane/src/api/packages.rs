@@ -9,8 +9,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthUser, Body};
 use super::workspaces::visible;
-use super::{ApiError, ApiResult, AuthUser, Body};
 use crate::crypto::random_id;
 use crate::manifest::Manifest;
 use crate::state::App;

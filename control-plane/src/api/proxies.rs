@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::WatchStream;
 
-use super::{ApiResult, AuthProxy, AuthUser, Body};
+use super::error::ApiResult;
+use super::request::{AuthProxy, AuthUser, Body};
 use crate::state::App;
 
 /// Marks a proxy disconnected when its watch stream is dropped.

@@ -13,8 +13,9 @@ use gatehouse_config::ToolPolicy;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthUser, Body};
 use super::workspaces::visible;
-use super::{ApiError, ApiResult, AuthUser, Body};
 use crate::crypto::random_id;
 use crate::state::{secret_binding, App};
 use crate::store::{now, ServerRow, WorkspaceRow};

@@ -8,7 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AuthUser, Body};
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthUser, Body};
 use crate::crypto::random_token;
 use crate::state::{sha256_hex, App};
 use crate::store::{now, TeamMemberRow};

@@ -9,7 +9,8 @@ use gatehouse_config::naming::is_valid_slug;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AuthUser, Body};
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthUser, Body};
 use crate::crypto::random_token;
 use crate::state::{sha256_hex, App};
 use crate::store::UserRow;

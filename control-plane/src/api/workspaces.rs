@@ -10,7 +10,8 @@ use gatehouse_config::TOKEN_PREFIX;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AuthUser, Body};
+use super::error::{ApiError, ApiResult};
+use super::request::{AuthUser, Body};
 use crate::calls::listing::{merge, AuditEntry};
 use crate::crypto::{random_id, random_token};
 use crate::state::{sha256_hex, App};
