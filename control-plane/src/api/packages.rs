@@ -15,8 +15,8 @@ use super::workspaces::visible;
 use crate::crypto::random_id;
 use crate::manifest::Manifest;
 use crate::state::App;
-use crate::store::packages::Publication;
-use crate::store::{now, PackageRow, ServerRow, VersionRow};
+use crate::store::packages::{PackageRow, Publication, VersionRow};
+use crate::store::{now, ServerRow};
 
 /// `@owner/name` -> (owner, name).
 pub fn parse_reference(text: &str) -> Option<(&str, &str)> {

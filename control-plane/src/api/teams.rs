@@ -12,7 +12,8 @@ use super::error::{ApiError, ApiResult};
 use super::request::{AuthUser, Body};
 use crate::crypto::random_token;
 use crate::state::{sha256_hex, App};
-use crate::store::{now, TeamMemberRow};
+use crate::store::now;
+use crate::store::teams::TeamMemberRow;
 
 /// How long an invitation can be accepted.
 pub const INVITATION_TTL_SECS: i64 = 7 * 86_400;

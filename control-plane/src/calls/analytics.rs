@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{CallSample, Store, WorkspaceRow};
+use crate::store::calls::CallSample;
+use crate::store::{Store, WorkspaceRow};
 
 impl CallSample {
     /// Anything but `ok` is an error: a tool error, a protocol error, or an

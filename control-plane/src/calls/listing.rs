@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::store::{AuditRow, CallEventRow};
+use crate::store::calls::CallEventRow;
+use crate::store::AuditRow;
 
 /// One line of the audit log.
 #[derive(Debug, Clone)]

@@ -2,6 +2,12 @@
 //! use `$N` placeholders and portable SQL, so a PostgreSQL backend needs only its own
 //! migration files. Every change that alters what proxies serve runs in one
 //! transaction that also writes its audit event and bumps the config version.
+//!
+//! This file owns the pool, the migrations, the shared transaction steps and the
+//! core tables (users, workspaces, tokens, servers, secrets, audit events, settings).
+//! Its submodules ([`calls`], [`packages`], [`teams`]) build on it: each adds its
+//! tables' queries to [`Store`] and defines their rows, which are imported from
+//! there.
 
 use std::path::Path;
 
@@ -10,13 +16,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::crypto::random_id;
 
-mod calls;
+pub mod calls;
 pub mod packages;
-mod teams;
-
-pub use calls::{CallEventRow, CallSample};
-pub use packages::{PackageRow, VersionRow};
-pub use teams::TeamMemberRow;
+pub mod teams;
 
 /// Schema migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
