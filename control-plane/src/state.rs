@@ -1,5 +1,6 @@
-//! The control plane's shared state: the store, the keys, and the latest published
-//! snapshot that proxies watch.
+//! The control plane's shared state ([`App`]): the store, the keys, CLI login
+//! sessions, the registry of proxies, and the latest published snapshot that
+//! proxies watch.
 
 use std::collections::BTreeMap;
 use std::path::Path;
