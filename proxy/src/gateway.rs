@@ -73,7 +73,7 @@ impl ProxyHttp for Gateway {
         {
             Some(found) => found,
             None => {
-                let reason = auth.err().map_or("unknown", |f| f.reason());
+                let reason = auth.err().map_or("unknown", |f| f.as_label());
                 self.state
                     .metrics
                     .auth_failures

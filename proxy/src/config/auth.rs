@@ -83,7 +83,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    pub fn reason(self) -> &'static str {
+    pub fn as_label(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
