@@ -12,7 +12,7 @@
 //!
 //! It is one registry per process, like the listening socket — kept in a `static` so
 //! the data plane's per-connection code can reach it without threading it through
-//! `GatewayState`'s constructor.
+//! `Shared`'s constructor.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -161,8 +161,8 @@ pub fn open_id(keys: &SessionKeys, sid: [u8; 16], id: &str) -> Option<RelayTarge
 /// passed on unchanged.
 const MAX_HELD_EVENT: usize = 32 * 1024 * 1024;
 
-/// Rewrites an upstream's event stream relayed chunk by chunk (a `tools/call` reply on
-/// the proxy path): whole events are rewritten, the unfinished tail is held back.
+/// Rewrites an upstream's event stream relayed chunk by chunk (the reply to a routed
+/// `tools/call`): whole events are rewritten, the unfinished tail is held back.
 #[derive(Debug, Default)]
 pub struct SseRewriter {
     splitter: SseSplitter,

@@ -17,7 +17,7 @@ use gatehouse_mcp::outcome::Outcome;
 use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
 use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
 use gatehouse_mcp::sse::SseSplitter;
-use http::header;
+use http::{header, HeaderMap, HeaderName};
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -30,10 +30,42 @@ use crate::live::live;
 use crate::session::failure;
 use crate::shared::Shared;
 use crate::upstream::error::UpstreamError;
+use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::pool;
 use crate::upstream::upstreams::{CallReply, ToolCall};
 
-/// Forwards a routed call and answers the Streamable HTTP client with the reply.
+/// Headers of the client's request that must not reach an upstream: its credentials,
+/// its session with the gateway, framing the gateway recomputes, and hop-by-hop ones.
+static STRIPPED_REQUEST: [HeaderName; 13] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::ORIGIN,
+    header::HOST,
+    SESSION_HEADER,
+    VERSION_HEADER,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("last-event-id"),
+];
+
+/// Headers of an upstream's reply the client does not get: its session with the
+/// upstream, and framing the gateway writes itself.
+static STRIPPED_REPLY: [HeaderName; 7] = [
+    SESSION_HEADER,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::TRAILER,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Forwards a routed call and answers the Streamable HTTP client with the reply. A
+/// client that hangs up ends the call: the upstream connection is dropped with it.
 pub async fn to_client(
     shared: &Shared,
     session: &mut Session,
@@ -52,7 +84,20 @@ pub async fn to_client(
         sid: env.sid,
         server: &call.server.slug,
     };
-    match shared.upstreams.call(caller.rt, env, &call).await {
+    let mut forwarded = HeaderMap::new();
+    for (name, value) in &session.req_header().headers {
+        if !STRIPPED_REQUEST.contains(name) {
+            forwarded.append(name.clone(), value.clone());
+        }
+    }
+    let sent = {
+        let sending = shared.upstreams.call(caller.rt, env, &call, &forwarded);
+        tokio::select! {
+            sent = sending => sent,
+            _ = client_gone(session) => return client_left(ctx, &call),
+        }
+    };
+    match sent {
         Ok(CallReply::Http(reply)) => relay_http(shared, session, ctx, &relay, &call, reply).await,
         Ok(CallReply::Legacy(conn)) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -76,6 +121,24 @@ pub async fn to_client(
             respond::json(session, status, &[], body).await
         }
     }
+}
+
+/// Resolves when the client closes its connection (its request was read whole, so
+/// anything it sends now is the end of it).
+async fn client_gone(session: &mut Session) {
+    let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+}
+
+/// The client hung up before its call was answered.
+fn client_left(ctx: &mut RequestCtx, call: &ToolCall) -> Result<bool> {
+    ctx.outcome = Outcome::Error;
+    Error::e_explain(
+        ErrorType::ConnectionClosed,
+        format!(
+            "the client left before {:?} answered its call",
+            call.server.slug
+        ),
+    )
 }
 
 /// How a call that got no reply is answered: a session gone is a 404 (the client
@@ -110,70 +173,81 @@ async fn relay_http(
         ctx.outcome = Outcome::UpstreamError;
         ctx.call_outcome = Some(status_outcome(status));
     }
-    let content_type = reply.headers().get(header::CONTENT_TYPE).cloned();
-    let mut rewriter = content_type
-        .as_ref()
+    let (parts, mut body) = reply.into_parts();
+    let mut rewriter = parts
+        .headers
+        .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
         .then(SseRewriter::default);
-    let mut head = ResponseHeader::build(status, Some(2))?;
-    if let Some(ct) = content_type {
-        head.insert_header(header::CONTENT_TYPE, ct)?;
+    let mut head = ResponseHeader::build(status, Some(parts.headers.len() + 1))?;
+    for (name, value) in &parts.headers {
+        if !STRIPPED_REPLY.contains(name) {
+            head.append_header(name.clone(), value.clone())?;
+        }
     }
     // Framed, so the client's connection carries its next request. A JSON reply is
     // relayed unchanged, so the upstream's length holds; an event stream is chunked.
-    let length = reply
-        .headers()
+    match parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .filter(|_| rewriter.is_none())
-        .cloned();
-    match length {
-        Some(len) => head.insert_header(header::CONTENT_LENGTH, len)?,
+    {
+        Some(len) => head.insert_header(header::CONTENT_LENGTH, len.clone())?,
         None => head.insert_header(header::TRANSFER_ENCODING, "chunked")?,
     }
-    session.write_response_header(Box::new(head), false).await?;
     let mut watch = ReplyWatch::default();
-    let mut body = reply.into_body();
-    loop {
-        let frame = match tokio::time::timeout(call.server.call_timeout, body.frame()).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return broke_off(shared, ctx, call, &e.to_string());
-            }
-            Err(_) => return broke_off(shared, ctx, call, "timed out"),
-        };
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        let out = match rewriter.as_mut() {
-            Some(w) => w.push(&chunk, relay, &mut |kind, json| {
-                if kind == MessageKind::ToolsChanged {
-                    shared
-                        .catalogs
-                        .invalidate(&call_workspace(ctx), relay.server);
+    let relayed = async {
+        session.write_response_header(Box::new(head), false).await?;
+        loop {
+            let frame = tokio::select! {
+                frame = tokio::time::timeout(call.server.call_timeout, body.frame()) => frame,
+                _ = client_gone(session) => return client_left(ctx, call),
+            };
+            let chunk = match frame {
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(chunk) => chunk,
+                    Err(_) => continue,
+                },
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return broke_off(shared, ctx, call, UpstreamError::Protocol(e.to_string()))
                 }
-                watch.message(kind, json);
-            }),
-            None => {
-                watch.body(&chunk);
-                chunk
+                Err(_) => return broke_off(shared, ctx, call, UpstreamError::Timeout),
+            };
+            let out = match rewriter.as_mut() {
+                Some(w) => w.push(&chunk, relay, &mut |kind, json| {
+                    if kind == MessageKind::ToolsChanged {
+                        shared
+                            .catalogs
+                            .invalidate(&call_workspace(ctx), relay.server);
+                    }
+                    watch.message(kind, json);
+                }),
+                None => {
+                    watch.body(&chunk);
+                    chunk
+                }
+            };
+            if !out.is_empty() {
+                session.write_response_body(Some(out), false).await?;
             }
-        };
-        if !out.is_empty() {
-            session.write_response_body(Some(out), false).await?;
         }
+        let rest = rewriter
+            .as_mut()
+            .map(SseRewriter::finish)
+            .unwrap_or_default();
+        session
+            .write_response_body((!rest.is_empty()).then_some(rest), true)
+            .await?;
+        Ok(true)
     }
-    let rest = rewriter
-        .as_mut()
-        .map(SseRewriter::finish)
-        .unwrap_or_default();
-    session
-        .write_response_body((!rest.is_empty()).then_some(rest), true)
-        .await?;
+    .await;
+    // Whatever ended the relay, the reply seen so far tells how the call ended (a
+    // result that arrived before the upstream or the client went away still counts).
     if ctx.call_outcome.is_none() {
         ctx.call_outcome = watch.outcome();
     }
-    Ok(true)
+    relayed
 }
 
 fn call_workspace(ctx: &RequestCtx) -> String {
@@ -182,12 +256,17 @@ fn call_workspace(ctx: &RequestCtx) -> String {
 
 /// The upstream's reply broke off after its head was relayed: the client's reply
 /// cannot be completed, so its connection goes.
-fn broke_off(shared: &Shared, ctx: &mut RequestCtx, call: &ToolCall, why: &str) -> Result<bool> {
+fn broke_off(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    why: UpstreamError,
+) -> Result<bool> {
     ctx.outcome = Outcome::UpstreamError;
     shared.upstreams.count_error(
         ctx.workspace.as_deref().unwrap_or(""),
         &call.server.slug,
-        &UpstreamError::Protocol(why.to_string()),
+        &why,
     );
     Error::e_explain(
         ErrorType::ReadError,
@@ -292,7 +371,13 @@ pub async fn to_messages(
     call: &ToolCall,
     on_message: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, UpstreamError> {
-    match shared.upstreams.call(rt, env, call).await? {
+    // A legacy client's headers are its own business with the gateway: none are
+    // passed on.
+    match shared
+        .upstreams
+        .call(rt, env, call, &HeaderMap::new())
+        .await?
+    {
         CallReply::Done(body) => String::from_utf8(body.to_vec())
             .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into())),
         CallReply::Legacy(conn) => {
@@ -301,7 +386,15 @@ pub async fn to_messages(
                 .call_legacy(rt, env, call, conn, on_message)
                 .await
         }
-        CallReply::Http(reply) => read_messages(call, reply, on_message).await,
+        CallReply::Http(reply) => {
+            let read = read_messages(call, reply, on_message).await;
+            if let Err(e) = &read {
+                shared
+                    .upstreams
+                    .count_error(&env.workspace, &call.server.slug, e);
+            }
+            read
+        }
     }
 }
 

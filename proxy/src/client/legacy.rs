@@ -90,12 +90,13 @@ impl Drop for Registration {
             return;
         };
         live().end_session(env.sid);
+        let ended = self.state.upstreams.end(&env);
         let state = self.state.clone();
         let workspace = client.workspace.clone();
         tokio::spawn(async move {
             let rt = state.config.load();
             if let Some(ws) = rt.workspaces.get(&workspace) {
-                state.upstreams.close(ws, &env).await;
+                state.upstreams.delete(ws, &ended).await;
             }
         });
     }

@@ -208,7 +208,8 @@ pub async fn delete(
         }
     };
     live().end_session(env.sid);
-    shared.upstreams.close(caller.ws, &env).await;
+    let ended = shared.upstreams.end(&env);
+    shared.upstreams.delete(caller.ws, &ended).await;
     shared.metrics.sessions_closed.inc();
     shared.metrics.sessions_active.dec();
     let mut resp = ResponseHeader::build(204, Some(1))?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use gatehouse_mcp::sse::SseSplitter;
-use http::{header, HeaderName, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
@@ -24,7 +24,7 @@ use crate::upstream::pool;
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
-/// Idle side-client connections kept per upstream host.
+/// Idle connections of the gateway's own requests kept per upstream host.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
 
 /// Which upstream session a request belongs to.
@@ -253,13 +253,15 @@ impl HttpUpstreams {
     }
 
     /// Sends a routed call's body (the client's request, its tool name rewritten) over
-    /// the per-thread pool and hands back the reply as it arrives; "session gone" is
-    /// decided here, the reply is the caller's to relay.
+    /// the per-thread pool with the client's `forwarded` headers, and hands back the
+    /// reply as it arrives; "session gone" is decided here, the reply is the caller's
+    /// to relay.
     pub async fn routed(
         &self,
         server: &ServerRt,
         session: SessionRef<'_>,
         body: Bytes,
+        forwarded: &HeaderMap,
     ) -> Result<pool::Reply, UpstreamError> {
         let Some(target) = server
             .target
@@ -272,33 +274,36 @@ impl HttpUpstreams {
                 .unwrap_or_else(|| "no address".into());
             return Err(UpstreamError::Unusable(why));
         };
-        let make = || {
-            let mut req = http::Request::post(server.path.clone())
-                .body(Full::new(body.clone()))
-                .expect("a request from valid parts");
-            let headers = req.headers_mut();
-            headers.insert(header::HOST, server.authority.clone());
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_BOTH));
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            if let Ok(v) = HeaderValue::from_str(session.protocol_version) {
-                headers.insert(VERSION_HEADER, v);
-            }
-            if let Some(id) = session
-                .session_id
-                .and_then(|id| HeaderValue::from_str(id).ok())
-            {
-                headers.insert(SESSION_HEADER, id);
-            }
-            for (name, value) in &server.headers {
-                headers.insert(name.clone(), value.clone());
-            }
-            req
-        };
-        let reply = pool::send(target, make, server.call_timeout)
+        let length = body.len();
+        let mut req = http::Request::post(server.path.clone())
+            .body(Full::new(body))
+            .expect("a request from valid parts");
+        let headers = req.headers_mut();
+        headers.reserve(forwarded.len() + server.headers.len() + 6);
+        for (name, value) in forwarded {
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(header::HOST, server.authority.clone());
+        headers
+            .entry(header::CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
+        headers
+            .entry(header::ACCEPT)
+            .or_insert(HeaderValue::from_static(ACCEPT_BOTH));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        let version = HeaderValue::from_str(session.protocol_version).map_err(|_| {
+            UpstreamError::Protocol("protocol version is not a header value".into())
+        })?;
+        headers.insert(VERSION_HEADER, version);
+        if let Some(id) = session.session_id {
+            let id = HeaderValue::from_str(id)
+                .map_err(|_| UpstreamError::Protocol("session id is not a header value".into()))?;
+            headers.insert(SESSION_HEADER, id);
+        }
+        for (name, value) in &server.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let reply = pool::send(target, req, server.call_timeout)
             .await
             .map_err(|e| match e {
                 pool::SendError::Timeout => UpstreamError::Timeout,

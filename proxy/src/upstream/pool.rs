@@ -9,11 +9,12 @@
 //! leaves its thread and no lock is shared between threads.
 //!
 //! Requests go out in one write (header and body flattened, `TCP_NODELAY`). A
-//! connection returns to its thread's pool once its reply was read to the end; an idle
-//! one is dropped after [`IDLE_FOR`], and a reused one that turns out closed before
-//! the request reached the server is replaced once.
+//! connection returns to its thread's pool once its reply was read to the end; one
+//! idle for [`IDLE_FOR`] is closed by the thread's sweeper. A request is sent again on
+//! a fresh connection only when the pooled one closed before a byte of it was written:
+//! a call the server may have received is never repeated.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -29,9 +30,9 @@ use tokio::net::TcpStream;
 
 pub use crate::config::runtime::Target;
 
-/// How long an idle connection is kept (below the usual upstream keep-alive of 60 s
-/// or more, so the server rarely closes one under us).
-pub const IDLE_FOR: Duration = Duration::from_secs(50);
+/// How long an idle connection is kept (as Pingora's pool did). A server that closes
+/// one sooner is noticed by hyper, and the connection is not handed out again.
+const IDLE_FOR: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream and worker thread.
 const MAX_IDLE: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,37 +60,37 @@ thread_local! {
 /// A reply whose body, once read to its end, gives the connection back to the pool.
 pub type Reply = http::Response<PooledBody>;
 
-/// Sends the request `make` builds to `target` and waits (at most `timeout`) for the
-/// reply's head. `make` builds it again for the one retry on a fresh connection.
+/// Sends `request` to `target` and waits (at most `timeout`) for the reply's head.
 pub async fn send(
     target: &Target,
-    make: impl Fn() -> http::Request<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Reply, SendError> {
-    tokio::time::timeout(timeout, send_now(target, make))
+    tokio::time::timeout(timeout, send_now(target, request))
         .await
         .map_err(|_| SendError::Timeout)?
 }
 
 async fn send_now(
     target: &Target,
-    make: impl Fn() -> http::Request<Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
 ) -> Result<Reply, SendError> {
-    if let Some(mut sender) = checkout(target).await {
-        match sender.send_request(make()).await {
+    let request = match checkout(target).await {
+        Some(mut sender) => match sender.try_send_request(request).await {
             Ok(reply) => return Ok(pooled(target, sender, reply)),
-            // The server closed the idle connection before it read the request: it
-            // did not act on it, so it goes again on a fresh connection.
-            Err(e) if e.is_canceled() || e.is_incomplete_message() => {
-                let mut sender = connect(target).await?;
-                let reply = sender.send_request(make()).await?;
-                return Ok(pooled(target, sender, reply));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let mut sender = connect(target).await?;
-    let reply = sender.send_request(make()).await?;
+            // The pooled connection closed before any of the request was written:
+            // the server never saw it, so it goes on a fresh connection.
+            Err(mut e) => match e.take_message() {
+                Some(request) => request,
+                None => return Err(e.into_error().into()),
+            },
+        },
+        None => request,
+    };
+    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect(target))
+        .await
+        .map_err(|_| SendError::Connect("timed out".into()))??;
+    let reply = sender.send_request(request).await?;
     Ok(pooled(target, sender, reply))
 }
 
@@ -126,7 +127,6 @@ fn give_back(target: Target, sender: SendRequest<Full<Bytes>>) {
     IDLE.with(|pool| {
         let mut pool = pool.borrow_mut();
         let idle = pool.entry(target).or_default();
-        idle.retain(|i| i.since.elapsed() <= IDLE_FOR && !i.sender.is_closed());
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 sender,
@@ -134,12 +134,36 @@ fn give_back(target: Target, sender: SendRequest<Full<Bytes>>) {
             });
         }
     });
+    start_sweeper();
 }
 
+/// Starts, once per worker thread, the task that closes this thread's connections
+/// idle for longer than [`IDLE_FOR`] (dropping a sender ends its connection).
+fn start_sweeper() {
+    thread_local! {
+        static SWEEPING: Cell<bool> = const { Cell::new(false) };
+    }
+    if SWEEPING.with(|s| s.replace(true)) {
+        return;
+    }
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(IDLE_FOR / 4).await;
+            IDLE.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                for idle in pool.values_mut() {
+                    idle.retain(|i| i.since.elapsed() <= IDLE_FOR && !i.sender.is_closed());
+                }
+                pool.retain(|_, idle| !idle.is_empty());
+            });
+        }
+    });
+}
+
+/// A new connection, TLS handshake included (bounded by the caller).
 async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>, SendError> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.addr))
+    let tcp = TcpStream::connect(target.addr)
         .await
-        .map_err(|_| SendError::Connect("timed out".into()))?
         .map_err(|e| SendError::Connect(e.to_string()))?;
     tcp.set_nodelay(true).ok();
     let mut builder = hyper::client::conn::http1::Builder::new();

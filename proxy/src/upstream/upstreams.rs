@@ -18,6 +18,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use gatehouse_mcp::envelope::{SessionEnvelope, UpstreamSession};
 use gatehouse_mcp::jsonrpc;
+use http::HeaderMap;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -75,8 +76,8 @@ pub struct ToolCall {
 pub enum CallReply {
     /// A Streamable HTTP reply, its body as it arrives.
     Http(pool::Reply),
-    /// A legacy SSE upstream: what it says during the call arrives on `messages`
-    /// while `response` runs; then the response as it sent it.
+    /// A legacy SSE upstream's session, to send the call over with
+    /// [`Upstreams::call_legacy`]: its answer arrives on the session's stream.
     Legacy(Arc<crate::upstream::sse::LegacyUpstream>),
     /// A complete JSON-RPC response (a skill's result).
     Done(Bytes),
@@ -335,16 +336,19 @@ impl Upstreams {
         sent
     }
 
-    /// Sends a routed `tools/call` and hands back the reply to relay. Never retried
-    /// once sent: the tool may have run. Latency is measured to the reply's head.
+    /// Sends a routed `tools/call` (with the client's `forwarded` headers, to an HTTP
+    /// upstream) and hands back the reply to relay. Never repeated once the server may
+    /// have seen it: the tool may have run. Latency is measured from the send to the
+    /// reply's head.
     pub async fn call(
         &self,
         rt: &Runtime,
         env: &SessionEnvelope,
         call: &ToolCall,
+        forwarded: &HeaderMap,
     ) -> Result<CallReply, UpstreamError> {
         let server = &call.server;
-        let started = Instant::now();
+        let mut started = Instant::now();
         let reply = match Connector::of(server) {
             Connector::Skill(skill) => {
                 let arguments = serde_json::from_slice::<Value>(&call.body)
@@ -363,11 +367,13 @@ impl Upstreams {
                 .await
                 .map(CallReply::Legacy),
             Connector::Http => match self.session_for(rt, env, server).await {
-                Ok(session) => self
-                    .http
-                    .routed(server, session_ref(&session), call.body.clone())
-                    .await
-                    .map(CallReply::Http),
+                Ok(session) => {
+                    started = Instant::now();
+                    self.http
+                        .routed(server, session_ref(&session), call.body.clone(), forwarded)
+                        .await
+                        .map(CallReply::Http)
+                }
                 Err(e) => Err(e),
             },
         };
@@ -463,9 +469,10 @@ impl Upstreams {
         })
     }
 
-    /// Ends every upstream session of a client session: the legacy ones at once, the
-    /// others with a `DELETE` each (best effort).
-    pub async fn close(&self, ws: &WorkspaceRt, env: &SessionEnvelope) {
+    /// Ends every upstream session of a client session (on DELETE, or when a legacy
+    /// stream closes): the legacy ones and the lazily opened ones are forgotten at
+    /// once; the returned sessions are for [`Upstreams::delete`].
+    pub fn end(&self, env: &SessionEnvelope) -> Vec<UpstreamSession> {
         self.legacy.close_all(env.sid);
         let mut ended: Vec<UpstreamSession> = env.upstreams.clone();
         let lazy: Vec<String> = self
@@ -479,6 +486,11 @@ impl Upstreams {
                 ended.push(s);
             }
         }
+        ended
+    }
+
+    /// Asks each upstream of `ws` to end its session (`DELETE`, best effort).
+    pub async fn delete(&self, ws: &WorkspaceRt, ended: &[UpstreamSession]) {
         let deletes = ended.iter().filter_map(|u| {
             let server = ws.server(&u.server)?;
             let id = u.session_id.as_deref()?;

@@ -349,3 +349,45 @@ async fn the_tool_lists_are_fetched_once_right_after_initialize() -> anyhow::Res
     second.cancel().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_routed_call_carries_the_clients_trace_headers_but_not_its_credentials(
+) -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    raw.initialize().await?;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let body = json!({
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "github__create_issue", "arguments": {"n": 1}},
+    });
+    let response = raw
+        .post(serde_json::to_vec(&body)?)
+        .header("traceparent", traceparent)
+        .header("user-agent", "gatehouse-test/1")
+        .header("cookie", "session=client-only")
+        .send()
+        .await?;
+    assert_eq!(response.tool_echo()?["arguments"], json!({"n": 1}));
+    let calls: Vec<_> = gw
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.rpc_method.as_deref() == Some("tools/call"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let r = &calls[0];
+    assert_eq!(r.header("traceparent"), Some(traceparent), "{r:?}");
+    assert_eq!(r.header("user-agent"), Some("gatehouse-test/1"), "{r:?}");
+    assert_eq!(
+        r.header("cookie"),
+        None,
+        "the client's cookie reached the upstream"
+    );
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {GITHUB_SECRET}").as_str()),
+        "the upstream must get its own credential, not the client's"
+    );
+    Ok(())
+}
