@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{connect, echo_of, CallOutcome, RawClient};
+use gatehouse_tests::{connect, echo_of, wait_until, CallOutcome, RawClient, STEP_TIMEOUT};
 use serde_json::json;
 
 use crate::fixture::{call, tool_names, try_call, Gateway};
@@ -96,5 +96,49 @@ async fn upstream_session_expiry_makes_the_client_reinitialize() -> anyhow::Resu
     let result = call(&client, "github__create_issue", json!({"n": 5})).await?;
     assert_eq!(echo_of(&result)?["arguments"], json!({"n": 5}));
     client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_ends_its_call_at_once() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let mut raw = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    raw.initialize().await?;
+    let calling = tokio::spawn({
+        let raw = raw.clone();
+        async move {
+            raw.call_tool(1, "github__slow", json!({"ms": 60_000}))
+                .await
+        }
+    });
+    wait_until(
+        "the slow call reaches the upstream",
+        STEP_TIMEOUT,
+        || async { gw.github.calls().iter().any(|c| c.tool == "slow") },
+    )
+    .await?;
+    // Dropping the request closes the client's connection.
+    calling.abort();
+    // The gateway notices and ends the request (counted when it ends) long before
+    // the tool would have answered.
+    let ended = || async {
+        let Ok((_, text)) = gw.proxy.metrics().await else {
+            return false;
+        };
+        gatehouse_tests::metrics::sample(
+            &text,
+            "gatehouse_requests_total",
+            &[
+                ("workspace", "eng"),
+                ("transport", "streamable_http"),
+                ("method", "tools/call"),
+                ("outcome", "error"),
+            ],
+        ) == Some(1.0)
+    };
+    wait_until("the hung-up call is ended", Duration::from_secs(10), ended).await?;
+    // The connection still serves others.
+    let again = raw.call_tool(2, "github__create_issue", json!({})).await?;
+    assert_eq!(again.tool_echo()?["tool"], json!("create_issue"));
     Ok(())
 }
