@@ -2,14 +2,35 @@
 # Installs what building and testing Gatehouse needs beyond the Rust toolchain:
 # cmake (pingora's zlib-ng build) and, with --tests, promtool (Debian's `prometheus`
 # package), which checks the alert rules, the dashboard's queries and the /metrics
-# expositions. Safe to run repeatedly.
+# expositions, and the Python MCP SDK of the interop test: python3 and its venv
+# module from Debian when missing, then a venv at tests/interop/.venv holding the
+# packages pinned in tests/interop/requirements.txt (installed when missing or when a
+# pin changes). Safe to run repeatedly.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
+
+# The first of `python3` on PATH and Debian's own that can create a venv (`venv` needs
+# `ensurepip`, which Debian ships apart, in python3-venv).
+venv_python() {
+  local candidate
+  for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 # Only promtool is wanted from `prometheus`: skip its recommended node exporter.
 lean=()
-if [ "${1:-}" = "--tests" ]; then
+if $tests; then
   command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+  venv_python >/dev/null || missing+=(python3 python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2
@@ -30,5 +51,44 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   fi
   if [ ${#lean[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null
+  fi
+fi
+
+# The interop test's venv. Its packages are checked against the pins on every run
+# (a few tens of milliseconds); pip runs only when one is missing or differs.
+if $tests; then
+  venv=tests/interop/.venv
+  requirements=tests/interop/requirements.txt
+  pinned() {
+    "$venv/bin/python" - "$requirements" >/dev/null 2>&1 <<'PY'
+import importlib.metadata, sys
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, _, version = line.partition("==")
+    try:
+        if importlib.metadata.version(name.strip()) != version.strip():
+            sys.exit(1)
+    except importlib.metadata.PackageNotFoundError:
+        sys.exit(1)
+PY
+  }
+  if ! pinned; then
+    python=$(venv_python) || {
+      echo "prereqs: no python3 that can create a venv, even after installing python3-venv" >&2
+      exit 1
+    }
+    # A venv whose interpreter no longer runs (its base Python went away) is made anew.
+    if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+      rm -rf "$venv"
+      "$python" -m venv "$venv"
+    fi
+    echo "installing into $venv:" $(grep -v '^\s*#' "$requirements") >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    pinned || {
+      echo "prereqs: $venv still lacks a package pinned in $requirements" >&2
+      exit 1
+    }
   fi
 fi
