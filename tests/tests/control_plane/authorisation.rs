@@ -1,6 +1,7 @@
 //! Users: an admin creates one, who logs in with their own CLI and can neither see
 //! nor change the admin's workspaces — not even learn that they exist.
 
+use anyhow::Context;
 use gatehouse_tests::control_plane::{Cli, ControlPlane};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -190,6 +191,12 @@ async fn users_cannot_see_or_change_each_others_workspaces() -> anyhow::Result<(
     // Nothing changed for the admin, and no event is bob's.
     assert_eq!(admin_view(&admin).await?, before);
     let audit = admin.ok(&["workspace", "audit", "engineering"]).await?;
+    for action in ["workspace_create", "install", "secret_set"] {
+        assert!(
+            audit.contains(action),
+            "the admin's {action} is listed: {audit}"
+        );
+    }
     assert!(!audit.contains("bob"), "{audit}");
     Ok(())
 }
@@ -227,13 +234,27 @@ async fn a_reused_slug_does_not_inherit_the_old_audit_log() -> anyhow::Result<()
     .await?;
     bob.ok(&["workspace", "create", "Engineering"]).await?;
     let audit = bob.json(&["workspace", "audit", "engineering"]).await?;
-    let actors: Vec<&str> = audit["events"]
+    let events: Vec<(&str, &str, &str)> = audit["events"]
         .as_array()
-        .map(|es| es.iter().filter_map(|e| e["actor"].as_str()).collect())
-        .unwrap_or_default();
-    assert!(
-        actors.iter().all(|a| *a == "bob"),
-        "bob reads the deleted workspace's history (its tokens' names, who did what): {audit}"
+        .context("the audit answer has an events list")?
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or("?"),
+                e["action"].as_str().unwrap_or("?"),
+                e["target"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    // Bob's own creation is there (the new workspace and its first token), and
+    // nothing else: none of the admin's events from before the delete.
+    assert_eq!(
+        events,
+        [
+            ("bob", "workspace_create", "engineering"),
+            ("bob", "token_create", "default"),
+        ],
+        "bob's new workspace should list his own two events and none of the deleted workspace's history (its tokens' names, who did what): {audit}"
     );
     Ok(())
 }
