@@ -113,6 +113,16 @@ impl McpSession {
     }
 }
 
+#[cfg(test)]
+impl McpSession {
+    /// The HTTP status and JSON-RPC message answering `body`, whatever they are.
+    pub async fn raw(&self, http: &reqwest::Client, body: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self.post(http, body).await?;
+        let status = resp.status().as_u16();
+        Ok((status, read_message(resp).await?))
+    }
+}
+
 /// The JSON-RPC response of a POST, whether it came as JSON or as an SSE stream.
 async fn read_message(resp: reqwest::Response) -> anyhow::Result<Value> {
     let is_sse = resp

@@ -1,6 +1,10 @@
 //! The `data-plane` scenario: the same echo `tools/call` straight to the upstream,
 //! through nginx, and through gatehouse-proxy, then a warm merged `tools/list` over many
 //! upstreams; every figure measured in this run, compared, and held to its target.
+//!
+//! The upstream is the `fast` one ([`crate::fast_upstream`]) unless `--upstream rmcp`
+//! is asked for: rmcp's server costs as much CPU per call as the proxy, so on a large
+//! machine it, not the proxy, would set the throughput.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,7 +18,7 @@ use crate::harness::{Harness, RunCpu};
 use crate::procstat::CpuClock;
 use crate::report::{Measurement, Target};
 use crate::targets::{GatehouseProxy, Nginx, PingoraBare};
-use crate::upstream::{UpstreamFleet, UpstreamMode};
+use crate::upstream::{UpstreamFleet, UpstreamKind, UpstreamMode};
 use crate::wrk::{self, WrkRequest, WrkResult};
 
 /// Limits the report's targets are held to.
@@ -30,7 +34,11 @@ pub struct Options {
     pub proxy_threads: Vec<usize>,
     pub wrk_threads: u32,
     pub connections: u32,
+    pub upstream: UpstreamKind,
+    /// rmcp's way of answering; the fast upstream has only one.
     pub upstream_mode: UpstreamMode,
+    /// Worker threads of the upstreams' runtime.
+    pub upstream_threads: usize,
     pub list_upstreams: usize,
     pub tools_per_upstream: usize,
     pub out: PathBuf,
@@ -55,7 +63,10 @@ struct Environment {
     wrk: Option<String>,
     nginx: Option<String>,
     proxy_binary: String,
-    upstream_mode: UpstreamMode,
+    upstream: UpstreamKind,
+    /// `None` for the fast upstream, which answers one way.
+    upstream_mode: Option<UpstreamMode>,
+    upstream_threads: usize,
     duration_s: f64,
     warmup_s: f64,
     connections: u32,
@@ -139,7 +150,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             None => None,
         },
         proxy_binary: opts.proxy_bin.display().to_string(),
-        upstream_mode: opts.upstream_mode,
+        upstream: opts.upstream,
+        upstream_mode: (opts.upstream == UpstreamKind::Rmcp).then_some(opts.upstream_mode),
+        upstream_threads: opts.upstream_threads,
         duration_s: opts.duration.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         connections: opts.connections,
@@ -150,12 +163,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if env.wrk.is_none() {
         bail!("wrk is not installed: apt-get install -y wrk");
     }
+    let upstream = upstream_description(&opts);
+    let upstream_name = match opts.upstream {
+        UpstreamKind::Fast => "fast upstream",
+        UpstreamKind::Rmcp => "rmcp upstream",
+    };
     eprintln!(
-        "data-plane: {} s per run ({} s warm-up), {} connections, upstream {:?}, output {}",
+        "data-plane: {} s per run ({} s warm-up), {} connections, upstream {upstream}, output {}",
         env.duration_s,
         env.warmup_s,
         env.connections,
-        opts.upstream_mode,
         out.display()
     );
     let opts = Options { out, ..opts };
@@ -167,10 +184,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.wait_quiet,
     );
     h.settle().await?;
-    let fleet = UpstreamFleet::start(
+    h.notes.push(format!("upstream: {upstream}"));
+    let fleet = UpstreamFleet::start_kind(
+        opts.upstream,
         opts.list_upstreams.max(1),
         opts.tools_per_upstream.max(1),
         opts.upstream_mode,
+        opts.upstream_threads,
     )
     .await?;
     let http = reqwest::Client::new();
@@ -193,6 +213,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     )
     .await?;
     let direct_rps = Measurement::new(format!("direct rps@{n}"), direct.many.rps, "req/s")
+        .note(format!("wrk straight to the {upstream_name}"))
         .noisy(direct.noisy_many);
     let direct_p50 =
         Measurement::new("direct p50@1", direct.one.p50_us, "us").noisy(direct.noisy_one);
@@ -205,7 +226,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             direct.cpu_many.upstream_us_per_call,
             "us",
         )
-        .note("CPU of the harness process (hosts the rmcp upstream) / requests")
+        .note(format!(
+            "CPU of the harness process (hosts the {upstream_name}) / requests"
+        ))
         .noisy(direct.noisy_many),
     );
 
@@ -340,21 +363,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let result = async {
             let session =
                 checked_session(&http, &proxy.url(), Some(&proxy.token), "s0__echo").await?;
-            lane(
+            let lane = lane(
                 &mut h,
                 &opts,
                 &label,
                 &echo_request(&session, "s0__echo"),
                 &[proxy.pid],
             )
-            .await
+            .await?;
+            let errors = UpstreamErrors::read(&http, &proxy).await?;
+            anyhow::Ok((lane, errors))
         }
         .await;
         for w in proxy.warnings() {
             h.problems.push(format!("{label} log: {w}"));
         }
         proxy.stop().await;
-        let lane = result?;
+        let (lane, errors) = result?;
         let name = format!("gatehouse t{threads}");
         let rps = Measurement::new(format!("{name} rps@{n}"), lane.many.rps, "req/s")
             .noisy(lane.noisy_many);
@@ -416,6 +441,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 Measurement::new(format!("{name} CPU/call @1"), cpu, "us").noisy(lane.noisy_one),
             );
         }
+        m.push(
+            Measurement::new(format!("{name} upstream errors"), errors.metric, "errors")
+                .note(errors.metric_note())
+                .target(Target::Ceiling(0.0)),
+        );
+        m.push(
+            Measurement::new(
+                format!("{name} log: {REUSE_FAILED}"),
+                errors.reuse_failed as f64,
+                "lines",
+            )
+            .note("lines of the proxy's log: a pooled upstream connection Pingora could not take")
+            .target(Target::Ceiling(0.0)),
+        );
     }
 
     // Merged tools/list over many upstreams.
@@ -556,6 +595,93 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     drop(fleet);
     let log = h.log.clone();
     h.report("data-plane", env, m).publish(&opts.out, &log)
+}
+
+/// The line Pingora logs when a pooled upstream connection it picked is still held
+/// elsewhere: the request then opens a new connection.
+const REUSE_FAILED: &str = "failed to acquire reusable stream";
+
+/// The line Pingora logs when the client of a proxied request went away before the
+/// answer: wrk does at the end of each run, with calls in flight.
+const DOWNSTREAM_CLOSED: &str = "Downstream ConnectionClosed";
+
+/// How often a proxy failed to reach its upstream, read after its runs.
+struct UpstreamErrors {
+    /// `gatehouse_upstream_errors_total`, summed over its labels.
+    metric: f64,
+    /// The same per `kind`.
+    by_kind: Vec<(String, f64)>,
+    /// Lines of the proxy's log saying [`REUSE_FAILED`].
+    reuse_failed: usize,
+    /// Lines of the proxy's log saying [`DOWNSTREAM_CLOSED`]: the proxy counts these
+    /// as upstream errors of kind `proxy` too.
+    downstream_closed: usize,
+}
+
+impl UpstreamErrors {
+    async fn read(http: &reqwest::Client, proxy: &GatehouseProxy) -> anyhow::Result<Self> {
+        let page = proxy.metrics(http).await?;
+        // A counter with no series yet is left off the page: that is 0, but only on a
+        // page that is the proxy's (it counted the calls just made).
+        if crate::prometheus::sum(&page, "gatehouse_tool_calls_total", &[]).is_none() {
+            bail!(
+                "the proxy's /metrics has no gatehouse_tool_calls_total: not the page this scenario reads"
+            );
+        }
+        let metric =
+            crate::prometheus::sum(&page, "gatehouse_upstream_errors_total", &[]).unwrap_or(0.0);
+        let log = std::fs::read_to_string(&proxy.log)
+            .with_context(|| format!("reading {}", proxy.log.display()))?;
+        let lines_with = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        Ok(UpstreamErrors {
+            metric,
+            by_kind: crate::prometheus::sum_by(&page, "gatehouse_upstream_errors_total", "kind"),
+            reuse_failed: lines_with(REUSE_FAILED),
+            downstream_closed: lines_with(DOWNSTREAM_CLOSED),
+        })
+    }
+
+    /// What the metric row's note says: where the figure comes from and what it is
+    /// made of.
+    fn metric_note(&self) -> String {
+        let mut note =
+            "gatehouse_upstream_errors_total, all labels, over the proxy's life".to_string();
+        if !self.by_kind.is_empty() {
+            let kinds: Vec<String> = self
+                .by_kind
+                .iter()
+                .map(|(kind, n)| format!("{kind}={n}"))
+                .collect();
+            note.push_str(&format!("; by kind: {}", kinds.join(", ")));
+        }
+        if self.downstream_closed > 0 {
+            note.push_str(&format!(
+                "; {} log lines say {DOWNSTREAM_CLOSED:?} (wrk ending a run with calls in flight): the proxy counts those it had forwarded as kind proxy",
+                self.downstream_closed
+            ));
+        }
+        note
+    }
+}
+
+/// The upstream in a few words, for the report: which server, how it answers, threads.
+fn upstream_description(opts: &Options) -> String {
+    let threads = match opts.upstream_threads {
+        1 => "1 thread".to_string(),
+        n => format!("{n} threads"),
+    };
+    match opts.upstream {
+        UpstreamKind::Fast => {
+            format!("fast upstream (hyper HTTP/1.1, sessions, JSON answers; {threads})")
+        }
+        UpstreamKind::Rmcp => {
+            let mode = match opts.upstream_mode {
+                UpstreamMode::StatelessJson => "stateless-json",
+                UpstreamMode::SessionSse => "session-sse",
+            };
+            format!("rmcp upstream ({mode}; {threads})")
+        }
+    }
 }
 
 /// Rewrites a file-config proxy's config as version 2 with a header added to every

@@ -15,6 +15,7 @@ mod audit;
 mod client;
 mod control_plane;
 mod data_plane;
+mod fast_upstream;
 mod gateway;
 mod harness;
 mod hot_paths;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::upstream::{UpstreamFleet, UpstreamMode};
+use crate::upstream::{UpstreamFleet, UpstreamKind, UpstreamMode};
 
 #[derive(Parser, Debug)]
 #[command(name = "gatehouse-bench", about = "Gatehouse load harness")]
@@ -83,6 +84,10 @@ enum Scenario {
         servers: usize,
         #[arg(long, default_value_t = 1)]
         tools: usize,
+        /// Which server: rmcp's, or the minimal hyper one `data-plane` uses by default.
+        #[arg(long, value_enum, default_value_t = UpstreamKind::Rmcp)]
+        kind: UpstreamKind,
+        /// How the rmcp server answers (the fast one answers one way).
         #[arg(long, value_enum, default_value_t = UpstreamMode::StatelessJson)]
         mode: UpstreamMode,
     },
@@ -133,6 +138,15 @@ struct DataPlaneArgs {
     /// Leave nginx out even when it is installed.
     #[arg(long)]
     no_nginx: bool,
+    /// The upstream every path ends at: `fast`, a minimal hyper server answering the
+    /// same bodies with far less CPU, so the proxies set the throughput; or `rmcp`,
+    /// a real rmcp server (`--upstream-mode` says how it answers).
+    #[arg(long, value_enum, default_value_t = UpstreamKind::Fast)]
+    upstream: UpstreamKind,
+    /// Worker threads of the upstream's runtime (default: a quarter of the CPUs, at
+    /// least 1).
+    #[arg(long)]
+    upstream_threads: Option<usize>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -184,7 +198,14 @@ fn main() -> anyhow::Result<()> {
                 proxy_threads: a.proxy_threads,
                 wrk_threads: a.load.wrk_threads.max(1),
                 connections: a.load.connections.max(1),
+                upstream: a.upstream,
                 upstream_mode: a.load.upstream_mode,
+                upstream_threads: a
+                    .upstream_threads
+                    .unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(1, |n| n.get() / 4)
+                    })
+                    .max(1),
                 list_upstreams: a.list_upstreams,
                 tools_per_upstream: a.tools_per_upstream,
                 out,
@@ -244,9 +265,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Upstream {
             servers,
             tools,
+            kind,
             mode,
         } => runtime.block_on(async {
-            let fleet = UpstreamFleet::start(servers, tools, mode).await?;
+            let fleet = UpstreamFleet::start_kind(kind, servers, tools, mode, 1).await?;
             for i in 0..fleet.len() {
                 println!("{}", fleet.url(i));
             }

@@ -37,6 +37,24 @@ pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     found
 }
 
+/// The series of metric `name` added up per value of `label`, in the order the values
+/// first appear (a series without the label counts under "").
+pub fn sum_by(text: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    for (labels, value) in text.lines().filter_map(|line| parse_line(line, name)) {
+        let key = labels
+            .into_iter()
+            .find(|(k, _)| k == label)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        match sums.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, sum)) => *sum += value,
+            None => sums.push((key, value)),
+        }
+    }
+    sums
+}
+
 /// The labels and value of `line` if it is a sample of metric `name`.
 fn parse_line(line: &str, name: &str) -> Option<(Vec<(String, String)>, f64)> {
     let rest = line.strip_prefix(name)?;
@@ -127,6 +145,19 @@ gatehouse_tool_calls_total{workspace=\"bench\",server=\"-\",tool=\"a \\\"b\\\", 
             ),
             Some(5.0)
         );
+    }
+
+    #[test]
+    fn sums_per_value_of_a_label() {
+        assert_eq!(
+            sum_by(PAGE, "gatehouse_tool_calls_total", "outcome"),
+            vec![("ok".to_string(), 1000.0), ("tool_error".to_string(), 5.0)]
+        );
+        assert_eq!(
+            sum_by(PAGE, "gatehouse_tool_calls_total", "nope"),
+            vec![(String::new(), 1005.0)]
+        );
+        assert!(sum_by(PAGE, "gatehouse_upstream_errors_total", "kind").is_empty());
     }
 
     #[test]

@@ -177,7 +177,14 @@ impl Measurement {
 }
 
 /// Units of things counted one by one, shown without decimals.
-const COUNT_UNITS: &[&str] = &["calls", "events", "sessions", "keep-alives"];
+const COUNT_UNITS: &[&str] = &[
+    "calls",
+    "events",
+    "sessions",
+    "keep-alives",
+    "errors",
+    "lines",
+];
 
 /// A value in `unit`: counts as whole numbers, the rest as [`fmt_num`] does.
 fn fmt_value(v: f64, unit: &str) -> String {

@@ -1,6 +1,8 @@
-//! The MCP servers every measurement ends at: real rmcp Streamable HTTP servers on
-//! `127.0.0.1:<ephemeral>/mcp`, all on one dedicated single-worker tokio runtime so the
-//! proxy and the load generator keep the other CPU time.
+//! The MCP servers every measurement ends at, on `127.0.0.1:<ephemeral>/mcp`, all on
+//! one dedicated tokio runtime (one worker unless asked for more) so the proxy and the
+//! load generator keep the other CPU time: real rmcp Streamable HTTP servers, or the
+//! `fast` ones of [`crate::fast_upstream`], which answer the same bodies for a fraction
+//! of the CPU.
 //!
 //! Each server exposes `echo` (answers its arguments as JSON text) plus a number of
 //! filler tools that answer the same way; the filler tools only exist to make
@@ -37,6 +39,17 @@ pub enum UpstreamMode {
     SessionSse,
 }
 
+/// Which server implementation answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    /// rmcp's Streamable HTTP server, answering as `--upstream-mode` says.
+    Rmcp,
+    /// A minimal hyper HTTP/1.1 server: sessions, JSON answers with the rmcp
+    /// server's bodies, far less CPU per call.
+    Fast,
+}
+
 /// The servers of one run, and the runtime they live on.
 pub struct UpstreamFleet {
     runtime: Option<tokio::runtime::Runtime>,
@@ -45,25 +58,49 @@ pub struct UpstreamFleet {
 }
 
 impl UpstreamFleet {
-    /// Starts `count` servers, each exposing `echo` and `tools_each - 1` filler tools.
+    /// Starts `count` rmcp servers in `mode` on one worker thread, each exposing `echo`
+    /// and `tools_each - 1` filler tools.
     pub async fn start(
         count: usize,
         tools_each: usize,
         mode: UpstreamMode,
     ) -> anyhow::Result<UpstreamFleet> {
+        Self::start_kind(UpstreamKind::Rmcp, count, tools_each, mode, 1).await
+    }
+
+    /// Starts `count` servers of `kind` (`mode` is rmcp's; the fast server has one way
+    /// of answering) on a runtime of `threads` workers, each exposing `echo` and
+    /// `tools_each - 1` filler tools.
+    pub async fn start_kind(
+        kind: UpstreamKind,
+        count: usize,
+        tools_each: usize,
+        mode: UpstreamMode,
+        threads: usize,
+    ) -> anyhow::Result<UpstreamFleet> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(threads.max(1))
             .thread_name("bench-upstream")
             .enable_all()
             .build()?;
         let shutdown = CancellationToken::new();
         let mut addrs = Vec::with_capacity(count);
         for i in 0..count {
-            let tools = Arc::new(tool_set(tools_each));
+            let label = format!("s{i}");
+            let tools = tool_set(tools_each);
             let ct = shutdown.child_token();
-            let addr = runtime
-                .spawn(async move { serve(format!("s{i}"), tools, mode, ct).await })
-                .await??;
+            let addr = match kind {
+                UpstreamKind::Rmcp => {
+                    runtime
+                        .spawn(async move { serve(label, Arc::new(tools), mode, ct).await })
+                        .await??
+                }
+                UpstreamKind::Fast => {
+                    runtime
+                        .spawn(crate::fast_upstream::serve(label, tools, ct))
+                        .await??
+                }
+            };
             addrs.push(addr);
         }
         Ok(UpstreamFleet {
@@ -178,11 +215,15 @@ struct BenchServer {
     tools: Arc<Vec<Tool>>,
 }
 
+/// What a bench server named `label` says of itself at `initialize`.
+pub fn server_info(label: &str) -> ServerConfig {
+    ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        .with_server_info(Implementation::new(format!("bench-{label}"), "1.0.0"))
+}
+
 impl ServerHandler for BenchServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_server_info(
-            Implementation::new(format!("bench-{}", self.label), "1.0.0"),
-        )
+        server_info(&self.label)
     }
 
     async fn list_tools(

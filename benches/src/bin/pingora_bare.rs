@@ -106,7 +106,7 @@ impl OwnClient {
             .await
             .or_err(ErrorType::WriteError, "writing upstream")?;
         let mut buf = BytesMut::with_capacity(4096);
-        let (status, content_type, head_len, body_len) = loop {
+        let (status, content_type, session_id, head_len, body_len) = loop {
             if conn
                 .read_buf(&mut buf)
                 .await
@@ -130,7 +130,15 @@ impl OwnClient {
                 let len = find("content-length")
                     .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<usize>().ok())
                     .or_err(ErrorType::InvalidHTTPHeader, "reply without Content-Length")?;
-                break (resp.code.unwrap_or(502), find("content-type"), n, len);
+                // The session id an upstream hands out at `initialize` (the fast
+                // upstream does) must reach the client, which sends it back.
+                break (
+                    resp.code.unwrap_or(502),
+                    find("content-type"),
+                    find("mcp-session-id"),
+                    n,
+                    len,
+                );
             }
         };
         while buf.len() < head_len + body_len {
@@ -148,6 +156,9 @@ impl OwnClient {
         let mut head = ResponseHeader::build(status, Some(2))?;
         if let Some(ct) = content_type {
             head.insert_header(header::CONTENT_TYPE, ct)?;
+        }
+        if let Some(id) = session_id {
+            head.insert_header("mcp-session-id", id)?;
         }
         head.insert_header(header::CONTENT_LENGTH, reply.len())?;
         session.write_response_header(Box::new(head), false).await?;
