@@ -171,6 +171,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A client that hung up before its answer is its own business, not an error of
+    /// the gateway's: not logged as one.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.etype() == &ErrorType::ConnectionClosed && e.esource() == &ErrorSource::Downstream
+    }
+
     /// Log: counts the request and closes the audit record of a routed call.
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let ws = ctx.workspace.as_deref().unwrap_or("");

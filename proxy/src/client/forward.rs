@@ -93,6 +93,7 @@ pub async fn to_client(
     let sent = {
         let sending = shared.upstreams.call(caller.rt, env, &call, &forwarded);
         tokio::select! {
+            biased;
             sent = sending => sent,
             _ = client_gone(session) => return client_left(ctx, &call),
         }
@@ -123,8 +124,10 @@ pub async fn to_client(
     }
 }
 
-/// Resolves when the client closes its connection (its request was read whole, so
-/// anything it sends now is the end of it).
+/// Resolves when the client closes its connection. Only to be awaited while the
+/// client's reply is incomplete: its request was read whole, so until then anything
+/// it sends is the end of it; once a reply is complete, it may send its next request
+/// on the same connection, and reading here would take that.
 async fn client_gone(session: &mut Session) {
     let _ = session.as_downstream_mut().read_body_or_idle(true).await;
 }
@@ -132,13 +135,15 @@ async fn client_gone(session: &mut Session) {
 /// The client hung up before its call was answered.
 fn client_left(ctx: &mut RequestCtx, call: &ToolCall) -> Result<bool> {
     ctx.outcome = Outcome::Error;
-    Error::e_explain(
+    let mut e = Error::explain(
         ErrorType::ConnectionClosed,
         format!(
             "the client left before {:?} answered its call",
             call.server.slug
         ),
-    )
+    );
+    e.as_down();
+    Err(e)
 }
 
 /// How a call that got no reply is answered: a session gone is a 404 (the client
@@ -187,21 +192,27 @@ async fn relay_http(
     }
     // Framed, so the client's connection carries its next request. A JSON reply is
     // relayed unchanged, so the upstream's length holds; an event stream is chunked.
-    match parts
+    let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .filter(|_| rewriter.is_none())
-    {
+        .cloned();
+    match &length {
         Some(len) => head.insert_header(header::CONTENT_LENGTH, len.clone())?,
         None => head.insert_header(header::TRANSFER_ENCODING, "chunked")?,
     }
+    // Bytes of a `Content-Length` reply still to relay: once none are, the client has
+    // its whole reply and may send its next request, so it is no longer watched.
+    let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
     let mut watch = ReplyWatch::default();
     let relayed = async {
         session.write_response_header(Box::new(head), false).await?;
         loop {
+            let waiting = unsent != Some(0);
             let frame = tokio::select! {
+                biased;
                 frame = tokio::time::timeout(call.server.call_timeout, body.frame()) => frame,
-                _ = client_gone(session) => return client_left(ctx, call),
+                _ = client_gone(session), if waiting => return client_left(ctx, call),
             };
             let chunk = match frame {
                 Ok(Some(Ok(frame))) => match frame.into_data() {
@@ -229,6 +240,9 @@ async fn relay_http(
                 }
             };
             if !out.is_empty() {
+                if let Some(left) = unsent.as_mut() {
+                    *left = left.saturating_sub(out.len() as u64);
+                }
                 session.write_response_body(Some(out), false).await?;
             }
         }
