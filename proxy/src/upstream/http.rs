@@ -307,7 +307,10 @@ impl HttpUpstreams {
             .await
             .map_err(|e| match e {
                 pool::SendError::Timeout => UpstreamError::Timeout,
-                pool::SendError::Connect(_) => UpstreamError::Connect,
+                pool::SendError::Connect(why) => {
+                    tracing::debug!(server = %server.slug, why, "connecting to the upstream failed");
+                    UpstreamError::Connect
+                }
                 pool::SendError::Http(e) => UpstreamError::Protocol(e.to_string()),
             })?;
         if session_gone(reply.status().as_u16(), session.session_id.is_some()) {

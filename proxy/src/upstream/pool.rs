@@ -243,3 +243,89 @@ impl Body for PooledBody {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server that answers each request with its connection's
+    /// number, and closes each connection after `requests_per_connection` requests.
+    async fn server(requests_per_connection: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                let served = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let count = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let mut reply =
+                                http::Response::new(Full::new(Bytes::from(n.to_string())));
+                            if count >= requests_per_connection {
+                                reply
+                                    .headers_mut()
+                                    .insert(http::header::CONNECTION, "close".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(reply)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    async fn get(target: &Target) -> String {
+        let request = http::Request::post("/mcp")
+            .header(http::header::HOST, "upstream")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let reply = send(target, request, Duration::from_secs(5)).await.unwrap();
+        let body = reply.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_reply_was_read() {
+        let (addr, connections) = server(usize::MAX).await;
+        let target = Target {
+            addr,
+            tls_name: None,
+        };
+        for _ in 0..5 {
+            assert_eq!(get(&target).await, "1");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_handed_out_again() {
+        // The server closes every connection after one request: each call must find
+        // that out and open a fresh one, without an error reaching the caller.
+        let (addr, connections) = server(1).await;
+        let target = Target {
+            addr,
+            tls_name: None,
+        };
+        for expected in 1..=3 {
+            assert_eq!(get(&target).await, expected.to_string());
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+    }
+}
