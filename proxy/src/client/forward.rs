@@ -35,9 +35,12 @@ use crate::upstream::pool;
 use crate::upstream::upstreams::{CallReply, ToolCall};
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
-/// its session with the gateway, framing the gateway recomputes, and hop-by-hop ones.
-static STRIPPED_REQUEST: [HeaderName; 13] = [
+/// its session with the gateway, framing the gateway recomputes, hop-by-hop ones, and
+/// `Accept-Encoding` (the gateway reads every reply it relays: it rewrites event
+/// streams and scans how the call ended, which a compressed body would hide).
+static STRIPPED_REQUEST: [HeaderName; 14] = [
     header::AUTHORIZATION,
+    header::ACCEPT_ENCODING,
     header::COOKIE,
     header::ORIGIN,
     header::HOST,

@@ -366,6 +366,7 @@ async fn a_routed_call_carries_the_clients_trace_headers_but_not_its_credentials
         .header("traceparent", traceparent)
         .header("user-agent", "gatehouse-test/1")
         .header("cookie", "session=client-only")
+        .header("accept-encoding", "gzip")
         .send()
         .await?;
     assert_eq!(response.tool_echo()?["arguments"], json!({"n": 1}));
