@@ -17,7 +17,7 @@ use gatehouse_mcp::outcome::Outcome;
 use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
 use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
 use gatehouse_mcp::sse::SseSplitter;
-use http::{header, HeaderMap, HeaderName};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -181,18 +181,12 @@ async fn relay_http(
         ctx.outcome = Outcome::UpstreamError;
         ctx.call_outcome = Some(status_outcome(status));
     }
-    let (parts, mut body) = reply.into_parts();
+    let (mut parts, mut body) = reply.into_parts();
     let mut rewriter = parts
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
         .then(SseRewriter::default);
-    let mut head = ResponseHeader::build(status, Some(parts.headers.len() + 1))?;
-    for (name, value) in &parts.headers {
-        if !STRIPPED_REPLY.contains(name) {
-            head.append_header(name.clone(), value.clone())?;
-        }
-    }
     // Framed, so the client's connection carries its next request. A JSON reply is
     // relayed unchanged, so the upstream's length holds; an event stream is chunked.
     let length = parts
@@ -200,10 +194,20 @@ async fn relay_http(
         .get(header::CONTENT_LENGTH)
         .filter(|_| rewriter.is_none())
         .cloned();
-    match &length {
-        Some(len) => head.insert_header(header::CONTENT_LENGTH, len.clone())?,
-        None => head.insert_header(header::TRANSFER_ENCODING, "chunked")?,
+    for name in &STRIPPED_REPLY {
+        parts.headers.remove(name);
     }
+    match &length {
+        Some(len) => parts.headers.insert(header::CONTENT_LENGTH, len.clone()),
+        None => parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        ),
+    };
+    parts.version = http::Version::HTTP_11;
+    // The upstream's head as it came, less what the client must not get: no header
+    // is parsed or copied again.
+    let head = ResponseHeader::from(parts);
     // Bytes of a `Content-Length` reply still to relay: once none are, the client has
     // its whole reply and may send its next request, so it is no longer watched.
     let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
@@ -335,7 +339,7 @@ async fn relay_messages(
                 .invalidate(&call_workspace(ctx), relay.server);
         }
         if !streaming {
-            let mut head = ResponseHeader::build(200, Some(3))?;
+            let mut head = ResponseHeader::build_no_case(200, Some(3))?;
             head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
             head.insert_header(header::CACHE_CONTROL, "no-cache")?;
             // Chunked, so the client's connection outlives the reply.

@@ -13,13 +13,15 @@ pub const UNAUTHORIZED_BODY: &[u8] =
 pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="gatehouse", error="invalid_token", error_description="a valid workspace bearer token is required""#;
 
 /// Writes a complete JSON answer. Returns `Ok(true)`: "response already sent".
+/// (Every head the gateway writes is built without Pingora's header-case map: the
+/// names are `http`'s lowercase constants either way, and the map costs per header.)
 pub async fn json(
     session: &mut Session,
     status: u16,
     extra: &[(HeaderName, &str)],
     body: Bytes,
 ) -> Result<bool> {
-    let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(3 + extra.len()))?;
     resp.insert_header(header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     for (name, value) in extra {
@@ -32,7 +34,7 @@ pub async fn json(
 
 /// `202 Accepted` with no body: what notifications and responses get.
 pub async fn accepted(session: &mut Session) -> Result<bool> {
-    let mut resp = ResponseHeader::build(202, Some(1))?;
+    let mut resp = ResponseHeader::build_no_case(202, Some(1))?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)

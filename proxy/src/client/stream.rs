@@ -207,7 +207,7 @@ impl ClientStream {
     /// Writes the response header, `first` (replayed events, or the legacy `endpoint`
     /// event) and then events until the stream ends. Returns `Ok(true)`: answered.
     pub async fn serve(mut self, session: &mut Session, first: Vec<Bytes>) -> Result<bool> {
-        let mut head = ResponseHeader::build(200, Some(5))?;
+        let mut head = ResponseHeader::build_no_case(200, Some(5))?;
         head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
         head.insert_header(header::CACHE_CONTROL, "no-cache")?;
         head.insert_header("x-accel-buffering", "no")?;

@@ -212,7 +212,7 @@ pub async fn delete(
     shared.upstreams.delete(caller.ws, &ended).await;
     shared.metrics.sessions_closed.inc();
     shared.metrics.sessions_active.dec();
-    let mut resp = ResponseHeader::build(204, Some(1))?;
+    let mut resp = ResponseHeader::build_no_case(204, Some(1))?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)
