@@ -61,7 +61,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub fn ok(body: Bytes) -> Reply {
+    fn ok(body: Bytes) -> Reply {
         Reply::Response {
             body,
             outcome: Outcome::Ok,

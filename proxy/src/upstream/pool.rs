@@ -28,7 +28,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use crate::config::runtime::Target;
+use crate::config::runtime::Target;
 
 /// How long an idle connection is kept (as Pingora's pool did). A server that closes
 /// one sooner is noticed by hyper, and the connection is not handed out again.
