@@ -1,15 +1,18 @@
-//! The Pingora request path, read top to bottom. Every request is answered from
-//! `request_filter`; Pingora is the server (listeners, HTTP/1.1, the phases), and a
-//! routed call's upstream leg is the gateway's own (`client::forward`):
+//! The request path, read top to bottom. Pingora is the server (listeners, HTTP/1.1
+//! framing, keep-alive); the gateway is its HTTP application, and answers every
+//! request itself: a routed call's upstream leg is the gateway's own
+//! (`client::forward`), so none of Pingora's proxy machinery runs per request.
 //!
-//! 1. **auth** — the path names a workspace endpoint, the origin is allowed, the bearer
+//! 1. **read** — the request head (`Gateway::process_new_http`);
+//! 2. **auth** — the path names a workspace endpoint, the origin is allowed, the bearer
 //!    token is valid for that workspace (`config::auth`);
-//! 2. **route** — the endpoint and method choose a client transport;
-//! 3. **dispatch** — the transport reads the message and the session room answers it
+//! 3. **route** — the endpoint and method choose a client transport;
+//! 4. **dispatch** — the transport reads the message and the session room answers it
 //!    or routes it (`client::streamable`, `client::legacy`, `session::dispatch`);
-//! 4. **forward** and **relay** — a routed call is sent to its upstream and the reply
+//! 5. **forward** and **relay** — a routed call is sent to its upstream and the reply
 //!    relayed as it arrives (`client::forward`, `upstream::upstreams`);
-//! 5. **log** — `logging` counts the request and closes its audit record.
+//! 6. **log** — `log` counts the request and closes its audit record; the connection
+//!    is handed back for the client's next request when the answer ended cleanly.
 
 use std::sync::Arc;
 
@@ -18,9 +21,10 @@ use bytes::Bytes;
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::outcome::{Outcome, Transport};
 use http::{header, HeaderValue, Method};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use pingora::{ErrorSource, ErrorType};
 
 use crate::client::request::{Caller, RequestCtx};
@@ -30,22 +34,59 @@ use crate::config::current::unix_now;
 use crate::shared::Shared;
 use crate::upstream::http::SESSION_HEADER;
 
-/// The data plane service.
+/// The data plane service: Pingora's HTTP application for the client listener.
 pub struct Gateway {
-    pub state: Arc<Shared>,
+    state: Arc<Shared>,
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+impl HttpServerApp for Gateway {
+    /// Runs for each request of a client connection, once its previous answer ended:
+    /// reads the head, answers the request, logs it, and hands the connection back
+    /// for the next one when the answer ended cleanly.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !read_head(&mut session, shutdown).await {
+            return None;
+        }
+        if *shutdown.borrow() {
+            // Closed after this answer rather than kept for a next request.
+            session.set_keepalive(None);
+        }
+        let mut ctx = RequestCtx::default();
+        let answered = self.answer(&mut session, &mut ctx).await;
+        let reusable = match answered {
+            Ok(_) => true,
+            Err(e) => {
+                self.failed(&mut session, &mut ctx, &e).await;
+                false
+            }
+        };
+        self.log(&mut ctx);
+        if !reusable {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|stream| ReusedHttpStream::from_reusable_stream(stream, settings))
+    }
+}
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+impl Gateway {
+    pub fn new(state: Arc<Shared>) -> Gateway {
+        Gateway { state }
     }
 
-    /// Runs first, for every request, and answers it: auth, route, then the client
-    /// transport. Always `Ok(true)` (answered) or an error.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// Auth, route, then the client transport. `Ok` once the answer is written;
+    /// an error when it could not be (`failed` decides what the client gets).
+    async fn answer(&self, session: &mut ServerSession, ctx: &mut RequestCtx) -> Result<bool> {
         // Auth.
         let rt = self.state.config.load();
         let req = session.req_header();
@@ -129,26 +170,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Never reached: `request_filter` answers every request.
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        Error::e_explain(
-            ErrorType::InternalError,
-            "every request is answered by the gateway",
-        )
-    }
-
-    /// A request that failed with an error before its answer was written: Pingora's
-    /// own mapping (nothing is written to a client whose connection already failed).
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    /// A request that failed with an error before its answer was written: the status
+    /// it maps to, unless the client's own connection failed (nothing can reach it).
+    /// A client that hung up is its own business, not the gateway's error.
+    async fn failed(&self, session: &mut ServerSession, ctx: &mut RequestCtx, e: &Error) {
         if ctx.outcome == Outcome::Ok {
             ctx.outcome = Outcome::Error;
         }
@@ -165,20 +190,19 @@ impl ProxyHttp for Gateway {
         if code > 0 && session.response_written().is_none() {
             let _ = session.respond_error(code).await;
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
+        let client_left =
+            e.etype() == &ErrorType::ConnectionClosed && e.esource() == &ErrorSource::Downstream;
+        if !client_left {
+            tracing::error!(
+                status = code,
+                request = %session.request_summary(),
+                "request failed: {e}"
+            );
         }
     }
 
-    /// A client that hung up before its answer is its own business, not an error of
-    /// the gateway's: not logged as one.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        e.etype() == &ErrorType::ConnectionClosed && e.esource() == &ErrorSource::Downstream
-    }
-
     /// Log: counts the request and closes the audit record of a routed call.
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    fn log(&self, ctx: &mut RequestCtx) {
         let ws = ctx.workspace.as_deref().unwrap_or("");
         self.state
             .metrics
@@ -208,5 +232,36 @@ impl ProxyHttp for Gateway {
             elapsed_us = ctx.started().elapsed().as_micros() as u64,
             "request"
         );
+    }
+}
+
+/// Read: waits for the next request head. `false` when there is none to answer:
+/// the client closed the connection, sent a malformed head (answered 400), or the
+/// server began shutting down while the connection was idle.
+async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> bool {
+    let mut shutdown = shutdown.clone();
+    let shutting_down = async move {
+        // A server whose watch is gone is not shutting down through it.
+        if shutdown.wait_for(|down| *down).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let read = tokio::select! {
+        biased;
+        read = session.read_request() => read,
+        () = shutting_down => return false,
+    };
+    match read {
+        Ok(more) => more,
+        Err(e) => {
+            if e.etype() == &ErrorType::InvalidHTTPHeader {
+                tracing::debug!(error = %e, "malformed request head");
+                let _ = session.respond_error(400).await;
+            } else {
+                tracing::debug!(error = %e, "client connection failed before a request");
+            }
+            session.shutdown().await;
+            false
+        }
     }
 }

@@ -125,13 +125,7 @@ fn main() -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway {
-            state: state.clone(),
-        },
-        "gatehouse",
-    );
+    let mut proxy = Service::new("gatehouse".to_string(), Gateway::new(state.clone()));
     proxy.add_listener(
         ListenerConfig::tcp(args.listen.clone()).l4_buffer(L4BufferSettings::new(
             CLIENT_READ_BUFFER,

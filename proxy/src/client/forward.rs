@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use serde_json::Value;
 
 use crate::client::request::{Caller, RequestCtx};
@@ -71,7 +71,7 @@ static STRIPPED_REPLY: [HeaderName; 7] = [
 /// client that hangs up ends the call: the upstream connection is dropped with it.
 pub async fn to_client(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
     env: &SessionEnvelope,
@@ -131,8 +131,8 @@ pub async fn to_client(
 /// client's reply is incomplete: its request was read whole, so until then anything
 /// it sends is the end of it; once a reply is complete, it may send its next request
 /// on the same connection, and reading here would take that.
-async fn client_gone(session: &mut Session) {
-    let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+async fn client_gone(session: &mut ServerSession) {
+    let _ = session.read_body_or_idle(true).await;
 }
 
 /// The client hung up before its call was answered.
@@ -170,7 +170,7 @@ fn failed(call: &ToolCall, e: &UpstreamError) -> (u16, Outcome, Bytes) {
 /// Relays a Streamable HTTP upstream's reply as it arrives.
 async fn relay_http(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     relay: &Relay<'_>,
     call: &ToolCall,
@@ -213,7 +213,7 @@ async fn relay_http(
     let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
     let mut watch = ReplyWatch::default();
     let relayed = async {
-        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_header(Box::new(head)).await?;
         loop {
             let waiting = unsent != Some(0);
             let frame = tokio::select! {
@@ -250,16 +250,14 @@ async fn relay_http(
                 if let Some(left) = unsent.as_mut() {
                     *left = left.saturating_sub(out.len() as u64);
                 }
-                session.write_response_body(Some(out), false).await?;
+                session.write_response_body(out, false).await?;
             }
         }
         let rest = rewriter
             .as_mut()
             .map(SseRewriter::finish)
             .unwrap_or_default();
-        session
-            .write_response_body((!rest.is_empty()).then_some(rest), true)
-            .await?;
+        session.write_response_body(rest, true).await?;
         Ok(true)
     }
     .await;
@@ -300,7 +298,7 @@ fn broke_off(
 /// client) and then the response.
 async fn relay_messages(
     shared: &Shared,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     relay: &Relay<'_>,
     call: &ToolCall,
@@ -344,11 +342,11 @@ async fn relay_messages(
             head.insert_header(header::CACHE_CONTROL, "no-cache")?;
             // Chunked, so the client's connection outlives the reply.
             head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            session.write_response_header(Box::new(head), false).await?;
+            session.write_response_header(Box::new(head)).await?;
             streaming = true;
         }
         session
-            .write_response_body(Some(event(out.json.as_bytes())), false)
+            .write_response_body(event(out.json.as_bytes()), false)
             .await?;
     }
     let outcome = outcome.expect("the loop ends only once the call has");
@@ -367,9 +365,7 @@ async fn relay_messages(
     if !streaming {
         return respond::json(session, 200, &[], body).await;
     }
-    session
-        .write_response_body(Some(event(&body)), true)
-        .await?;
+    session.write_response_body(event(&body), true).await?;
     Ok(true)
 }
 

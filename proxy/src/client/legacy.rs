@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use dashmap::DashMap;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use rand::RngCore;
 use tokio::sync::mpsc;
 
@@ -105,7 +105,7 @@ impl Drop for Registration {
 /// `GET /ws/<slug>/sse`: opens a legacy stream.
 pub async fn open(
     shared: &Arc<Shared>,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
@@ -139,7 +139,7 @@ pub async fn open(
 /// `POST /ws/<slug>/messages?sessionId=...`: one message of a legacy session.
 pub async fn message(
     shared: &Arc<Shared>,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {

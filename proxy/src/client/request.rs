@@ -13,7 +13,7 @@ use gatehouse_mcp::jsonrpc;
 use gatehouse_mcp::outcome::{Method, Outcome, Transport};
 use http::header;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use crate::audit::record::CallRecord;
 use crate::config::auth::TokenRt;
@@ -29,7 +29,7 @@ pub struct Caller<'a> {
     pub token: &'a TokenRt,
 }
 
-/// Per-request state, from the first filter to `logging`.
+/// Per-request state, from the request head to `Gateway::log`.
 pub struct RequestCtx {
     started: Instant,
     /// Set once the caller is authenticated, so unauthenticated callers cannot mint
@@ -38,7 +38,7 @@ pub struct RequestCtx {
     pub method: Method,
     pub outcome: Outcome,
     pub transport: Transport,
-    /// The audit record of a routed call, closed in `logging`.
+    /// The audit record of a routed call, closed in `Gateway::log`.
     pub call: Option<CallRecord>,
     /// How that call ended, once known.
     pub call_outcome: Option<CallOutcome>,
@@ -78,7 +78,7 @@ impl RequestCtx {
 }
 
 /// Reads the whole body, refusing (`None`) once it passes `max` bytes.
-pub async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
+pub async fn read_body(session: &mut ServerSession, max: usize) -> Result<Option<Bytes>> {
     let declared = session
         .req_header()
         .headers
@@ -114,7 +114,7 @@ pub async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes
 
 /// Reads and discards the rest of a refused body, within bounds, so a client still
 /// uploading gets to read the 413 instead of a broken pipe.
-async fn drain_body(session: &mut Session) {
+async fn drain_body(session: &mut ServerSession) {
     const DRAIN_BYTES: usize = 64 * 1024 * 1024;
     const DRAIN_TIME: Duration = Duration::from_secs(10);
     let drain = async {
@@ -172,7 +172,7 @@ impl SessionRefused {
 
 /// Opens and checks the client's session id.
 pub fn open_session(
-    session: &Session,
+    session: &ServerSession,
     caller: &Caller<'_>,
 ) -> std::result::Result<SessionEnvelope, SessionRefused> {
     let Some(text) = session

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 /// The one answer every authentication failure gets, whatever the reason and whether
 /// or not the workspace exists.
@@ -16,7 +16,7 @@ pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="gatehouse", error="invalid_t
 /// (Every head the gateway writes is built without Pingora's header-case map: the
 /// names are `http`'s lowercase constants either way, and the map costs per header.)
 pub async fn json(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: u16,
     extra: &[(HeaderName, &str)],
     body: Bytes,
@@ -27,28 +27,28 @@ pub async fn json(
     for (name, value) in extra {
         resp.insert_header(name, *value)?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
     Ok(true)
 }
 
 /// `202 Accepted` with no body: what notifications and responses get.
-pub async fn accepted(session: &mut Session) -> Result<bool> {
+pub async fn accepted(session: &mut ServerSession) -> Result<bool> {
     let mut resp = ResponseHeader::build_no_case(202, Some(1))?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
-    session.write_response_header(Box::new(resp), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
     Ok(true)
 }
 
 /// An error answered before the request body was read: the connection cannot be
 /// reused, since unread body bytes would be taken for the next request.
-pub async fn refuse(session: &mut Session, status: u16, message: &str) -> Result<bool> {
+pub async fn refuse(session: &mut ServerSession, status: u16, message: &str) -> Result<bool> {
     session.set_keepalive(None);
     let body = serde_json::json!({ "error": message }).to_string();
     json(session, status, &[], Bytes::from(body)).await
 }
 
-pub async fn unauthorized(session: &mut Session) -> Result<bool> {
+pub async fn unauthorized(session: &mut ServerSession) -> Result<bool> {
     session.set_keepalive(None);
     json(
         session,

@@ -1,8 +1,8 @@
 //! The client-facing event streams: the Streamable HTTP GET stream and the legacy
-//! HTTP+SSE stream. Both are served by writing events in a loop from
-//! `request_filter`, and both carry the same thing — one stream merged from every
-//! upstream's own server-to-client stream, rewritten by [`Relay`] — plus what the
-//! gateway itself has to say:
+//! HTTP+SSE stream. Both are served by writing events in a loop while the gateway
+//! answers the request that opened them, and both carry the same thing — one stream
+//! merged from every upstream's own server-to-client stream, rewritten by [`Relay`] —
+//! plus what the gateway itself has to say:
 //!
 //! - `notifications/{tools,prompts,resources}/list_changed` when a config change
 //!   touched the workspace's servers or policies (the loop watches the runtime's
@@ -27,7 +27,7 @@ use gatehouse_mcp::outcome::Transport;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use rand::RngCore;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -101,7 +101,7 @@ impl ClientStream {
     pub fn new(
         state: &Arc<Shared>,
         caller: &Caller<'_>,
-        session: &mut Session,
+        session: &mut ServerSession,
         env: Option<Arc<SessionEnvelope>>,
         framing: Framing,
         inbox: Option<mpsc::Receiver<StreamInput>>,
@@ -179,8 +179,8 @@ impl Drop for Reader {
 
 /// Ends a client stream the gateway closes: the last chunk. A client that has gone
 /// already is not an error.
-async fn end(session: &mut Session) -> Result<bool> {
-    if let Err(e) = session.write_response_body(None, true).await {
+async fn end(session: &mut ServerSession) -> Result<bool> {
+    if let Err(e) = session.finish_body().await {
         tracing::debug!(error = %e, "could not end a client stream");
     }
     Ok(true)
@@ -206,7 +206,7 @@ impl Drop for OpenStream {
 impl ClientStream {
     /// Writes the response header, `first` (replayed events, or the legacy `endpoint`
     /// event) and then events until the stream ends. Returns `Ok(true)`: answered.
-    pub async fn serve(mut self, session: &mut Session, first: Vec<Bytes>) -> Result<bool> {
+    pub async fn serve(mut self, session: &mut ServerSession, first: Vec<Bytes>) -> Result<bool> {
         let mut head = ResponseHeader::build_no_case(200, Some(5))?;
         head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
         head.insert_header(header::CACHE_CONTROL, "no-cache")?;
@@ -214,14 +214,14 @@ impl ClientStream {
         // Chunked, so a stream the gateway ends (DELETE, revocation, expiry) closes with a
         // last chunk and leaves the client's connection open for its next request.
         head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_header(Box::new(head)).await?;
         let transport = match self.framing {
             Framing::Legacy => Transport::LegacySse,
             Framing::Streamable { .. } => Transport::StreamableHttp,
         };
         let _open = OpenStream::new(&self.state.metrics.open_streams, transport.as_label());
         for event in first {
-            session.write_response_body(Some(event), false).await?;
+            session.write_response_body(event, false).await?;
         }
         let priming = match (&self.framing, &self.env) {
             (Framing::Streamable { counter: 0, .. }, Some(env))
@@ -232,7 +232,7 @@ impl ClientStream {
             _ => None,
         };
         if let Some(event) = priming {
-            session.write_response_body(Some(event), false).await?;
+            session.write_response_body(event, false).await?;
         }
 
         let (merged_tx, mut merged_rx) = mpsc::channel::<String>(MERGE_BUFFER);
@@ -251,7 +251,7 @@ impl ClientStream {
         let client_gone = loop {
             let inbox = self.inbox.as_mut();
             let write: Option<Bytes> = tokio::select! {
-                closed = session.as_downstream_mut().read_body_or_idle(true) => {
+                closed = session.read_body_or_idle(true) => {
                     tracing::debug!(workspace = %self.workspace, closed = ?closed.err(), "client stream closed by the client");
                     break true;
                 }
@@ -298,7 +298,7 @@ impl ClientStream {
                 }
             };
             if let Some(bytes) = write {
-                if let Err(e) = session.write_response_body(Some(bytes), false).await {
+                if let Err(e) = session.write_response_body(bytes, false).await {
                     tracing::debug!(workspace = %self.workspace, error = %e, "client stream write failed");
                     break true;
                 }

@@ -10,7 +10,7 @@ use gatehouse_mcp::versions;
 use http::{header, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use crate::audit::record::CallRecord;
 use crate::client::forward;
@@ -26,7 +26,7 @@ use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 /// A POSTed JSON-RPC message.
 pub async fn post(
     shared: &Arc<Shared>,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
@@ -120,7 +120,7 @@ pub async fn post(
 }
 
 /// Writes a reply that is not a routed call.
-async fn deliver(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
+async fn deliver(session: &mut ServerSession, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
     match reply {
         Reply::Response {
             body,
@@ -142,7 +142,7 @@ async fn deliver(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> R
 /// GET with `Accept: text/event-stream`: the session's server-to-client stream.
 pub async fn get(
     shared: &Arc<Shared>,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
@@ -194,7 +194,7 @@ pub async fn get(
 /// DELETE: ends the client's session and every upstream session behind it.
 pub async fn delete(
     shared: &Arc<Shared>,
-    session: &mut Session,
+    session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
 ) -> Result<bool> {
@@ -214,6 +214,6 @@ pub async fn delete(
     shared.metrics.sessions_active.dec();
     let mut resp = ResponseHeader::build_no_case(204, Some(1))?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
-    session.write_response_header(Box::new(resp), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
     Ok(true)
 }
