@@ -14,6 +14,7 @@ pub mod demo;
 pub mod hub;
 pub mod manifest;
 pub mod metrics;
+pub mod probe;
 pub mod proxies;
 pub mod server;
 pub mod state;

@@ -14,6 +14,8 @@ mod authorisation;
 mod bad_input;
 #[path = "control_plane/fixture.rs"]
 mod fixture;
+#[path = "control_plane/install_probe.rs"]
+mod install_probe;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
 #[path = "control_plane/resilience.rs"]

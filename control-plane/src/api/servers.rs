@@ -17,6 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::request::{AuthUser, Body};
 use super::workspaces::visible;
 use crate::crypto::random_id;
+use crate::probe;
 use crate::state::{secret_binding, App};
 use crate::store::{now, ServerRow, WorkspaceRow};
 
@@ -102,11 +103,12 @@ pub async fn install(
             "server slug {slug:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$ (no `_`: tools are named <server>__<tool>); pass --name"
         )));
     }
-    let transport = req.transport.unwrap_or_else(|| "streamable_http".into());
-    if !matches!(transport.as_str(), "streamable_http" | "sse") {
-        return Err(ApiError::BadRequest(format!(
-            "transport {transport:?} must be streamable_http or sse"
-        )));
+    if let Some(transport) = &req.transport {
+        if !matches!(transport.as_str(), "streamable_http" | "sse") {
+            return Err(ApiError::BadRequest(format!(
+                "transport {transport:?} must be streamable_http or sse"
+            )));
+        }
     }
     let mut needed = BTreeSet::new();
     for (name, template) in &req.headers {
@@ -124,6 +126,21 @@ pub async fn install(
             ws.slug
         )));
     }
+    // No transport given: ask the server (see `probe`). One that cannot be reached
+    // is still installed, as Streamable HTTP, and the answer says why.
+    let (transport, probed) = match req.transport {
+        Some(transport) => (transport, Value::Null),
+        None => {
+            let headers: Vec<(String, String)> = req.headers.clone().into_iter().collect();
+            match probe::probe(&reqwest::Client::new(), &req.url, &headers).await {
+                Ok(found) => (found.transport.to_string(), json!({"found": found})),
+                Err(e) => (
+                    "streamable_http".to_string(),
+                    json!({"error": e.to_string()}),
+                ),
+            }
+        }
+    };
     let row = ServerRow {
         id: random_id("srv_"),
         workspace_id: ws.id.clone(),
@@ -142,7 +159,11 @@ pub async fn install(
     app.publish().await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"server": server_json(&row, &[]), "missing_secrets": needed})),
+        Json(json!({
+            "server": server_json(&row, &[]),
+            "missing_secrets": needed,
+            "probe": probed,
+        })),
     ))
 }
 

@@ -208,6 +208,30 @@ pub fn transport_text(transport: &str) -> String {
 pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String {
     let slug = &installed.server.slug;
     let mut out = format!("Installed {slug} in {workspace}.\n");
+    match installed.probe.as_ref().map(|p| (&p.found, &p.error)) {
+        Some((Some(found), _)) => {
+            let transport = match found.transport.as_str() {
+                "sse" => "legacy HTTP+SSE",
+                _ => "Streamable HTTP",
+            };
+            let version = found
+                .protocol_version
+                .as_deref()
+                .map_or(String::new(), |v| format!(", protocol {v}"));
+            let tools = match found.tools {
+                Some(1) => "1 tool".to_string(),
+                Some(n) => format!("{n} tools"),
+                None => "its tools could not be listed".to_string(),
+            };
+            out += &format!("Found {transport}{version}: {tools}.\n");
+        }
+        Some((None, Some(error))) => {
+            out += &format!(
+                "Could not probe it: {error}.\nSaved as Streamable HTTP; pass --transport sse if it is a legacy HTTP+SSE server.\n"
+            );
+        }
+        _ => {}
+    }
     for name in &installed.missing_secrets {
         out += &format!(
             "Set its secrets: gatehouse secrets set {slug} {name} VALUE --workspace {workspace}\n"
@@ -756,6 +780,7 @@ mod tests {
                 ..McpServer::default()
             },
             missing_secrets: vec!["GITHUB_TOKEN".into()],
+            probe: None,
         };
         assert_eq!(
             server_installed(&installed, "engineering"),

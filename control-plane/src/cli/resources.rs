@@ -130,6 +130,26 @@ pub struct ServerInstalled {
     pub server: McpServer,
     #[serde(default)]
     pub missing_secrets: Vec<String>,
+    /// What the control plane found at the URL when no transport was given.
+    #[serde(default)]
+    pub probe: Option<Probe>,
+}
+
+/// The install's probe: what the server speaks, or why that could not be told.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Probe {
+    pub found: Option<ProbeFound>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ProbeFound {
+    pub transport: String,
+    pub protocol_version: Option<String>,
+    pub server: Option<String>,
+    pub tools: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
