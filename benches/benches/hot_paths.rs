@@ -268,6 +268,7 @@ fn catalog_benches(c: &mut Criterion) {
             let tools: ToolList = Arc::new(tools);
             ServerTools {
                 server: &s.slug,
+                bare: false,
                 policy: &s.policy,
                 tools: Some(tools),
             }

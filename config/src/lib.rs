@@ -16,8 +16,8 @@ pub mod template;
 
 pub use load::{load_file, parse, validate, validate_skill_tools, ConfigError, Format, Problem};
 pub use model::{
-    Limits, McpServer, Secret, SessionKey, SkillRequest, SkillResponse, SkillTool, Snapshot,
-    ToolPolicy, Transport, Workspace, WorkspaceToken,
+    Limits, McpServer, Naming, Secret, SessionKey, SkillRequest, SkillResponse, SkillTool,
+    Snapshot, ToolPolicy, Transport, Workspace, WorkspaceToken,
 };
 
 use sha2::{Digest, Sha256};

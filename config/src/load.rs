@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use crate::model::{McpServer, SkillTool, Snapshot, Transport, Workspace};
+use crate::model::{McpServer, Naming, SkillTool, Snapshot, Transport, Workspace};
 use crate::naming::is_valid_slug;
 use crate::policy::CompiledPolicy;
 use crate::template::HeaderTemplate;
@@ -196,8 +196,26 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
 
 fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
     let mut slugs = HashSet::new();
+    let mut bare: Option<&str> = None;
     for (s, server) in ws.servers.iter().enumerate() {
         let at = format!("{at}.servers[{s}]");
+        if server.naming == Naming::Bare {
+            if let Some(first) = bare {
+                out.push(
+                    format!("{at}.naming"),
+                    format!(
+                        "server {first:?} already exposes its names bare in this workspace; at most one server may (bare names of two servers could collide)"
+                    ),
+                );
+            }
+            bare.get_or_insert(&server.slug);
+            if server.transport == Transport::Skill {
+                out.push(
+                    format!("{at}.naming"),
+                    "a skill's tools are always prefixed".into(),
+                );
+            }
+        }
         if !is_valid_slug(&server.slug) {
             out.push(
                 format!("{at}.slug"),
@@ -436,6 +454,38 @@ workspaces:
         assert_eq!(server.secrets["GITHUB_TOKEN"].expose(), "ghp_x");
         assert!(!format!("{s:?}").contains("ghp_x"), "Debug leaks a secret");
         assert!(!format!("{s:?}").contains(KEY), "Debug leaks a session key");
+    }
+
+    #[test]
+    fn one_server_of_a_workspace_may_be_bare() {
+        let body = |second: &str| {
+            format!(
+                r#"
+session_keys: [{{id: k1, key: "{KEY}"}}]
+workspaces:
+  - slug: front
+    servers:
+      - {{slug: a, url: "http://127.0.0.1:9000/mcp", naming: bare}}
+      - {{slug: b, url: "http://127.0.0.1:9001/mcp"{second}}}
+"#
+            )
+        };
+        let one = yaml(&body("")).unwrap();
+        assert_eq!(one.workspaces[0].servers[0].naming, Naming::Bare);
+        assert_eq!(one.workspaces[0].servers[1].naming, Naming::Prefixed);
+        let ConfigError::Invalid { problems, .. } = yaml(&body(", naming: bare")).unwrap_err()
+        else {
+            panic!("two bare servers accepted");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "workspaces[0].servers[1].naming");
+        assert!(
+            problems[0]
+                .message
+                .starts_with("server \"a\" already exposes its names bare"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]

@@ -111,6 +111,26 @@ pub enum Transport {
     Skill,
 }
 
+/// How a server's tools, prompts and resource URIs are named to clients.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// `<server>__<tool>` and `<server>__<prompt>`, resource URIs as
+    /// `gatehouse://<server>/<uri>`: many servers share a workspace without clashes.
+    #[default]
+    Prefixed,
+    /// Exactly as the server names them: the gateway fronts the server transparently.
+    /// At most one server of a workspace; a tool whose name another server's
+    /// prefixed tool already has is left out.
+    Bare,
+}
+
+impl Naming {
+    pub fn is_prefixed(&self) -> bool {
+        *self == Naming::Prefixed
+    }
+}
+
 /// An MCP server installed in a workspace.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +141,9 @@ pub struct McpServer {
     pub url: String,
     #[serde(default)]
     pub transport: Transport,
+    /// How its names reach clients.
+    #[serde(default, skip_serializing_if = "Naming::is_prefixed")]
+    pub naming: Naming,
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Headers sent on every upstream request; values may reference

@@ -207,6 +207,7 @@ impl App {
                         s.transport.clone(),
                     ))
                     .unwrap_or_default(),
+                    naming: Default::default(),
                     enabled: s.enabled != 0,
                     headers: serde_json::from_str(&s.headers)?,
                     secrets,

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub config_age: Gauge,
     pub tool_calls: IntCounterVec,
     pub open_streams: IntGaugeVec,
+    pub tool_name_collisions: IntGaugeVec,
     pub audit_shipped: IntCounter,
     pub audit_spooled: IntCounter,
     pub audit_dropped: IntCounter,
@@ -140,6 +141,11 @@ impl Metrics {
                 "gatehouse_open_streams",
                 "Server-to-client event streams open to clients, by transport",
                 &["transport"],
+            ),
+            tool_name_collisions: gauge_vec(
+                "gatehouse_tool_name_collisions",
+                "Tools left out of a workspace's tool list because another tool already has their exposed name (a bare server's tool named like a prefixed one)",
+                &["workspace"],
             ),
             audit_shipped: counter(
                 "gatehouse_audit_events_shipped_total",

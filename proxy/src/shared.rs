@@ -38,7 +38,7 @@ impl Shared {
         Ok(Shared {
             config,
             upstreams: Upstreams::new(metrics.clone()),
-            catalogs: Catalogs::default(),
+            catalogs: Catalogs::new(metrics.tool_name_collisions.clone()),
             metrics,
             audit,
         })

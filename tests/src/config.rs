@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use gatehouse_config::{
-    Limits, McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Transport, Workspace,
+    Limits, McpServer, Naming, Secret, SessionKey, Snapshot, ToolPolicy, Transport, Workspace,
     WorkspaceToken,
 };
 use rand::distributions::Alphanumeric;
@@ -61,6 +61,7 @@ impl ServerSpec {
                 slug: slug.to_owned(),
                 url: url.to_owned(),
                 transport: Transport::StreamableHttp,
+                naming: Naming::Prefixed,
                 enabled: true,
                 headers: BTreeMap::new(),
                 secrets: BTreeMap::new(),
@@ -69,6 +70,12 @@ impl ServerSpec {
                 tools: vec![],
             },
         }
+    }
+
+    /// The server's names reach clients as it names them (no `<server>__` prefix).
+    pub fn bare(mut self) -> Self {
+        self.server.naming = Naming::Bare;
+        self
     }
 
     /// The server speaks the legacy HTTP+SSE transport; its URL is the SSE endpoint.

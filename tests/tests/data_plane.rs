@@ -14,6 +14,8 @@ mod fixture;
 mod framing;
 #[path = "data_plane/legacy.rs"]
 mod legacy;
+#[path = "data_plane/naming.rs"]
+mod naming;
 #[path = "data_plane/operations.rs"]
 mod operations;
 #[path = "data_plane/requests.rs"]

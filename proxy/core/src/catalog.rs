@@ -1,6 +1,7 @@
 //! A workspace's merged tool list: every exposed tool of every server, prefixed
-//! `<server>__<tool>`, policy applied, in a deterministic order, rendered to JSON once
-//! so a warm `tools/list` is a memcpy, with the reverse map `tools/call` routes by.
+//! `<server>__<tool>` (or bare, for a server exposed as it names its tools), policy
+//! applied, in a deterministic order, rendered to JSON once so a warm `tools/list` is a
+//! memcpy, with the reverse map `tools/call` routes by.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,12 +50,24 @@ impl serde::Serialize for Exposed<'_> {
     }
 }
 
-/// One server's part of a catalog: its slug, its tool policy and its tool list
-/// (`None` when the list could not be fetched).
+/// One server's part of a catalog: its slug, whether its names are exposed bare, its
+/// tool policy and its tool list (`None` when the list could not be fetched).
 pub struct ServerTools<'a> {
     pub server: &'a str,
+    pub bare: bool,
     pub policy: &'a CompiledPolicy,
     pub tools: Option<ToolList>,
+}
+
+/// A tool left out because another tool already has its exposed name. A prefixed name
+/// always wins over a bare one, whatever the server order: the prefixed namespace is
+/// the gateway's, and a bare server adding a tool must not shadow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    pub server: String,
+    pub tool: String,
+    /// The exposed name both would have had.
+    pub name: String,
 }
 
 /// Where an exposed tool name leads.
@@ -74,6 +87,32 @@ pub struct ToolCatalog {
     /// once, into the response.
     pub rendered: Bytes,
     routes: HashMap<String, ToolRoute>,
+    /// Tools left out for a name another tool has.
+    pub collisions: Vec<Collision>,
+}
+
+/// A server's tools its policy exposes: (the tool, its name, its exposed name).
+fn exposed_of<'a>(server: &'a ServerTools<'_>) -> Vec<(&'a Value, String, String)> {
+    server
+        .tools
+        .iter()
+        .flat_map(|tools| tools.iter())
+        .filter_map(|tool| {
+            let name = tool.get("name").and_then(Value::as_str)?;
+            let read_only = tool
+                .pointer("/annotations/readOnlyHint")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            server.policy.exposes(name, read_only).then(|| {
+                let exposed = if server.bare {
+                    name.to_string()
+                } else {
+                    exposed_name(server.server, name)
+                };
+                (tool, name.to_string(), exposed)
+            })
+        })
+        .collect()
 }
 
 impl ToolCatalog {
@@ -81,26 +120,31 @@ impl ToolCatalog {
     pub fn build(generation: u64, lists: &[ServerTools<'_>]) -> ToolCatalog {
         let mut routes = HashMap::new();
         let mut merged = Vec::new();
+        let mut collisions = Vec::new();
         let mut complete = true;
-        for server in lists {
-            let Some(tools) = &server.tools else {
+        // Prefixed names first, so a bare tool never takes one of theirs.
+        let parts: Vec<Vec<(&Value, String, String)>> =
+            lists.iter().map(|server| exposed_of(server)).collect();
+        let prefixed: std::collections::HashSet<&str> = lists
+            .iter()
+            .zip(&parts)
+            .filter(|(server, _)| !server.bare)
+            .flat_map(|(_, tools)| tools.iter().map(|(_, _, exposed)| exposed.as_str()))
+            .collect();
+        for (server, tools) in lists.iter().zip(&parts) {
+            if server.tools.is_none() {
                 complete = false;
                 continue;
-            };
-            for tool in tools.iter() {
-                let Some(name) = tool.get("name").and_then(Value::as_str) else {
-                    continue;
-                };
-                let read_only = tool
-                    .pointer("/annotations/readOnlyHint")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                if !server.policy.exposes(name, read_only) {
-                    continue;
-                }
-                let exposed = exposed_name(server.server, name);
-                if routes.contains_key(&exposed) {
-                    tracing::warn!(server = %server.server, tool = name, "two tools map to the same exposed name; keeping the first");
+            }
+            for (tool, name, exposed) in tools {
+                let taken = routes.contains_key(exposed)
+                    || (server.bare && prefixed.contains(exposed.as_str()));
+                if taken {
+                    collisions.push(Collision {
+                        server: server.server.to_string(),
+                        tool: name.clone(),
+                        name: exposed.clone(),
+                    });
                     continue;
                 }
                 merged.push(Exposed {
@@ -108,10 +152,10 @@ impl ToolCatalog {
                     name: exposed.clone(),
                 });
                 routes.insert(
-                    exposed,
+                    exposed.clone(),
                     ToolRoute {
                         server: server.server.to_string(),
-                        upstream_name: name.to_string(),
+                        upstream_name: name.clone(),
                     },
                 );
             }
@@ -124,6 +168,7 @@ impl ToolCatalog {
                 serde_json::to_vec(&ListResult { tools: merged }).expect("tools serialise"),
             ),
             routes,
+            collisions,
         }
     }
 
@@ -142,5 +187,79 @@ impl ToolCatalog {
     /// Whether this catalog may answer for `generation` now.
     pub fn is_fresh(&self, generation: u64) -> bool {
         self.generation == generation && (self.complete || self.built.elapsed() < INCOMPLETE_RETRY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_config::ToolPolicy;
+
+    fn tools(names: &[&str]) -> Option<ToolList> {
+        Some(Arc::new(
+            names
+                .iter()
+                .map(|n| serde_json::json!({"name": n, "inputSchema": {"type": "object"}}))
+                .collect(),
+        ))
+    }
+
+    fn listed(catalog: &ToolCatalog) -> Vec<String> {
+        let v: Value = serde_json::from_slice(&catalog.rendered).unwrap();
+        v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_bare_tool_never_takes_a_prefixed_name_whatever_the_order() {
+        let open = CompiledPolicy::compile(&ToolPolicy::default()).unwrap();
+        // The bare server listed after, then before, the prefixed one (the
+        // workspace's server order is by slug).
+        for bare_slug in ["zz", "aa"] {
+            let mut parts = vec![
+                ServerTools {
+                    server: bare_slug,
+                    bare: true,
+                    policy: &open,
+                    tools: tools(&["search", "github__create_issue"]),
+                },
+                ServerTools {
+                    server: "github",
+                    bare: false,
+                    policy: &open,
+                    tools: tools(&["create_issue"]),
+                },
+            ];
+            if bare_slug == "zz" {
+                parts.reverse();
+            }
+            let catalog = ToolCatalog::build(1, &parts);
+            let mut names = listed(&catalog);
+            names.sort();
+            assert_eq!(names, ["github__create_issue", "search"]);
+            assert_eq!(
+                catalog.route("github__create_issue").unwrap().server,
+                "github"
+            );
+            assert_eq!(
+                catalog.route("search").unwrap(),
+                &ToolRoute {
+                    server: bare_slug.into(),
+                    upstream_name: "search".into()
+                }
+            );
+            assert_eq!(
+                catalog.collisions,
+                [Collision {
+                    server: bare_slug.into(),
+                    tool: "github__create_issue".into(),
+                    name: "github__create_issue".into(),
+                }]
+            );
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Relay<'a> {
     pub keys: &'a SessionKeys,
     pub sid: [u8; 16],
     pub server: &'a str,
+    /// The server's names reach clients bare: its resource URIs pass unchanged.
+    pub bare: bool,
 }
 
 /// What a relayed message was, for the caller's side effects.
@@ -75,10 +77,11 @@ impl<'a> Relay<'a> {
             (None, None) => return Err(Garbage("neither method nor id".into())),
         };
         let rewrite = kind == MessageKind::Request
-            || matches!(
-                msg.method.as_deref(),
-                Some("notifications/message" | "notifications/resources/updated")
-            );
+            || match msg.method.as_deref() {
+                Some("notifications/message") => true,
+                Some("notifications/resources/updated") => !self.bare,
+                _ => false,
+            };
         if !rewrite {
             return Ok(Outbound {
                 json: Cow::Borrowed(data),
@@ -259,6 +262,7 @@ mod tests {
             keys: &keys,
             sid: [1; 16],
             server: "github",
+            bare: false,
         };
         let notes = Relay {
             server: "notes",
@@ -300,6 +304,7 @@ mod tests {
             keys: &keys,
             sid: [1; 16],
             server: "notes",
+            bare: false,
         };
         let log = r
             .outbound(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#)
@@ -333,6 +338,7 @@ mod tests {
             keys: &keys,
             sid: [1; 16],
             server: "github",
+            bare: false,
         };
         let stream = b"id: 0\nretry: 3000\ndata:\n\nevent: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"elicitation/create\",\"params\":{}}\r\n\r\n: ping\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         for cut in 1..stream.len() {

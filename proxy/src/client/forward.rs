@@ -86,6 +86,7 @@ pub async fn to_client(
         keys: &caller.rt.keys,
         sid: env.sid,
         server: &call.server.slug,
+        bare: call.server.naming == gatehouse_config::Naming::Bare,
     };
     let mut forwarded = HeaderMap::new();
     for (name, value) in &session.req_header().headers {

@@ -286,6 +286,7 @@ async fn handle(
         keys: &rt.keys,
         sid: env.sid,
         server: &call.server.slug,
+        bare: call.server.naming == gatehouse_config::Naming::Bare,
     };
     let mut on_message = |data: &str| match relay.outbound(data) {
         Ok(out) if out.kind != MessageKind::Response => {

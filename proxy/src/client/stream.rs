@@ -467,6 +467,7 @@ async fn read_upstream(
                     keys: &rt.keys,
                     sid: env.sid,
                     server: &server.slug,
+                    bare: server.naming == gatehouse_config::Naming::Bare,
                 };
                 let pumped = pump(
                     &state,

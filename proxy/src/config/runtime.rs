@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_config::naming::exposed_name;
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
-use gatehouse_config::{Limits, McpServer, Snapshot, Transport};
+use gatehouse_config::{Limits, McpServer, Naming, Snapshot, Transport};
+use gatehouse_mcp::uris;
 use http::{HeaderName, HeaderValue, Uri};
 use sha2::{Digest, Sha256};
 
@@ -55,6 +57,13 @@ impl WorkspaceRt {
             .map(|i| &self.servers[i])
     }
 
+    /// The server whose names reach clients unprefixed, if one does (validation allows
+    /// one per workspace): what a prompt name or resource URI that names no prefixed
+    /// server routes to.
+    pub fn bare_server(&self) -> Option<&Arc<ServerRt>> {
+        self.servers.iter().find(|s| s.naming == Naming::Bare)
+    }
+
     /// The servers whose tools, prompts and resources a client sees: the enabled
     /// ones, skills included.
     pub fn listed_servers(&self) -> impl Iterator<Item = &Arc<ServerRt>> {
@@ -69,6 +78,8 @@ pub struct ServerRt {
     /// The Streamable HTTP endpoint, or the SSE endpoint of a legacy server.
     pub url: String,
     pub transport: Transport,
+    /// How its tool and prompt names and resource URIs reach clients.
+    pub naming: Naming,
     /// Path and query of the upstream endpoint, sent as the request target.
     pub path: Uri,
     /// `Host` header value.
@@ -94,6 +105,22 @@ pub struct ServerRt {
 }
 
 impl ServerRt {
+    /// The name a client sees for the server's tool or prompt `name`.
+    pub fn expose_name(&self, name: &str) -> String {
+        match self.naming {
+            Naming::Prefixed => exposed_name(&self.slug, name),
+            Naming::Bare => name.to_string(),
+        }
+    }
+
+    /// The URI (or URI template) a client sees for the server's `uri`.
+    pub fn expose_uri(&self, uri: &str) -> String {
+        match self.naming {
+            Naming::Prefixed => uris::expose(&self.slug, uri),
+            Naming::Bare => uri.to_string(),
+        }
+    }
+
     /// Whether the server speaks the legacy HTTP+SSE transport.
     pub fn is_legacy_sse(&self) -> bool {
         self.transport == Transport::Sse
@@ -197,6 +224,7 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         slug: server.slug.clone(),
         url: String::new(),
         transport: server.transport,
+        naming: Naming::Prefixed,
         path: Uri::from_static("/"),
         authority: HeaderValue::from_static("skill"),
         headers: Vec::new(),
@@ -232,7 +260,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
     let mut headers = Vec::with_capacity(server.headers.len());
     let mut fingerprint = Sha256::new();
     fingerprint.update(server.url.as_bytes());
-    fingerprint.update(format!("{:?}", server.transport).as_bytes());
+    fingerprint.update(format!("{:?} {:?}", server.transport, server.naming).as_bytes());
     for (name, template) in &server.headers {
         let rendered = HeaderTemplate::parse(template)
             .map_err(anyhow::Error::from)
@@ -274,6 +302,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         slug: server.slug.clone(),
         url: server.url.clone(),
         transport: server.transport,
+        naming: server.naming,
         path: path_and_query.parse()?,
         authority: HeaderValue::from_str(&authority)?,
         headers,

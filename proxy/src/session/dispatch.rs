@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_config::naming::{exposed_name, split_exposed};
+use gatehouse_config::Naming;
 use gatehouse_mcp::envelope::SessionEnvelope;
 use gatehouse_mcp::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
 use gatehouse_mcp::outcome::Outcome;
@@ -197,7 +198,7 @@ pub async fn request(
                 if let Some(Value::Array(messages)) = result.get_mut("messages") {
                     for m in messages {
                         if let Some(content) = m.get_mut("content") {
-                            expose_content_uris(&server.slug, content);
+                            expose_content_uris(&server, content);
                         }
                     }
                 }
@@ -226,7 +227,7 @@ pub async fn request(
             forward(scope, env, &server, rid, method, params, |result| {
                 if let Some(Value::Array(contents)) = result.get_mut("contents") {
                     for c in contents {
-                        expose_uri_field(&server.slug, c, "uri");
+                        expose_uri_field(&server, c, "uri");
                     }
                 }
             })
@@ -350,17 +351,26 @@ fn looks_shortened(rest: &str) -> bool {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
-/// The server and upstream name behind an exposed prompt name. A name the gateway
-/// shortened is looked up in the server's prompt list.
+/// The server and upstream name behind an exposed prompt name: `<server>__<name>`
+/// of a prefixed server, or else the name as the workspace's bare server has it. A
+/// name the gateway shortened is looked up in the server's prompt list.
 async fn route_prompt(
     lister: &Lister<'_>,
     exposed: &str,
 ) -> Result<Option<(Arc<ServerRt>, String)>, UpstreamError> {
-    let Some((slug, rest)) = split_exposed(exposed) else {
-        return Ok(None);
-    };
-    let Some(server) = lister.ws.server(slug).filter(|s| s.usable()).cloned() else {
-        return Ok(None);
+    let prefixed = split_exposed(exposed).and_then(|(slug, rest)| {
+        lister
+            .ws
+            .server(slug)
+            .filter(|s| s.usable() && s.naming == Naming::Prefixed)
+            .map(|s| (s.clone(), slug, rest))
+    });
+    let Some((server, slug, rest)) = prefixed else {
+        return Ok(lister
+            .ws
+            .bare_server()
+            .filter(|s| s.usable())
+            .map(|s| (s.clone(), exposed.to_string())));
     };
     let direct = exposed_name(slug, rest) == exposed;
     if direct && !looks_shortened(rest) {
@@ -379,23 +389,31 @@ async fn route_prompt(
     })
 }
 
-/// The server and upstream URI behind an exposed resource URI.
+/// The server and upstream URI behind an exposed resource URI: `gatehouse://<server>/`
+/// of a prefixed server, or else the URI as the workspace's bare server has it.
 fn route_uri(ws: &WorkspaceRt, uri: &str) -> Option<(Arc<ServerRt>, String)> {
-    let (slug, original) = uris::route(uri)?;
-    let server = ws.server(slug).filter(|s| s.usable())?.clone();
-    Some((server, original.to_string()))
+    let prefixed = uris::route(uri).and_then(|(slug, original)| {
+        ws.server(slug)
+            .filter(|s| s.usable() && s.naming == Naming::Prefixed)
+            .map(|s| (s.clone(), original.to_string()))
+    });
+    prefixed.or_else(|| {
+        ws.bare_server()
+            .filter(|s| s.usable())
+            .map(|s| (s.clone(), uri.to_string()))
+    })
 }
 
-fn expose_uri_field(server: &str, value: &mut Value, field: &str) {
+fn expose_uri_field(server: &ServerRt, value: &mut Value, field: &str) {
     if let Some(slot) = value.get_mut(field) {
         if let Some(text) = slot.as_str() {
-            *slot = Value::String(uris::expose(server, text));
+            *slot = Value::String(server.expose_uri(text));
         }
     }
 }
 
 /// Resource URIs inside a content block (an embedded resource or a resource link).
-pub fn expose_content_uris(server: &str, content: &mut Value) {
+pub fn expose_content_uris(server: &ServerRt, content: &mut Value) {
     match content.get("type").and_then(Value::as_str) {
         Some("resource") => {
             if let Some(resource) = content.get_mut("resource") {

@@ -3,17 +3,15 @@
 //! the gateway walks the workspace's servers in slug order and hands out one upstream
 //! page per gateway page, with a [`ListCursor`] that says where to continue. Items are
 //! renamed on the way: prompt names get the `<server>__` prefix, URIs the
-//! `gatehouse://<server>/` one.
+//! `gatehouse://<server>/` one (a bare server's pass as they are).
 
 use std::time::Duration;
 
-use gatehouse_config::naming::exposed_name;
 use serde_json::{json, Value};
 
 use gatehouse_mcp::cursor::{BadCursor, ListCursor};
 use gatehouse_mcp::envelope::SessionEnvelope;
 use gatehouse_mcp::jsonrpc::METHOD_NOT_FOUND;
-use gatehouse_mcp::uris;
 
 use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::live::live;
@@ -57,11 +55,11 @@ impl ListKind {
     }
 
     /// Renames one item of `server` for the client.
-    fn expose(self, server: &str, item: &mut Value) {
-        let (field, rename): (&str, fn(&str, &str) -> String) = match self {
-            ListKind::Prompts => ("name", exposed_name),
-            ListKind::Resources => ("uri", uris::expose),
-            ListKind::Templates => ("uriTemplate", uris::expose),
+    fn expose(self, server: &ServerRt, item: &mut Value) {
+        let (field, rename): (&str, fn(&ServerRt, &str) -> String) = match self {
+            ListKind::Prompts => ("name", ServerRt::expose_name),
+            ListKind::Resources => ("uri", ServerRt::expose_uri),
+            ListKind::Templates => ("uriTemplate", ServerRt::expose_uri),
         };
         if let Some(slot) = item.get_mut(field) {
             if let Some(text) = slot.as_str() {
@@ -175,7 +173,7 @@ impl Lister<'_> {
                     _ => Vec::new(),
                 };
                 for item in &mut items {
-                    kind.expose(&server.slug, item);
+                    kind.expose(server, item);
                 }
                 let next = result
                     .get("nextCursor")

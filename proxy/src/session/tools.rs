@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use gatehouse_config::Naming;
 use gatehouse_mcp::catalog::{ServerTools, ToolCatalog, ToolList};
 use gatehouse_mcp::envelope::SessionEnvelope;
 
@@ -19,7 +20,6 @@ struct CachedTools {
     tools: ToolList,
 }
 
-#[derive(Default)]
 pub struct Catalogs {
     catalogs: DashMap<String, Arc<ToolCatalog>>,
     /// Held while a workspace's catalog is built, so concurrent cold `tools/list`s
@@ -28,9 +28,20 @@ pub struct Catalogs {
     builds: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// (workspace, server) -> the upstream's tool list.
     server_tools: DashMap<(String, String), CachedTools>,
+    /// `gatehouse_tool_name_collisions`, per workspace, set at each build.
+    collisions: prometheus::IntGaugeVec,
 }
 
 impl Catalogs {
+    pub fn new(collisions: prometheus::IntGaugeVec) -> Catalogs {
+        Catalogs {
+            catalogs: DashMap::new(),
+            builds: DashMap::new(),
+            server_tools: DashMap::new(),
+            collisions,
+        }
+    }
+
     /// Drops what a new config made stale: lists of servers whose config changed,
     /// catalogs of workspaces that are gone.
     pub fn retain_for(&self, rt: &Runtime) {
@@ -106,11 +117,18 @@ impl Catalogs {
             .zip(lists)
             .map(|(server, tools)| ServerTools {
                 server: &server.slug,
+                bare: server.naming == Naming::Bare,
                 policy: &server.policy,
                 tools,
             })
             .collect();
         let catalog = Arc::new(ToolCatalog::build(rt.generation, &parts));
+        for c in &catalog.collisions {
+            tracing::warn!(workspace = %ws.slug, server = %c.server, tool = %c.tool, name = %c.name, "tool left out: another tool of the workspace already has its exposed name");
+        }
+        self.collisions
+            .with_label_values(&[&ws.slug])
+            .set(catalog.collisions.len() as i64);
         self.catalogs.insert(ws.slug.clone(), catalog.clone());
         Ok(catalog)
     }
