@@ -170,3 +170,13 @@ pub async fn try_call(
     .await?;
     Ok(CallOutcome::from(outcome))
 }
+
+/// The `field` of each item in a list result's `items` array, in order.
+pub fn names(result: &Value, items: &str, field: &str) -> Vec<String> {
+    result[items]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i[field].as_str().map(str::to_owned))
+        .collect()
+}

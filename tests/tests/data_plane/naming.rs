@@ -3,16 +3,9 @@
 //! named like a prefixed one is left out (logged and counted), never shadows it.
 
 use gatehouse_tests::{ConfigBuilder, Proxy, RawClient, ServerSpec, Upstream, UpstreamTool};
-use serde_json::{json, Value};
+use serde_json::json;
 
-fn names(result: &Value, items: &str, field: &str) -> Vec<String> {
-    result[items]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i[field].as_str().map(str::to_owned))
-        .collect()
-}
+use crate::fixture::names;
 
 #[tokio::test]
 async fn a_bare_server_is_fronted_transparently_beside_prefixed_ones() -> anyhow::Result<()> {

@@ -10,6 +10,8 @@ use gatehouse_tests::{
 };
 use serde_json::{json, Value};
 
+use crate::fixture::names;
+
 /// A workspace `docs` with two servers offering prompts and resources, and one with
 /// tools only.
 struct Docs {
@@ -51,15 +53,6 @@ async fn docs() -> anyhow::Result<Docs> {
         plain,
         token,
     })
-}
-
-fn names(result: &Value, items: &str, field: &str) -> Vec<String> {
-    result[items]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i[field].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// RFC 6570 level-1 expansion, as a client expands a resource template.
