@@ -9,12 +9,16 @@ use axum::serve::ListenerExt;
 use serde_json::json;
 
 use crate::state::App;
+use crate::store::Database;
 
 /// Options of `gatehouse serve`: the control plane alone.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Where the SQLite file, master key and proxy token live.
+    /// Where the master key, proxy token and admin credential live, and the SQLite
+    /// file unless `database` is elsewhere.
     pub data_dir: PathBuf,
+    /// The store: `gatehouse.db` in `data_dir` by default, or PostgreSQL.
+    pub database: Database,
     /// Admin API listen address.
     pub listen: SocketAddr,
     /// Base URL clients use to reach the gateway (printed in workspace URLs),
@@ -45,9 +49,9 @@ async fn start_api(
     String,
     tokio::task::JoinHandle<()>,
 )> {
-    let (app, boot) = App::open(&opts.data_dir, opts.gateway_url.clone())
+    let (app, boot) = App::open(&opts.data_dir, &opts.database, opts.gateway_url.clone())
         .await
-        .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
+        .with_context(|| format!("opening the store at {}", opts.database))?;
     let app = Arc::new(app);
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
 use crate::proxies::ProxyRegistry;
-use crate::store::{now, Store, UserRow};
+use crate::store::{now, Database, Store, UserRow};
 
 /// How long a CLI login lasts.
 pub const LOGIN_TTL_SECS: i64 = 12 * 3600;
@@ -51,15 +51,30 @@ pub struct Bootstrap {
 }
 
 impl App {
-    /// Opens the store in `data_dir`, creating keys and the bootstrap admin on first
-    /// start, and publishes the current snapshot.
-    pub async fn open(data_dir: &Path, gateway_url: String) -> anyhow::Result<(App, Bootstrap)> {
-        let store = Store::open(data_dir).await?;
+    /// Opens the store (`database`; the master key, proxy token and admin credential
+    /// files are in `data_dir`), creating keys and the bootstrap admin on the
+    /// database's first start, and publishes the current snapshot.
+    pub async fn open(
+        data_dir: &Path,
+        database: &Database,
+        gateway_url: String,
+    ) -> anyhow::Result<(App, Bootstrap)> {
+        let store = Store::connect(database).await?;
         let master = MasterKey::load_or_create(data_dir)?;
+        // Replicas starting together on one database: one at a time from here until
+        // the catalog is loaded, so each row below is created once.
+        let start = store.start_lock().await?;
 
         let session_keys: Vec<SessionKey> = match store.setting("session_keys").await? {
             Some(sealed) => {
-                serde_json::from_slice(&master.open(&sealed, "settings/session_keys")?)?
+                let plain = master.open(&sealed, "settings/session_keys").map_err(|e| {
+                    anyhow::anyhow!(
+                        "the store at {database} was sealed with another master key ({e}): \
+                         every control plane of one database needs the same key \
+                         (GATEHOUSE_MASTER_KEY, or master.key in the data directory)"
+                    )
+                })?;
+                serde_json::from_slice(&plain)?
             }
             None => {
                 let keys = vec![SessionKey {
@@ -136,6 +151,7 @@ impl App {
             metrics: ControlPlaneMetrics::new(),
         };
         crate::hub::load_catalog(&app.store).await?;
+        start.release().await?;
         app.publish().await?;
         Ok((
             app,

@@ -35,6 +35,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run the control plane alone (proxies connect to it)
     Serve(ServeArgs),
+    /// Copy a SQLite store into a new PostgreSQL database
+    Migrate(MigrateArgs),
     /// Log in to a control plane
     Login(LoginArgs),
     /// Forget the stored credential
@@ -71,6 +73,15 @@ pub struct UpArgs {
     /// Where the store, master key and proxy state live [default: <XDG data dir>/gatehouse]
     #[arg(long, env = "GATEHOUSE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE),
+    /// which several control planes may share [default: gatehouse.db in the data dir]
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
     /// Admin API listen address
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub api_listen: SocketAddr,
@@ -92,6 +103,15 @@ pub struct ServeArgs {
     /// Where the store and master key live [default: <XDG data dir>/gatehouse]
     #[arg(long, env = "GATEHOUSE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE),
+    /// which several control planes may share [default: gatehouse.db in the data dir]
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
     /// Admin API listen address
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -100,6 +120,21 @@ pub struct ServeArgs {
     pub gateway_url: String,
     #[command(flatten)]
     pub retention: RetentionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite store to copy: a data directory (its gatehouse.db) or the file
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into; it must hold no users or workspaces yet
+    #[arg(
+        long,
+        env = "GATEHOUSE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub to: String,
 }
 
 /// What the control plane keeps, and for how long (`up` and `serve`).

@@ -1,17 +1,21 @@
 //! `gatehouse up` and `gatehouse serve`: turn flags into the server's options and
-//! run it on a multi-threaded runtime until Ctrl-C.
+//! run it on a multi-threaded runtime until Ctrl-C. `gatehouse migrate`: copy a
+//! SQLite store into PostgreSQL.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::args::{ServeArgs, UpArgs};
+use super::args::{MigrateArgs, ServeArgs, UpArgs};
 use super::error::CliError;
 use crate::server::{self, ServeOptions, UpOptions};
+use crate::store::{Database, Engine, Store};
 
 pub fn up(args: UpArgs) -> Result<(), CliError> {
+    let data_dir = data_dir(args.data_dir)?;
     let serve = ServeOptions {
-        data_dir: data_dir(args.data_dir)?,
+        database: database(args.database.as_deref(), &data_dir)?,
+        data_dir,
         listen: args.api_listen,
         gateway_url: args
             .gateway_url
@@ -29,13 +33,62 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let data_dir = data_dir(args.data_dir)?;
     let options = ServeOptions {
-        data_dir: data_dir(args.data_dir)?,
+        database: database(args.database.as_deref(), &data_dir)?,
+        data_dir,
         listen: args.listen,
         gateway_url: args.gateway_url.trim_end_matches('/').to_owned(),
         call_retention_days: args.retention.call_retention_days,
     };
     block_on(server::serve(options))
+}
+
+fn database(url: Option<&str>, data_dir: &Path) -> Result<Database, CliError> {
+    Database::from_url(url, data_dir).map_err(|err| CliError::usage(err.to_string()))
+}
+
+/// `gatehouse migrate --from PATH --to URL`.
+pub fn migrate(args: MigrateArgs) -> Result<(), CliError> {
+    let file = if args.from.is_dir() {
+        args.from.join("gatehouse.db")
+    } else {
+        args.from.clone()
+    };
+    if !file.is_file() {
+        return Err(CliError::usage(format!(
+            "no SQLite store at {}: --from takes a data directory (with gatehouse.db) or the file",
+            args.from.display()
+        )));
+    }
+    let from = Database::SqliteUrl(format!("sqlite://{}?mode=rw", file.display()));
+    let to = database(Some(&args.to), &file)?;
+    if to.engine() != Engine::Postgres {
+        return Err(CliError::usage(format!(
+            "--to must be a PostgreSQL URL (postgres://...), not {to}"
+        )));
+    }
+    block_on(async move {
+        let source = Store::connect(&from).await?;
+        let target = Store::connect(&to).await?;
+        let copied = source.copy_into(&target).await?;
+        let rows: Vec<String> = copied
+            .tables
+            .iter()
+            .map(|(table, n)| format!("{table} {n}"))
+            .collect();
+        println!(
+            "Copied {} into {to} (config version {}): {}.",
+            file.display(),
+            copied.config_version,
+            rows.join(", ")
+        );
+        println!(
+            "Start the control plane with --database and the master key of the old store \
+             (master.key next to gatehouse.db, or GATEHOUSE_MASTER_KEY)."
+        );
+        Ok(())
+    })
 }
 
 fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf, CliError> {

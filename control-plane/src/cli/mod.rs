@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Up(args) => launch::up(args),
         Command::Serve(args) => launch::serve(args),
+        Command::Migrate(args) => launch::migrate(args),
         // Local only: works before any login, and with a broken state file.
         Command::Skill(SkillCommand::Init { kind, name }) => {
             print_stdout(&packages::init(cli.json, kind, name)?);
@@ -86,8 +87,8 @@ async fn dispatch(ctx: &mut Context, command: Command) -> Result<String, CliErro
         Command::Proxies => servers::proxies(ctx).await,
         Command::Skill(command) => packages::run(ctx, command).await,
         Command::Team(command) => team::run(ctx, command).await,
-        Command::Up(_) | Command::Serve(_) => Err(CliError::usage(
-            "up and serve run the gateway; they are not client commands",
+        Command::Up(_) | Command::Serve(_) | Command::Migrate(_) => Err(CliError::usage(
+            "up, serve and migrate run on the gateway's machine; they are not client commands",
         )),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures::TryStreamExt;
 use gatehouse_config::audit::CallEvent;
 
+use super::engine::{self, Engine};
 use super::{now, AuditQuery, Store, WorkspaceRow};
 
 /// One stored call, as analytics (`calls::analytics`) reads it.
@@ -58,24 +59,25 @@ const _: () = assert!(ROWS_PER_STATEMENT * ROW_PARAMS <= 999);
 const PRUNE_BATCH: i64 = 5_000;
 
 /// `INSERT ... VALUES (..), (..) ON CONFLICT (id) DO NOTHING` for `rows` events, with
-/// [`ROW_PARAMS`] anonymous parameters per row in order.
-///
-/// Anonymous `?` parameters, not the `$N` the other queries use: sqlx binds each
-/// parameter by asking SQLite for its name, and SQLite finds a name by walking the list
-/// of all of them — quadratic in a statement of a thousand named parameters, and the
-/// largest cost of storing a batch when measured (`gatehouse-bench audit`). PostgreSQL
-/// would want `$N` here.
-fn insert_sql(rows: usize) -> String {
+/// [`ROW_PARAMS`] parameters per row in order: anonymous on SQLite, numbered on
+/// PostgreSQL (see [`engine::push_param`]).
+fn insert_sql(engine: Engine, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO call_events (id, time_ms, workspace, token_id, token_name, actor, action, \
          server, target, outcome, latency_us, request_id, transport, proxy_id, received_at) VALUES ",
     );
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(ROW);
+        sql.push('(');
+        for column in 0..ROW_PARAMS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            engine::push_param(engine, &mut sql, row * ROW_PARAMS + column + 1);
+        }
+        sql.push(')');
     }
     sql.push_str(" ON CONFLICT (id) DO NOTHING");
     sql
@@ -120,7 +122,7 @@ impl Store {
         let actors = token_creators(&mut tx, events).await?;
         let mut stored = 0;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_sql(chunk.len());
+            let sql = insert_sql(self.engine, chunk.len());
             let mut query = sqlx::query(&sql);
             for e in chunk {
                 query = query
@@ -442,12 +444,17 @@ mod tests {
     }
 
     #[test]
-    fn insert_sql_has_one_anonymous_parameter_per_bound_value() {
+    fn insert_sql_has_one_parameter_per_bound_value() {
         for rows in [1, 2, ROWS_PER_STATEMENT] {
-            let sql = insert_sql(rows);
+            let sql = insert_sql(Engine::Sqlite, rows);
             assert_eq!(sql.matches('?').count(), rows * ROW_PARAMS, "{sql}");
             assert!(!sql.contains('$'), "{sql}");
             assert!(sql.ends_with(") ON CONFLICT (id) DO NOTHING"), "{sql}");
+            let sql = insert_sql(Engine::Postgres, rows);
+            assert!(!sql.contains('?'), "{sql}");
+            let last = rows * ROW_PARAMS;
+            assert!(sql.contains(&format!("${last})")), "{sql}");
+            assert!(!sql.contains(&format!("${}", last + 1)), "{sql}");
         }
     }
 }

@@ -1,49 +1,62 @@
-//! The control plane's database: embedded SQLite through sqlx's `Any` driver. Queries
-//! use `$N` placeholders and portable SQL, so a PostgreSQL backend needs only its own
-//! migration files. Every change that alters what proxies serve runs in one
-//! transaction that also writes its audit event and bumps the config version.
+//! The control plane's database: the embedded SQLite file by default, or PostgreSQL
+//! (`--database postgres://...`), through sqlx's `Any` driver. Queries use `$N`
+//! placeholders and SQL both engines accept, so each is written once; what differs
+//! (migration files, how a transaction begins, many-parameter statements) is in
+//! [`engine`]. Every change that alters what proxies serve runs in one transaction
+//! that also writes its audit event and bumps the config version.
 //!
 //! This file owns the pool, the migrations, the shared transaction steps and the
 //! core tables (users, workspaces, tokens, servers, secrets, audit events, settings).
 //! Its submodules ([`calls`], [`packages`], [`teams`]) build on it: each adds its
 //! tables' queries to [`Store`] and defines their rows, which are imported from
-//! there.
+//! there. [`copy`] moves a whole store from one database to another.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::crypto::random_id;
 
 pub mod calls;
+pub mod copy;
+pub mod engine;
 pub mod packages;
 pub mod teams;
 
-/// Schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
-    (
-        2,
-        include_str!("../../migrations/sqlite/0002_skills_teams.sql"),
-    ),
-    (
-        3,
-        include_str!("../../migrations/sqlite/0003_token_creator.sql"),
-    ),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_call_events.sql"),
-    ),
-];
+pub use engine::{Database, Engine};
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// SQLite, where write transactions must take the write lock at BEGIN.
-    sqlite: bool,
+    engine: Engine,
+}
+
+/// Why a store could not be opened: which database, and what failed there. The
+/// database is named as [`Database`] shows it, never with its password.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot connect to the PostgreSQL database at {target}: {error}")]
+    Unreachable {
+        /// `host:port/database`.
+        target: String,
+        error: sqlx::Error,
+    },
+    #[error("cannot open the store at {database}: {error}")]
+    Open {
+        database: Database,
+        error: sqlx::Error,
+    },
+    #[error("cannot migrate the store at {database}: {error}")]
+    Migrate {
+        database: Database,
+        error: sqlx::Error,
+    },
+    #[error("cannot create the data directory {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -134,73 +147,120 @@ const WORKSPACE_COLUMNS: &str = "w.id, w.slug, w.name, u.username AS owner, w.cr
 
 impl Store {
     /// Opens (creating if needed) `gatehouse.db` in `data_dir` and migrates it.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)?;
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            data_dir.join("gatehouse.db").display()
-        );
-        Self::connect(&url).await
+    pub async fn open(data_dir: &Path) -> Result<Store, OpenError> {
+        Self::connect(&Database::Embedded(data_dir.to_owned())).await
     }
 
-    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+    /// Connects to `database` and brings its schema up to date. A PostgreSQL server
+    /// that does not answer fails here, at once, with its address.
+    pub async fn connect(database: &Database) -> Result<Store, OpenError> {
         sqlx::any::install_default_drivers();
+        let engine = database.engine();
+        if let Database::Embedded(dir) = database {
+            std::fs::create_dir_all(dir).map_err(|error| OpenError::DataDir {
+                path: dir.display().to_string(),
+                error,
+            })?;
+        }
+        let url = database.connect_url();
+        let open = |error| OpenError::Open {
+            database: database.clone(),
+            error,
+        };
+        if engine == Engine::Postgres {
+            // The pool retries a refused connection until its acquire timeout and then
+            // reports only the timeout: one plain connection first gives the reason.
+            let probe =
+                AnyConnection::connect(&url)
+                    .await
+                    .map_err(|error| OpenError::Unreachable {
+                        target: engine::postgres_target(&url),
+                        error,
+                    })?;
+            probe.close().await.map_err(open)?;
+        }
         // sqlx's SQLite driver enables foreign keys and a 5 s busy timeout by default.
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .connect(url)
-            .await?;
-        sqlx::raw_sql("PRAGMA journal_mode = WAL;")
-            .execute(&pool)
-            .await?;
-        let store = Store {
-            pool,
-            sqlite: url.starts_with("sqlite:"),
-        };
-        store.migrate().await?;
+            .max_connections(match engine {
+                Engine::Sqlite => 4,
+                Engine::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
+            .await
+            .map_err(open)?;
+        if engine == Engine::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL;")
+                .execute(&pool)
+                .await
+                .map_err(open)?;
+        }
+        let store = Store { pool, engine };
+        store.migrate().await.map_err(|error| OpenError::Migrate {
+            database: database.clone(),
+            error,
+        })?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> anyhow::Result<()> {
+    /// The engine this store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Holds off every other control plane's start on this database until
+    /// [`StartLock::release`]: what a start creates once (the bootstrap admin, keys,
+    /// the Hub catalog) is then created by one replica and read by the others. A
+    /// session advisory lock on PostgreSQL; nothing on SQLite, whose file one
+    /// control plane uses.
+    pub async fn start_lock(&self) -> Result<StartLock, sqlx::Error> {
+        if self.engine != Engine::Postgres {
+            return Ok(StartLock(None));
+        }
+        let mut conn = self.pool.acquire().await?;
+        // If this start fails half way, the connection closes instead of returning to
+        // the pool with the lock held.
+        conn.close_on_drop();
+        sqlx::query(engine::START_LOCK).execute(&mut *conn).await?;
+        Ok(StartLock(Some(conn)))
+    }
+
+    /// Applies the migrations not applied yet, all in one transaction, which control
+    /// planes starting together on one database take in turn.
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        if let Some(lock) = engine::migration_lock(self.engine) {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
         sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        for (version, sql) in MIGRATIONS {
+        for (version, sql) in engine::migrations(self.engine) {
             let applied: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
             if applied.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
                 .bind(now())
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
             tracing::info!(version, "applied schema migration");
         }
-        Ok(())
+        tx.commit().await
     }
 
-    /// A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE),
-    /// waiting out the busy timeout if another writer holds it. A deferred transaction
-    /// that reads and then writes fails at once with "database is locked" when another
-    /// connection committed in between: its read snapshot is stale, so SQLite cannot
-    /// wait. An audit batch (read the token creators, then insert) hit that while the
-    /// call pruning deleted rows.
+    /// A write transaction (see [`engine::begin_write`] for how each engine starts
+    /// one).
     pub async fn begin(&self) -> Result<Tx<'static>, sqlx::Error> {
-        if self.sqlite {
-            self.pool.begin_with("BEGIN IMMEDIATE").await
-        } else {
-            self.pool.begin().await
-        }
+        self.pool.begin_with(engine::begin_write(self.engine)).await
     }
 
     // ---- settings -------------------------------------------------------------
@@ -666,7 +726,10 @@ impl Store {
 
     /// Every row a snapshot is built from, read in one transaction so it is consistent.
     pub async fn snapshot_rows(&self) -> Result<SnapshotRows, sqlx::Error> {
-        let mut tx = self.begin().await?;
+        let mut tx = self
+            .pool
+            .begin_with(engine::begin_snapshot(self.engine))
+            .await?;
         let version = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -692,6 +755,20 @@ impl Store {
             secrets,
             tokens,
         })
+    }
+}
+
+/// See [`Store::start_lock`].
+pub struct StartLock(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl StartLock {
+    pub async fn release(self) -> Result<(), sqlx::Error> {
+        if let Some(mut conn) = self.0 {
+            sqlx::query(engine::START_UNLOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 }
 
