@@ -72,10 +72,33 @@ impl HttpAnswer {
     }
 }
 
-/// `gatehouse serve` as a child process, with its own data dir (which outlives
-/// [`restart`](Self::restart)) and a proxy token the test knows.
+/// The engine a control plane's store runs on in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The default: `gatehouse.db` in the data dir.
+    Sqlite,
+    /// A new database in this process's throwaway PostgreSQL cluster
+    /// ([`crate::postgres`]).
+    Postgres,
+}
+
+impl StoreBackend {
+    /// A store for one control plane: `None` for the embedded default, else the URL
+    /// of a new PostgreSQL database.
+    pub fn new_database(self) -> anyhow::Result<Option<String>> {
+        match self {
+            StoreBackend::Sqlite => Ok(None),
+            StoreBackend::Postgres => Ok(Some(crate::postgres::cluster()?.create_database()?)),
+        }
+    }
+}
+
+/// `gatehouse serve` as a child process, with its own data dir and store (which
+/// outlive [`restart`](Self::restart)) and a proxy token the test knows.
 pub struct ControlPlane {
     child: Option<Child>,
+    /// `--database`, when not the embedded default.
+    database: Option<String>,
     addr: SocketAddr,
     gateway: GatewayPorts,
     proxy_token: String,
@@ -83,14 +106,31 @@ pub struct ControlPlane {
     data: TempDir,
     logs: TempDir,
     http: reqwest::Client,
+    master_key: Option<String>,
 }
 
 impl ControlPlane {
     /// Starts a control plane on a free port whose printed gateway URL is a
     /// [`GatewayPorts`] picked for the proxy, and waits until `/healthz` answers.
     pub async fn start() -> anyhow::Result<ControlPlane> {
+        Self::start_on(StoreBackend::Sqlite).await
+    }
+
+    /// [`start`](Self::start) with its store on `backend`.
+    pub async fn start_on(backend: StoreBackend) -> anyhow::Result<ControlPlane> {
+        Self::start_with(backend.new_database()?, None).await
+    }
+
+    /// A control plane with the store `database` (`None`: the embedded default)
+    /// and, when given, the master key (base64) every replica of one database shares.
+    pub async fn start_with(
+        database: Option<String>,
+        master_key: Option<String>,
+    ) -> anyhow::Result<ControlPlane> {
         let mut cp = ControlPlane {
             child: None,
+            database,
+            master_key,
             addr: free_addr()?,
             gateway: GatewayPorts::pick()?,
             proxy_token: format!("gpx_test_{}", random_base62(32)),
@@ -112,19 +152,30 @@ impl ControlPlane {
                 Err(e) => return Err(e),
             }
         }
+        // Only the control plane that created the store writes the credential: a
+        // second one on the same PostgreSQL database has none.
         let path = cp.data_dir().join("admin.credential");
-        cp.admin_credential = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
-            .trim()
-            .to_owned();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => cp.admin_credential = text.trim().to_owned(),
+            Err(_) if cp.database.is_some() => {}
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        }
         Ok(cp)
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = gatehouse_binary()?;
         let log = self.open_log()?;
-        let child = Command::new(&bin)
-            .arg("serve")
+        let mut command = Command::new(&bin);
+        command.arg("serve");
+        if let Some(url) = &self.database {
+            command.arg("--database").arg(url);
+        }
+        match &self.master_key {
+            Some(key) => command.env("GATEHOUSE_MASTER_KEY", key),
+            None => command.env_remove("GATEHOUSE_MASTER_KEY"),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(self.data.path())
             .arg("--listen")
@@ -134,6 +185,7 @@ impl ControlPlane {
             .env("GATEHOUSE_PROXY_TOKEN", &self.proxy_token)
             .env("GATEHOUSE_CLI_CONFIG", self.logs.path().join("cli.json"))
             .env_remove("GATEHOUSE_DATA_DIR")
+            .env_remove("GATEHOUSE_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -192,9 +244,28 @@ impl ControlPlane {
         &self.admin_credential
     }
 
-    /// Where the SQLite file (`gatehouse.db`), master key and admin credential live.
+    /// Where the master key and admin credential live, and the SQLite file
+    /// (`gatehouse.db`) when the store is not in PostgreSQL.
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// The store's PostgreSQL URL, if it is there.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// The directories holding the store's bytes on disk: the data dir for SQLite;
+    /// the database's directory and the write-ahead log of the cluster for
+    /// PostgreSQL.
+    pub fn store_dirs(&self) -> anyhow::Result<Vec<PathBuf>> {
+        match &self.database {
+            None => Ok(vec![self.data.path().to_owned()]),
+            Some(url) => {
+                let cluster = crate::postgres::cluster()?;
+                cluster.files_of(crate::postgres::Cluster::database_of(url))
+            }
+        }
     }
 
     /// What the control plane wrote to stdout and stderr so far, across restarts.
@@ -227,6 +298,29 @@ impl ControlPlane {
         let status = response.status().as_u16();
         let body = response.text().await?;
         Ok(HttpAnswer { status, body })
+    }
+
+    /// The config version this control plane publishes now, as a proxy reporting
+    /// its status (`POST /v1/proxy/status`, as proxy `probe`) is told it.
+    pub async fn published_version(&self) -> anyhow::Result<i64> {
+        let body = serde_json::json!({"id": "probe", "name": "probe", "version": 0});
+        let answer = self
+            .request(
+                Method::POST,
+                "/v1/proxy/status",
+                Some(&self.proxy_token),
+                Some(&body),
+            )
+            .await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "POST /v1/proxy/status answered {}: {}",
+            answer.status,
+            answer.body
+        );
+        answer.json()?["config_version"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no config_version in {}", answer.body))
     }
 
     /// The status of `GET path` only, without reading a (possibly endless) body.

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::control_plane::{Cli, ControlPlane, GatewayProxy};
+use crate::control_plane::{Cli, ControlPlane, GatewayProxy, StoreBackend};
 use crate::{wait_until, TempDir, STEP_TIMEOUT};
 
 /// What `gatehouse proxies` calls the proxy of a [`Deployment`].
@@ -24,7 +24,12 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn start() -> anyhow::Result<Deployment> {
-        let cp = ControlPlane::start().await?;
+        Self::start_on(StoreBackend::Sqlite).await
+    }
+
+    /// [`start`](Self::start) with the store on `backend`.
+    pub async fn start_on(backend: StoreBackend) -> anyhow::Result<Deployment> {
+        let cp = ControlPlane::start_on(backend).await?;
         let state = TempDir::new("gw-state")?;
         let proxy = GatewayProxy::start_named(
             &cp.api_url(),

@@ -28,6 +28,7 @@ pub mod http_target;
 pub mod legacy_client;
 mod legacy_sse;
 pub mod metrics;
+pub mod postgres;
 pub mod proxy;
 pub mod raw;
 pub mod upstream;

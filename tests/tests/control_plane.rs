@@ -2,7 +2,14 @@
 //! takes its config from it, the `gatehouse` CLI, real upstream MCP servers and real
 //! MCP clients, each test with its own processes on free ports.
 //!
-//! One test binary, one module per concern; the shared set-up is in `fixture`.
+//! One module per concern; the shared set-up is in `fixture`. Every control plane
+//! here keeps its store in the embedded SQLite default; `control_plane_postgres`
+//! runs the same modules with the store on PostgreSQL.
+
+use gatehouse_tests::control_plane::StoreBackend;
+
+/// The engine every control plane of this binary keeps its store on.
+const STORE: StoreBackend = StoreBackend::Sqlite;
 
 #[path = "control_plane/all_in_one.rs"]
 mod all_in_one;

@@ -28,7 +28,7 @@ struct Setup {
 
 impl Setup {
     async fn start() -> anyhow::Result<Setup> {
-        let cp = ControlPlane::start().await?;
+        let cp = crate::fixture::control_plane().await?;
         let admin = Cli::admin_of(&cp).await?;
         admin.ok(&["workspace", "create", "Engineering"]).await?;
         admin

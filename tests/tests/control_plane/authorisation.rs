@@ -2,7 +2,7 @@
 //! nor change the admin's workspaces — not even learn that they exist.
 
 use anyhow::Context;
-use gatehouse_tests::control_plane::{Cli, ControlPlane};
+use gatehouse_tests::control_plane::Cli;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -24,7 +24,7 @@ async fn admin_view(admin: &Cli) -> anyhow::Result<Value> {
 
 #[tokio::test]
 async fn users_cannot_see_or_change_each_others_workspaces() -> anyhow::Result<()> {
-    let cp = ControlPlane::start().await?;
+    let cp = crate::fixture::control_plane().await?;
     let admin = Cli::admin_of(&cp).await?;
     token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
@@ -205,7 +205,7 @@ async fn users_cannot_see_or_change_each_others_workspaces() -> anyhow::Result<(
 /// after it was deleted does not read the previous owner's history.
 #[tokio::test]
 async fn a_reused_slug_does_not_inherit_the_old_audit_log() -> anyhow::Result<()> {
-    let cp = ControlPlane::start().await?;
+    let cp = crate::fixture::control_plane().await?;
     let admin = Cli::admin_of(&cp).await?;
     admin.ok(&["workspace", "create", "Engineering"]).await?;
     admin

@@ -6,12 +6,12 @@ use gatehouse_tests::{RawClient, TempDir};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::fixture::{assert_fails, token_in, until_initialize_answers, Deployment};
+use crate::fixture::{assert_fails, token_in, until_initialize_answers};
 
 /// The control plane and the admin's CLI, logged in, with workspace `engineering`
 /// and its server `github` (whose header needs `GITHUB_TOKEN`).
 async fn with_engineering() -> anyhow::Result<(ControlPlane, Cli, String)> {
-    let cp = ControlPlane::start().await?;
+    let cp = crate::fixture::control_plane().await?;
     let admin = Cli::admin_of(&cp).await?;
     let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
@@ -161,7 +161,7 @@ async fn empty_secret_values_are_refused() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn declined_workspace_delete_changes_nothing() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     let token = token_in(&d.admin.ok(&["workspace", "create", "Client Acme"]).await?)?;
     d.synced().await?;
     let before = d.admin.json(&["workspace", "list"]).await?;

@@ -1,14 +1,35 @@
 //! The helpers control-plane tests read what users see with; the deployment they
-//! start from is the harness's [`Deployment`].
+//! start from is the harness's [`Deployment`], its store on the engine the test
+//! binary names in `crate::STORE` (`control_plane` runs the tests on SQLite,
+//! `control_plane_postgres` the same tests on PostgreSQL).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::control_plane::CliRun;
+use gatehouse_tests::control_plane::{CliRun, ControlPlane};
 pub use gatehouse_tests::deployment::{proxy_entry, token_in, Deployment, PROXY_NAME};
 use gatehouse_tests::{echo_of, within, McpClient, RawClient, STEP_TIMEOUT};
 use rmcp::model::CallToolRequestParams;
 use serde_json::Value;
+
+/// A control plane with its store on this test binary's engine.
+pub async fn control_plane() -> anyhow::Result<ControlPlane> {
+    ControlPlane::start_on(crate::STORE).await
+}
+
+/// A [`Deployment`] with its store on this test binary's engine.
+pub async fn deployment() -> anyhow::Result<Deployment> {
+    Deployment::start_on(crate::STORE).await
+}
+
+/// The `--database URL` arguments of a new store on this test binary's engine (none
+/// for the embedded default), for tests that start `gatehouse` themselves.
+pub fn database_args() -> anyhow::Result<Vec<String>> {
+    Ok(match crate::STORE.new_database()? {
+        Some(url) => vec!["--database".to_owned(), url],
+        None => vec![],
+    })
+}
 
 /// The value after `label` on the line that starts with it (e.g. "Credential: ").
 pub fn value_after(stdout: &str, label: &str) -> anyhow::Result<String> {

@@ -9,7 +9,6 @@ use serde_json::json;
 
 use crate::fixture::{
     assert_fails, call_echo, token_in, tool_names, until_initialize_answers, until_refused,
-    Deployment,
 };
 
 /// Generous: the 100 ms target is measured by the benchmark, not asserted here.
@@ -34,7 +33,7 @@ fn assert_no_workspace_token_upstream(upstream: &Upstream, tokens: &[&str]) {
 
 #[tokio::test]
 async fn workspace_lifecycle_through_the_cli() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     let gateway = d.cp.gateway_ports().gateway_url();
     let ws_url = d.proxy.ws_url("engineering");
 
@@ -277,7 +276,7 @@ async fn workspace_lifecycle_through_the_cli() -> anyhow::Result<()> {
 /// A token used through the gateway shows when it was last used.
 #[tokio::test]
 async fn token_list_shows_when_a_token_was_last_used() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     let created = d.admin.ok(&["workspace", "create", "Personal"]).await?;
     let token = token_in(&created)?;
     d.synced().await?;
@@ -306,7 +305,7 @@ async fn token_list_shows_when_a_token_was_last_used() -> anyhow::Result<()> {
 /// A token given a lifetime is refused once it is over, and listed as expired.
 #[tokio::test]
 async fn an_expired_token_is_refused_and_listed_as_expired() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     d.admin.ok(&["workspace", "create", "Ops"]).await?;
     let out = d
         .admin

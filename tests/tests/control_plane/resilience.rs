@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::fixture::{
     assert_fails, call_echo, files_containing, files_under, proxy_entry, token_in, tool_names,
-    until_initialize_answers, Deployment, PROXY_NAME,
+    until_initialize_answers, PROXY_NAME,
 };
 
 /// The proxy retries with a backoff of at most 5 s; this leaves room for a slow machine.
@@ -42,7 +42,7 @@ async fn serves(
 
 #[tokio::test]
 async fn proxy_serves_without_its_control_plane_and_catches_up() -> anyhow::Result<()> {
-    let mut d = Deployment::start().await?;
+    let mut d = crate::fixture::deployment().await?;
     let created = d.admin.ok(&["workspace", "create", "Research"]).await?;
     let token = token_in(&created)?;
     let search = Upstream::start("search", [UpstreamTool::new("query")]).await?;

@@ -2,14 +2,14 @@
 //! API, not in CLI output, not in the store's files, not in the log.
 
 use gatehouse_tests::config::random_base62;
-use gatehouse_tests::control_plane::{Cli, ControlPlane};
+use gatehouse_tests::control_plane::Cli;
 use reqwest::Method;
 
-use crate::fixture::{files_containing, files_under, token_in};
+use crate::fixture::{contains, files_under, token_in};
 
 #[tokio::test]
 async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
-    let cp = ControlPlane::start().await?;
+    let cp = crate::fixture::control_plane().await?;
     let admin = Cli::admin_of(&cp).await?;
     let token = token_in(&admin.ok(&["workspace", "create", "Engineering"]).await?)?;
     admin
@@ -98,15 +98,28 @@ async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
     }
 
     // The store's files hold the secret sealed and the token as SHA-256 only.
-    let data = cp.data_dir();
-    let files = files_under(data)?;
+    let mut files = Vec::new();
+    for dir in cp.store_dirs()? {
+        files.extend(files_under(&dir)?);
+    }
+    if cp.database().is_none() {
+        assert!(
+            files.iter().any(|f| f.ends_with("gatehouse.db")),
+            "no gatehouse.db in {}: {files:?}",
+            cp.data_dir().display()
+        );
+    }
+    let holding = |needle: &str| -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let mut found = Vec::new();
+        for file in &files {
+            if contains(&std::fs::read(file)?, needle.as_bytes()) {
+                found.push(file.clone());
+            }
+        }
+        Ok(found)
+    };
     assert!(
-        files.iter().any(|f| f.ends_with("gatehouse.db")),
-        "no gatehouse.db in {}: {files:?}",
-        data.display()
-    );
-    assert!(
-        !files_containing(data, "GITHUB_TOKEN")?.is_empty(),
+        !holding("GITHUB_TOKEN")?.is_empty(),
         "the secret's name is in none of {files:?}: the scan reads the wrong files"
     );
     for needle in [
@@ -116,9 +129,9 @@ async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
         &token["mwt_".len()..],
     ] {
         assert_eq!(
-            files_containing(data, needle)?,
+            holding(needle)?,
             Vec::<std::path::PathBuf>::new(),
-            "files in the data dir holding {needle:?} in plaintext"
+            "files of the store holding {needle:?} in plaintext"
         );
     }
     let log = cp.log();

@@ -1,0 +1,31 @@
+//! The control-plane tests of `control_plane` (the same modules, one per concern),
+//! with every control plane's store on PostgreSQL: a throwaway cluster this process
+//! starts (`gatehouse_tests::postgres`), one database per control plane. Then what
+//! only PostgreSQL allows: several control planes on one database (`replicas`), and
+//! `gatehouse migrate` from SQLite.
+
+use gatehouse_tests::control_plane::StoreBackend;
+
+/// The engine every control plane of this binary keeps its store on.
+const STORE: StoreBackend = StoreBackend::Postgres;
+
+#[path = "control_plane/all_in_one.rs"]
+mod all_in_one;
+#[path = "control_plane/audit_ingest.rs"]
+mod audit_ingest;
+#[path = "control_plane/authorisation.rs"]
+mod authorisation;
+#[path = "control_plane/bad_input.rs"]
+mod bad_input;
+#[path = "control_plane/fixture.rs"]
+mod fixture;
+#[path = "control_plane/lifecycle.rs"]
+mod lifecycle;
+#[path = "control_plane/migrate.rs"]
+mod migrate;
+#[path = "control_plane/replicas.rs"]
+mod replicas;
+#[path = "control_plane/resilience.rs"]
+mod resilience;
+#[path = "control_plane/secrets.rs"]
+mod secrets;
