@@ -2,10 +2,12 @@
 # Installs what building and testing Gatehouse needs beyond the Rust toolchain:
 # cmake (pingora's zlib-ng build) and, with --tests, promtool (Debian's `prometheus`
 # package), which checks the alert rules, the dashboard's queries and the /metrics
-# expositions, and the Python MCP SDK of the interop test: python3 and its venv
-# module from Debian when missing, then a venv at tests/interop/.venv holding the
-# packages pinned in tests/interop/requirements.txt (installed when missing or when a
-# pin changes). Safe to run repeatedly.
+# expositions; PostgreSQL (Debian's `postgresql` package: the control-plane tests run
+# the store on a throwaway cluster of their own, started from
+# /usr/lib/postgresql/*/bin, never the system service); and the Python MCP SDK of the
+# interop test: python3 and its venv module from Debian when missing, then a venv at
+# tests/interop/.venv holding the packages pinned in tests/interop/requirements.txt
+# (installed when missing or when a pin changes). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=false
@@ -30,15 +32,22 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 lean=()
 if $tests; then
   command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+  # The tests find initdb, postgres and psql under /usr/lib/postgresql/N/bin (or
+  # initdb on PATH); the package's server is kept from starting by the policy below.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+  fi
+  # As root (CI) the tests run PostgreSQL as `nobody` through setpriv (util-linux).
+  command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
   venv_python >/dev/null || missing+=(python3 python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  # The `prometheus` package starts its server on install where it can (init.d when
-  # there is no systemd); a CI machine must not be left running one. Deny service
-  # starts for this install unless a policy is already in place.
+  # The `prometheus` and `postgresql` packages start their servers on install where
+  # they can (init.d when there is no systemd); a CI machine must not be left running
+  # one. Deny service starts for this install unless a policy is already in place.
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null

@@ -1,6 +1,7 @@
 //! Gatehouse control plane: owns all state (users, workspaces, workspace tokens, MCP
-//! servers, secrets, audit, the routed calls proxies report) in an embedded SQLite
-//! store, serves the admin API under `/v1` and its own Prometheus metrics at
+//! servers, secrets, audit, the routed calls proxies report) in its store (embedded
+//! SQLite by default, or PostgreSQL, which several control planes share), serves the
+//! admin API under `/v1` and its own Prometheus metrics at
 //! `/metrics`, and pushes versioned config snapshots to every connected proxy. The
 //! `gatehouse` CLI ([`cli`]) is its client.
 
