@@ -240,14 +240,16 @@ fn from_ms(ws: &WorkspaceRow, since: Option<i64>) -> i64 {
 mod tests {
     use super::*;
     use crate::calls::analytics::Analytics;
+    use crate::store::testing::{self, on_both_engines};
     use crate::store::NewToken;
     use gatehouse_config::audit::{CallAction, CallOutcome};
 
-    /// A store in a fresh directory with user `admin` and workspace `eng`, whose
-    /// token `tok_admin` admin created.
-    async fn store_with_workspace() -> (tempfile::TempDir, Store, WorkspaceRow) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+    /// A fresh store on `engine` with user `admin` and workspace `eng`, whose token
+    /// `tok_admin` admin created.
+    async fn store_with_workspace(
+        engine: Engine,
+    ) -> (Option<tempfile::TempDir>, Store, WorkspaceRow) {
+        let (dir, store) = testing::fresh(engine).await;
         let admin = store
             .insert_user("admin", "admin@localhost", true, "x", "test")
             .await
@@ -295,9 +297,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_is_stored_once_across_statements_and_resends() {
-        let (_dir, store, ws) = store_with_workspace().await;
+    on_both_engines! {
+    async fn a_batch_is_stored_once_across_statements_and_resends(engine: Engine) {
+        let (_dir, store, ws) = store_with_workspace(engine).await;
         let base = (ws.created_at + 1) * 1_000;
         let mut events: Vec<CallEvent> = (0..150)
             .map(|i| event(format!("ce_{i:03}"), base + i, "tok_admin"))
@@ -312,10 +314,11 @@ mod tests {
         assert_eq!(listed[149].id, "ce_149");
         assert_eq!(listed[0].proxy_id, "px");
     }
+    }
 
-    #[tokio::test]
-    async fn pruning_deletes_older_calls_of_every_workspace_and_nothing_newer() {
-        let (_dir, store, ws) = store_with_workspace().await;
+    on_both_engines! {
+    async fn pruning_deletes_older_calls_of_every_workspace_and_nothing_newer(engine: Engine) {
+        let (_dir, store, ws) = store_with_workspace(engine).await;
         let cutoff = (ws.created_at + 100) * 1_000;
         let in_ws = |slug: &str, id: String, time_ms: i64| CallEvent {
             workspace: slug.into(),
@@ -344,12 +347,13 @@ mod tests {
         assert_eq!(left, ["ce_alpha_new", "ce_eng_new"]);
         assert_eq!(store.prune_call_events(cutoff).await.unwrap(), 0);
     }
+    }
 
+    on_both_engines! {
     /// A transaction that read before another connection committed a write can still
     /// write: what an audit batch needs while the pruning deletes.
-    #[tokio::test]
-    async fn a_transaction_that_read_first_still_writes_after_another_writer() {
-        let (_dir, store, ws) = store_with_workspace().await;
+    async fn a_transaction_that_read_first_still_writes_after_another_writer(engine: Engine) {
+        let (_dir, store, ws) = store_with_workspace(engine).await;
         let mut tx = store.begin().await.unwrap();
         let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM call_events")
             .fetch_one(&mut *tx)
@@ -358,20 +362,26 @@ mod tests {
         let other = store.clone();
         let late = event("ce_other".into(), (ws.created_at + 1) * 1_000, "tok_admin");
         let mut writer = tokio::spawn(async move { other.insert_call_events("px", &[late]).await });
-        // Let the other writer commit first if it can (it cannot while `tx` holds the
-        // write lock; then it waits for it).
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), &mut writer).await;
+        // Let the other writer commit first if it can (on SQLite it cannot while `tx`
+        // holds the write lock, and waits for it; on PostgreSQL it commits now).
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut writer).await;
         sqlx::query("DELETE FROM call_events WHERE id = 'ce_none'")
             .execute(&mut *tx)
             .await
             .expect("the transaction's write");
         tx.commit().await.unwrap();
-        assert_eq!(writer.await.unwrap().unwrap(), 1);
+        let stored = match early {
+            Ok(done) => done,
+            Err(_) => writer.await,
+        };
+        assert_eq!(stored.unwrap().unwrap(), 1);
+    }
     }
 
-    #[tokio::test]
-    async fn actor_is_the_token_creator_else_the_token_name() {
-        let (_dir, store, ws) = store_with_workspace().await;
+    on_both_engines! {
+    async fn actor_is_the_token_creator_else_the_token_name(engine: Engine) {
+        let (_dir, store, ws) = store_with_workspace(engine).await;
         let base = (ws.created_at + 1) * 1_000;
         let events = [
             event("ce_a".into(), base, "tok_admin"),
@@ -393,10 +403,11 @@ mod tests {
             ]
         );
     }
+    }
 
-    #[tokio::test]
-    async fn listing_filters_and_starts_at_the_workspace_creation() {
-        let (_dir, store, ws) = store_with_workspace().await;
+    on_both_engines! {
+    async fn listing_filters_and_starts_at_the_workspace_creation(engine: Engine) {
+        let (_dir, store, ws) = store_with_workspace(engine).await;
         let base = (ws.created_at + 10) * 1_000;
         let mut prompt = event("ce_prompt".into(), base + 5_000, "tok_other");
         prompt.action = CallAction::PromptGet;
@@ -441,6 +452,7 @@ mod tests {
             .report();
         assert_eq!(report.totals.calls, 2);
         assert_eq!(report.tokens[0].actor, "tok_other name");
+    }
     }
 
     #[test]

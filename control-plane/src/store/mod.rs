@@ -24,6 +24,8 @@ pub mod copy;
 pub mod engine;
 pub mod packages;
 pub mod teams;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use engine::{Database, Engine};
 
