@@ -15,7 +15,7 @@ use super::workspaces::visible;
 use crate::crypto::random_id;
 use crate::manifest::Manifest;
 use crate::state::App;
-use crate::store::packages::{PackageRow, Publication, VersionRow};
+use crate::store::packages::{PackageRow, Publication, PublishError, VersionRow};
 use crate::store::{now, ServerRow};
 
 /// `@owner/name` -> (owner, name).
@@ -147,7 +147,15 @@ pub async fn publish(
             },
             &user.username,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Another publish of this version (or a higher one) came first.
+            PublishError::NotNewer { high_water } => ApiError::Conflict(format!(
+                "@{}/{} {} is not newer than {high_water}, the highest version ever published: versions must increase",
+                user.username, manifest.name, manifest.version
+            )),
+            PublishError::Database(e) => e.into(),
+        })?;
     let package = app
         .store
         .package(&user.username, &manifest.name)

@@ -133,9 +133,16 @@ pub async fn accept(
     if owner.id == me.id {
         return Err(ApiError::BadRequest("you cannot join your own team".into()));
     }
-    app.store
+    if !app
+        .store
         .accept_invitation(&row.id, &me.id, &me.username)
-        .await?;
+        .await?
+    {
+        // Accepted (or withdrawn) since it was read, by another request.
+        return Err(ApiError::Conflict(
+            "this invitation was already used".into(),
+        ));
+    }
     Ok(Json(json!({"owner": owner.username})))
 }
 

@@ -96,7 +96,14 @@ pub async fn create(
             &sha256_hex(&credential),
             &actor.username,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Lost a race with another create of the same username.
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                ApiError::Conflict(format!("user {:?} already exists", req.username))
+            }
+            e => e.into(),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": user_json(&user), "credential": credential})),

@@ -194,7 +194,16 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let ws = visible(&app, &user, &ws).await?;
     let (secret, token) = new_token(&req.name, req.expires_in, &user.id)?;
-    app.store.create_token(&ws, &token, &user.username).await?;
+    app.store
+        .create_token(&ws, &token, &user.username)
+        .await
+        .map_err(|e| match e {
+            // The workspace was deleted since it was read, by another request.
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                ApiError::NotFound(format!("workspace {:?} not found", ws.slug))
+            }
+            e => e.into(),
+        })?;
     app.publish().await?;
     let row = app
         .store
@@ -202,7 +211,8 @@ pub async fn create_token(
         .await?
         .into_iter()
         .find(|t| t.id == token.id)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("token vanished after insert")))?;
+        // Deleted with its workspace, by another request, since it was created.
+        .ok_or_else(|| ApiError::NotFound(format!("workspace {:?} not found", ws.slug)))?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -250,8 +260,22 @@ pub async fn revoke_token(
             )))
         }
     };
-    let revoked = app.store.revoke_token(&ws, token, &user.username).await?;
-    app.publish().await?;
+    let revoked = match app.store.revoke_token(&ws, token, &user.username).await? {
+        Some(revoked) => {
+            app.publish().await?;
+            revoked
+        }
+        // Revoking a revoked token (by id) changes nothing.
+        None if token.revoked_at.is_some() => token.clone(),
+        // Revoked (or its workspace deleted) since it was read, by another request.
+        None => {
+            let what = req.id.or(req.name).unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "no active token {what:?} in {:?}",
+                ws.slug
+            )));
+        }
+    };
     Ok(Json(json!({"token": token_json(&revoked)})))
 }
 

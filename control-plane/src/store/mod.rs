@@ -504,29 +504,35 @@ impl Store {
         Ok(updated)
     }
 
-    /// Revokes a token; returns it as it is now.
+    /// Revokes a token; returns it as it is now, or `None` when it was no longer
+    /// active (revoked or deleted since it was read: of two revocations at once, on
+    /// two control planes, exactly one revokes it and writes the audit event).
     pub async fn revoke_token(
         &self,
         ws: &WorkspaceRow,
         token: &TokenRow,
         actor: &str,
-    ) -> Result<TokenRow, sqlx::Error> {
+    ) -> Result<Option<TokenRow>, sqlx::Error> {
         let mut tx = self.begin().await?;
         let at = now();
-        sqlx::query(
+        let revoked = sqlx::query(
             "UPDATE workspace_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
         .bind(at)
         .bind(&token.id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            return Ok(None);
+        }
         audit(&mut tx, &ws.slug, actor, "token_revoke", &token.name).await?;
         bump_version(&mut tx).await?;
         tx.commit().await?;
-        Ok(TokenRow {
-            revoked_at: token.revoked_at.or(Some(at)),
+        Ok(Some(TokenRow {
+            revoked_at: Some(at),
             ..token.clone()
-        })
+        }))
     }
 
     // ---- servers and secrets --------------------------------------------------

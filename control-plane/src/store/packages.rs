@@ -31,6 +31,16 @@ const PACKAGE_COLUMNS: &str =
     "p.id, p.owner_id, u.username AS owner, p.name, p.kind, p.visibility, \
      p.description, p.category, p.tags, p.high_water, p.created_at, p.updated_at";
 
+/// Why [`Store::publish`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The version is not above the highest ever published (`high_water`).
+    #[error("the version is not newer than {high_water}, the highest version ever published")]
+    NotNewer { high_water: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// What a publish writes.
 pub struct Publication<'a> {
     pub owner_id: &'a str,
@@ -100,56 +110,68 @@ impl Store {
         .await
     }
 
-    /// Records a new version (the caller checked it is above the high-water mark),
-    /// creating the package on its first publish.
-    pub async fn publish(&self, p: &Publication<'_>, actor: &str) -> Result<(), sqlx::Error> {
+    /// Records a new version, creating the package on its first publish. The version
+    /// must be above the package's high-water mark, checked in the transaction that
+    /// raises it: of two publishes of one version at once (on two control planes),
+    /// exactly one is stored and the other gets [`PublishError::NotNewer`].
+    pub async fn publish(&self, p: &Publication<'_>, actor: &str) -> Result<(), PublishError> {
         let at = now();
         let mut tx = self.begin().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM packages WHERE owner_id = $1 AND name = $2")
+        // The package row, created empty if it is new; a concurrent first publish
+        // waits here for the other's commit and then finds its row.
+        sqlx::query(
+            "INSERT INTO packages (id, owner_id, name, kind, visibility, description, category, \
+             tags, high_water, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', $9, $9) \
+             ON CONFLICT (owner_id, name) DO NOTHING",
+        )
+        .bind(random_id("pkg_"))
+        .bind(p.owner_id)
+        .bind(p.name)
+        .bind(p.kind)
+        .bind(p.visibility)
+        .bind(p.description)
+        .bind(p.category)
+        .bind(p.tags)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        // Locks the row (PostgreSQL; SQLite's write transaction holds the whole file)
+        // so the high-water mark read next is the latest committed one.
+        sqlx::query(
+            "UPDATE packages SET updated_at = updated_at WHERE owner_id = $1 AND name = $2",
+        )
+        .bind(p.owner_id)
+        .bind(p.name)
+        .execute(&mut *tx)
+        .await?;
+        let (id, high_water): (String, String) =
+            sqlx::query_as("SELECT id, high_water FROM packages WHERE owner_id = $1 AND name = $2")
                 .bind(p.owner_id)
                 .bind(p.name)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-        let id = match existing {
-            Some(id) => {
-                sqlx::query(
-                    "UPDATE packages SET kind = $1, visibility = $2, description = $3, category = $4, \
-                     tags = $5, high_water = $6, updated_at = $7 WHERE id = $8",
-                )
-                .bind(p.kind)
-                .bind(p.visibility)
-                .bind(p.description)
-                .bind(p.category)
-                .bind(p.tags)
-                .bind(p.version)
-                .bind(at)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                id
+        if let (Ok(high), Ok(new)) = (
+            semver::Version::parse(&high_water),
+            semver::Version::parse(p.version),
+        ) {
+            if new <= high {
+                return Err(PublishError::NotNewer { high_water });
             }
-            None => {
-                let id = random_id("pkg_");
-                sqlx::query(
-                    "INSERT INTO packages (id, owner_id, name, kind, visibility, description, category, \
-                     tags, high_water, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(&id)
-                .bind(p.owner_id)
-                .bind(p.name)
-                .bind(p.kind)
-                .bind(p.visibility)
-                .bind(p.description)
-                .bind(p.category)
-                .bind(p.tags)
-                .bind(p.version)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                id
-            }
-        };
+        }
+        sqlx::query(
+            "UPDATE packages SET kind = $1, visibility = $2, description = $3, category = $4, \
+             tags = $5, high_water = $6, updated_at = $7 WHERE id = $8",
+        )
+        .bind(p.kind)
+        .bind(p.visibility)
+        .bind(p.description)
+        .bind(p.category)
+        .bind(p.tags)
+        .bind(p.version)
+        .bind(at)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO package_versions (package_id, version, manifest, published_at) VALUES ($1, $2, $3, $4)",
         )
@@ -167,7 +189,8 @@ impl Store {
             &format!("@{actor}/{}@{}", p.name, p.version),
         )
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes one version, or all of them. Installed copies keep working (they hold

@@ -90,21 +90,33 @@ impl Store {
         tx.commit().await
     }
 
+    /// Binds a pending invitation to `member_id`. Returns false, changing nothing,
+    /// when it is no longer pending: of two accepts at once (on two control planes)
+    /// exactly one binds it.
     pub async fn accept_invitation(
         &self,
         id: &str,
         member_id: &str,
         actor: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE team_members SET member_id = $1, status = 'active', joined_at = $2 WHERE id = $3")
-            .bind(member_id)
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let accepted = sqlx::query(
+            "UPDATE team_members SET member_id = $1, status = 'active', joined_at = $2 \
+             WHERE id = $3 AND status = 'pending'",
+        )
+        .bind(member_id)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !accepted {
+            return Ok(false);
+        }
         audit(&mut tx, "", actor, "team_join", id).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Removes a member; the tokens they created in the owner's workspaces are
