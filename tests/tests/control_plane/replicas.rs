@@ -183,3 +183,211 @@ async fn the_config_version_increases_strictly_across_replicas() -> anyhow::Resu
     assert_eq!(stored_version(&url)?, before + 2 * per_replica);
     Ok(())
 }
+
+/// Sends the same request to both replicas at once; returns both answers' statuses
+/// sorted, and the answers.
+async fn race(
+    a: &ControlPlane,
+    b: &ControlPlane,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(Vec<u16>, [HttpAnswer; 2])> {
+    let (on_a, on_b) = tokio::join!(
+        a.request(method.clone(), path, Some(token), body.as_ref()),
+        b.request(method.clone(), path, Some(token), body.as_ref()),
+    );
+    let answers = [on_a?, on_b?];
+    let mut statuses: Vec<u16> = answers.iter().map(|x| x.status).collect();
+    statuses.sort();
+    Ok((statuses, answers))
+}
+
+/// The message of the one answer with `status`.
+fn message_of(answers: &[HttpAnswer; 2], status: u16) -> anyhow::Result<String> {
+    let answer = answers
+        .iter()
+        .find(|x| x.status == status)
+        .ok_or_else(|| anyhow::anyhow!("no {status} among {answers:?}"))?;
+    Ok(answer.json()?["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn manifest(version: &str) -> Value {
+    json!({
+        "name": "crm",
+        "type": "mcp-server",
+        "version": version,
+        "description": "The CRM as MCP tools",
+        "category": "productivity",
+        "tags": ["crm"],
+        "server": {"url": "https://crm.example.com/mcp", "transport": "streamable_http"}
+    })
+}
+
+#[tokio::test]
+async fn the_same_package_version_published_on_two_replicas_is_stored_once() -> anyhow::Result<()> {
+    let (a, b, url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    for version in ["1.0.0", "1.1.0", "2.0.0"] {
+        let body = json!({"manifest": manifest(version)});
+        let (statuses, answers) =
+            race(&a, &b, &token, Method::POST, "/v1/packages", Some(body)).await?;
+        assert_eq!(statuses, [201, 409], "{version}: {answers:?}");
+        let message = message_of(&answers, 409)?;
+        assert_eq!(
+            message,
+            format!(
+                "@admin/crm {version} is not newer than {version}, the highest version ever \
+                 published: versions must increase"
+            ),
+        );
+    }
+    let cluster = postgres::cluster()?;
+    assert_eq!(
+        cluster.psql(
+            Cluster::database_of(&url),
+            "SELECT string_agg(v.version, ',' ORDER BY v.version) FROM package_versions v \
+             JOIN packages p ON p.id = v.package_id WHERE p.name = 'crm'"
+        )?,
+        "1.0.0,1.1.0,2.0.0"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invitation_accepted_on_two_replicas_at_once_is_used_once() -> anyhow::Result<()> {
+    let (a, b, url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    let bob = post(
+        &a,
+        &token,
+        "/v1/users",
+        json!({"username": "bob", "email": "bob@example.com"}),
+    )
+    .await?;
+    assert_eq!(bob.status, 201, "{}", bob.body);
+    let credential = bob.json()?["credential"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let bob_cli = Cli::new("bob")?;
+    bob_cli.login(&b.api_url(), "bob", &credential).await?;
+    let bob_token = bob_cli.session_token()?;
+
+    let invited = post(
+        &b,
+        &token,
+        "/v1/team/invitations",
+        json!({"email": "bob@example.com"}),
+    )
+    .await?;
+    assert_eq!(invited.status, 201, "{}", invited.body);
+    let code = invited.json()?["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (statuses, answers) = race(
+        &a,
+        &b,
+        &bob_token,
+        Method::POST,
+        "/v1/team/accept",
+        Some(json!({"code": code})),
+    )
+    .await?;
+    assert_eq!(statuses, [200, 409], "{answers:?}");
+    assert_eq!(
+        message_of(&answers, 409)?,
+        "this invitation was already used"
+    );
+    let cluster = postgres::cluster()?;
+    assert_eq!(
+        cluster.psql(
+            Cluster::database_of(&url),
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'team_join'"
+        )?,
+        "1"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_two_replicas_at_once_is_revoked_once() -> anyhow::Result<()> {
+    let (a, b, url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    let created = post(&a, &token, "/v1/workspaces", json!({"name": "eng"})).await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let before = stored_version(&url)?;
+    let rounds = 5;
+    for i in 0..rounds {
+        let name = format!("laptop-{i}");
+        let made = post(
+            &b,
+            &token,
+            "/v1/workspaces/eng/tokens",
+            json!({"name": name}),
+        )
+        .await?;
+        assert_eq!(made.status, 201, "{}", made.body);
+        let (statuses, answers) = race(
+            &a,
+            &b,
+            &token,
+            Method::POST,
+            "/v1/workspaces/eng/tokens/revoke",
+            Some(json!({"name": name})),
+        )
+        .await?;
+        assert_eq!(statuses, [200, 404], "{name}: {answers:?}");
+        assert_eq!(
+            message_of(&answers, 404)?,
+            format!("no active token {name:?} in \"eng\"")
+        );
+    }
+    // One version per create and one per revocation: the loser changed nothing.
+    assert_eq!(stored_version(&url)?, before + 2 * rounds);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_workspace_deleted_on_one_replica_while_a_token_is_created_on_the_other(
+) -> anyhow::Result<()> {
+    let (a, b, url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    for round in 0..5 {
+        let slug = format!("doomed-{round}");
+        let created = post(&a, &token, "/v1/workspaces", json!({"name": slug})).await?;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let path = format!("/v1/workspaces/{slug}");
+        let tokens = format!("{path}/tokens");
+        let (deleted, made) = tokio::join!(
+            a.request(Method::DELETE, &path, Some(&token), None),
+            post(&b, &token, &tokens, json!({"name": "late"})),
+        );
+        let (deleted, made) = (deleted?, made?);
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        // Either the token came first (and went with the workspace) or the
+        // workspace was gone: never a server error, never a token left behind.
+        match made.status {
+            201 => {}
+            404 => assert_eq!(
+                made.json()?["error"]["message"],
+                format!("workspace {slug:?} not found")
+            ),
+            other => panic!("token create answered {other}: {}", made.body),
+        }
+    }
+    let cluster = postgres::cluster()?;
+    assert_eq!(
+        cluster.psql(
+            Cluster::database_of(&url),
+            "SELECT COUNT(*) FROM workspace_tokens"
+        )?,
+        "0"
+    );
+    Ok(())
+}
