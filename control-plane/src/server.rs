@@ -55,6 +55,7 @@ async fn start_api(
     let app = Arc::new(app);
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);
+    follow_other_replicas(&app).await?;
     let router =
         crate::api::router(app.clone()).nest_service(crate::demo::PATH, crate::demo::service());
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -73,6 +74,30 @@ async fn start_api(
         }
     });
     Ok((app, boot, api_url, task))
+}
+
+/// On a database other control planes share: republishes to this one's proxies
+/// whatever any of them changes, as soon as it is committed. Runs until the process
+/// ends.
+async fn follow_other_replicas(app: &Arc<App>) -> anyhow::Result<()> {
+    let Some(changed) = app
+        .store
+        .other_changes()
+        .await
+        .context("listening for config changes on the database")?
+    else {
+        return Ok(());
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            if let Err(e) = app.publish().await {
+                tracing::warn!(error = %format!("{e:#}"), "republishing after a change on the database failed");
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Runs the control plane until Ctrl-C.

@@ -150,6 +150,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/sqlite/0004_call_events.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_config_notify.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -168,6 +172,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_call_events.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_config_notify.sql"),
     ),
 ];
 

@@ -9,7 +9,8 @@
 //! core tables (users, workspaces, tokens, servers, secrets, audit events, settings).
 //! Its submodules ([`calls`], [`packages`], [`teams`]) build on it: each adds its
 //! tables' queries to [`Store`] and defines their rows, which are imported from
-//! there. [`copy`] moves a whole store from one database to another.
+//! there. [`copy`] moves a whole store from one database to another; [`changes`]
+//! hears of the config changes other control planes make on the same database.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use crate::crypto::random_id;
 
 pub mod calls;
+pub mod changes;
 pub mod copy;
 pub mod engine;
 pub mod packages;
@@ -35,6 +37,7 @@ pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    database: Database,
 }
 
 /// Why a store could not be opened: which database, and what failed there. The
@@ -197,7 +200,11 @@ impl Store {
                 .await
                 .map_err(open)?;
         }
-        let store = Store { pool, engine };
+        let store = Store {
+            pool,
+            engine,
+            database: database.clone(),
+        };
         store.migrate().await.map_err(|error| OpenError::Migrate {
             database: database.clone(),
             error,
