@@ -1,14 +1,24 @@
 //! Two control planes (`gatehouse serve`, two processes) on one PostgreSQL database:
-//! they start together and bootstrap the store once, a slug both create at the same
-//! moment goes to exactly one of them, and the config version they publish never
-//! repeats or goes backwards across them.
+//! they start together and bootstrap the store once; of two requests racing for one
+//! thing (a slug, a package version, an invitation, a revocation) exactly one wins and
+//! the other gets the precise error; the config version they publish never repeats
+//! or goes backwards across them; and a change made on one reaches the proxies of the
+//! other (LISTEN/NOTIFY).
+
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gatehouse_tests::control_plane::{Cli, ControlPlane, HttpAnswer};
+use gatehouse_tests::control_plane::{Cli, ControlPlane, GatewayProxy, HttpAnswer};
 use gatehouse_tests::postgres::{self, Cluster};
+use gatehouse_tests::{RawClient, TempDir, STEP_TIMEOUT};
 use rand::RngCore;
 use reqwest::Method;
 use serde_json::{json, Value};
+
+use crate::fixture::{until_initialize_answers, until_refused};
+
+/// Generous, as in `lifecycle`: the 100 ms target is measured, not asserted here.
+const ENFORCEMENT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Two control planes on one new database, sharing a master key, started together.
 async fn two_replicas() -> anyhow::Result<(ControlPlane, ControlPlane, String)> {
@@ -388,6 +398,58 @@ async fn a_workspace_deleted_on_one_replica_while_a_token_is_created_on_the_othe
             "SELECT COUNT(*) FROM workspace_tokens"
         )?,
         "0"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_change_on_one_replica_reaches_the_proxies_of_the_other() -> anyhow::Result<()> {
+    let (a, b, _url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    let state = TempDir::new("edge-b")?;
+    let proxy = GatewayProxy::start_named(
+        &b.api_url(),
+        b.proxy_token(),
+        state.path(),
+        b.gateway_ports(),
+        "edge-b",
+    )
+    .await?;
+    let ws_url = proxy.ws_url("eng");
+    let secret_of = |answer: &HttpAnswer| -> anyhow::Result<String> {
+        anyhow::ensure!(answer.status == 201, "{}", answer.body);
+        Ok(answer.json()?["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    };
+
+    // Made on A, served at once by the proxy of B, which heard of it from the
+    // database (B itself was never asked anything).
+    let first = secret_of(&post(&a, &token, "/v1/workspaces", json!({"name": "eng"})).await?)?;
+    until_initialize_answers(&ws_url, &first, 200, STEP_TIMEOUT).await?;
+
+    // Revoked on A: refused by B's proxy, even in an open session.
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let name = format!("laptop-{i}");
+        let body = json!({"name": name});
+        let secret =
+            secret_of(&post(&a, &token, "/v1/workspaces/eng/tokens", body.clone()).await?)?;
+        until_initialize_answers(&ws_url, &secret, 200, STEP_TIMEOUT).await?;
+        let mut session = RawClient::new(&ws_url, Some(&secret));
+        session.initialize().await?;
+        let started = Instant::now();
+        let revoked = post(&a, &token, "/v1/workspaces/eng/tokens/revoke", body).await?;
+        assert_eq!(revoked.status, 200, "{}", revoked.body);
+        took.push(until_refused(&session, started, ENFORCEMENT_LIMIT).await?);
+    }
+    took.sort();
+    println!(
+        "revoke on replica A -> 401 at a proxy of replica B: min {:?}, median {:?}, max {:?}",
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
     );
     Ok(())
 }
