@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
 use crate::proxies::ProxyRegistry;
+use crate::store::leases::Lease;
 use crate::store::{now, Database, Store, UserRow};
 
 /// How long a CLI login lasts.
@@ -63,7 +64,7 @@ impl App {
         let master = MasterKey::load_or_create(data_dir)?;
         // Replicas starting together on one database: one at a time from here until
         // the catalog is loaded, so each row below is created once.
-        let start = store.start_lock().await?;
+        let start = store.hold(Lease::Start).await?;
 
         let session_keys: Vec<SessionKey> = match store.setting("session_keys").await? {
             Some(sealed) => {

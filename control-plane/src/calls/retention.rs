@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::App;
+use crate::store::leases::Lease;
 use crate::store::now;
 
 /// What `--call-retention-days` defaults to.
@@ -25,8 +26,25 @@ pub fn spawn(app: Arc<App>, days: u32) -> Option<tokio::task::JoinHandle<()>> {
         let mut every = tokio::time::interval(PRUNE_EVERY);
         loop {
             every.tick().await;
+            // Among control planes sharing a database, one prunes at a time; the
+            // others skip their turn (the one pruning deletes what they would).
+            let turn = match app.store.try_hold(Lease::PruneCalls).await {
+                Ok(Some(turn)) => turn,
+                Ok(None) => {
+                    tracing::debug!("another control plane is pruning calls");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning old calls failed");
+                    continue;
+                }
+            };
             let before_ms = now().saturating_mul(1_000).saturating_sub(keep_ms);
-            match app.store.prune_call_events(before_ms).await {
+            let pruned = app.store.prune_call_events(before_ms).await;
+            if let Err(e) = turn.release().await {
+                tracing::warn!(error = %e, "releasing the pruning lease failed");
+            }
+            match pruned {
                 Ok(0) => {}
                 Ok(deleted) => {
                     app.metrics.call_events_pruned(deleted);

@@ -217,12 +217,6 @@ pub fn migration_lock(engine: Engine) -> Option<&'static str> {
     }
 }
 
-/// The session lock a control plane holds while it starts (PostgreSQL only), and its
-/// release; see `Store::start_lock`.
-pub const START_LOCK: &str =
-    "SELECT COUNT(*) FROM (SELECT pg_advisory_lock(7406150532)) AS starting";
-pub const START_UNLOCK: &str = "SELECT pg_advisory_unlock(7406150532)";
-
 /// One parameter of a statement with many: `?` on SQLite, `$n` on PostgreSQL.
 ///
 /// SQLite gets anonymous parameters: sqlx binds each parameter by asking SQLite for its

@@ -10,7 +10,8 @@
 //! Its submodules ([`calls`], [`packages`], [`teams`]) build on it: each adds its
 //! tables' queries to [`Store`] and defines their rows, which are imported from
 //! there. [`copy`] moves a whole store from one database to another; [`changes`]
-//! hears of the config changes other control planes make on the same database.
+//! hears of the config changes other control planes make on the same database;
+//! [`leases`] lets one of them at a time do what only one should.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub mod calls;
 pub mod changes;
 pub mod copy;
 pub mod engine;
+pub mod leases;
 pub mod packages;
 pub mod teams;
 #[cfg(test)]
@@ -215,23 +217,6 @@ impl Store {
     /// The engine this store runs on.
     pub fn engine(&self) -> Engine {
         self.engine
-    }
-
-    /// Holds off every other control plane's start on this database until
-    /// [`StartLock::release`]: what a start creates once (the bootstrap admin, keys,
-    /// the Hub catalog) is then created by one replica and read by the others. A
-    /// session advisory lock on PostgreSQL; nothing on SQLite, whose file one
-    /// control plane uses.
-    pub async fn start_lock(&self) -> Result<StartLock, sqlx::Error> {
-        if self.engine != Engine::Postgres {
-            return Ok(StartLock(None));
-        }
-        let mut conn = self.pool.acquire().await?;
-        // If this start fails half way, the connection closes instead of returning to
-        // the pool with the lock held.
-        conn.close_on_drop();
-        sqlx::query(engine::START_LOCK).execute(&mut *conn).await?;
-        Ok(StartLock(Some(conn)))
     }
 
     /// Applies the migrations not applied yet, all in one transaction, which control
@@ -770,20 +755,6 @@ impl Store {
             secrets,
             tokens,
         })
-    }
-}
-
-/// See [`Store::start_lock`].
-pub struct StartLock(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
-
-impl StartLock {
-    pub async fn release(self) -> Result<(), sqlx::Error> {
-        if let Some(mut conn) = self.0 {
-            sqlx::query(engine::START_UNLOCK)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
     }
 }
 

@@ -27,6 +27,11 @@ pub async fn fresh(engine: Engine) -> (Option<tempfile::TempDir>, Store) {
     }
 }
 
+/// A second store on `store`'s database, as another control plane would open it.
+pub async fn same_database(store: &Store) -> Store {
+    Store::connect(&store.database).await.unwrap()
+}
+
 /// Turns `async fn name(engine: Engine) { .. }` into the module `name` with two
 /// tests, `name::sqlite` and `name::postgres`, running the body on each engine.
 macro_rules! on_both_engines {
