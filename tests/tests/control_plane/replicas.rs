@@ -453,3 +453,69 @@ async fn a_change_on_one_replica_reaches_the_proxies_of_the_other() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_audit_batch_sent_to_both_replicas_is_stored_once() -> anyhow::Result<()> {
+    use gatehouse_config::audit::{AuditBatch, CallAction, CallEvent, CallOutcome};
+    let (a, b, url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    let created = post(&a, &token, "/v1/workspaces", json!({"name": "eng"})).await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let events: Vec<CallEvent> = (0..300)
+        .map(|i| CallEvent {
+            id: format!("ce_{:032x}", rand::random::<u128>()),
+            time_ms: now_ms + i,
+            workspace: "eng".into(),
+            token_id: "tok_x".into(),
+            token_name: "laptop".into(),
+            action: CallAction::ToolCall,
+            server: "github".into(),
+            target: "github__create_issue".into(),
+            outcome: CallOutcome::Ok,
+            latency_us: 1_000,
+            request_id: i.to_string(),
+            transport: "streamable_http".into(),
+        })
+        .collect();
+    let batch = serde_json::to_value(AuditBatch {
+        proxy_id: "px_retry".into(),
+        events,
+    })?;
+    // A proxy that timed out on one replica resends to the other while the first
+    // is still storing it.
+    let (on_a, on_b) = tokio::join!(
+        a.request(
+            Method::POST,
+            "/v1/proxy/audit",
+            Some(a.proxy_token()),
+            Some(&batch)
+        ),
+        b.request(
+            Method::POST,
+            "/v1/proxy/audit",
+            Some(b.proxy_token()),
+            Some(&batch)
+        ),
+    );
+    let mut stored = 0;
+    let mut duplicates = 0;
+    for answer in [on_a?, on_b?] {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let body = answer.json()?;
+        stored += body["stored"].as_u64().unwrap_or(u64::MAX);
+        duplicates += body["duplicates"].as_u64().unwrap_or(u64::MAX);
+    }
+    assert_eq!((stored, duplicates), (300, 300));
+    let cluster = postgres::cluster()?;
+    assert_eq!(
+        cluster.psql(
+            Cluster::database_of(&url),
+            "SELECT COUNT(*) FROM call_events"
+        )?,
+        "300"
+    );
+    Ok(())
+}
