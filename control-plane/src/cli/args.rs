@@ -620,6 +620,31 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_chosen_by_flag_and_migrate_takes_both_ends() {
+        let cli = parse(&["serve", "--database", "postgres://gh@db/gatehouse"]).unwrap();
+        match cli.command {
+            Command::Serve(serve) => {
+                assert_eq!(
+                    serve.database.as_deref(),
+                    Some("postgres://gh@db/gatehouse")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["up", "--database", "postgres://gh@db/gatehouse"]).unwrap();
+        assert!(matches!(cli.command, Command::Up(up) if up.database.is_some()));
+        let cli = parse(&["migrate", "--from", "/data", "--to", "postgres://gh@db/g"]).unwrap();
+        match cli.command {
+            Command::Migrate(m) => {
+                assert_eq!(m.from, PathBuf::from("/data"));
+                assert_eq!(m.to, "postgres://gh@db/g");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["migrate", "--to", "postgres://gh@db/g"]).is_err());
+    }
+
+    #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
     }
