@@ -68,6 +68,10 @@ impl Database {
             Database::Embedded(dir) => {
                 format!("sqlite://{}?mode=rwc", dir.join("gatehouse.db").display())
             }
+            // A file named without options is created if missing, like the default.
+            Database::SqliteUrl(url) if !url.contains('?') && url != "sqlite::memory:" => {
+                format!("{url}?mode=rwc")
+            }
             Database::SqliteUrl(url) | Database::Postgres(url) => url.clone(),
         }
     }
@@ -264,6 +268,11 @@ mod tests {
             redact("postgres://gh@h/db?sslmode=require&password=s3cret"),
             "postgres://gh@h/db?sslmode=require&password=***"
         );
+        let file = Database::from_url(Some("sqlite:///srv/gh.db"), dir).unwrap();
+        assert_eq!(file.engine(), Engine::Sqlite);
+        assert_eq!(file.connect_url(), "sqlite:///srv/gh.db?mode=rwc");
+        let read_only = Database::SqliteUrl("sqlite:///srv/gh.db?mode=ro".into());
+        assert_eq!(read_only.connect_url(), "sqlite:///srv/gh.db?mode=ro");
         let err = Database::from_url(Some("mysql://root:s3cret@h/db"), dir).unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(err.to_string().contains("mysql://root:***@h/db"), "{err}");
