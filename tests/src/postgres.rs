@@ -58,15 +58,17 @@ impl Cluster {
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         let user = RunAs::for_this_process(&dir)?;
         let data = dir.join("data");
-        let initdb = user
-            .command(&bin.join("initdb"))
+        let mut initdb = user.command(&bin.join("initdb"));
+        // `setpriv` when run as root: a missing one is named, not initdb.
+        let program = initdb.get_program().to_string_lossy().into_owned();
+        let initdb = initdb
             .arg("-D")
             .arg(&data)
             .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-locale"])
             .arg("--no-sync")
             .current_dir(&dir)
             .output()
-            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", bin.join("initdb").display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot run {program} for initdb: {e}"))?;
         anyhow::ensure!(
             initdb.status.success(),
             "initdb failed ({}): {}{}",
@@ -111,6 +113,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        let program = command.get_program().to_string_lossy().into_owned();
         let exited = Arc::new(AtomicBool::new(false));
         let (started, spawned) = std::sync::mpsc::channel();
         let flag = exited.clone();
@@ -126,9 +129,9 @@ impl Cluster {
                     let _ = started.send(Err(e));
                 }
             })?;
-        spawned.recv()?.map_err(|e| {
-            anyhow::anyhow!("cannot run {}: {e}", self.bin.join("postgres").display())
-        })?;
+        spawned
+            .recv()?
+            .map_err(|e| anyhow::anyhow!("cannot run {program} for postgres: {e}"))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if self.psql("postgres", "SELECT 1").is_ok() {
