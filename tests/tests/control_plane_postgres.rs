@@ -22,6 +22,8 @@ mod bad_input;
 mod database_url;
 #[path = "control_plane/fixture.rs"]
 mod fixture;
+#[path = "control_plane/install_probe.rs"]
+mod install_probe;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
 #[path = "control_plane/migrate.rs"]

@@ -220,7 +220,15 @@ async fn relay_http(
             let frame = tokio::select! {
                 biased;
                 frame = tokio::time::timeout(call.server.call_timeout, body.frame()) => frame,
-                _ = client_gone(session), if waiting => return client_left(ctx, call),
+                _ = client_gone(session), if waiting => {
+                    if watch.outcome().is_some() {
+                        // The client has its response and hung up before the upstream
+                        // ended its stream: the request was answered.
+                        session.set_keepalive(None);
+                        return Ok(true);
+                    }
+                    return client_left(ctx, call);
+                }
             };
             let chunk = match frame {
                 Ok(Some(Ok(frame))) => match frame.into_data() {

@@ -4,11 +4,11 @@
 
 use gatehouse_tests::{connect, Upstream, UpstreamTool};
 
-use crate::fixture::{token_in, tool_names, Deployment};
+use crate::fixture::{token_in, tool_names};
 
 #[tokio::test]
 async fn an_install_without_a_transport_finds_what_the_server_speaks() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     let created = d.admin.ok(&["workspace", "create", "Probe"]).await?;
     let token = token_in(&created)?;
 
@@ -88,7 +88,7 @@ async fn an_install_without_a_transport_finds_what_the_server_speaks() -> anyhow
 
 #[tokio::test]
 async fn an_unreachable_server_is_installed_with_the_reason() -> anyhow::Result<()> {
-    let d = Deployment::start().await?;
+    let d = crate::fixture::deployment().await?;
     d.admin.ok(&["workspace", "create", "Probe"]).await?;
     // A port nothing listens on: bound, then closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
