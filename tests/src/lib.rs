@@ -24,6 +24,7 @@ pub mod config;
 pub mod control_plane;
 pub mod deployment;
 pub mod events;
+pub mod forwarder;
 pub mod http_target;
 pub mod legacy_client;
 mod legacy_sse;

@@ -188,6 +188,7 @@ impl SseRewriter {
         self.splitter.push(chunk);
         let mut out = BytesMut::new();
         while let Some((raw, event)) = self.splitter.next_block() {
+            let raw = expose_event_id(raw, relay.server);
             let Some(event) = event else {
                 out.extend_from_slice(&raw);
                 continue;
@@ -222,6 +223,36 @@ impl SseRewriter {
     pub fn finish(&mut self) -> Bytes {
         self.splitter.take_rest().freeze()
     }
+}
+
+/// The id a client sees for event `id` of `server`'s stream: `<server>:<id>`. Slugs
+/// never contain `:`, so [`event_id_route`] finds the server again when the client
+/// resumes with `Last-Event-ID`, and ids of different servers never clash.
+pub fn expose_event_id(raw: BytesMut, server: &str) -> BytesMut {
+    if !raw.starts_with(b"id:") && memchr::memmem::find(&raw, b"\nid:").is_none() {
+        return raw;
+    }
+    let mut out = BytesMut::with_capacity(raw.len() + server.len() + 1);
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        match line.strip_prefix(b"id:") {
+            Some(rest) => {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                out.extend_from_slice(b"id: ");
+                out.extend_from_slice(server.as_bytes());
+                out.extend_from_slice(b":");
+                out.extend_from_slice(rest);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// `(server, the server's own event id)` of an id [`expose_event_id`] made.
+pub fn event_id_route(exposed: &str) -> Option<(&str, &str)> {
+    exposed
+        .split_once(':')
+        .filter(|(server, id)| !server.is_empty() && !id.is_empty())
 }
 
 /// Re-emits `raw` (one event block) with its data replaced by `json`; other fields
@@ -360,7 +391,9 @@ mod tests {
             );
             let text = String::from_utf8(out).unwrap();
             assert!(
-                text.starts_with("id: 0\nretry: 3000\ndata:\n\nevent: message\nid: 1\ndata: {"),
+                text.starts_with(
+                    "id: github:0\nretry: 3000\ndata:\n\nevent: message\nid: github:1\ndata: {"
+                ),
                 "{text}"
             );
             assert!(text.contains("\"id\":\"gh."), "{text}");
@@ -370,5 +403,20 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn event_ids_name_their_server_and_route_back() {
+        let raw = BytesMut::from(&b"id: abc_1\nretry: 500\ndata:\n\n"[..]);
+        let out = expose_event_id(raw, "everything");
+        assert_eq!(&out[..], b"id: everything:abc_1\nretry: 500\ndata:\n\n");
+        assert_eq!(
+            event_id_route("everything:abc_1"),
+            Some(("everything", "abc_1"))
+        );
+        // The gateway's own stream ids carry no server.
+        assert_eq!(event_id_route("0a1b2c-7"), None);
+        let untouched = BytesMut::from(&b"data: {}\n\n"[..]);
+        assert_eq!(&expose_event_id(untouched, "x")[..], b"data: {}\n\n");
     }
 }

@@ -26,13 +26,14 @@ use serde_json::Value;
 
 use crate::client::request::{Caller, RequestCtx};
 use crate::client::respond;
+use crate::config::runtime::ServerRt;
 use crate::live::live;
 use crate::session::failure;
 use crate::shared::Shared;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::pool;
-use crate::upstream::upstreams::{CallReply, ToolCall};
+use crate::upstream::upstreams::{CallReply, ServerStream, ToolCall};
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
 /// its session with the gateway, framing the gateway recomputes, hop-by-hop ones, and
@@ -66,6 +67,71 @@ static STRIPPED_REPLY: [HeaderName; 7] = [
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
 ];
+
+/// The rest of an upstream's reply stream the client lost, asked for again with
+/// `Last-Event-ID` (the upstream's own id, behind the `<server>:` the gateway put on
+/// it): the upstream replays what followed on a GET, relayed like the reply itself.
+/// `None` when the upstream cannot resume (no GET stream, an error): the caller then
+/// serves the session's ordinary stream.
+pub async fn resume(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+    env: &SessionEnvelope,
+    server: &ServerRt,
+    upstream_id: &str,
+) -> Option<Result<bool>> {
+    let opened = shared
+        .upstreams
+        .server_stream(caller.rt, env, server, Some(upstream_id))
+        .await;
+    let stream = match opened {
+        Ok(Some(ServerStream::Http(stream))) => stream,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::debug!(server = %server.slug, error = %e, "upstream stream could not be resumed");
+            return None;
+        }
+    };
+    ctx.outcome = Outcome::Resumed;
+    let relay = Relay {
+        keys: &caller.rt.keys,
+        sid: env.sid,
+        server: &server.slug,
+        bare: server.naming == gatehouse_config::Naming::Bare,
+    };
+    let workspace = caller.ws.slug.clone();
+    let mut rewriter = SseRewriter::default();
+    let relayed = async {
+        let mut head = ResponseHeader::build_no_case(200, Some(3))?;
+        head.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+        head.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        head.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        session.write_response_header(Box::new(head)).await?;
+        let mut body = stream.bytes_stream();
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                chunk = futures::StreamExt::next(&mut body) => chunk,
+                _ = client_gone(session) => {
+                    session.set_keepalive(None);
+                    return Ok(true);
+                }
+            };
+            let Some(Ok(chunk)) = chunk else { break };
+            let out = rewriter.push(&chunk, &relay, &mut |kind, _| {
+                if kind == MessageKind::ToolsChanged {
+                    shared.catalogs.invalidate(&workspace, &server.slug);
+                }
+            });
+            session.write_response_body(out, false).await?;
+        }
+        session.write_response_body(rewriter.finish(), true).await?;
+        Ok(true)
+    };
+    Some(relayed.await)
+}
 
 /// Forwards a routed call and answers the Streamable HTTP client with the reply. A
 /// client that hangs up ends the call: the upstream connection is dropped with it.

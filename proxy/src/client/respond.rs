@@ -32,6 +32,23 @@ pub async fn json(
     Ok(true)
 }
 
+/// A complete JSON-RPC message as a one-event stream (`text/event-stream`), for a
+/// client that prefers streams; the same message `json` would write otherwise.
+pub async fn event(session: &mut ServerSession, body: Bytes) -> Result<bool> {
+    let mut framed = Vec::with_capacity(body.len() + 24);
+    framed.extend_from_slice(b"event: message\ndata: ");
+    framed.extend_from_slice(&body);
+    framed.extend_from_slice(b"\n\n");
+    let mut resp = ResponseHeader::build_no_case(200, Some(2))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+    resp.insert_header(header::CONTENT_LENGTH, framed.len())?;
+    session.write_response_header(Box::new(resp)).await?;
+    session
+        .write_response_body(Bytes::from(framed), true)
+        .await?;
+    Ok(true)
+}
+
 /// `202 Accepted` with no body: what notifications and responses get.
 pub async fn accepted(session: &mut ServerSession) -> Result<bool> {
     let mut resp = ResponseHeader::build_no_case(202, Some(1))?;
@@ -128,9 +145,35 @@ pub fn accepts_mcp_replies(accept: Option<&[u8]>) -> bool {
         || (accept.contains("application/json") && accept.contains("text/event-stream"))
 }
 
+/// Whether the client lists `text/event-stream` before `application/json`: the
+/// gateway's own answers then come as a one-event stream (a routed call's reply keeps
+/// the form its upstream chose). Either form is valid for a client that accepts both.
+pub fn prefers_event_stream(accept: Option<&[u8]>) -> bool {
+    let Some(accept) = accept.and_then(|a| std::str::from_utf8(a).ok()) else {
+        return false;
+    };
+    let accept = accept.to_ascii_lowercase();
+    match (
+        accept.find("text/event-stream"),
+        accept.find("application/json"),
+    ) {
+        (Some(stream), Some(json)) => stream < json,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_is_preferred_only_when_listed_first() {
+        let prefers = |a: &str| prefers_event_stream(Some(a.as_bytes()));
+        assert!(prefers("text/event-stream, application/json"));
+        assert!(!prefers("application/json, text/event-stream"));
+        assert!(!prefers("*/*"));
+        assert!(!prefers_event_stream(None));
+    }
 
     #[test]
     fn routes() {

@@ -17,6 +17,8 @@ use crate::client::forward;
 use crate::client::request::{open_session, read_body, Caller, RequestCtx};
 use crate::client::respond;
 use crate::client::stream;
+use gatehouse_mcp::relay::event_id_route;
+
 use crate::live::live;
 use crate::session::dispatch::{self, Reply, Scope};
 use crate::session::initialize;
@@ -31,7 +33,9 @@ pub async fn post(
     caller: &Caller<'_>,
 ) -> Result<bool> {
     let headers = &session.req_header().headers;
-    if !respond::accepts_mcp_replies(headers.get(header::ACCEPT).map(HeaderValue::as_bytes)) {
+    let accept = headers.get(header::ACCEPT).map(HeaderValue::as_bytes);
+    let as_event = respond::prefers_event_stream(accept);
+    if !respond::accepts_mcp_replies(accept) {
         ctx.outcome = Outcome::NotAcceptable;
         return respond::refuse(
             session,
@@ -81,7 +85,7 @@ pub async fn post(
                     shared.metrics.sessions_active.inc();
                     respond::json(session, 200, &[(SESSION_HEADER, &session_id)], opened.body).await
                 }
-                Err(reply) => deliver(session, ctx, reply).await,
+                Err(reply) => deliver(session, ctx, reply, as_event).await,
             };
         }
     }
@@ -115,12 +119,18 @@ pub async fn post(
     };
     match reply {
         Reply::ToolCall(call) => forward::to_client(shared, session, ctx, caller, &env, call).await,
-        reply => deliver(session, ctx, reply).await,
+        reply => deliver(session, ctx, reply, as_event).await,
     }
 }
 
-/// Writes a reply that is not a routed call.
-async fn deliver(session: &mut ServerSession, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
+/// Writes a reply that is not a routed call; as a one-event stream when the client
+/// prefers one (`as_event`) and the reply is a 200.
+async fn deliver(
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    reply: Reply,
+    as_event: bool,
+) -> Result<bool> {
     match reply {
         Reply::Response {
             body,
@@ -129,7 +139,11 @@ async fn deliver(session: &mut ServerSession, ctx: &mut RequestCtx, reply: Reply
         } => {
             ctx.outcome = outcome;
             ctx.answered_call(outcome, &body);
-            respond::json(session, if session_gone { 404 } else { 200 }, &[], body).await
+            match (session_gone, as_event) {
+                (true, _) => respond::json(session, 404, &[], body).await,
+                (false, true) => respond::event(session, body).await,
+                (false, false) => respond::json(session, 200, &[], body).await,
+            }
         }
         Reply::Accepted { outcome } => {
             ctx.outcome = outcome;
@@ -177,6 +191,17 @@ pub async fn get(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // An id of an upstream's reply stream (`<server>:<id>`): that stream, resumed.
+    if let Some((server, upstream_id)) = last_event_id.as_deref().and_then(event_id_route) {
+        if let Some(server) = caller.ws.server(server).filter(|s| s.usable()) {
+            let server = server.clone();
+            if let Some(answered) =
+                forward::resume(shared, session, ctx, caller, &env, &server, upstream_id).await
+            {
+                return answered;
+            }
+        }
+    }
     let (framing, replay) = stream::streamable_framing(env.sid, last_event_id.as_deref());
     if last_event_id.is_some() {
         ctx.outcome = if replay.is_empty() {
