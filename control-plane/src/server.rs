@@ -40,7 +40,7 @@ pub struct UpOptions {
     pub demo: bool,
 }
 
-/// The API, the demo MCP server and nothing else, on one listener.
+/// The API, the dashboard, the demo MCP server and nothing else, on one listener.
 async fn start_api(
     opts: &ServeOptions,
 ) -> anyhow::Result<(
@@ -56,8 +56,8 @@ async fn start_api(
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);
     follow_other_replicas(&app).await?;
-    let router =
-        crate::api::router(app.clone()).nest_service(crate::demo::PATH, crate::demo::service());
+    let router = crate::api::router(app.clone(), crate::dashboard::router(app.clone()))
+        .nest_service(crate::demo::PATH, crate::demo::service());
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -104,6 +104,7 @@ async fn follow_other_replicas(app: &Arc<App>) -> anyhow::Result<()> {
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (_app, boot, api_url, task) = start_api(&opts).await?;
     println!("Gatehouse control plane: {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
+    println!("Dashboard: {api_url}{}", crate::dashboard::PATH);
     if let Some(credential) = &boot.admin_credential {
         println!(
             "Bootstrap admin created: gatehouse login --api {api_url} --username admin --credential {credential}\n(also saved in {})",
@@ -157,6 +158,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
 
     println!("Gatehouse is up.");
     println!("  Admin API:   {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
+    println!("  Dashboard:   {api_url}{}", crate::dashboard::PATH);
     println!(
         "  Gateway:     {}/ws/<workspace>",
         opts.serve.gateway_url.trim_end_matches('/')

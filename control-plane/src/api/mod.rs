@@ -3,18 +3,18 @@
 //! authenticate with a JWT from `/v1/login`; proxies with the proxy token
 //! (`request`). This file owns the router: which handler serves which route.
 
-mod calls;
-mod error;
+pub(crate) mod calls;
+pub(crate) mod error;
 mod metrics;
 #[cfg(test)]
 mod openapi_check;
-mod packages;
-mod proxies;
-mod request;
-mod servers;
-mod teams;
-mod users;
-mod workspaces;
+pub(crate) mod packages;
+pub(crate) mod proxies;
+pub(crate) mod request;
+pub(crate) mod servers;
+pub(crate) mod teams;
+pub(crate) mod users;
+pub(crate) mod workspaces;
 
 use std::sync::Arc;
 
@@ -27,7 +27,9 @@ use serde_json::json;
 use crate::calls::batch::MAX_BATCH_BYTES;
 use crate::state::App;
 
-pub fn router(app: Arc<App>) -> Router {
+/// The API's routes and `other` (the dashboard's, which this module does not know),
+/// all counted by the same request metrics, unmatched requests included.
+pub fn router(app: Arc<App>, other: Router) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics::scrape))
@@ -93,6 +95,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(calls::ingest).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
         )
         .with_state(app.clone())
+        .merge(other)
         // Outside the routes, so it sees unmatched requests too; `Router::layer` still
         // runs it after routing, which is what puts `MatchedPath` in reach.
         .layer(axum::middleware::from_fn_with_state(app, metrics::track))

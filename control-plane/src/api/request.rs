@@ -44,6 +44,14 @@ impl FromRequestParts<Arc<App>> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let token = bearer(parts)
             .ok_or_else(|| ApiError::Unauthorized("not logged in: run `gatehouse login`".into()))?;
+        AuthUser::of_session(app, token).await
+    }
+}
+
+impl AuthUser {
+    /// The user a session JWT (from `/v1/login`) belongs to, whichever way it came:
+    /// a bearer header here, the dashboard's session cookie there.
+    pub async fn of_session(app: &App, token: &str) -> Result<AuthUser, ApiError> {
         let claims = app.sessions.verify(token)?;
         let user = app.store.user_by_id(&claims.sub).await?.ok_or_else(|| {
             ApiError::Unauthorized("user no longer exists: run `gatehouse login`".into())

@@ -65,16 +65,16 @@ pub async fn list(
 
 #[derive(Deserialize)]
 pub struct Install {
-    url: String,
-    slug: Option<String>,
+    pub url: String,
+    pub slug: Option<String>,
     #[serde(default)]
-    transport: Option<String>,
+    pub transport: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
     #[serde(default)]
-    policy: ToolPolicy,
+    pub policy: ToolPolicy,
     #[serde(default = "yes")]
-    enabled: bool,
+    pub enabled: bool,
 }
 
 fn yes() -> bool {
@@ -181,7 +181,7 @@ pub async fn remove(
 
 #[derive(Deserialize)]
 pub struct SecretValue {
-    value: String,
+    pub value: String,
 }
 
 pub async fn set_secret(

@@ -17,8 +17,8 @@ use crate::store::UserRow;
 
 #[derive(Deserialize)]
 pub struct Login {
-    username: String,
-    credential: String,
+    pub username: String,
+    pub credential: String,
 }
 
 fn user_json(u: &UserRow) -> Value {

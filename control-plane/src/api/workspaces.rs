@@ -92,8 +92,8 @@ pub async fn show(
 
 #[derive(Deserialize)]
 pub struct NewWorkspace {
-    name: String,
-    slug: Option<String>,
+    pub name: String,
+    pub slug: Option<String>,
 }
 
 pub async fn create(
@@ -182,8 +182,8 @@ pub async fn tokens(
 
 #[derive(Deserialize)]
 pub struct NewTokenRequest {
-    name: String,
-    expires_in: Option<i64>,
+    pub name: String,
+    pub expires_in: Option<i64>,
 }
 
 pub async fn create_token(
@@ -223,8 +223,8 @@ pub async fn create_token(
 
 #[derive(Deserialize)]
 pub struct Revoke {
-    name: Option<String>,
-    id: Option<String>,
+    pub name: Option<String>,
+    pub id: Option<String>,
 }
 
 pub async fn revoke_token(
@@ -281,10 +281,10 @@ pub async fn revoke_token(
 
 #[derive(Deserialize)]
 pub struct AuditParams {
-    since: Option<i64>,
-    user: Option<String>,
-    action: Option<String>,
-    limit: Option<i64>,
+    pub since: Option<i64>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub limit: Option<i64>,
 }
 
 /// Admin events and routed calls, merged oldest first; `limit` keeps the oldest

@@ -115,26 +115,7 @@ pub fn workspace_active(slug: &str) -> String {
 
 /// "This will revoke all 3 tokens and remove 1 MCP server." (without "Confirm?").
 pub fn delete_warning(workspace: &Workspace) -> String {
-    let mut effects = Vec::new();
-    match workspace.tokens {
-        0 => {}
-        1 => effects.push("revoke 1 token".to_owned()),
-        n => effects.push(format!("revoke all {n} tokens")),
-    }
-    if workspace.servers > 0 {
-        effects.push(format!(
-            "remove {}",
-            count(workspace.servers, "MCP server", "MCP servers")
-        ));
-    }
-    if effects.is_empty() {
-        format!(
-            "This will delete workspace {} (it has no active tokens and no MCP servers).",
-            workspace.slug
-        )
-    } else {
-        format!("This will {}.", effects.join(" and "))
-    }
+    crate::wording::delete_warning(&workspace.slug, workspace.servers, workspace.tokens)
 }
 
 pub fn token_created(created: &TokenCreated) -> String {

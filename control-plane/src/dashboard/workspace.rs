@@ -1,0 +1,358 @@
+//! One workspace's page: its URLs, MCP servers (install from a URL, remove), secrets
+//! (names and when they changed; set or replace a value, never shown back), and
+//! tokens (create, shown once; list; revoke).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::session::{csrf_field, page, CsrfOnly, Session};
+use super::shell::{copyable, PageError, PageResult, PATH};
+use super::workspaces::shown_once;
+use crate::api::error::ApiError;
+use crate::api::request::Body;
+use crate::api::servers::{self, Install, SecretValue};
+use crate::api::workspaces::{self, NewTokenRequest, Revoke};
+use crate::dates::{format_ago, format_minute};
+use crate::state::App;
+use crate::store::now;
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+fn when(v: &Value, key: &str) -> String {
+    v[key]
+        .as_i64()
+        .map_or_else(|| "never".to_owned(), |t| format_ago(t, now()))
+}
+
+fn base(ws: &str) -> String {
+    format!("{PATH}/workspaces/{ws}")
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+) -> PageResult<Markup> {
+    let user = session.user.clone();
+    let Json(workspace) =
+        workspaces::show(State(app.clone()), user.clone(), Path(ws.clone())).await?;
+    let Json(servers) = servers::list(State(app.clone()), user.clone(), Path(ws.clone())).await?;
+    let Json(secrets) =
+        servers::secrets(State(app.clone()), user.clone(), Path(ws.clone())).await?;
+    let Json(tokens) = workspaces::tokens(State(app.clone()), user, Path(ws.clone())).await?;
+    let slug = text(&workspace, "slug").to_owned();
+    let (gateway_url, sse_url) = app.gateway_urls(&slug);
+    let servers = servers["servers"].as_array().cloned().unwrap_or_default();
+    let secrets = secrets["secrets"].as_array().cloned().unwrap_or_default();
+    let tokens = tokens["tokens"].as_array().cloned().unwrap_or_default();
+    let here = base(&slug);
+    let body = html! {
+        h1 { (text(&workspace, "name")) " " small { "(" (slug) ")" } }
+        nav.sub aria-label="Workspace" {
+            a href=(here) aria-current="page" { "Overview" }
+            a href={ (here) "/audit" } { "Workspace Audit" }
+            a href={ (here) "/delete" } { "Delete…" }
+        }
+        (copyable("gateway-url", "Gateway URL (Streamable HTTP)", &gateway_url))
+        (copyable("sse-url", "SSE URL (legacy clients)", &sse_url))
+        (servers_section(&session, &here, &servers))
+        (secrets_section(&session, &here, &servers, &secrets))
+        (tokens_section(&session, &here, &tokens))
+    };
+    Ok(page(&session, &slug, body))
+}
+
+fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
+    html! {
+        section aria-labelledby="servers" {
+            h2 #servers { "MCP servers" }
+            @if servers.is_empty() {
+                p { "No MCP servers installed yet." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th scope="col" { "Server" } th scope="col" { "URL" } th scope="col" { "Transport" } th scope="col" { "Status" } th scope="col" { "Secrets" } th scope="col" { span.sr { "Actions" } } } }
+                    tbody { @for s in servers {
+                        tr {
+                            td { code { (text(s, "slug")) } }
+                            td.url { (text(s, "url")) }
+                            td { (text(s, "transport")) }
+                            td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
+                            td { @for name in s["secrets"].as_array().into_iter().flatten() { code { (name.as_str().unwrap_or_default()) } " " } }
+                            td {
+                                form.inline method="post" action={ (here) "/servers/" (text(s, "slug")) "/remove" } {
+                                    (csrf_field(session))
+                                    button.danger type="submit" aria-label={ "Remove " (text(s, "slug")) } { "Remove" }
+                                }
+                            }
+                        }
+                    } }
+                } }
+            }
+            h3 { "Install from a URL" }
+            form method="post" action={ (here) "/servers" } {
+                (csrf_field(session))
+                label for="srv-url" { "Server URL (Streamable HTTP or SSE)" }
+                input #srv-url name="url" type="url" required placeholder="https://mcp.example.com/mcp";
+                label for="srv-slug" { "Name (optional; tools are named <name>__<tool>)" }
+                input #srv-slug name="slug" pattern="[a-z0-9][a-z0-9-]{0,31}" placeholder="github";
+                label for="srv-transport" { "Transport" }
+                select #srv-transport name="transport" {
+                    option value="streamable_http" selected { "Streamable HTTP" }
+                    option value="sse" { "SSE (legacy)" }
+                }
+                label for="srv-header" { "Header (optional), e.g. Authorization: Bearer {{secrets.GITHUB_TOKEN}}" }
+                input #srv-header name="header" placeholder="Authorization: Bearer {{secrets.GITHUB_TOKEN}}";
+                button type="submit" { "Install" }
+            }
+        }
+    }
+}
+
+fn secrets_section(session: &Session, here: &str, servers: &[Value], secrets: &[Value]) -> Markup {
+    html! {
+        section aria-labelledby="secrets" {
+            h2 #secrets { "Secrets" }
+            p.hint { "Values are encrypted at rest and never shown again, here or anywhere." }
+            @if secrets.is_empty() {
+                p { "No secrets set." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th scope="col" { "Server" } th scope="col" { "Name" } th scope="col" { "Updated" } } }
+                    tbody { @for s in secrets {
+                        tr { td { code { (text(s, "server")) } } td { code { (text(s, "name")) } } td { (when(s, "updated_at")) } }
+                    } }
+                } }
+            }
+            @if !servers.is_empty() {
+                h3 { "Set or replace a secret" }
+                form method="post" action={ (here) "/secrets" } autocomplete="off" {
+                    (csrf_field(session))
+                    label for="sec-server" { "Server" }
+                    select #sec-server name="server" {
+                        @for s in servers { option value=(text(s, "slug")) { (text(s, "slug")) } }
+                    }
+                    label for="sec-name" { "Name" }
+                    input #sec-name name="name" required pattern="[A-Za-z0-9_]+" placeholder="GITHUB_TOKEN";
+                    label for="sec-value" { "Value" }
+                    input #sec-value name="value" type="password" required autocomplete="new-password";
+                    button type="submit" { "Save secret" }
+                }
+            }
+        }
+    }
+}
+
+fn tokens_section(session: &Session, here: &str, tokens: &[Value]) -> Markup {
+    html! {
+        section aria-labelledby="tokens" {
+            h2 #tokens { "Tokens" }
+            div.scroll { table {
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
+                tbody { @for t in tokens {
+                    tr {
+                        td { (text(t, "name")) }
+                        td { (t["created_at"].as_i64().map(format_minute).unwrap_or_default()) }
+                        td { (when(t, "last_used_at")) }
+                        td { (t["expires_at"].as_i64().map_or_else(|| "never".to_owned(), format_minute)) }
+                        td { span class={ "status " (text(t, "status")) } { (text(t, "status")) } }
+                        td {
+                            @if text(t, "status") == "active" {
+                                form.inline method="post" action={ (here) "/tokens/revoke" } {
+                                    (csrf_field(session))
+                                    input type="hidden" name="id" value=(text(t, "id"));
+                                    button.danger type="submit" aria-label={ "Revoke " (text(t, "name")) } { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                } }
+            } }
+            h3 { "Create a token" }
+            form method="post" action={ (here) "/tokens" } {
+                (csrf_field(session))
+                label for="tok-name" { "Name" }
+                input #tok-name name="name" required maxlength="100" placeholder="Alice Cursor";
+                label for="tok-expires" { "Expires in (seconds, optional)" }
+                input #tok-expires name="expires_in" type="number" min="1" placeholder="86400";
+                button type="submit" { "Create token" }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct InstallForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    transport: String,
+    #[serde(default)]
+    header: String,
+}
+
+fn back_to(ws: &str) -> Response {
+    Redirect::to(&base(ws)).into_response()
+}
+
+pub async fn install(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+    Form(form): Form<InstallForm>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let mut headers = BTreeMap::new();
+    let header = form.header.trim();
+    if !header.is_empty() {
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            PageError::Api(ApiError::BadRequest(format!(
+                "header {header:?} must look like `Name: value`"
+            )))
+        })?;
+        headers.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    let nonempty = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let _done = servers::install(
+        State(app),
+        session.user.clone(),
+        Path(ws.clone()),
+        Body(Install {
+            url: form.url.trim().to_owned(),
+            slug: nonempty(form.slug),
+            transport: nonempty(form.transport),
+            headers,
+            policy: Default::default(),
+            enabled: true,
+        }),
+    )
+    .await?;
+    Ok(back_to(&ws))
+}
+
+pub async fn remove_server(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((ws, server)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let _done =
+        servers::remove(State(app), session.user.clone(), Path((ws.clone(), server))).await?;
+    Ok(back_to(&ws))
+}
+
+#[derive(Deserialize)]
+pub struct SecretForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    server: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: String,
+}
+
+pub async fn set_secret(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+    Form(form): Form<SecretForm>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let _done = servers::set_secret(
+        State(app),
+        session.user.clone(),
+        Path((ws.clone(), form.server, form.name.trim().to_owned())),
+        Body(SecretValue { value: form.value }),
+    )
+    .await?;
+    Ok(back_to(&ws))
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    expires_in: String,
+}
+
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> PageResult<Markup> {
+    session.check_csrf(&form.csrf)?;
+    let expires = form.expires_in.trim();
+    let expires_in = if expires.is_empty() {
+        None
+    } else {
+        Some(expires.parse::<i64>().map_err(|_| {
+            PageError::Api(ApiError::BadRequest(format!(
+                "expires in {expires:?} must be a whole number of seconds"
+            )))
+        })?)
+    };
+    let (_, Json(created)) = workspaces::create_token(
+        State(app),
+        session.user.clone(),
+        Path(ws.clone()),
+        Body(NewTokenRequest {
+            name: form.name,
+            expires_in,
+        }),
+    )
+    .await?;
+    let body = html! {
+        h1 { "Token created." }
+        p { "Token " strong { (text(&created["token"], "name")) } " for " code { (ws) } "." }
+        (shown_once(&created))
+        p { a.button href=(base(&ws)) { "Back to " (ws) } }
+    };
+    Ok(page(&session, "Token created", body))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: String,
+}
+
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let _done = workspaces::revoke_token(
+        State(app),
+        session.user.clone(),
+        Path(ws.clone()),
+        Body(Revoke {
+            name: None,
+            id: Some(form.id),
+        }),
+    )
+    .await?;
+    Ok(back_to(&ws))
+}
