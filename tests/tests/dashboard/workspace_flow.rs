@@ -1,0 +1,182 @@
+//! One person runs a workspace from the browser alone: signs in, creates it (token
+//! shown once), installs a real MCP server with a secret header, creates and revokes
+//! a token, and reads the audit; real MCP clients through the real proxy confirm
+//! each step took effect.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::config::random_base62;
+use gatehouse_tests::deployment::Deployment;
+use gatehouse_tests::{connect, RawClient, Upstream, UpstreamTool, STEP_TIMEOUT};
+use rmcp::model::CallToolRequestParams;
+use serde_json::Value;
+
+use crate::browser::{sign_in, Browser};
+
+/// Revocation reaches the proxy within this (the product's target is 100 ms).
+const REVOKE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Pings an initialised session until the gateway answers 401; how long from `since`.
+async fn until_refused(session: &RawClient, since: Instant) -> anyhow::Result<Duration> {
+    let mut id = 100;
+    loop {
+        id += 1;
+        let answer = session.request(id, "ping", serde_json::json!({})).await?;
+        if answer.status == 401 {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            answer.status == 200,
+            "ping answered {}: {}",
+            answer.status,
+            answer.text()
+        );
+        anyhow::ensure!(
+            since.elapsed() < REVOKE_LIMIT,
+            "the gateway still accepted the revoked token {REVOKE_LIMIT:?} after the click"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
+    let d = Deployment::start().await?;
+    let api = d.cp.api_url();
+    let upstream = Upstream::start(
+        "tickets",
+        [
+            UpstreamTool::new("search")
+                .read_only(true)
+                .description("Search tickets"),
+            UpstreamTool::new("close"),
+        ],
+    )
+    .await?;
+    let browser = Browser::start("owner").await?;
+    sign_in(&browser, &api, "admin", d.cp.admin_credential()).await?;
+    browser.screenshot("workspaces-empty").await?;
+
+    // New Workspace: the URLs and the first token, shown once.
+    browser.fill("#ws-name", "Support").await?;
+    browser.click("form[action$='/workspaces'] button").await?;
+    browser.find_text("main h1", "Workspace created.").await?;
+    let gateway = browser.value("#gateway-url").await?;
+    assert_eq!(gateway, d.proxy.ws_url("support"));
+    assert_eq!(browser.value("#sse-url").await?, format!("{gateway}/sse"));
+    let first = browser.value("#token").await?;
+    assert!(first.starts_with("mwt_"), "{first}");
+    let config: Value = serde_json::from_str(&browser.text("#mcp-json").await?)?;
+    assert_eq!(config["mcpServers"]["support"]["url"], gateway.as_str());
+    assert_eq!(
+        config["mcpServers"]["support"]["headers"]["Authorization"],
+        format!("Bearer {first}")
+    );
+    assert!(browser
+        .text(".once")
+        .await?
+        .contains("Token (shown once — save this)"));
+    browser.screenshot("workspace-created").await?;
+
+    // The workspace page never shows that token again.
+    browser.click("main a.button").await?;
+    browser.find_text("main h1", "Support").await?;
+    assert!(!browser.source().await?.contains(&first));
+
+    // Install a real MCP server whose header takes a secret.
+    browser.fill("#srv-url", &upstream.url()).await?;
+    browser.fill("#srv-slug", "tickets").await?;
+    browser
+        .fill("#srv-header", "X-Api-Key: {{secrets.API_KEY}}")
+        .await?;
+    browser.click("form[action$='/servers'] button").await?;
+    browser
+        .find_text("section[aria-labelledby=servers] td", "tickets")
+        .await?;
+
+    // Set its secret: the page lists the name, never the value.
+    let value = format!("key_{}", random_base62(24));
+    browser.fill("#sec-name", "API_KEY").await?;
+    browser.fill("#sec-value", &value).await?;
+    browser.click("form[action$='/secrets'] button").await?;
+    browser
+        .find_text("section[aria-labelledby=secrets] td", "API_KEY")
+        .await?;
+    assert!(!browser.source().await?.contains(&value));
+    browser.screenshot("workspace").await?;
+
+    // A real client, with the token read off the page, sees the tools, and the
+    // upstream receives the secret on the call.
+    d.synced().await?;
+    let client = connect(&gateway, &first).await?;
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await?
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tickets__close", "tickets__search"]);
+    client
+        .peer()
+        .call_tool(CallToolRequestParams::new("tickets__search"))
+        .await?;
+    let calls = upstream.requests_for("tools/call");
+    let last = calls.last().expect("the upstream saw the call");
+    assert_eq!(last.header("x-api-key"), Some(value.as_str()));
+    client.cancel().await?;
+
+    // Create a token (shown once), then revoke it: a live session is refused at once.
+    browser.fill("#tok-name", "Alice Cursor").await?;
+    browser.click("form[action$='/tokens'] button").await?;
+    browser.find_text("main h1", "Token created.").await?;
+    let alice = browser.value("#token").await?;
+    assert!(alice.starts_with("mwt_") && alice != first, "{alice}");
+    browser.screenshot("token-created").await?;
+    browser.click("main a.button").await?;
+    let row = browser
+        .find_text("section[aria-labelledby=tokens] tr", "Alice Cursor")
+        .await?;
+    assert!(row.text().await?.contains("active"));
+    assert!(!browser.source().await?.contains(&alice));
+    let mut session = RawClient::new(gateway.clone(), Some(&alice));
+    let initialized = session.initialize().await?;
+    assert_eq!(initialized.status, 200, "{}", initialized.text());
+    let revoke = browser
+        .find("button[aria-label='Revoke Alice Cursor']")
+        .await?;
+    let clicked = Instant::now();
+    revoke.click().await?;
+    let took = until_refused(&session, clicked).await?;
+    eprintln!("revoked from the dashboard; refused after {took:?}");
+    let row = browser
+        .find_text("section[aria-labelledby=tokens] tr", "revoked")
+        .await?;
+    assert!(row.text().await?.contains("Alice Cursor"));
+
+    // Workspace Audit shows the tool call the real client made.
+    let audit = format!("{api}/dashboard/workspaces/support/audit");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        browser.goto(&audit).await?;
+        let table = browser.find("main").await?.text().await?;
+        if table.contains("tickets__search") && table.contains("tool_call") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the audit page never showed the tool call:\n{table}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.find_text("table.audit tr", "token_revoke").await?;
+    browser.screenshot("audit").await?;
+
+    // Filtered to tool calls, only they remain.
+    browser.fill("#f-action", "tool_call").await?;
+    browser.click("form.filters button").await?;
+    browser.find_text("nav.pages", "· 1 event").await?;
+    browser.find_text("table.audit td", "tool_call").await?;
+    browser.close().await
+}
