@@ -63,7 +63,7 @@ async fn store_batch(app: &App, body: Result<Body<AuditBatch>, ApiError>) -> Api
 
 #[derive(Deserialize)]
 pub struct AnalyticsParams {
-    since: Option<i64>,
+    pub since: Option<i64>,
 }
 
 #[derive(Serialize)]

@@ -105,6 +105,7 @@ pub async fn show(
         nav.sub aria-label="Workspace" {
             a href=(here) { "Overview" }
             a href={ (here) "/audit" } aria-current="page" { "Workspace Audit" }
+            a href={ (here) "/analytics" } { "Analytics" }
         }
         form.filters method="get" action={ (here) "/audit" } {
             div.field {

@@ -8,6 +8,7 @@
 //! that user, and refuses what the API refuses. Its two assets (a style sheet and a
 //! copy-button script) are compiled into the binary.
 
+mod analytics;
 mod audit;
 mod session;
 mod shell;
@@ -52,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(workspace::revoke_token),
         )
         .route("/workspaces/{ws}/audit", get(audit::show))
+        .route("/workspaces/{ws}/analytics", get(analytics::show))
         .route("/assets/dashboard.css", get(stylesheet))
         .route("/assets/dashboard.js", get(script))
         .fallback(shell::not_found)

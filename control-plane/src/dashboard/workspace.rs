@@ -60,6 +60,7 @@ pub async fn show(
         nav.sub aria-label="Workspace" {
             a href=(here) aria-current="page" { "Overview" }
             a href={ (here) "/audit" } { "Workspace Audit" }
+            a href={ (here) "/analytics" } { "Analytics" }
             a href={ (here) "/delete" } { "Delete…" }
         }
         (copyable("gateway-url", "Gateway URL (Streamable HTTP)", &gateway_url))

@@ -178,5 +178,30 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     browser.click("form.filters button").await?;
     browser.find_text("nav.pages", "· 1 event").await?;
     browser.find_text("table.audit td", "tool_call").await?;
+
+    // Analytics draws the call as charts: one bar for the server, one for the tool.
+    browser.click("nav.sub a[href$='/analytics']").await?;
+    browser.find_text("main h1", "Analytics").await?;
+    browser.find_text("p.totals", "1 call · 0 errors").await?;
+    for chart in [
+        "calls-per-server",
+        "calls-per-tool",
+        "latency-per-server",
+        "calls-per-token",
+    ] {
+        browser.find(&format!("svg#{chart}")).await?;
+    }
+    let bar = browser.find("svg#calls-per-tool rect.ok").await?;
+    let width: f64 = bar.attr("width").await?.unwrap_or_default().parse()?;
+    assert!(width > 100.0, "the only tool's bar is {width} wide");
+    let (_, _, drawn, _) = bar.rectangle().await?;
+    assert!(drawn > 50.0, "the bar is drawn {drawn} px wide");
+    browser
+        .find_text("svg#calls-per-tool text", "tickets__search")
+        .await?;
+    browser
+        .find_text("svg#calls-per-server text", "tickets")
+        .await?;
+    browser.screenshot("analytics").await?;
     browser.close().await
 }
