@@ -10,5 +10,7 @@
 mod browser;
 #[path = "dashboard/security.rs"]
 mod security;
+#[path = "dashboard/team.rs"]
+mod team;
 #[path = "dashboard/workspace_flow.rs"]
 mod workspace_flow;

@@ -25,7 +25,7 @@ fn member_json(m: &TeamMemberRow) -> Value {
 
 #[derive(Deserialize)]
 pub struct Invite {
-    email: String,
+    pub email: String,
 }
 
 pub async fn invite(
@@ -93,7 +93,7 @@ pub async fn list(State(app): State<Arc<App>>, user: AuthUser) -> ApiResult<Json
 
 #[derive(Deserialize)]
 pub struct Accept {
-    code: String,
+    pub code: String,
 }
 
 pub async fn accept(

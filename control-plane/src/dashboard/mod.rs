@@ -10,9 +10,11 @@
 
 mod analytics;
 mod audit;
+mod proxies;
 mod session;
 mod shell;
 mod sign_in;
+mod team;
 mod workspace;
 mod workspaces;
 
@@ -54,6 +56,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/workspaces/{ws}/audit", get(audit::show))
         .route("/workspaces/{ws}/analytics", get(analytics::show))
+        .route("/team", get(team::show))
+        .route("/team/invite", post(team::invite))
+        .route("/team/accept", post(team::accept))
+        .route("/team/remove", post(team::remove))
+        .route("/proxies", get(proxies::show))
         .route("/assets/dashboard.css", get(stylesheet))
         .route("/assets/dashboard.js", get(script))
         .fallback(shell::not_found)

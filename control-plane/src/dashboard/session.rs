@@ -74,6 +74,8 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Markup {
     let nav = html! {
         nav aria-label="Main" {
             a href={ (PATH) "/workspaces" } { "Workspaces" }
+            a href={ (PATH) "/team" } { "Team" }
+            a href={ (PATH) "/proxies" } { "Proxies" }
             span.who { "Signed in as " strong { (session.user.username) } }
             form.inline method="post" action={ (PATH) "/logout" } {
                 (csrf_field(session))

@@ -1,0 +1,102 @@
+//! The Team tab and the Proxies page: the owner invites by email and reads the join
+//! code off the page; the invitee, in a browser of their own, accepts it and finds the
+//! owner's workspaces in their list. The Proxies page shows the real proxy caught up.
+
+use gatehouse_tests::deployment::{Deployment, PROXY_NAME};
+
+use crate::browser::{sign_in, Browser};
+
+#[tokio::test]
+async fn an_invited_user_joins_the_team_from_the_browser() -> anyhow::Result<()> {
+    let d = Deployment::start().await?;
+    let api = d.cp.api_url();
+    let dash = format!("{api}/dashboard");
+    d.admin.ok(&["workspace", "create", "Engineering"]).await?;
+    let created = d
+        .admin
+        .ok(&["user", "create", "carol", "--email", "carol@example.com"])
+        .await?;
+    let credential = created
+        .lines()
+        .find_map(|l| l.strip_prefix("Credential: "))
+        .and_then(|rest| rest.split(' ').next())
+        .ok_or_else(|| anyhow::anyhow!("no credential in:\n{created}"))?
+        .to_owned();
+
+    let owner = Browser::start("team-owner").await?;
+    sign_in(&owner, &api, "admin", d.cp.admin_credential()).await?;
+    owner.click("header nav a[href$='/team']").await?;
+    owner.find_text("main h1", "Team").await?;
+    owner.fill("#inv-email", "carol@example.com").await?;
+    owner.click("form[action$='/team/invite'] button").await?;
+    owner.find_text("main h1", "Invitation created.").await?;
+    let code = owner.value("#invite-code").await?;
+    assert!(code.starts_with("inv_"), "{code}");
+    assert_eq!(
+        owner.value("#join-command").await?,
+        format!("gatehouse team accept {code}")
+    );
+    owner.click("main a.button").await?;
+    let row = owner
+        .find_text("table.team tr", "carol@example.com")
+        .await?;
+    assert!(row.text().await?.contains("pending"));
+    // The code is shown once: the team page does not carry it.
+    assert!(!owner.source().await?.contains(&code));
+
+    // Carol does not see Engineering until she accepts.
+    let carol = Browser::start("team-carol").await?;
+    sign_in(&carol, &api, "carol", &credential).await?;
+    assert!(!carol.text("main").await?.contains("engineering"));
+    carol
+        .goto(&format!("{dash}/workspaces/engineering"))
+        .await?;
+    carol.find_text("main h1", "Not found").await?;
+    carol.goto(&format!("{dash}/team")).await?;
+    carol.fill("#acc-code", &code).await?;
+    carol.click("form[action$='/team/accept'] button").await?;
+    carol.find_text("main h1", "Welcome to @admin.").await?;
+    carol.click("main a.button").await?;
+    carol.find_text("main td a", "engineering").await?;
+    carol
+        .goto(&format!("{dash}/workspaces/engineering"))
+        .await?;
+    carol.find_text("main h1", "Engineering").await?;
+    carol.screenshot("joined").await?;
+
+    // The owner's Team tab says she is active.
+    owner.goto(&format!("{dash}/team")).await?;
+    let row = owner
+        .find_text("table.team tr", "carol@example.com")
+        .await?;
+    let text = row.text().await?;
+    assert!(text.contains("active") && text.contains("carol"), "{text}");
+    owner.screenshot("team").await?;
+
+    // Removed, she loses the workspace again.
+    owner
+        .click("button[aria-label='Remove carol@example.com']")
+        .await?;
+    owner.find_text("main h1", "Team").await?;
+    carol
+        .goto(&format!("{dash}/workspaces/engineering"))
+        .await?;
+    carol.find_text("main h1", "Not found").await?;
+
+    // Proxies: the real one, connected and caught up.
+    let version = d.synced().await?;
+    owner.click("header nav a[href$='/proxies']").await?;
+    let row = owner.find_text("table.proxies tr", PROXY_NAME).await?;
+    let cells = row.text().await?;
+    assert!(
+        cells.contains("connected") && !cells.contains("disconnected"),
+        "{cells}"
+    );
+    assert!(
+        cells.contains(&format!("{version} {version} 0")),
+        "applied {version}, current {version}, lag 0: {cells}"
+    );
+    owner.screenshot("proxies").await?;
+    carol.close().await?;
+    owner.close().await
+}
