@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use gatehouse_config::ToolPolicy;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
@@ -80,13 +81,14 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                 p { "No MCP servers installed yet." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th scope="col" { "Server" } th scope="col" { "URL" } th scope="col" { "Transport" } th scope="col" { "Status" } th scope="col" { "Secrets" } th scope="col" { span.sr { "Actions" } } } }
+                    thead { tr { th scope="col" { "Server" } th scope="col" { "URL" } th scope="col" { "Transport" } th scope="col" { "Status" } th scope="col" { "Tool policy" } th scope="col" { "Secrets" } th scope="col" { span.sr { "Actions" } } } }
                     tbody { @for s in servers {
                         tr {
                             td { code { (text(s, "slug")) } }
                             td.url { (text(s, "url")) }
                             td { (text(s, "transport")) }
                             td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
+                            td.policy { (policy_text(&s["policy"])) }
                             td { @for name in s["secrets"].as_array().into_iter().flatten() { code { (name.as_str().unwrap_or_default()) } " " } }
                             td {
                                 form.inline method="post" action={ (here) "/servers/" (text(s, "slug")) "/remove" } {
@@ -112,6 +114,17 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                 }
                 label for="srv-header" { "Header (optional), e.g. Authorization: Bearer {{secrets.GITHUB_TOKEN}}" }
                 input #srv-header name="header" placeholder="Authorization: Bearer {{secrets.GITHUB_TOKEN}}";
+                fieldset {
+                    legend { "Tool policy" }
+                    label for="srv-allow" { "Only expose tools matching (globs, space-separated)" }
+                    input #srv-allow name="allow" placeholder="search_* get_*";
+                    label for="srv-deny" { "Never expose tools matching (globs, space-separated)" }
+                    input #srv-deny name="deny" placeholder="delete_*";
+                    label.check for="srv-read-only" {
+                        input #srv-read-only name="read_only" type="checkbox" value="on";
+                        " Read-only: only tools annotated readOnlyHint"
+                    }
+                }
                 button type="submit" { "Install" }
             }
         }
@@ -190,6 +203,42 @@ fn tokens_section(session: &Session, here: &str, tokens: &[Value]) -> Markup {
     }
 }
 
+/// A server's tool policy in a few words: "all tools", or its parts.
+fn policy_text(policy: &Value) -> String {
+    let globs = |key: &str| -> Vec<&str> {
+        policy[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let mut parts = Vec::new();
+    if policy["read_only"] == true {
+        parts.push("read-only".to_owned());
+    }
+    let (allow, deny) = (globs("allow"), globs("deny"));
+    if !allow.is_empty() {
+        parts.push(format!("only {}", allow.join(" ")));
+    }
+    if !deny.is_empty() {
+        parts.push(format!("never {}", deny.join(" ")));
+    }
+    if parts.is_empty() {
+        "all tools".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Globs typed in one field, split on spaces and commas.
+fn globs(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[derive(Deserialize)]
 pub struct InstallForm {
     #[serde(default)]
@@ -202,6 +251,13 @@ pub struct InstallForm {
     transport: String,
     #[serde(default)]
     header: String,
+    #[serde(default)]
+    allow: String,
+    #[serde(default)]
+    deny: String,
+    /// "on" when the box is ticked; absent otherwise.
+    #[serde(default)]
+    read_only: String,
 }
 
 fn back_to(ws: &str) -> Response {
@@ -235,7 +291,11 @@ pub async fn install(
             slug: nonempty(form.slug),
             transport: nonempty(form.transport),
             headers,
-            policy: Default::default(),
+            policy: ToolPolicy {
+                allow: globs(&form.allow),
+                deny: globs(&form.deny),
+                read_only: !form.read_only.is_empty(),
+            },
             enabled: true,
         }),
     )

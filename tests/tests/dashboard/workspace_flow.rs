@@ -89,10 +89,12 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     browser
         .fill("#srv-header", "X-Api-Key: {{secrets.API_KEY}}")
         .await?;
+    browser.click("#srv-read-only").await?;
     browser.click("form[action$='/servers'] button").await?;
-    browser
-        .find_text("section[aria-labelledby=servers] td", "tickets")
+    let row = browser
+        .find_text("section[aria-labelledby=servers] tr", "tickets")
         .await?;
+    assert!(row.text().await?.contains("read-only"));
 
     // Set its secret: the page lists the name, never the value.
     let value = format!("key_{}", random_base62(24));
@@ -117,7 +119,8 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["tickets__close", "tickets__search"]);
+    // Read-only, as ticked: `close` carries no readOnlyHint, so clients never see it.
+    assert_eq!(names, ["tickets__search"]);
     client
         .peer()
         .call_tool(CallToolRequestParams::new("tickets__search"))
