@@ -10,6 +10,7 @@
 
 mod analytics;
 mod audit;
+mod live;
 mod proxies;
 mod session;
 mod shell;
@@ -56,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/workspaces/{ws}/audit", get(audit::show))
         .route("/workspaces/{ws}/analytics", get(analytics::show))
+        .route("/live", get(live::changes))
         .route("/team", get(team::show))
         .route("/team/invite", post(team::invite))
         .route("/team/accept", post(team::accept))
@@ -104,6 +106,7 @@ async fn protective_headers(mut response: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             connect-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use maud::{html, Markup};
 
-use super::session::{page, Session};
+use super::session::{live_page, Session};
 use super::shell::PageResult;
 use crate::api::proxies;
 use crate::dates::format_ago;
@@ -37,5 +37,5 @@ pub async fn show(State(app): State<Arc<App>>, session: Session) -> PageResult<M
             } }
         }
     };
-    Ok(page(&session, "Proxies", body))
+    Ok(live_page(&session, "Proxies", body))
 }

@@ -15,7 +15,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::shell::{shell, PageError, PATH};
+use super::shell::{shell, Live, PageError, PATH};
 use crate::api::request::AuthUser;
 use crate::state::{sha256_hex, App};
 
@@ -71,6 +71,17 @@ impl FromRequestParts<Arc<App>> for Session {
 /// A page for a signed-in user: the shell with navigation, who they are and a
 /// sign-out button.
 pub fn page(session: &Session, title: &str, body: Markup) -> Markup {
+    signed_in(session, title, body, Live::No)
+}
+
+/// A [`page`] that shows what is current: when the configuration changes (here, in
+/// another tab or through the CLI) the script fetches it again and swaps its content.
+/// For pages that only show state, never for one that shows a secret once.
+pub fn live_page(session: &Session, title: &str, body: Markup) -> Markup {
+    signed_in(session, title, body, Live::Yes)
+}
+
+fn signed_in(session: &Session, title: &str, body: Markup, live: Live) -> Markup {
     let nav = html! {
         nav aria-label="Main" {
             a href={ (PATH) "/workspaces" } { "Workspaces" }
@@ -83,7 +94,7 @@ pub fn page(session: &Session, title: &str, body: Markup) -> Markup {
             }
         }
     };
-    shell(title, nav, body)
+    shell(title, nav, body, live)
 }
 
 /// The hidden field every state-changing form carries.

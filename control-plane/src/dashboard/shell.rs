@@ -11,8 +11,15 @@ use crate::api::error::ApiError;
 /// Where the dashboard lives on the admin API's listener.
 pub const PATH: &str = "/dashboard";
 
+/// Whether a page refreshes its content by itself when the configuration changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    Yes,
+    No,
+}
+
 /// A whole page: `nav` goes in the top bar, `body` in `main`.
-pub fn shell(title: &str, nav: Markup, body: Markup) -> Markup {
+pub fn shell(title: &str, nav: Markup, body: Markup, live: Live) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -23,7 +30,7 @@ pub fn shell(title: &str, nav: Markup, body: Markup) -> Markup {
                 link rel="stylesheet" href={ (PATH) "/assets/dashboard.css" };
                 script src={ (PATH) "/assets/dashboard.js" } defer {}
             }
-            body {
+            body data-live=[(live == Live::Yes).then_some(PATH)] {
                 header.top {
                     a.brand href={ (PATH) "/workspaces" } { "Gatehouse" }
                     (nav)
@@ -36,7 +43,7 @@ pub fn shell(title: &str, nav: Markup, body: Markup) -> Markup {
 
 /// A page for nobody in particular (sign in, errors before sign-in).
 pub fn bare(title: &str, body: Markup) -> Markup {
-    shell(title, html! {}, body)
+    shell(title, html! {}, body, Live::No)
 }
 
 /// A value to copy: read-only text with a button that copies it (the script adds the

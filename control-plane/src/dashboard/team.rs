@@ -12,7 +12,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::session::{csrf_field, page, Session};
+use super::session::{csrf_field, live_page, page, Session};
 use super::shell::{copyable, PageResult, PATH};
 use crate::api::packages;
 use crate::api::request::Body;
@@ -95,7 +95,7 @@ pub async fn show(State(app): State<Arc<App>>, session: Session) -> PageResult<M
             }
         }
     };
-    Ok(page(&session, "Team", body))
+    Ok(live_page(&session, "Team", body))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::session::{csrf_field, page, CsrfOnly, Session};
+use super::session::{csrf_field, live_page, page, CsrfOnly, Session};
 use super::shell::{copyable, PageError, PageResult, PATH};
 use super::workspaces::shown_once;
 use crate::api::error::ApiError;
@@ -70,7 +70,7 @@ pub async fn show(
         (secrets_section(&session, &here, &servers, &secrets))
         (tokens_section(&session, &here, &tokens))
     };
-    Ok(page(&session, &slug, body))
+    Ok(live_page(&session, &slug, body))
 }
 
 fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {

@@ -11,7 +11,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::session::{csrf_field, page, CsrfOnly, Session};
+use super::session::{csrf_field, live_page, page, CsrfOnly, Session};
 use super::shell::{copyable, copyable_block, PageError, PageResult, PATH};
 use crate::api::request::Body;
 use crate::api::workspaces::{self, NewWorkspace};
@@ -82,7 +82,7 @@ pub async fn list(State(app): State<Arc<App>>, session: Session) -> PageResult<M
         }
         (new_workspace_form(&session))
     };
-    Ok(page(&session, "Workspaces", body))
+    Ok(live_page(&session, "Workspaces", body))
 }
 
 #[derive(Deserialize)]

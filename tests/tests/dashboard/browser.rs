@@ -137,16 +137,26 @@ impl Browser {
 
     /// Waits until some element matching `css` has text containing `needle`.
     pub async fn find_text(&self, css: &str, needle: &str) -> anyhow::Result<Element> {
+        self.find_texts(css, &[needle]).await
+    }
+
+    /// Waits until some element matching `css` has text containing every one of
+    /// `needles` (a table row that names a token and says it is revoked).
+    pub async fn find_texts(&self, css: &str, needles: &[&str]) -> anyhow::Result<Element> {
         let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
         loop {
             for element in self.client.find_all(Locator::Css(css)).await? {
-                if element.text().await.is_ok_and(|t| t.contains(needle)) {
+                if element
+                    .text()
+                    .await
+                    .is_ok_and(|t| needles.iter().all(|n| t.contains(n)))
+                {
                     return Ok(element);
                 }
             }
             if tokio::time::Instant::now() >= deadline {
                 let body = self.source().await.unwrap_or_default();
-                anyhow::bail!("no {css:?} says {needle:?} after {PAGE_TIMEOUT:?}; page:\n{body}");
+                anyhow::bail!("no {css:?} says {needles:?} after {PAGE_TIMEOUT:?}; page:\n{body}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

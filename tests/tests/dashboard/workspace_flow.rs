@@ -130,6 +130,45 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     assert_eq!(last.header("x-api-key"), Some(value.as_str()));
     client.cancel().await?;
 
+    // Live: changes made through the CLI show up on the open page without a reload.
+    browser.find("body[data-listening=yes]").await?;
+    let same_page = "return window.__same_page === true;";
+    browser
+        .client()
+        .execute("window.__same_page = true;", vec![])
+        .await?;
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            &upstream.url(),
+            "--name",
+            "wiki",
+            "--workspace",
+            "support",
+        ])
+        .await?;
+    browser
+        .find_text("section[aria-labelledby=servers] td", "wiki")
+        .await?;
+    d.admin
+        .ok(&[
+            "workspace",
+            "token",
+            "revoke",
+            "support",
+            "--name",
+            "default",
+        ])
+        .await?;
+    browser
+        .find_texts(
+            "section[aria-labelledby=tokens] tr",
+            &["default", "revoked"],
+        )
+        .await?;
+    assert_eq!(browser.client().execute(same_page, vec![]).await?, true);
+
     // Create a token (shown once), then revoke it: a live session is refused at once.
     browser.fill("#tok-name", "Alice Cursor").await?;
     browser.click("form[action$='/tokens'] button").await?;
@@ -153,10 +192,12 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     revoke.click().await?;
     let took = until_refused(&session, clicked).await?;
     eprintln!("revoked from the dashboard; refused after {took:?}");
-    let row = browser
-        .find_text("section[aria-labelledby=tokens] tr", "revoked")
+    browser
+        .find_texts(
+            "section[aria-labelledby=tokens] tr",
+            &["Alice Cursor", "revoked"],
+        )
         .await?;
-    assert!(row.text().await?.contains("Alice Cursor"));
 
     // Workspace Audit shows the tool call the real client made.
     let audit = format!("{api}/dashboard/workspaces/support/audit");
