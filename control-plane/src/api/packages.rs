@@ -99,9 +99,9 @@ async fn visible_package(
 
 #[derive(Deserialize)]
 pub struct PublishRequest {
-    manifest: Value,
+    pub manifest: Value,
     #[serde(default = "public")]
-    visibility: String,
+    pub visibility: String,
 }
 
 fn public() -> String {
@@ -171,7 +171,7 @@ pub async fn publish(
 #[derive(Deserialize)]
 pub struct SearchParams {
     #[serde(default)]
-    q: String,
+    pub q: String,
 }
 
 /// Public packages only, whoever asks.
@@ -257,9 +257,9 @@ pub async fn unpublish(
 
 #[derive(Deserialize)]
 pub struct InstallRequest {
-    package: String,
-    version: Option<String>,
-    slug: Option<String>,
+    pub package: String,
+    pub version: Option<String>,
+    pub slug: Option<String>,
 }
 
 /// Installs a package into a workspace: an mcp-server package becomes a server, a

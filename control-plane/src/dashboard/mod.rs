@@ -10,6 +10,7 @@
 
 mod analytics;
 mod audit;
+mod hub;
 mod live;
 mod proxies;
 mod session;
@@ -58,6 +59,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/workspaces/{ws}/audit", get(audit::show))
         .route("/workspaces/{ws}/analytics", get(analytics::show))
         .route("/live", get(live::changes))
+        .route("/hub", get(hub::show))
+        .route("/hub/install", post(hub::install))
+        .route("/hub/publish", post(hub::publish))
+        .route("/hub/{owner}/{name}", get(hub::package))
         .route("/team", get(team::show))
         .route("/team/invite", post(team::invite))
         .route("/team/accept", post(team::accept))

@@ -85,6 +85,7 @@ fn signed_in(session: &Session, title: &str, body: Markup, live: Live) -> Markup
     let nav = html! {
         nav aria-label="Main" {
             a href={ (PATH) "/workspaces" } { "Workspaces" }
+            a href={ (PATH) "/hub" } { "Hub" }
             a href={ (PATH) "/team" } { "Team" }
             a href={ (PATH) "/proxies" } { "Proxies" }
             span.who { "Signed in as " strong { (session.user.username) } }

@@ -100,9 +100,21 @@ impl From<sqlx::Error> for PageError {
 pub type PageResult<T> = Result<T, PageError>;
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    error_page_with(status, title, message, &[])
+}
+
+fn error_page_with(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    problems: &[gatehouse_config::Problem],
+) -> Response {
     let body = html! {
         h1 { (title) }
         p.error role="alert" { (message) }
+        @if !problems.is_empty() {
+            ul.problems { @for p in problems { li { code { (p.path) } ": " (p.message) } } }
+        }
         p { a href={ (PATH) "/workspaces" } { "Back to workspaces" } }
     };
     (status, bare(title, body)).into_response()
@@ -129,7 +141,11 @@ impl IntoResponse for PageError {
                 if let ApiError::Internal(inner) = &e {
                     tracing::error!("dashboard: internal error: {inner:#}");
                 }
-                error_page(status, title, &e.to_string())
+                let problems = match &e {
+                    ApiError::Invalid { problems, .. } => problems.as_slice(),
+                    _ => &[],
+                };
+                error_page_with(status, title, &e.to_string(), problems)
             }
         }
     }

@@ -6,6 +6,26 @@ use gatehouse_tests::deployment::{Deployment, PROXY_NAME};
 
 use crate::browser::{sign_in, Browser};
 
+/// A team skill's manifest, as a person would paste it.
+const SKILL: &str = r#"{
+  "name": "crm",
+  "type": "skill",
+  "version": "1.0.0",
+  "description": "Look up customers in the CRM",
+  "category": "productivity",
+  "tags": ["crm"],
+  "secrets": [{"name": "CRM_TOKEN", "description": "API token for the CRM"}],
+  "tools": [{
+    "name": "lookup_customer",
+    "description": "Fetch a customer record by id",
+    "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+    "read_only": true,
+    "request": {"method": "GET", "url": "https://crm.example.com/api/customers/{{args.id}}",
+                "headers": {"Authorization": "Bearer {{secrets.CRM_TOKEN}}"}},
+    "response": {"pointer": "/data"}
+  }]
+}"#;
+
 #[tokio::test]
 async fn an_invited_user_joins_the_team_from_the_browser() -> anyhow::Result<()> {
     let d = Deployment::start().await?;
@@ -73,11 +93,64 @@ async fn an_invited_user_joins_the_team_from_the_browser() -> anyhow::Result<()>
     assert!(text.contains("active") && text.contains("carol"), "{text}");
     owner.screenshot("team").await?;
 
-    // Removed, she loses the workspace again.
+    // The owner publishes a team skill from the Hub, pasting its manifest.
+    owner.click("header nav a[href$='/hub']").await?;
+    owner.find_text("main h1", "Hub").await?;
+    owner.fill("#pub-manifest", SKILL).await?;
+    owner
+        .find("#pub-visibility")
+        .await?
+        .select_by_value("team")
+        .await?;
+    owner.click("form[action$='/hub/publish'] button").await?;
+    owner.find_text("main h1", "Published.").await?;
+    owner.click("main a.button").await?;
+    owner.find_text("table.versions td", "1.0.0").await?;
+    // Team packages never appear in public search.
+    owner.goto(&format!("{dash}/hub?q=crm")).await?;
+    let public = owner.text("section[aria-labelledby=public]").await?;
+    assert!(!public.contains("@admin/crm"), "{public}");
+
+    // Carol, a member, installs it into a workspace of her own.
+    carol.goto(&format!("{dash}/workspaces")).await?;
+    carol.fill("#ws-name", "Carol Space").await?;
+    carol.click("form[action$='/workspaces'] button").await?;
+    carol.find_text("main h1", "Workspace created.").await?;
+    carol.click("header nav a[href$='/hub']").await?;
+    carol
+        .find_text("section[aria-labelledby=mine] td", "@admin/crm")
+        .await?;
+    carol
+        .find("form.install select")
+        .await?
+        .select_by_value("carol-space")
+        .await?;
+    carol
+        .click("button[aria-label='Install @admin/crm']")
+        .await?;
+    carol.find_text("main h1", "Installed.").await?;
+    carol.find_text("main li", "CRM_TOKEN").await?;
+    carol.screenshot("installed").await?;
+    carol.goto(&format!("{dash}/hub")).await?;
+    carol
+        .find("button[aria-label='Install @admin/crm']")
+        .await?;
+
+    // Removed, she loses the workspace again, and the team skill: installing it
+    // from the page she still has open is refused.
+    owner.goto(&format!("{dash}/team")).await?;
     owner
         .click("button[aria-label='Remove carol@example.com']")
         .await?;
     owner.find_text("main h1", "Team").await?;
+    carol
+        .click("button[aria-label='Install @admin/crm']")
+        .await?;
+    carol.find_text("main h1", "Not allowed").await?;
+    carol
+        .find_text("main p.error", "You are not a member of @admin")
+        .await?;
+    carol.screenshot("not-a-member").await?;
     carol
         .goto(&format!("{dash}/workspaces/engineering"))
         .await?;

@@ -56,3 +56,12 @@ document.addEventListener("click", async (event) => {
   changes.addEventListener("changed", refresh);
   changes.addEventListener("open", () => { document.body.dataset.listening = "yes"; });
 })();
+
+// A file input with `data-into="ID"` loads the chosen file's text into that textarea
+// (the manifest upload); without the script, the manifest is pasted.
+document.addEventListener("change", async (event) => {
+  const input = event.target;
+  if (!input.matches("input[type=file][data-into]") || !input.files.length) return;
+  const target = document.getElementById(input.dataset.into);
+  if (target) target.value = await input.files[0].text();
+});
