@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod calls;
+pub mod catalog;
 pub mod cli;
 pub mod cli_config;
 pub mod crypto;

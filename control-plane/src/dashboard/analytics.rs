@@ -204,6 +204,7 @@ pub async fn show(
         h1 { "Analytics " small { "(" (ws) ")" } }
         nav.sub aria-label="Workspace" {
             a href=(here) { "Overview" }
+            a href={ (here) "/tools" } { "Tools" }
             a href={ (here) "/audit" } { "Workspace Audit" }
             a href={ (here) "/analytics" } aria-current="page" { "Analytics" }
         }

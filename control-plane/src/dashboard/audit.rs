@@ -104,6 +104,7 @@ pub async fn show(
         h1 { "Workspace Audit " small { "(" (ws) ")" } }
         nav.sub aria-label="Workspace" {
             a href=(here) { "Overview" }
+            a href={ (here) "/tools" } { "Tools" }
             a href={ (here) "/audit" } aria-current="page" { "Workspace Audit" }
             a href={ (here) "/analytics" } { "Analytics" }
         }

@@ -17,6 +17,7 @@ mod session;
 mod shell;
 mod sign_in;
 mod team;
+mod tools;
 mod workspace;
 mod workspaces;
 
@@ -56,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/workspaces/{ws}/tokens/revoke",
             post(workspace::revoke_token),
         )
+        .route("/workspaces/{ws}/tools", get(tools::show))
         .route("/workspaces/{ws}/audit", get(audit::show))
         .route("/workspaces/{ws}/analytics", get(analytics::show))
         .route("/live", get(live::changes))

@@ -60,6 +60,7 @@ pub async fn show(
         h1 { (text(&workspace, "name")) " " small { "(" (slug) ")" } }
         nav.sub aria-label="Workspace" {
             a href=(here) aria-current="page" { "Overview" }
+            a href={ (here) "/tools" } { "Tools" }
             a href={ (here) "/audit" } { "Workspace Audit" }
             a href={ (here) "/analytics" } { "Analytics" }
             a href={ (here) "/delete" } { "Delete…" }

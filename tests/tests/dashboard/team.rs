@@ -131,6 +131,19 @@ async fn an_invited_user_joins_the_team_from_the_browser() -> anyhow::Result<()>
     carol.find_text("main h1", "Installed.").await?;
     carol.find_text("main li", "CRM_TOKEN").await?;
     carol.screenshot("installed").await?;
+    carol
+        .goto(&format!("{dash}/workspaces/carol-space/tools"))
+        .await?;
+    carol
+        .find_texts(
+            "table.tools tr",
+            &[
+                "crm__lookup_customer",
+                "read-only",
+                "Fetch a customer record by id",
+            ],
+        )
+        .await?;
     carol.goto(&format!("{dash}/hub")).await?;
     carol
         .find("button[aria-label='Install @admin/crm']")

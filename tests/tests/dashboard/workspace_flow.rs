@@ -48,7 +48,7 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
         [
             UpstreamTool::new("search")
                 .read_only(true)
-                .description("Search tickets"),
+                .description("Search tickets <script>window.__injected=1</script>"),
             UpstreamTool::new("close"),
         ],
     )
@@ -129,6 +129,30 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     let last = calls.last().expect("the upstream saw the call");
     assert_eq!(last.header("x-api-key"), Some(value.as_str()));
     client.cancel().await?;
+
+    // The Tools page lists what the client saw, read-only badge, server and all; the
+    // upstream's description is text, never markup.
+    browser.click("nav.sub a[href$='/tools']").await?;
+    let row = browser
+        .find_texts(
+            "table.tools tr",
+            &["tickets__search", "read-only", "tickets"],
+        )
+        .await?;
+    let text = row.text().await?;
+    assert!(
+        text.contains("Search tickets <script>window.__injected=1</script>"),
+        "{text}"
+    );
+    assert!(!browser.text("main").await?.contains("tickets__close"));
+    let ran = browser
+        .client()
+        .execute("return typeof window.__injected;", vec![])
+        .await?;
+    assert_eq!(ran, "undefined");
+    browser.screenshot("tools").await?;
+    browser.click("nav.sub a[href$='/support']").await?;
+    browser.find_text("main h1", "Support").await?;
 
     // Live: changes made through the CLI show up on the open page without a reload.
     browser.find("body[data-listening=yes]").await?;
