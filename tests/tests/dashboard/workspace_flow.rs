@@ -271,5 +271,38 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
         .find_text("svg#calls-per-server text", "tickets")
         .await?;
     browser.screenshot("analytics").await?;
+
+    // On a phone-sized screen the pages fit the width: wide tables scroll inside
+    // their own box, the page itself does not.
+    browser.client().set_window_size(390, 844).await?;
+    for page in ["", "/tools", "/audit", "/analytics"] {
+        browser
+            .goto(&format!("{api}/dashboard/workspaces/support{page}"))
+            .await?;
+        browser.find("main h1").await?;
+        browser
+            .screenshot(&format!("phone{}", page.replace('/', "-")))
+            .await?;
+        let overflow = browser
+            .client()
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await?;
+        if overflow != 0 {
+            // Name the widest culprits, outermost first, for whoever reads the failure.
+            let wide = browser
+                .client()
+                .execute(
+                    "const w = document.documentElement.clientWidth; return [...document.querySelectorAll('body *')]\
+                     .filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('.scroll *'))\
+                     .slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));",
+                    vec![],
+                )
+                .await?;
+            anyhow::bail!("{page:?} is {overflow} px wider than a phone screen: {wide}");
+        }
+    }
     browser.close().await
 }
