@@ -61,7 +61,7 @@ pub fn router(app: Arc<App>, other: Router) -> Router {
         )
         .route(
             "/v1/workspaces/{ws}/servers/{server}",
-            delete(servers::remove),
+            delete(servers::remove).patch(servers::update),
         )
         .route(
             "/v1/workspaces/{ws}/servers/{server}/secrets/{name}",

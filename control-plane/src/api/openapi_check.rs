@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/workspaces/{ws}/servers"),
     ("post", "/v1/workspaces/{ws}/servers"),
     ("delete", "/v1/workspaces/{ws}/servers/{server}"),
+    ("patch", "/v1/workspaces/{ws}/servers/{server}"),
     ("put", "/v1/workspaces/{ws}/servers/{server}/secrets/{name}"),
     (
         "delete",

@@ -180,6 +180,32 @@ pub async fn remove(
 }
 
 #[derive(Deserialize)]
+pub struct ServerChange {
+    pub enabled: bool,
+}
+
+/// Enables or disables a server (`PATCH`); unchanged if it already is.
+pub async fn update(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server)): Path<(String, String)>,
+    Body(req): Body<ServerChange>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let mut row = server_of(&app, &ws, &server).await?;
+    if (row.enabled != 0) != req.enabled {
+        app.store
+            .set_server_enabled(&ws, &row, req.enabled, &user.username)
+            .await?;
+        app.publish().await?;
+        row.enabled = i64::from(req.enabled);
+    }
+    let names = secret_names(&app, &ws).await?;
+    let secrets = names.get(&row.slug).map_or(&[][..], Vec::as_slice);
+    Ok(Json(json!({"server": server_json(&row, secrets)})))
+}
+
+#[derive(Deserialize)]
 pub struct SecretValue {
     pub value: String,
 }

@@ -1,6 +1,6 @@
-//! One workspace's page: its URLs, MCP servers (install from a URL, remove), secrets
-//! (names and when they changed; set or replace a value, never shown back), and
-//! tokens (create, shown once; list; revoke).
+//! One workspace's page: its URLs, MCP servers (install from a URL, enable or
+//! disable, remove), secrets (names and when they changed; set or replace a value,
+//! never shown back), and tokens (create, shown once; list; revoke).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::shell::{copyable, PageError, PageResult, PATH};
 use super::workspaces::shown_once;
 use crate::api::error::ApiError;
 use crate::api::request::Body;
-use crate::api::servers::{self, Install, SecretValue};
+use crate::api::servers::{self, Install, SecretValue, ServerChange};
 use crate::api::workspaces::{self, NewTokenRequest, Revoke};
 use crate::dates::{format_ago, format_minute};
 use crate::state::App;
@@ -91,7 +91,16 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                             td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
                             td.policy { (policy_text(&s["policy"])) }
                             td { @for name in s["secrets"].as_array().into_iter().flatten() { code { (name.as_str().unwrap_or_default()) } " " } }
-                            td {
+                            td.actions {
+                                @let enabled = s["enabled"] == true;
+                                form.inline method="post" action={ (here) "/servers/" (text(s, "slug")) "/enabled" } {
+                                    (csrf_field(session))
+                                    input type="hidden" name="enabled" value=(!enabled);
+                                    button type="submit" aria-label={ @if enabled { "Disable " } @else { "Enable " } (text(s, "slug")) } {
+                                        @if enabled { "Disable" } @else { "Enable" }
+                                    }
+                                }
+                                " "
                                 form.inline method="post" action={ (here) "/servers/" (text(s, "slug")) "/remove" } {
                                     (csrf_field(session))
                                     button.danger type="submit" aria-label={ "Remove " (text(s, "slug")) } { "Remove" }
@@ -313,6 +322,40 @@ pub async fn remove_server(
     session.check_csrf(&form.csrf)?;
     let _done =
         servers::remove(State(app), session.user.clone(), Path((ws.clone(), server))).await?;
+    Ok(back_to(&ws))
+}
+
+#[derive(Deserialize)]
+pub struct EnabledForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    enabled: String,
+}
+
+pub async fn set_enabled(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((ws, server)): Path<(String, String)>,
+    Form(form): Form<EnabledForm>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let enabled = match form.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(PageError::Api(ApiError::BadRequest(format!(
+                "enabled must be true or false, not {other:?}"
+            ))))
+        }
+    };
+    let _done = servers::update(
+        State(app),
+        session.user.clone(),
+        Path((ws.clone(), server)),
+        Body(ServerChange { enabled }),
+    )
+    .await?;
     Ok(back_to(&ws))
 }
 

@@ -596,6 +596,27 @@ impl Store {
         tx.commit().await
     }
 
+    /// Enables or disables a server: a disabled one stays installed, with its secrets,
+    /// but clients see none of its tools.
+    pub async fn set_server_enabled(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        enabled: bool,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET enabled = $1 WHERE id = $2")
+            .bind(i64::from(enabled))
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        let action = if enabled { "enable" } else { "disable" };
+        audit(&mut tx, &ws.slug, actor, action, &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
     pub async fn secrets_of_workspace(
         &self,
         workspace_id: &str,

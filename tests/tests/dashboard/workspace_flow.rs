@@ -39,6 +39,21 @@ async fn until_refused(session: &RawClient, since: Instant) -> anyhow::Result<Du
     }
 }
 
+/// The tool names a fresh MCP client of `gateway` sees, sorted.
+async fn sorted_tools(gateway: &str, token: &str) -> anyhow::Result<Vec<String>> {
+    let client = connect(gateway, token).await?;
+    let mut names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await?
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    client.cancel().await?;
+    names.sort();
+    Ok(names)
+}
+
 #[tokio::test]
 async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     let d = Deployment::start().await?;
@@ -110,17 +125,10 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     // A real client, with the token read off the page, sees the tools, and the
     // upstream receives the secret on the call.
     d.synced().await?;
-    let client = connect(&gateway, &first).await?;
-    let mut names: Vec<String> = client
-        .peer()
-        .list_all_tools()
-        .await?
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
+    let names = sorted_tools(&gateway, &first).await?;
     // Read-only, as ticked: `close` carries no readOnlyHint, so clients never see it.
     assert_eq!(names, ["tickets__search"]);
+    let client = connect(&gateway, &first).await?;
     client
         .peer()
         .call_tool(CallToolRequestParams::new("tickets__search"))
@@ -153,6 +161,28 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     browser.screenshot("tools").await?;
     browser.click("nav.sub a[href$='/support']").await?;
     browser.find_text("main h1", "Support").await?;
+
+    // Disabled, the server's tools are gone for clients; enabled, they are back.
+    browser
+        .click("button[aria-label='Disable tickets']")
+        .await?;
+    browser
+        .find_texts(
+            "section[aria-labelledby=servers] tr",
+            &["tickets", "disabled"],
+        )
+        .await?;
+    d.synced().await?;
+    assert_eq!(sorted_tools(&gateway, &first).await?, Vec::<String>::new());
+    browser.click("button[aria-label='Enable tickets']").await?;
+    browser
+        .find_texts(
+            "section[aria-labelledby=servers] tr",
+            &["tickets", "enabled"],
+        )
+        .await?;
+    d.synced().await?;
+    assert_eq!(sorted_tools(&gateway, &first).await?, ["tickets__search"]);
 
     // Live: changes made through the CLI show up on the open page without a reload.
     browser.find("body[data-listening=yes]").await?;
