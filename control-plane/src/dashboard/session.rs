@@ -44,7 +44,7 @@ fn csrf_of(jwt: &str) -> String {
     sha256_hex(&format!("gatehouse dashboard csrf\0{jwt}"))
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -113,17 +113,50 @@ async fn forged_foreign_and_hostile_requests_are_refused_or_shown_as_text() -> a
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     for (proto, secure) in [("https", true), ("http", false)] {
+        // The sign-in form comes with its own token and a cookie to pair it with.
+        let form = http
+            .get(format!("{dash}/login"))
+            .header("x-forwarded-proto", proto)
+            .send()
+            .await?;
+        let pairing = form.headers()["set-cookie"].to_str()?.to_owned();
+        assert!(pairing.contains("; HttpOnly; SameSite=Strict"), "{pairing}");
+        assert_eq!(pairing.ends_with("; Secure"), secure, "{proto}: {pairing}");
+        let pairing = pairing.split(';').next().unwrap_or_default().to_owned();
+        let html = form.text().await?;
+        let token = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .ok_or_else(|| anyhow::anyhow!("no csrf field in the sign-in form:\n{html}"))?
+            .to_owned();
+        let credential = d.cp.admin_credential();
+        let fields = [("username", "admin"), ("credential", credential)];
+        // Without the pair (a form posted from another site), signing in is refused.
+        for (cookie, csrf) in [
+            ("", token.as_str()),
+            (pairing.as_str(), ""),
+            (pairing.as_str(), "lgn_x"),
+        ] {
+            let refused = http
+                .post(format!("{dash}/login"))
+                .header("cookie", cookie)
+                .form(&[fields[0], fields[1], ("csrf", csrf)])
+                .send()
+                .await?;
+            assert_eq!(refused.status(), 403, "cookie {cookie:?}, csrf {csrf:?}");
+            assert!(!refused.headers().contains_key("set-cookie"));
+        }
         let answer = http
             .post(format!("{dash}/login"))
             .header("x-forwarded-proto", proto)
-            .form(&[
-                ("username", "admin"),
-                ("credential", d.cp.admin_credential()),
-            ])
+            .header("cookie", &pairing)
+            .form(&[fields[0], fields[1], ("csrf", token.as_str())])
             .send()
             .await?;
         assert_eq!(answer.status(), 303);
         let set = answer.headers()["set-cookie"].to_str()?.to_owned();
+        assert!(set.starts_with("gatehouse_session="), "{set}");
         assert!(set.contains("; HttpOnly; SameSite=Strict"), "{set}");
         assert_eq!(set.ends_with("; Secure"), secure, "{proto}: {set}");
     }
