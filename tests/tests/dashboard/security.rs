@@ -211,6 +211,29 @@ async fn forged_foreign_and_hostile_requests_are_refused_or_shown_as_text() -> a
     assert!(!injected_ran(&admin).await?, "injected markup ran");
     admin.screenshot("markup-as-text").await?;
 
+    // Delete asks first, in the seeds' words, then the workspace and its tokens go.
+    let ops_token = d
+        .admin
+        .ok(&["workspace", "token", "create", "ops", "--name", "ci"])
+        .await?;
+    let ops_token = token_in(&ops_token)?;
+    admin.goto(&format!("{dash}/workspaces/ops")).await?;
+    admin.click("nav.sub a[href$='/delete']").await?;
+    admin
+        .find_text("p.warning", "This will revoke all 3 tokens.")
+        .await?;
+    admin.screenshot("delete-confirm").await?;
+    admin.click("form[action$='/ops/delete'] button").await?;
+    admin.find_text("main h1", "Workspaces").await?;
+    assert!(!admin.text("main table").await?.contains("ops"));
+    let listed = d.admin.ok(&["workspace", "list"]).await?;
+    assert!(!listed.contains("ops"), "{listed}");
+    d.synced().await?;
+    let refused = gatehouse_tests::RawClient::new(d.proxy.ws_url("ops"), Some(&ops_token))
+        .send_initialize()
+        .await?;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+
     // No page or asset holds the secret, a token or a token's hash.
     let hash = hex::encode(Sha256::digest(first.as_bytes()));
     for page in [
