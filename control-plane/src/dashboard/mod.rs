@@ -1,12 +1,15 @@
 //! The admin dashboard under `/dashboard`: server-rendered HTML pages (maud templates,
 //! escaped at compile time) on the admin API's own listener, for people who would
 //! rather click than type `gatehouse ...`. It owns sign-in with a session cookie and
-//! CSRF tokens (`session`, `sign_in`), the page shell and error pages (`shell`), and one module
-//! per page family. It owns no business rules and no authorisation: every read and
-//! every change calls the very handler of `crate::api` that serves the same thing to
-//! the CLI, as the signed-in user, so a page shows exactly what the API would answer
-//! that user, and refuses what the API refuses. Its two assets (a style sheet and a
-//! copy-button script) are compiled into the binary.
+//! CSRF tokens (`session`, `sign_in`), the page shell and error pages (`shell`), the
+//! change stream live pages listen to (`live`), and one module per page family. It
+//! owns no business rules and no authorisation: every read and every change calls the
+//! very handler of `crate::api` that serves the same thing to the CLI, as the
+//! signed-in user, so a page shows exactly what the API would answer that user and
+//! refuses what the API refuses. The one page with no API twin, a workspace's tools,
+//! first passes the API's own `workspaces::visible` check. Its two assets (a style
+//! sheet, and a small script for copy buttons, live pages and loading a manifest file)
+//! are compiled into the binary.
 
 mod analytics;
 mod audit;
