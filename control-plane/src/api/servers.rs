@@ -179,12 +179,16 @@ pub async fn remove(
     Ok(Json(json!({"server": server_json(&row, &[])})))
 }
 
+/// What `PATCH` may change; what is absent stays as it is.
 #[derive(Deserialize)]
 pub struct ServerChange {
-    pub enabled: bool,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub policy: Option<ToolPolicy>,
 }
 
-/// Enables or disables a server (`PATCH`); unchanged if it already is.
+/// Enables or disables a server, or replaces its tool policy (`PATCH`).
 pub async fn update(
     State(app): State<Arc<App>>,
     user: AuthUser,
@@ -193,12 +197,36 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let mut row = server_of(&app, &ws, &server).await?;
-    if (row.enabled != 0) != req.enabled {
+    if req.enabled.is_none() && req.policy.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give enabled or policy".into(),
+        ));
+    }
+    let policy = match &req.policy {
+        Some(policy) => {
+            CompiledPolicy::compile(policy)
+                .map_err(|e| ApiError::BadRequest(format!("policy: {e}")))?;
+            Some(serde_json::to_string(policy).map_err(anyhow::Error::from)?)
+        }
+        None => None,
+    };
+    let mut changed = false;
+    if let Some(enabled) = req.enabled.filter(|e| (row.enabled != 0) != *e) {
         app.store
-            .set_server_enabled(&ws, &row, req.enabled, &user.username)
+            .set_server_enabled(&ws, &row, enabled, &user.username)
             .await?;
+        row.enabled = i64::from(enabled);
+        changed = true;
+    }
+    if let Some(policy) = policy.filter(|p| *p != row.policy) {
+        app.store
+            .set_server_policy(&ws, &row, &policy, &user.username)
+            .await?;
+        row.policy = policy;
+        changed = true;
+    }
+    if changed {
         app.publish().await?;
-        row.enabled = i64::from(req.enabled);
     }
     let names = secret_names(&app, &ws).await?;
     let secrets = names.get(&row.slug).map_or(&[][..], Vec::as_slice);

@@ -58,6 +58,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/workspaces/{ws}/servers/{server}/enabled",
             post(workspace::set_enabled),
         )
+        .route(
+            "/workspaces/{ws}/servers/{server}/policy",
+            post(workspace::set_policy),
+        )
         .route("/workspaces/{ws}/secrets", post(workspace::set_secret))
         .route("/workspaces/{ws}/tokens", post(workspace::create_token))
         .route(

@@ -1,5 +1,5 @@
 //! One workspace's page: its URLs, MCP servers (install from a URL, enable or
-//! disable, remove), secrets (names and when they changed; set or replace a value,
+//! disable, change the tool policy, remove), secrets (names and when they changed; set or replace a value,
 //! never shown back), and tokens (create, shown once; list; revoke).
 
 use std::collections::BTreeMap;
@@ -89,7 +89,10 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                             td.url { (text(s, "url")) }
                             td { (text(s, "transport")) }
                             td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
-                            td.policy { (policy_text(&s["policy"])) }
+                            td.policy {
+                                (policy_text(&s["policy"]))
+                                (policy_form(session, here, s))
+                            }
                             td { @for name in s["secrets"].as_array().into_iter().flatten() { code { (name.as_str().unwrap_or_default()) } " " } }
                             td.actions {
                                 @let enabled = s["enabled"] == true;
@@ -241,6 +244,74 @@ fn policy_text(policy: &Value) -> String {
     }
 }
 
+/// The policy editor of one server, folded away until opened, filled with the
+/// current policy.
+fn policy_form(session: &Session, here: &str, server: &Value) -> Markup {
+    let slug = text(server, "slug");
+    let joined = |key: &str| -> String {
+        server["policy"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    html! {
+        details.policy {
+            summary aria-label={ "Change the tool policy of " (slug) } { "Change" }
+            form method="post" action={ (here) "/servers/" (slug) "/policy" } {
+                (csrf_field(session))
+                label for={ "allow-" (slug) } { "Only tools matching" }
+                input id={ "allow-" (slug) } name="allow" value=(joined("allow"));
+                label for={ "deny-" (slug) } { "Never tools matching" }
+                input id={ "deny-" (slug) } name="deny" value=(joined("deny"));
+                label.check for={ "ro-" (slug) } {
+                    input id={ "ro-" (slug) } name="read_only" type="checkbox" value="on" checked[server["policy"]["read_only"] == true];
+                    " Read-only"
+                }
+                button type="submit" { "Save policy" }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    allow: String,
+    #[serde(default)]
+    deny: String,
+    #[serde(default)]
+    read_only: String,
+}
+
+pub async fn set_policy(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path((ws, server)): Path<(String, String)>,
+    Form(form): Form<PolicyForm>,
+) -> PageResult<Response> {
+    session.check_csrf(&form.csrf)?;
+    let _done = servers::update(
+        State(app),
+        session.user.clone(),
+        Path((ws.clone(), server)),
+        Body(ServerChange {
+            enabled: None,
+            policy: Some(ToolPolicy {
+                allow: globs(&form.allow),
+                deny: globs(&form.deny),
+                read_only: !form.read_only.is_empty(),
+            }),
+        }),
+    )
+    .await?;
+    Ok(back_to(&ws))
+}
+
 /// Globs typed in one field, split on spaces and commas.
 fn globs(text: &str) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || c == ',')
@@ -353,7 +424,10 @@ pub async fn set_enabled(
         State(app),
         session.user.clone(),
         Path((ws.clone(), server)),
-        Body(ServerChange { enabled }),
+        Body(ServerChange {
+            enabled: Some(enabled),
+            policy: None,
+        }),
     )
     .await?;
     Ok(back_to(&ws))

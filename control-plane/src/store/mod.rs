@@ -617,6 +617,25 @@ impl Store {
         tx.commit().await
     }
 
+    /// Replaces a server's tool policy (`policy` is its JSON).
+    pub async fn set_server_policy(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        policy: &str,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET policy = $1 WHERE id = $2")
+            .bind(policy)
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "policy_set", &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
     pub async fn secrets_of_workspace(
         &self,
         workspace_id: &str,

@@ -326,3 +326,57 @@ async fn a_wrong_proxy_token_gets_no_config() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_server_is_changed_in_place_and_bad_changes_say_why() -> anyhow::Result<()> {
+    let (cp, admin, _) = with_engineering().await?;
+    let jwt = admin.session_token()?;
+    let path = "/v1/workspaces/engineering/servers/github";
+    let patch = |body: serde_json::Value| {
+        let (cp, jwt) = (&cp, jwt.clone());
+        async move {
+            cp.request(Method::PATCH, path, Some(&jwt), Some(&body))
+                .await
+        }
+    };
+
+    let nothing = patch(json!({})).await?;
+    assert_eq!(nothing.status, 400, "{}", nothing.body);
+    assert!(
+        nothing.body.contains("nothing to change"),
+        "{}",
+        nothing.body
+    );
+    let bad_glob = patch(json!({"policy": {"allow": ["[oops"]}})).await?;
+    assert_eq!(bad_glob.status, 400, "{}", bad_glob.body);
+    assert!(bad_glob.body.contains("policy"), "{}", bad_glob.body);
+    let not_bool = patch(json!({"enabled": "no"})).await?;
+    assert_eq!(not_bool.status, 400, "{}", not_bool.body);
+
+    let disabled = patch(json!({"enabled": false})).await?;
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    assert_eq!(disabled.json()?["server"]["enabled"], false);
+    let policy = json!({"allow": ["search_*"], "deny": [], "read_only": true});
+    let changed = patch(json!({"policy": policy})).await?;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let server = &changed.json()?["server"];
+    assert_eq!(server["policy"], policy);
+    assert_eq!(server["enabled"], false);
+    assert_eq!(server["secrets"], json!([]));
+    let audit = admin
+        .ok(&["workspace", "audit", "engineering", "--action", "disable"])
+        .await?;
+    assert!(audit.contains("github"), "{audit}");
+
+    // Not a server of the workspace: 404, as for every other server call.
+    let missing = cp
+        .request(
+            Method::PATCH,
+            "/v1/workspaces/engineering/servers/nope",
+            Some(&jwt),
+            Some(&json!({"enabled": true})),
+        )
+        .await?;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    Ok(())
+}

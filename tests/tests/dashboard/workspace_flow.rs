@@ -184,6 +184,26 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
     d.synced().await?;
     assert_eq!(sorted_tools(&gateway, &first).await?, ["tickets__search"]);
 
+    // The tool policy changed in place: no longer read-only, both tools are exposed.
+    browser
+        .click("summary[aria-label='Change the tool policy of tickets']")
+        .await?;
+    browser.click("#ro-tickets").await?;
+    browser
+        .click("form[action$='/servers/tickets/policy'] button")
+        .await?;
+    browser
+        .find_texts(
+            "section[aria-labelledby=servers] tr",
+            &["tickets", "all tools"],
+        )
+        .await?;
+    d.synced().await?;
+    assert_eq!(
+        sorted_tools(&gateway, &first).await?,
+        ["tickets__close", "tickets__search"]
+    );
+
     // Live: changes made through the CLI show up on the open page without a reload.
     browser.find("body[data-listening=yes]").await?;
     let same_page = "return window.__same_page === true;";
