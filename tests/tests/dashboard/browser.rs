@@ -61,6 +61,9 @@ impl Browser {
         let port = free_addr()?.port();
         let driver = tokio::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
+            // Its own process group, which Chromium joins, so that dropping the
+            // browser (a failed test) ends them all; see `Drop`.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -205,10 +208,25 @@ impl Browser {
         Ok(path)
     }
 
+    /// Ends the WebDriver session (Chromium quits), then the driver.
     pub async fn close(mut self) -> anyhow::Result<()> {
         self.client.clone().close().await?;
         let _ = self.driver.kill().await;
         Ok(())
+    }
+}
+
+impl Drop for Browser {
+    /// A browser dropped without [`Browser::close`] (a test that failed half-way)
+    /// would leave Chromium running after its driver is killed: end the driver's
+    /// whole process group instead.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
