@@ -26,6 +26,11 @@ impl CompiledPolicy {
         })
     }
 
+    /// Whether the policy exposes every tool (no allow list, no deny, not read-only).
+    pub fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty() && !self.read_only
+    }
+
     /// Whether an upstream tool named `name` is exposed. `read_only_hint` is the tool's
     /// `annotations.readOnlyHint` (absent means false, per the spec).
     pub fn exposes(&self, name: &str, read_only_hint: bool) -> bool {
@@ -66,6 +71,10 @@ mod tests {
     fn allow_deny_and_read_only() {
         let open = policy(&[], &[], false);
         assert!(open.exposes("anything", false));
+        assert!(open.is_open());
+        assert!(!policy(&[], &["x"], false).is_open());
+        assert!(!policy(&["x"], &[], false).is_open());
+        assert!(!policy(&[], &[], true).is_open());
 
         let p = policy(&["list_*", "get_*"], &["get_secret*"], false);
         assert!(p.exposes("list_issues", false));

@@ -29,7 +29,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::client::request::{Caller, RequestCtx};
 use crate::client::respond::{self, Endpoint};
-use crate::client::{legacy, streamable};
+use crate::client::{legacy, post, streamable};
 use crate::config::current::unix_now;
 use crate::shared::Shared;
 use crate::upstream::http::SESSION_HEADER;
@@ -144,7 +144,7 @@ impl Gateway {
                 legacy::open(state, session, ctx, &caller).await
             }
             (Endpoint::Mcp | Endpoint::Sse, Method::POST) => {
-                streamable::post(state, session, ctx, &caller).await
+                post::post(state, session, ctx, &caller).await
             }
             (Endpoint::Mcp | Endpoint::Sse, Method::DELETE) => {
                 streamable::delete(state, session, ctx, &caller).await

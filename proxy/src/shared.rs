@@ -49,6 +49,7 @@ impl Shared {
     pub fn install(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
         let runtime = Arc::new(self.config.compile(snapshot)?);
         self.catalogs.retain_for(&runtime);
+        self.upstreams.retain_for(&runtime);
         self.config.install(runtime);
         self.metrics.config_version.set(snapshot.version as i64);
         self.metrics.config_updated.set(unix_now() as i64);

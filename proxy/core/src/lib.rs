@@ -6,6 +6,8 @@
 //! - [`jsonrpc`]: borrow `method`/`id`/`params` from a body, splice a tool name, render
 //!   responses around pre-rendered results;
 //! - [`versions`]: the protocol versions spoken, and negotiation;
+//! - [`modern`]: the stateless 2026-07-28 era: its `_meta`, mirror headers, errors
+//!   and result fields;
 //! - [`catalog`]: a workspace's merged tool list and the routes `tools/call` takes;
 //! - [`capabilities`]: what the gateway announces, merged from its upstreams';
 //! - [`cursor`], [`uris`]: the gateway's list cursors and `gatehouse://` resource URIs;
@@ -20,6 +22,7 @@ pub mod catalog;
 pub mod cursor;
 pub mod envelope;
 pub mod jsonrpc;
+pub mod modern;
 pub mod outcome;
 pub mod relay;
 pub mod reply;

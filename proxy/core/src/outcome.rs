@@ -100,6 +100,8 @@ pub enum Method {
     Response,
     /// A Streamable HTTP GET stream.
     Stream,
+    /// A 2026-07-28 `subscriptions/listen` stream.
+    Listen,
     /// A Streamable HTTP DELETE.
     Delete,
     /// A legacy `GET /sse` stream.
@@ -149,6 +151,7 @@ impl Method {
             Method::Notification => "notification",
             Method::Response => "response",
             Method::Stream => "stream",
+            Method::Listen => "subscriptions/listen",
             Method::Delete => "delete",
             Method::LegacyStream => "legacy_stream",
             Method::LegacyMessage => "legacy_message",
@@ -162,6 +165,8 @@ pub enum Transport {
     StreamableHttp,
     /// The legacy HTTP+SSE transport (MCP 2024-11-05).
     LegacySse,
+    /// Streamable HTTP of the stateless era (MCP 2026-07-28).
+    Stateless,
 }
 
 impl Transport {
@@ -169,6 +174,7 @@ impl Transport {
         match self {
             Transport::StreamableHttp => "streamable_http",
             Transport::LegacySse => "sse",
+            Transport::Stateless => "streamable_http_stateless",
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Relay<'a> {
     pub server: &'a str,
     /// The server's names reach clients bare: its resource URIs pass unchanged.
     pub bare: bool,
+    /// The client speaks the stateless era and the server an older one: a result
+    /// without `resultType` gets `"complete"`.
+    pub complete_results: bool,
 }
 
 /// What a relayed message was, for the caller's side effects.
@@ -76,7 +79,13 @@ impl<'a> Relay<'a> {
             (Some(_), None) => MessageKind::Notification,
             (None, None) => return Err(Garbage("neither method nor id".into())),
         };
+        let complete = self.complete_results
+            && kind == MessageKind::Response
+            && msg
+                .result
+                .is_some_and(|r| r.get().starts_with('{') && !r.get().contains("\"resultType\""));
         let rewrite = kind == MessageKind::Request
+            || complete
             || match msg.method.as_deref() {
                 Some("notifications/message") => true,
                 Some("notifications/resources/updated") => !self.bare,
@@ -90,6 +99,11 @@ impl<'a> Relay<'a> {
         }
         let mut value: Value = serde_json::from_str(data).map_err(|e| Garbage(e.to_string()))?;
         match msg.method.as_deref() {
+            _ if complete => {
+                if let Some(result) = value.get_mut("result").and_then(Value::as_object_mut) {
+                    result.insert("resultType".into(), Value::String("complete".into()));
+                }
+            }
             _ if kind == MessageKind::Request => {
                 let original = msg.id.map(|id| id.get()).unwrap_or("null");
                 value["id"] = Value::String(self.seal_id(original));
@@ -294,6 +308,7 @@ mod tests {
             sid: [1; 16],
             server: "github",
             bare: false,
+            complete_results: false,
         };
         let notes = Relay {
             server: "notes",
@@ -336,6 +351,7 @@ mod tests {
             sid: [1; 16],
             server: "notes",
             bare: false,
+            complete_results: false,
         };
         let log = r
             .outbound(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#)
@@ -370,6 +386,7 @@ mod tests {
             sid: [1; 16],
             server: "github",
             bare: false,
+            complete_results: false,
         };
         let stream = b"id: 0\nretry: 3000\ndata:\n\nevent: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"elicitation/create\",\"params\":{}}\r\n\r\n: ping\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         for cut in 1..stream.len() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::modern;
 use gatehouse_mcp::outcome::Outcome;
 use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
 use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
@@ -31,15 +32,17 @@ use crate::live::live;
 use crate::session::failure;
 use crate::shared::Shared;
 use crate::upstream::error::UpstreamError;
-use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
+use crate::upstream::http::{METHOD_HEADER, NAME_HEADER, SESSION_HEADER, VERSION_HEADER};
 use crate::upstream::pool;
-use crate::upstream::upstreams::{CallReply, ServerStream, ToolCall};
+use crate::upstream::upstreams::{is_stateless, CallReply, ServerStream, ToolCall};
 
 /// Headers of the client's request that must not reach an upstream: its credentials,
-/// its session with the gateway, framing the gateway recomputes, hop-by-hop ones, and
+/// its session with the gateway, framing the gateway recomputes, hop-by-hop ones,
 /// `Accept-Encoding` (the gateway reads every reply it relays: it rewrites event
-/// streams and scans how the call ended, which a compressed body would hide).
-static STRIPPED_REQUEST: [HeaderName; 14] = [
+/// streams and scans how the call ended, which a compressed body would hide), and the
+/// 2026-07-28 mirrors of method and name (set again for a modern upstream, with the
+/// name it knows the tool by). `Mcp-Param-*` headers pass.
+static STRIPPED_REQUEST: [HeaderName; 16] = [
     header::AUTHORIZATION,
     header::ACCEPT_ENCODING,
     header::COOKIE,
@@ -54,6 +57,8 @@ static STRIPPED_REQUEST: [HeaderName; 14] = [
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("last-event-id"),
+    METHOD_HEADER,
+    NAME_HEADER,
 ];
 
 /// Headers of an upstream's reply the client does not get: its session with the
@@ -67,6 +72,9 @@ static STRIPPED_REPLY: [HeaderName; 7] = [
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
 ];
+
+/// How much of a JSON reply is held looking for where its result starts.
+const MAX_HELD_PREFIX: usize = 64 * 1024;
 
 /// The rest of an upstream's reply stream the client lost, asked for again with
 /// `Last-Event-ID` (the upstream's own id, behind the `<server>:` the gateway put on
@@ -84,7 +92,7 @@ pub async fn resume(
 ) -> Option<Result<bool>> {
     let opened = shared
         .upstreams
-        .server_stream(caller.rt, env, server, Some(upstream_id))
+        .server_stream(caller.rt, env, server, Some(upstream_id), None)
         .await;
     let stream = match opened {
         Ok(Some(ServerStream::Http(stream))) => stream,
@@ -100,6 +108,7 @@ pub async fn resume(
         sid: env.sid,
         server: &server.slug,
         bare: server.naming == gatehouse_config::Naming::Bare,
+        complete_results: false,
     };
     let workspace = caller.ws.slug.clone();
     let mut rewriter = SseRewriter::default();
@@ -148,11 +157,27 @@ pub async fn to_client(
         &gatehouse_mcp::jsonrpc::canonical_id(&call.request_id),
         &call.server.slug,
     );
+    // A stateless client's call to an older server: its result lacks `resultType`.
+    let stateless = is_stateless(env);
+    let complete_results = stateless
+        && shared
+            .upstreams
+            .discovered(caller.rt, &caller.ws.slug, &call.server)
+            .await
+            .is_none();
+    // ...and the modern `_meta` of its request means nothing to that server.
+    let mut call = call;
+    if complete_results {
+        if let Some(body) = modern::strip_body_meta(&call.body) {
+            call.body = body;
+        }
+    }
     let relay = Relay {
         keys: &caller.rt.keys,
         sid: env.sid,
         server: &call.server.slug,
         bare: call.server.naming == gatehouse_config::Naming::Bare,
+        complete_results,
     };
     let mut forwarded = HeaderMap::new();
     for (name, value) in &session.req_header().headers {
@@ -187,7 +212,7 @@ pub async fn to_client(
         }
         Err(e) => {
             ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
-            let (status, outcome, body) = failed(&call, &e);
+            let (status, outcome, body) = failed(&call, &e, stateless);
             ctx.outcome = outcome;
             respond::json(session, status, &[], body).await
         }
@@ -217,11 +242,12 @@ fn client_left(ctx: &mut RequestCtx, call: &ToolCall) -> Result<bool> {
 }
 
 /// How a call that got no reply is answered: a session gone is a 404 (the client
-/// re-initializes), anything else a JSON-RPC error in the client's session.
-fn failed(call: &ToolCall, e: &UpstreamError) -> (u16, Outcome, Bytes) {
+/// re-initializes; a stateless client has none to reopen), anything else a JSON-RPC
+/// error in the client's session.
+fn failed(call: &ToolCall, e: &UpstreamError, stateless: bool) -> (u16, Outcome, Bytes) {
     let (id, server) = (&call.request_id, &call.server.slug);
     match e {
-        UpstreamError::SessionGone => (
+        UpstreamError::SessionGone if !stateless => (
             404,
             Outcome::SessionNotFound,
             failure::session_gone(id, server),
@@ -254,12 +280,15 @@ async fn relay_http(
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
         .then(SseRewriter::default);
+    // A JSON result of an older server for a stateless client: its first bytes are
+    // held until `"result":{` shows where `resultType` goes.
+    let mut held = (relay.complete_results && rewriter.is_none()).then(BytesMut::new);
     // Framed, so the client's connection carries its next request. A JSON reply is
     // relayed unchanged, so the upstream's length holds; an event stream is chunked.
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
-        .filter(|_| rewriter.is_none())
+        .filter(|_| rewriter.is_none() && held.is_none())
         .cloned();
     for name in &STRIPPED_REPLY {
         parts.headers.remove(name);
@@ -318,7 +347,29 @@ async fn relay_http(
                 }),
                 None => {
                     watch.body(&chunk);
-                    chunk
+                    match held.as_mut() {
+                        None => chunk,
+                        Some(prefix) => {
+                            prefix.extend_from_slice(&chunk);
+                            match modern::result_type_insertion(prefix) {
+                                Some((at, text)) => {
+                                    let mut out =
+                                        BytesMut::with_capacity(prefix.len() + text.len());
+                                    out.extend_from_slice(&prefix[..at]);
+                                    out.extend_from_slice(text);
+                                    out.extend_from_slice(&prefix[at..]);
+                                    held = None;
+                                    out.freeze()
+                                }
+                                None if prefix.len() > MAX_HELD_PREFIX => {
+                                    let out = prefix.split().freeze();
+                                    held = None;
+                                    out
+                                }
+                                None => Bytes::new(),
+                            }
+                        }
+                    }
                 }
             };
             if !out.is_empty() {
@@ -328,10 +379,12 @@ async fn relay_http(
                 session.write_response_body(out, false).await?;
             }
         }
-        let rest = rewriter
-            .as_mut()
-            .map(SseRewriter::finish)
-            .unwrap_or_default();
+        let rest = match (rewriter.as_mut(), held.as_mut()) {
+            (Some(w), _) => w.finish(),
+            // Not a result (an error): as it came.
+            (None, Some(prefix)) => prefix.split().freeze(),
+            (None, None) => Bytes::new(),
+        };
         session.write_response_body(rest, true).await?;
         Ok(true)
     }
@@ -427,9 +480,12 @@ async fn relay_messages(
     let outcome = outcome.expect("the loop ends only once the call has");
     ctx.call_outcome = Some(answer_outcome(&outcome));
     let body = match outcome {
+        Ok(response) if relay.complete_results => {
+            modern::complete_response(Bytes::from(response), None, false)
+        }
         Ok(response) => Bytes::from(response),
         Err(e) => {
-            let (status, word, body) = failed(call, &e);
+            let (status, word, body) = failed(call, &e, relay.complete_results);
             ctx.outcome = word;
             if !streaming {
                 return respond::json(session, status, &[], body).await;

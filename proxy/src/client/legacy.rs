@@ -287,6 +287,7 @@ async fn handle(
         sid: env.sid,
         server: &call.server.slug,
         bare: call.server.naming == gatehouse_config::Naming::Bare,
+        complete_results: false,
     };
     let mut on_message = |data: &str| match relay.outbound(data) {
         Ok(out) if out.kind != MessageKind::Response => {

@@ -29,17 +29,20 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use rand::RngCore;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::client::request::Caller;
 use crate::config::current::unix_now;
 use crate::config::runtime::{Runtime, ServerRt};
 use crate::live::{live, ReplayBuffer};
+use crate::session::dispatch::route_uri;
 use crate::shared::Shared;
 use crate::upstream::error::UpstreamError;
+use crate::upstream::upstreams::is_stateless;
 use crate::upstream::upstreams::ServerStream;
 use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::modern::ListenFilter;
 use gatehouse_mcp::relay::{MessageKind, Relay};
 use gatehouse_mcp::sse::SseSplitter;
 
@@ -49,6 +52,9 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 const MAX_UPSTREAM_EVENT: usize = 8 * 1024 * 1024;
 /// Longest pause between attempts to reopen an upstream stream that broke.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait for upstreams to open their streams before a listen stream is
+/// acknowledged.
+const LISTEN_READY: Duration = Duration::from_secs(5);
 /// Messages buffered between the upstream readers and the client.
 const MERGE_BUFFER: usize = 256;
 
@@ -72,6 +78,12 @@ pub enum StreamInput {
 
 /// How events are framed.
 pub enum Framing {
+    /// A 2026-07-28 `subscriptions/listen` stream opened by request `id` (raw JSON):
+    /// only the change notifications of `filter`, tagged with the id; no event ids.
+    Listen {
+        id: String,
+        filter: Arc<ListenFilter>,
+    },
     /// Streamable HTTP GET: ids for resumption, events kept for replay.
     Streamable {
         nonce: String,
@@ -80,6 +92,71 @@ pub enum Framing {
     },
     /// Legacy HTTP+SSE: plain `event: message`.
     Legacy,
+}
+
+impl Framing {
+    /// One message as an event of a stream so framed (kept for replay when it has an
+    /// id); nothing when a listen stream does not carry it.
+    pub fn event(&mut self, json: &[u8]) -> Bytes {
+        match self {
+            Framing::Legacy => plain_event(json),
+            Framing::Listen { id, filter } => {
+                let Some(tagged) = std::str::from_utf8(json)
+                    .ok()
+                    .and_then(|json| filter.admit(json, id))
+                else {
+                    return Bytes::new();
+                };
+                plain_event(tagged.as_bytes())
+            }
+            Framing::Streamable {
+                nonce,
+                counter,
+                buffer,
+            } => {
+                *counter += 1;
+                let mut out = BytesMut::with_capacity(json.len() + nonce.len() + 48);
+                out.extend_from_slice(
+                    format!("id: {nonce}-{counter}\nevent: message\ndata: ").as_bytes(),
+                );
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+                let event = out.freeze();
+                buffer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(*counter, event.clone());
+                event
+            }
+        }
+    }
+}
+
+/// One message as an event without an id.
+pub fn plain_event(json: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(json.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// What a client's listen `filter` asks of one upstream: the same change types, and
+/// the subscribed resources that are this server's, under the URIs it knows them by.
+fn upstream_filter(
+    ws: &crate::config::runtime::WorkspaceRt,
+    server: &ServerRt,
+    filter: &ListenFilter,
+) -> serde_json::Value {
+    let mut ours = filter.clone();
+    ours.resource_uris = filter
+        .resource_uris
+        .iter()
+        .filter_map(|uri| route_uri(ws, uri))
+        .filter(|(owner, _)| owner.slug == server.slug)
+        .map(|(_, original)| original)
+        .collect();
+    ours.to_value()
 }
 
 /// Everything a client stream needs, fixed when it opens.
@@ -218,9 +295,26 @@ impl ClientStream {
         let transport = match self.framing {
             Framing::Legacy => Transport::LegacySse,
             Framing::Streamable { .. } => Transport::StreamableHttp,
+            Framing::Listen { .. } => Transport::Stateless,
         };
         let _open = OpenStream::new(&self.state.metrics.open_streams, transport.as_label());
-        for event in first {
+        let (merged_tx, mut merged_rx) = mpsc::channel::<String>(MERGE_BUFFER);
+        let mut readers: HashMap<String, Reader> = HashMap::new();
+        let mut rt = self.state.config.load();
+        let mut signature = workspace_signature(&rt, &self.workspace);
+        let Some(mut expires_at) = self.token_check(&rt) else {
+            return end(session).await;
+        };
+        let ready = match self.env.clone() {
+            Some(env) => self.reconcile(&rt, &env, &merged_tx, &mut readers),
+            None => Vec::new(),
+        };
+        // A listen stream is acknowledged once its upstreams listen too, so a change
+        // made right after the acknowledgement reaches it.
+        if matches!(self.framing, Framing::Listen { .. }) {
+            let _ = tokio::time::timeout(LISTEN_READY, futures::future::join_all(ready)).await;
+        }
+        for event in first.into_iter().filter(|e| !e.is_empty()) {
             session.write_response_body(event, false).await?;
         }
         let priming = match (&self.framing, &self.env) {
@@ -233,17 +327,6 @@ impl ClientStream {
         };
         if let Some(event) = priming {
             session.write_response_body(event, false).await?;
-        }
-
-        let (merged_tx, mut merged_rx) = mpsc::channel::<String>(MERGE_BUFFER);
-        let mut readers: HashMap<String, Reader> = HashMap::new();
-        let mut rt = self.state.config.load();
-        let mut signature = workspace_signature(&rt, &self.workspace);
-        let Some(mut expires_at) = self.token_check(&rt) else {
-            return end(session).await;
-        };
-        if let Some(env) = self.env.clone() {
-            self.reconcile(&rt, &env, &merged_tx, &mut readers);
         }
         let mut keep_alive = tokio::time::interval(keep_alive_every());
         keep_alive.tick().await;
@@ -297,7 +380,9 @@ impl ClientStream {
                     }
                 }
             };
-            if let Some(bytes) = write {
+            // An event the stream does not carry frames to nothing, and an empty chunk
+            // would end a chunked body.
+            if let Some(bytes) = write.filter(|b| !b.is_empty()) {
                 if let Err(e) = session.write_response_body(bytes, false).await {
                     tracing::debug!(workspace = %self.workspace, error = %e, "client stream write failed");
                     break true;
@@ -327,17 +412,19 @@ impl ClientStream {
     }
 
     /// Starts readers for servers that have none, stops those of servers that are
-    /// gone or changed.
+    /// gone or changed. Returns, for each reader started, when its upstream stream is
+    /// open (or known not to be).
     fn reconcile(
         &self,
         rt: &Arc<Runtime>,
         env: &Arc<SessionEnvelope>,
         merged: &mpsc::Sender<String>,
         readers: &mut HashMap<String, Reader>,
-    ) {
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut ready = Vec::new();
         let Some(ws) = rt.workspaces.get(&self.workspace) else {
             readers.clear();
-            return;
+            return ready;
         };
         readers.retain(|slug, r| {
             ws.server(slug)
@@ -347,13 +434,21 @@ impl ClientStream {
             if readers.contains_key(&server.slug) {
                 continue;
             }
-            let task = server.may_offer_get_stream().then(|| {
+            let filter = match &self.framing {
+                Framing::Listen { filter, .. } => Some(upstream_filter(ws, server, filter)),
+                _ => None,
+            };
+            let task = (server.may_offer_get_stream() || filter.is_some()).then(|| {
+                let (opened, opened_rx) = oneshot::channel();
+                ready.push(opened_rx);
                 tokio::spawn(read_upstream(
                     self.state.clone(),
                     rt.clone(),
                     env.clone(),
                     server.clone(),
                     merged.clone(),
+                    filter,
+                    opened,
                 ))
             });
             readers.insert(
@@ -364,6 +459,7 @@ impl ClientStream {
                 },
             );
         }
+        ready
     }
 
     fn list_changed(&mut self) -> Bytes {
@@ -376,36 +472,9 @@ impl ClientStream {
         out.freeze()
     }
 
-    /// One message as an event of this stream (kept for replay when it has an id).
+    /// One message as an event of this stream.
     fn frame(&mut self, json: &[u8]) -> Bytes {
-        match &mut self.framing {
-            Framing::Legacy => {
-                let mut out = BytesMut::with_capacity(json.len() + 24);
-                out.extend_from_slice(b"event: message\ndata: ");
-                out.extend_from_slice(json);
-                out.extend_from_slice(b"\n\n");
-                out.freeze()
-            }
-            Framing::Streamable {
-                nonce,
-                counter,
-                buffer,
-            } => {
-                *counter += 1;
-                let mut out = BytesMut::with_capacity(json.len() + nonce.len() + 48);
-                out.extend_from_slice(
-                    format!("id: {nonce}-{counter}\nevent: message\ndata: ").as_bytes(),
-                );
-                out.extend_from_slice(json);
-                out.extend_from_slice(b"\n\n");
-                let event = out.freeze();
-                buffer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(*counter, event.clone());
-                event
-            }
-        }
+        self.framing.event(json)
     }
 
     /// The 2025-11-25 priming event: an id and empty data, so a client that loses
@@ -415,7 +484,7 @@ impl ClientStream {
             Framing::Streamable { nonce, counter, .. } => {
                 Bytes::from(format!("id: {nonce}-{counter}\ndata:\n\n"))
             }
-            Framing::Legacy => Bytes::new(),
+            Framing::Legacy | Framing::Listen { .. } => Bytes::new(),
         }
     }
 }
@@ -447,17 +516,34 @@ async fn read_upstream(
     env: Arc<SessionEnvelope>,
     server: Arc<ServerRt>,
     merged: mpsc::Sender<String>,
+    filter: Option<serde_json::Value>,
+    opened: oneshot::Sender<()>,
 ) {
+    let mut opened = Some(opened);
     let mut last_event_id: Option<String> = None;
     let mut failures: u32 = 0;
     loop {
-        let opened = state
+        let stream = state
             .upstreams
-            .server_stream(&rt, &env, &server, last_event_id.as_deref())
+            .server_stream(
+                &rt,
+                &env,
+                &server,
+                last_event_id.as_deref(),
+                filter.as_ref(),
+            )
             .await;
-        match opened {
+        // Open, or known not to be: nobody waits for this reader any longer.
+        if let Some(tx) = opened.take() {
+            let _ = tx.send(());
+        }
+        match stream {
             Ok(None) => {
-                server.mark_no_get_stream();
+                // What a stateless client's listen found says nothing of the GET
+                // streams of sessions.
+                if !is_stateless(&env) {
+                    server.mark_no_get_stream();
+                }
                 tracing::debug!(server = %server.slug, "upstream has no GET stream");
                 return;
             }
@@ -468,6 +554,7 @@ async fn read_upstream(
                     sid: env.sid,
                     server: &server.slug,
                     bare: server.naming == gatehouse_config::Naming::Bare,
+                    complete_results: false,
                 };
                 let pumped = pump(
                     &state,
@@ -561,6 +648,35 @@ async fn pump(
                 if splitter.buffered() > MAX_UPSTREAM_EVENT {
                     return Pumped::Garbage(format!(
                         "an event larger than {MAX_UPSTREAM_EVENT} bytes"
+                    ));
+                }
+            }
+            Pumped::Ended
+        }
+        ServerStream::Lines(resp) => {
+            let mut pending = BytesMut::new();
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else {
+                    return Pumped::Ended;
+                };
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line = pending.split_to(end + 1);
+                    let Ok(text) = std::str::from_utf8(&line) else {
+                        return Pumped::Garbage("a line that is not UTF-8".into());
+                    };
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    if let Err(end) = forward(text).await {
+                        return end;
+                    }
+                }
+                if pending.len() > MAX_UPSTREAM_EVENT {
+                    return Pumped::Garbage(format!(
+                        "a line longer than {MAX_UPSTREAM_EVENT} bytes"
                     ));
                 }
             }

@@ -1,20 +1,22 @@
-//! The Streamable HTTP transport on the client side: POST (one JSON-RPC message,
-//! answered as the session room decides, a routed call forwarded), GET (the
-//! session's event stream) and DELETE (the end of the session).
+//! The Streamable HTTP transport of the session era (2025-03-26 .. 2025-11-25) on the
+//! client side: a POSTed message (`initialize`, or one of an open session — answered as
+//! the session room decides, a routed call forwarded), GET (the session's event
+//! stream) and DELETE (the end of the session).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use gatehouse_mcp::jsonrpc::{self, Parsed};
 use gatehouse_mcp::outcome::{Method, Outcome};
 use gatehouse_mcp::versions;
-use http::{header, HeaderValue};
+use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 
 use crate::audit::record::CallRecord;
 use crate::client::forward;
-use crate::client::request::{open_session, read_body, Caller, RequestCtx};
+use crate::client::request::{open_session, Caller, RequestCtx};
 use crate::client::respond;
 use crate::client::stream;
 use gatehouse_mcp::relay::event_id_route;
@@ -25,45 +27,26 @@ use crate::session::initialize;
 use crate::shared::Shared;
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
 
-/// A POSTed JSON-RPC message.
-pub async fn post(
+/// A POSTed JSON-RPC message of the session era (from [`post::post`], which read and
+/// parsed it; `as_event`: the client prefers an event stream).
+///
+/// [`post::post`]: crate::client::post::post
+pub async fn message(
     shared: &Arc<Shared>,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
+    body: &Bytes,
+    parsed: Parsed<'_>,
+    as_event: bool,
 ) -> Result<bool> {
     let headers = &session.req_header().headers;
-    let accept = headers.get(header::ACCEPT).map(HeaderValue::as_bytes);
-    let as_event = respond::prefers_event_stream(accept);
-    if !respond::accepts_mcp_replies(accept) {
-        ctx.outcome = Outcome::NotAcceptable;
-        return respond::refuse(
-            session,
-            406,
-            "Accept must list application/json and text/event-stream",
-        )
-        .await;
-    }
     if let Some(v) = headers.get(VERSION_HEADER) {
         if !v.to_str().is_ok_and(versions::is_supported) {
             ctx.outcome = Outcome::BadRequest;
             return respond::refuse(session, 400, "unsupported MCP-Protocol-Version").await;
         }
     }
-    let max = caller.rt.limits.max_body_bytes;
-    let Some(body) = read_body(session, max).await? else {
-        ctx.outcome = Outcome::TooLarge;
-        let msg = format!("request body exceeds the limit of {max} bytes");
-        return respond::refuse(session, 413, &msg).await;
-    };
-    let parsed = match jsonrpc::parse(&body) {
-        Ok(p) => p,
-        Err(rejection) => {
-            ctx.outcome = Outcome::BadRequest;
-            let err = jsonrpc::error("null", rejection.code(), &rejection.to_string());
-            return respond::json(session, 400, &[], err).await;
-        }
-    };
     let scope = Scope {
         upstreams: &shared.upstreams,
         catalogs: &shared.catalogs,
@@ -104,17 +87,17 @@ pub async fn post(
     let reply = match &parsed {
         Parsed::Notification(msg) => {
             ctx.method = Method::Notification;
-            dispatch::notification(scope, &env, &body, msg).await
+            dispatch::notification(scope, &env, body, msg).await
         }
         Parsed::Response(msg) => {
             ctx.method = Method::Response;
-            dispatch::response(scope, &env, msg, &body).await
+            dispatch::response(scope, &env, msg, body).await
         }
         Parsed::Request(msg) => {
             ctx.method = Method::of_request(msg.method.as_deref().unwrap_or_default());
             ctx.call =
                 CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started());
-            dispatch::request(scope, &env, &body, msg).await
+            dispatch::request(scope, &env, body, msg).await
         }
     };
     match reply {

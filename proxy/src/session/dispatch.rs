@@ -97,7 +97,16 @@ impl Reply {
         match e {
             UpstreamError::SessionGone => Reply::session_gone(id, server),
             // The upstream's own protocol error reaches the client as it was.
-            UpstreamError::Rpc { code, message } => {
+            UpstreamError::Rpc {
+                code,
+                message,
+                data: Some(data),
+            } => Reply::Response {
+                body: gatehouse_mcp::modern::error_with_data(id, code, &message, &data),
+                outcome: Outcome::UpstreamError,
+                session_gone: false,
+            },
+            UpstreamError::Rpc { code, message, .. } => {
                 Reply::error(id, code, &message, Outcome::UpstreamError)
             }
             e => Reply::Response {
@@ -391,7 +400,7 @@ async fn route_prompt(
 
 /// The server and upstream URI behind an exposed resource URI: `gatehouse://<server>/`
 /// of a prefixed server, or else the URI as the workspace's bare server has it.
-fn route_uri(ws: &WorkspaceRt, uri: &str) -> Option<(Arc<ServerRt>, String)> {
+pub fn route_uri(ws: &WorkspaceRt, uri: &str) -> Option<(Arc<ServerRt>, String)> {
     let prefixed = uris::route(uri).and_then(|(slug, original)| {
         ws.server(slug)
             .filter(|s| s.usable() && s.naming == Naming::Prefixed)
@@ -454,6 +463,14 @@ async fn tool_call(
         .route(&name.name)
         .and_then(|r| scope.ws.server(&r.server).map(|s| (r, s.clone())))
     else {
+        if let Some(server) = unlisted_bare_call(scope.ws, &name.name) {
+            return Reply::ToolCall(ToolCall {
+                body: body.clone(),
+                upstream_name: name.name.to_string(),
+                server,
+                request_id: id.to_string(),
+            });
+        }
         return Reply::error(
             id,
             INVALID_PARAMS,
@@ -477,6 +494,21 @@ async fn tool_call(
         server,
         request_id: id.to_string(),
     })
+}
+
+/// The bare server a `tools/call` of a name not in the catalog goes to, as it is: a
+/// server fronted transparently answers for names it did not list (a tool it adds
+/// later, one it lists only to some clients) in its own words. Only when its policy
+/// hides nothing — a name the catalog does not know could be one the policy hides —
+/// and the name is not another server's (`<server>__...`).
+fn unlisted_bare_call(ws: &WorkspaceRt, name: &str) -> Option<Arc<ServerRt>> {
+    let server = ws.bare_server()?;
+    let prefixed = split_exposed(name).is_some_and(|(slug, _)| {
+        ws.server(slug)
+            .is_some_and(|s| s.naming == Naming::Prefixed)
+    });
+    (server.usable() && server.skill.is_none() && server.policy.is_open() && !prefixed)
+        .then(|| server.clone())
 }
 
 /// A client notification in an open session.

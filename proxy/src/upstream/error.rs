@@ -16,8 +16,13 @@ pub enum UpstreamError {
     Status(u16),
     #[error("sent an invalid reply: {0}")]
     Protocol(String),
+    /// The upstream's own JSON-RPC error, `data` included, for the client as it was.
     #[error("returned error {code}: {message}")]
-    Rpc { code: i64, message: String },
+    Rpc {
+        code: i64,
+        message: String,
+        data: Option<Box<Value>>,
+    },
     #[error("is not usable: {0}")]
     Unusable(String),
 }
@@ -99,6 +104,7 @@ pub fn take_result(message: &mut Value) -> Result<Value, UpstreamError> {
                 .chars()
                 .take(200)
                 .collect(),
+            data: err.get("data").cloned().map(Box::new),
         });
     }
     match message.get_mut("result") {

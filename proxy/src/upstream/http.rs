@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use gatehouse_mcp::modern;
 use gatehouse_mcp::sse::SseSplitter;
+use gatehouse_mcp::versions;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -23,15 +25,48 @@ use crate::upstream::pool;
 // Header names, not strings: a lookup or removal by string parses the name each time.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// The 2026-07-28 mirrors of the body's method and name.
+pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 /// Idle connections of the gateway's own requests kept per upstream host.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
 
-/// Which upstream session a request belongs to.
+/// Which upstream session a request belongs to. A modern (2026-07-28) upstream has
+/// no session: its reference is the version alone, and its requests carry the
+/// headers that mirror their body.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRef<'a> {
     pub session_id: Option<&'a str>,
     pub protocol_version: &'a str,
+}
+
+impl SessionRef<'_> {
+    /// The reference of every request to a modern upstream.
+    pub const MODERN: SessionRef<'static> = SessionRef {
+        session_id: None,
+        protocol_version: versions::MODERN_VERSION,
+    };
+
+    fn is_modern(&self) -> bool {
+        versions::is_modern(self.protocol_version)
+    }
+}
+
+/// How a listen stream's messages are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenFraming {
+    /// Server-sent events, as the spec has it.
+    Events,
+    /// One JSON message per line.
+    Lines,
+}
+
+/// What a modern upstream said about itself in `server/discover`.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub capabilities: Value,
+    pub instructions: Option<String>,
 }
 
 pub struct HttpUpstreams {
@@ -89,11 +124,15 @@ impl HttpUpstreams {
         Ok(req)
     }
 
+    /// A POST of `body`; to a modern upstream with the headers mirroring the body's
+    /// `method` and the name or URI in its `params`.
     fn post(
         &self,
         server: &ServerRt,
         session: Option<SessionRef<'_>>,
         body: Bytes,
+        method: Option<&str>,
+        params: Option<&Value>,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let mut req = self
             .request(reqwest::Method::POST, server)?
@@ -104,6 +143,14 @@ impl HttpUpstreams {
                 req = req.header(SESSION_HEADER, id);
             }
             req = req.header(VERSION_HEADER, s.protocol_version);
+            if let (true, Some(method)) = (s.is_modern(), method) {
+                req = req.header(METHOD_HEADER, method);
+                let name =
+                    modern::name_field(method).and_then(|field| params?.get(field)?.as_str());
+                if let Some(name) = name {
+                    req = req.header(NAME_HEADER, modern::encode_header_value(name));
+                }
+            }
         }
         Ok(req.body(body))
     }
@@ -119,7 +166,13 @@ impl HttpUpstreams {
     ) -> Result<(Value, reqwest::header::HeaderMap), UpstreamError> {
         let id = self.request_id();
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let req = self.post(server, session, Bytes::from(body.to_string()))?;
+        let req = self.post(
+            server,
+            session,
+            Bytes::from(body.to_string()),
+            Some(method),
+            Some(&params),
+        )?;
         let work = async {
             let resp = req.send().await.map_err(UpstreamError::from_reqwest)?;
             let status = resp.status().as_u16();
@@ -127,7 +180,7 @@ impl HttpUpstreams {
                 return Err(UpstreamError::SessionGone);
             }
             if !(200..300).contains(&status) {
-                return Err(UpstreamError::Status(status));
+                return Err(refusal(resp, status).await);
             }
             let headers = resp.headers().clone();
             let message = read_response(resp, &id).await?;
@@ -192,7 +245,7 @@ impl HttpUpstreams {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(), UpstreamError> {
-        let req = self.post(server, Some(session), body)?;
+        let req = self.post(server, Some(session), body, None, None)?;
         let resp = tokio::time::timeout(timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout)?
@@ -252,6 +305,96 @@ impl HttpUpstreams {
         let _ = tokio::time::timeout(Duration::from_secs(5), req.send()).await;
     }
 
+    /// Asks `server/discover` whether the server speaks the modern era: `Some` with
+    /// what it said when it does, `None` when it answers as an older server would (a
+    /// 4xx without a modern error, an error, a reply without the version), an error
+    /// when it could not be asked.
+    pub async fn discover(
+        &self,
+        server: &ServerRt,
+        timeout: Duration,
+    ) -> Result<Option<Discovered>, UpstreamError> {
+        let meta = modern::upstream_meta(&json!({}));
+        let asked = self
+            .call(
+                server,
+                Some(SessionRef::MODERN),
+                "server/discover",
+                json!({ "_meta": meta }),
+                timeout,
+            )
+            .await;
+        let result = match asked {
+            Ok((result, _)) => result,
+            Err(UpstreamError::Status(_) | UpstreamError::Rpc { .. }) => return Ok(None),
+            Err(UpstreamError::Protocol(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let modern = result
+            .get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|v| {
+                v.iter()
+                    .any(|v| v.as_str().is_some_and(versions::is_modern))
+            });
+        Ok(modern.then(|| Discovered {
+            capabilities: result
+                .get("capabilities")
+                .filter(|c| c.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            instructions: result
+                .get("instructions")
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string),
+        }))
+    }
+
+    /// Opens a modern server's `subscriptions/listen` stream with `params` (its
+    /// `_meta` and notification filter); `Ok(None)` when it offers none.
+    pub async fn open_listen(
+        &self,
+        server: &ServerRt,
+        params: Value,
+    ) -> Result<Option<(reqwest::Response, ListenFraming)>, UpstreamError> {
+        let id = self.request_id();
+        let body =
+            json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": params});
+        let req = self.post(
+            server,
+            Some(SessionRef::MODERN),
+            Bytes::from(body.to_string()),
+            Some("subscriptions/listen"),
+            None,
+        )?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let framing = if content_type.starts_with("text/event-stream") {
+            ListenFraming::Events
+        } else if content_type.starts_with("application/json") {
+            // Seen in the wild (the conformance suite's reference server): one JSON
+            // message per line.
+            ListenFraming::Lines
+        } else {
+            return Err(UpstreamError::Protocol(format!(
+                "subscriptions/listen answered with {content_type:?}"
+            )));
+        };
+        match resp.status().as_u16() {
+            200 => Ok(Some((resp, framing))),
+            404 => Ok(None),
+            s => Err(UpstreamError::Status(s)),
+        }
+    }
+
     /// Sends a routed call's body (the client's request, its tool name rewritten) over
     /// the per-thread pool with the client's `forwarded` headers, and hands back the
     /// reply as it arrives; "session gone" is decided here, the reply is the caller's
@@ -261,6 +404,7 @@ impl HttpUpstreams {
         server: &ServerRt,
         session: SessionRef<'_>,
         body: Bytes,
+        tool: &str,
         forwarded: &HeaderMap,
     ) -> Result<pool::Reply, UpstreamError> {
         let Some(target) = server
@@ -300,6 +444,12 @@ impl HttpUpstreams {
                 .map_err(|_| UpstreamError::Protocol("session id is not a header value".into()))?;
             headers.insert(SESSION_HEADER, id);
         }
+        if session.is_modern() {
+            headers.insert(METHOD_HEADER, HeaderValue::from_static("tools/call"));
+            let name = HeaderValue::from_str(&modern::encode_header_value(tool))
+                .map_err(|_| UpstreamError::Protocol("tool name is not a header value".into()))?;
+            headers.insert(NAME_HEADER, name);
+        }
         for (name, value) in &server.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -324,6 +474,36 @@ impl HttpUpstreams {
 /// 400 or 404 means the server no longer knows that session.
 pub fn session_gone(status: u16, named_a_session: bool) -> bool {
     named_a_session && matches!(status, 400 | 404)
+}
+
+/// What a non-2xx reply means: the upstream's own JSON-RPC error when its body is one
+/// (a modern server answers errors with 400 and 404), else the status.
+async fn refusal(resp: reqwest::Response, status: u16) -> UpstreamError {
+    const MAX_ERROR_BODY: usize = 64 * 1024;
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json
+        || resp
+            .content_length()
+            .is_some_and(|l| l as usize > MAX_ERROR_BODY)
+    {
+        return UpstreamError::Status(status);
+    }
+    match resp
+        .bytes()
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    {
+        Some(mut message) if message.get("error").is_some() => match take_result(&mut message) {
+            Err(e) => e,
+            Ok(_) => UpstreamError::Status(status),
+        },
+        _ => UpstreamError::Status(status),
+    }
 }
 
 /// Reads a reply until the JSON-RPC response whose id is `id`.

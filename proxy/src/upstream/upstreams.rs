@@ -4,8 +4,15 @@
 //! opens) the upstream session of a client session, reopens one an upstream forgot
 //! when that is safe, measures upstream latency and counts upstream errors.
 //!
-//! A [`Connector`] says how one server is reached: Streamable HTTP ([`http`]), the
-//! legacy HTTP+SSE transport ([`sse`]) or a skill the gateway runs itself ([`skill`]).
+//! A [`Connector`] says how one server is reached: Streamable HTTP ([`http`]) with a
+//! session, or statelessly when both the client and the server speak the modern era
+//! (2026-07-28: asked once per server config with `server/discover`), the legacy
+//! HTTP+SSE transport ([`sse`]) or a skill the gateway runs itself ([`skill`]).
+//!
+//! A modern client has no session with the gateway: it is served under a stateless
+//! envelope (one per workspace, token and client capabilities), so an upstream of the
+//! older era gets a session the client never opened — opened lazily, kept in a
+//! bounded pool, reopened when the upstream forgets it. Any replica rebuilds it.
 //!
 //! [`http`]: crate::upstream::http
 //! [`sse`]: crate::upstream::sse
@@ -18,6 +25,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use gatehouse_mcp::envelope::{SessionEnvelope, UpstreamSession};
 use gatehouse_mcp::jsonrpc;
+use gatehouse_mcp::{modern, versions};
 use http::HeaderMap;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -26,7 +34,7 @@ use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::metrics::Metrics;
 use crate::skill::SkillRt;
 use crate::upstream::error::{Initialized, UpstreamError};
-use crate::upstream::http::{HttpUpstreams, SessionRef};
+use crate::upstream::http::{Discovered, HttpUpstreams, ListenFraming, SessionRef};
 use crate::upstream::pool;
 use crate::upstream::sse::LegacySessions;
 
@@ -38,9 +46,23 @@ const MAX_PAGES: usize = 1000;
 
 /// How one upstream server is reached.
 pub enum Connector<'a> {
+    /// Streamable HTTP with a session (the legacy era).
     Http,
+    /// Streamable HTTP without one: a modern client and a modern server.
+    Modern,
     Legacy,
     Skill(&'a SkillRt),
+}
+
+/// Whether a client session is a modern client's stateless envelope.
+pub fn is_stateless(env: &SessionEnvelope) -> bool {
+    versions::is_modern(&env.client_version)
+}
+
+/// What `server/discover` found out about one server config.
+struct KnownEra {
+    fingerprint: [u8; 16],
+    modern: Option<Arc<Discovered>>,
 }
 
 impl<'a> Connector<'a> {
@@ -85,8 +107,10 @@ pub enum CallReply {
 
 /// What the server says on its own, for a client stream.
 pub enum ServerStream {
-    /// A Streamable HTTP GET stream.
+    /// A Streamable HTTP GET stream, or a modern server's listen stream.
     Http(reqwest::Response),
+    /// A listen stream of one JSON message per line.
+    Lines(reqwest::Response),
     /// A legacy SSE session's unsolicited messages: what was said while nobody
     /// listened, then the rest.
     Legacy(Vec<String>, broadcast::Receiver<String>),
@@ -97,6 +121,11 @@ pub struct Upstreams {
     legacy: LegacySessions,
     /// (client session, server) -> an upstream session the envelope does not hold.
     lazy: DashMap<([u8; 16], String), UpstreamSession>,
+    /// (workspace, server) -> the capabilities it announced when a lazily opened
+    /// session was initialized, for as long as its config is unchanged.
+    lazy_capabilities: DashMap<(String, String), ([u8; 16], Value)>,
+    /// (workspace, server) -> which era a Streamable HTTP server speaks.
+    eras: DashMap<(String, String), KnownEra>,
     metrics: Arc<Metrics>,
 }
 
@@ -106,8 +135,105 @@ impl Upstreams {
             http: HttpUpstreams::new(),
             legacy: LegacySessions::default(),
             lazy: DashMap::new(),
+            lazy_capabilities: DashMap::new(),
+            eras: DashMap::new(),
             metrics,
         }
+    }
+
+    /// How `server` is reached in client session `env`: statelessly when the client
+    /// is modern and the server is too; otherwise as its config says.
+    async fn connector<'a>(
+        &self,
+        rt: &Runtime,
+        env: &SessionEnvelope,
+        server: &'a ServerRt,
+    ) -> Connector<'a> {
+        match Connector::of(server) {
+            Connector::Http if is_stateless(env) => {
+                match self.discovered(rt, &env.workspace, server).await {
+                    Some(_) => Connector::Modern,
+                    None => Connector::Http,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// What a modern server said in `server/discover`; `None` for a server of the
+    /// older era (or one that could not be asked now: asked again next time). Asked
+    /// once per server config.
+    pub async fn discovered(
+        &self,
+        rt: &Runtime,
+        workspace: &str,
+        server: &ServerRt,
+    ) -> Option<Arc<Discovered>> {
+        if !matches!(Connector::of(server), Connector::Http) {
+            return None;
+        }
+        let key = (workspace.to_string(), server.slug.clone());
+        if let Some(known) = self.eras.get(&key) {
+            if known.fingerprint == server.fingerprint {
+                return known.modern.clone();
+            }
+        }
+        let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
+        let started = Instant::now();
+        let found = self.http.discover(server, timeout).await;
+        self.metrics
+            .upstream_seconds
+            .with_label_values(&[workspace, &server.slug])
+            .observe(started.elapsed().as_secs_f64());
+        match found {
+            Ok(found) => {
+                let modern = found.map(Arc::new);
+                self.eras.insert(
+                    key,
+                    KnownEra {
+                        fingerprint: server.fingerprint,
+                        modern: modern.clone(),
+                    },
+                );
+                modern
+            }
+            Err(e) => {
+                self.count_error(workspace, &server.slug, &e);
+                None
+            }
+        }
+    }
+
+    /// The capabilities `server` announced to this proxy, as far as it knows them
+    /// without asking: a modern server's discovery, or the `initialize` of a session
+    /// it lazily opened for a stateless client.
+    pub async fn known_capabilities(
+        &self,
+        rt: &Runtime,
+        env: &SessionEnvelope,
+        server: &ServerRt,
+    ) -> Option<Value> {
+        if let Some(d) = self.discovered(rt, &env.workspace, server).await {
+            return Some(d.capabilities.clone());
+        }
+        self.lazy_capabilities
+            .get(&(env.workspace.clone(), server.slug.clone()))
+            .filter(|c| c.0 == server.fingerprint)
+            .map(|c| c.1.clone())
+    }
+
+    /// Forgets what is known of servers a new config changed or removed.
+    pub fn retain_for(&self, rt: &Runtime) {
+        let current = |ws: &str, server: &str, fp: &[u8; 16]| {
+            rt.workspaces
+                .get(ws)
+                .and_then(|w| w.server(server))
+                .is_some_and(|s| s.fingerprint == *fp)
+        };
+        self.eras
+            .retain(|(ws, server), known| current(ws, server, &known.fingerprint));
+        self.lazy_capabilities
+            .retain(|(ws, server), (fp, _)| current(ws, server, fp));
     }
 
     /// Opens a session with `server` for the client session `env` (at `initialize`).
@@ -117,10 +243,11 @@ impl Upstreams {
         server: &ServerRt,
         timeout: Duration,
     ) -> Result<Opened, UpstreamError> {
+        // Only a client of the session era opens sessions.
         let opened = match Connector::of(server) {
-            Connector::Skill(_) => Err(UpstreamError::Unusable(
-                "a skill has no session to open".into(),
-            )),
+            Connector::Skill(_) | Connector::Modern => {
+                Err(UpstreamError::Unusable("it has no session to open".into()))
+            }
             Connector::Legacy => self
                 .legacy
                 .open(self.http.http(), env, server, timeout)
@@ -175,15 +302,24 @@ impl Upstreams {
             return Ok(s.clone());
         }
         let client_init = client_init(env)?;
+        // A stateless client's pooled session speaks the newest version of its era.
+        let version = match is_stateless(env) {
+            true => versions::LATEST_VERSION,
+            false => env.client_version.as_str(),
+        };
         let opened = self
             .http
             .initialize(
                 server,
-                &env.client_version,
+                version,
                 &client_init,
                 Duration::from_millis(rt.limits.initialize_timeout_ms),
             )
             .await?;
+        self.lazy_capabilities.insert(
+            (env.workspace.clone(), server.slug.clone()),
+            (server.fingerprint, opened.capabilities.clone()),
+        );
         let session = UpstreamSession {
             server: server.slug.clone(),
             session_id: opened.session_id,
@@ -194,6 +330,22 @@ impl Upstreams {
         }
         self.lazy.insert(key, session.clone());
         Ok(session)
+    }
+
+    /// Makes sure client session `env` has its session with `server` (a stateless
+    /// client's pooled one, opened now if needed); nothing to do for a server without
+    /// sessions.
+    pub async fn open_pooled(
+        &self,
+        rt: &Runtime,
+        env: &SessionEnvelope,
+        server: &ServerRt,
+    ) -> Result<(), UpstreamError> {
+        match self.connector(rt, env, server).await {
+            Connector::Http => self.session_for(rt, env, server).await.map(|_| ()),
+            Connector::Legacy => self.legacy_session(rt, env, server).await.map(|_| ()),
+            Connector::Modern | Connector::Skill(_) => Ok(()),
+        }
     }
 
     /// The legacy SSE session of `server` in this client session on this replica.
@@ -229,12 +381,29 @@ impl Upstreams {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
+        let connector = self.connector(rt, env, server).await;
+        // A stateless client's request to an older server: without the era's `_meta`.
+        let mut params = params;
+        if is_stateless(env) && !matches!(connector, Connector::Modern) {
+            modern::strip_request_meta(&mut params);
+        }
         for _attempt in 0..2 {
             let started = Instant::now();
-            let result = match Connector::of(server) {
+            let result = match &connector {
                 Connector::Skill(_) => {
                     Err(UpstreamError::Unusable("a skill answers tools only".into()))
                 }
+                Connector::Modern => self
+                    .http
+                    .call(
+                        server,
+                        Some(SessionRef::MODERN),
+                        method,
+                        with_meta(params.clone(), env),
+                        timeout,
+                    )
+                    .await
+                    .map(|(result, _)| result),
                 Connector::Legacy => match self.legacy_session(rt, env, server).await {
                     Ok(conn) => conn.call(method, params.clone(), timeout).await,
                     Err(e) => Err(e),
@@ -315,8 +484,10 @@ impl Upstreams {
         body: Bytes,
     ) -> Result<(), UpstreamError> {
         let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
-        let sent = match Connector::of(server) {
-            Connector::Skill(_) => Ok(()),
+        let sent = match self.connector(rt, env, server).await {
+            // A modern server takes no notifications over HTTP (closing a reply
+            // stream is how a call is cancelled).
+            Connector::Skill(_) | Connector::Modern => Ok(()),
             Connector::Legacy => {
                 self.legacy_session(rt, env, server)
                     .await?
@@ -349,7 +520,7 @@ impl Upstreams {
     ) -> Result<CallReply, UpstreamError> {
         let server = &call.server;
         let mut started = Instant::now();
-        let reply = match Connector::of(server) {
+        let reply = match self.connector(rt, env, server).await {
             Connector::Skill(skill) => {
                 let arguments = serde_json::from_slice::<Value>(&call.body)
                     .ok()
@@ -366,16 +537,49 @@ impl Upstreams {
                 .legacy_session(rt, env, server)
                 .await
                 .map(CallReply::Legacy),
-            Connector::Http => match self.session_for(rt, env, server).await {
-                Ok(session) => {
-                    started = Instant::now();
-                    self.http
-                        .routed(server, session_ref(&session), call.body.clone(), forwarded)
-                        .await
-                        .map(CallReply::Http)
+            Connector::Modern => {
+                started = Instant::now();
+                self.http
+                    .routed(
+                        server,
+                        SessionRef::MODERN,
+                        call.body.clone(),
+                        &call.upstream_name,
+                        forwarded,
+                    )
+                    .await
+                    .map(CallReply::Http)
+            }
+            Connector::Http => {
+                let mut sent = Err(UpstreamError::SessionGone);
+                // A pooled session of a stateless client that the upstream forgot is
+                // reopened once: a refused session means the call did not run.
+                for _attempt in 0..2 {
+                    sent = match self.session_for(rt, env, server).await {
+                        Ok(session) => {
+                            started = Instant::now();
+                            self.http
+                                .routed(
+                                    server,
+                                    session_ref(&session),
+                                    call.body.clone(),
+                                    &call.upstream_name,
+                                    forwarded,
+                                )
+                                .await
+                                .map(CallReply::Http)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let retry = is_stateless(env)
+                        && matches!(sent, Err(UpstreamError::SessionGone))
+                        && self.forget(env, server);
+                    if !retry {
+                        break;
+                    }
                 }
-                Err(e) => Err(e),
-            },
+                sent
+            }
         };
         if !matches!(reply, Ok(CallReply::Legacy(_))) {
             self.observe(env, server, started, &reply);
@@ -432,16 +636,30 @@ impl Upstreams {
     }
 
     /// Opens what the server says on its own for a client stream (`Last-Event-ID` to
-    /// resume a Streamable HTTP one); `Ok(None)` when it offers nothing (405).
+    /// resume a Streamable HTTP one); `Ok(None)` when it offers nothing (405). A
+    /// modern server's is its `subscriptions/listen` stream, opened with `filter`.
     pub async fn server_stream(
         &self,
         rt: &Runtime,
         env: &SessionEnvelope,
         server: &ServerRt,
         last_event_id: Option<&str>,
+        filter: Option<&Value>,
     ) -> Result<Option<ServerStream>, UpstreamError> {
-        let opened = match Connector::of(server) {
+        let opened = match self.connector(rt, env, server).await {
             Connector::Skill(_) => Ok(None),
+            Connector::Modern => {
+                let notifications = filter.cloned().unwrap_or_else(|| {
+                    json!({"toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true})
+                });
+                let params = json!({"_meta": modern::upstream_meta(&client_init(env)?), "notifications": notifications});
+                self.http.open_listen(server, params).await.map(|s| {
+                    s.map(|(resp, framing)| match framing {
+                        ListenFraming::Events => ServerStream::Http(resp),
+                        ListenFraming::Lines => ServerStream::Lines(resp),
+                    })
+                })
+            }
             Connector::Legacy => {
                 let conn = self.legacy_session(rt, env, server).await?;
                 match conn.subscribe() {
@@ -531,6 +749,36 @@ impl Upstreams {
 fn client_init(env: &SessionEnvelope) -> Result<Value, UpstreamError> {
     serde_json::from_str(&env.client_init)
         .map_err(|_| UpstreamError::Protocol("client init parameters are corrupt".into()))
+}
+
+/// A request's params for a modern server: the client's own `_meta` when it has the
+/// era's fields (a modern client's request), else the gateway's, made from the
+/// client's init parameters.
+fn with_meta(mut params: Value, env: &SessionEnvelope) -> Value {
+    let has_version = params
+        .pointer("/_meta")
+        .and_then(|m| m.get(modern::META_PROTOCOL_VERSION))
+        .is_some();
+    if has_version || !params.is_object() {
+        return params;
+    }
+    let Ok(init) = client_init(env) else {
+        return params;
+    };
+    let Value::Object(ours) = modern::upstream_meta(&init) else {
+        return params;
+    };
+    let meta = params
+        .as_object_mut()
+        .expect("an object")
+        .entry("_meta")
+        .or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        for (k, v) in ours {
+            meta.entry(k).or_insert(v);
+        }
+    }
+    params
 }
 
 fn session_ref(session: &UpstreamSession) -> SessionRef<'_> {
