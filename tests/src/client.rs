@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     CallToolResult, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    ProgressNotificationParam, ProtocolVersion, ResourceUpdatedNotificationParam,
 };
-use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, NotificationContext, RequestContext, RunningService,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceError, ServiceExt};
@@ -196,6 +198,18 @@ pub async fn connect(url: &str, token: &str) -> anyhow::Result<McpClient> {
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token);
     let transport = StreamableHttpClientTransport::from_config(config);
     finish_connect(url, ().serve(transport)).await
+}
+
+/// Connects an rmcp client of protocol 2026-07-28 to `url` with the bearer `token`:
+/// `server/discover` instead of `initialize`, and no session — every request carries
+/// its own version and capabilities.
+pub async fn connect_stateless(url: &str, token: &str) -> anyhow::Result<McpClient> {
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    finish_connect(url, ().serve_with_lifecycle(transport, lifecycle)).await
 }
 
 /// Connects an rmcp client to an upstream directly, without credentials.

@@ -1,9 +1,11 @@
 //! A loopback HTTP forwarder that adds one header to every request it passes on: how a
 //! client that sends no credentials of its own (the MCP conformance suite) reaches a
 //! workspace with a bearer token, without the gateway growing an unauthenticated mode.
-//! Replies, event streams included, are streamed back as they arrive.
+//! Replies, event streams included, are streamed back as they arrive. It keeps the
+//! headers of every request it passed, so a test can see what reached the server.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -31,18 +33,22 @@ struct Route {
     /// `http://host:port` of the server requests go to.
     base: String,
     header: (HeaderName, HeaderValue),
+    seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
 }
 
 pub struct Forwarder {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
 }
 
 impl Forwarder {
     /// Listens on `127.0.0.1:<ephemeral>` and passes every request to the same path
     /// on `base` (`http://host:port`) with `name: value` added.
     pub async fn start(base: &str, name: &str, value: &str) -> anyhow::Result<Forwarder> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let route = Route {
+            seen: seen.clone(),
             client: reqwest::Client::builder().no_proxy().build()?,
             base: base.trim_end_matches('/').to_string(),
             header: (
@@ -56,7 +62,13 @@ impl Forwarder {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Forwarder { addr, task })
+        Ok(Forwarder { addr, task, seen })
+    }
+
+    /// The headers of every request passed so far, in order (as the client sent them,
+    /// before the added one).
+    pub fn requests(&self) -> Vec<axum::http::HeaderMap> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The forwarder's URL for `path` (which starts with `/`).
@@ -83,6 +95,11 @@ async fn pass(State(route): State<Route>, request: Request) -> Response {
 
 async fn forward(route: &Route, request: Request) -> anyhow::Result<Response> {
     let (parts, body) = request.into_parts();
+    route
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(parts.headers.clone());
     let path = parts
         .uri
         .path_and_query()

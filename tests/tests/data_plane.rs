@@ -22,6 +22,8 @@ mod operations;
 mod requests;
 #[path = "data_plane/sessions.rs"]
 mod sessions;
+#[path = "data_plane/stateless.rs"]
+mod stateless;
 #[path = "data_plane/streams.rs"]
 mod streams;
 #[path = "data_plane/surface.rs"]
