@@ -55,6 +55,11 @@ const STEPS: &[Step] = &[
         out: "",
         report: "instructions/report.json",
     },
+    Step {
+        command: "eras",
+        out: "",
+        report: "eras/report.json",
+    },
 ];
 
 #[derive(Debug, Serialize)]

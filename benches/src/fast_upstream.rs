@@ -14,7 +14,10 @@
 //! - `ping`: `{}`; any other method: `-32601`.
 //!
 //! Every request but `initialize` must carry an `Mcp-Session-Id` (`400` otherwise);
-//! ids are not remembered, any one is accepted. `DELETE` answers `204`, `GET` `405`
+//! ids are not remembered, any one is accepted. Unless started as a server of the
+//! session era only ([`serve_era`]), it also speaks MCP 2026-07-28: `server/discover`,
+//! and requests without a session that carry `MCP-Protocol-Version: 2026-07-28`,
+//! whose results say `resultType` (and, on `tools/list`, caching hints). `DELETE` answers `204`, `GET` `405`
 //! (no server-to-client stream, as with the stateless rmcp upstream). Replies carry a
 //! `Content-Length`, never chunks; sockets have `TCP_NODELAY`.
 
@@ -36,6 +39,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const MODERN: &str = "2026-07-28";
 const JSON: &str = "application/json";
 
 /// What one server answers with: its name and tools, and the parts of its replies
@@ -45,17 +50,32 @@ struct FastServer {
     tools: Vec<Tool>,
     /// The `result` of `tools/list`.
     tools_list: Vec<u8>,
+    /// The `result` of `tools/list` for a 2026-07-28 request.
+    tools_list_modern: Vec<u8>,
     /// The `result` of `initialize`, less `protocolVersion`.
     initialize: Value,
+    /// The `result` of `server/discover`; `None` for a server of the session era only.
+    discover: Option<Vec<u8>>,
     sessions: AtomicU64,
 }
 
 /// Serves `label` with `tools` on `127.0.0.1:<ephemeral>` until `shutdown`, on the
-/// runtime this is called on; returns the address once it listens.
+/// runtime this is called on, speaking both protocol eras; returns the address once
+/// it listens.
 pub async fn serve(
     label: String,
     tools: Vec<Tool>,
     shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    serve_era(label, tools, shutdown, true).await
+}
+
+/// [`serve`], speaking the stateless era of 2026-07-28 too when `modern`.
+pub async fn serve_era(
+    label: String,
+    tools: Vec<Tool>,
+    shutdown: CancellationToken,
+    modern: bool,
 ) -> anyhow::Result<SocketAddr> {
     let mut initialize = serde_json::to_value(crate::upstream::server_info(&label))?;
     if let Some(fields) = initialize.as_object_mut() {
@@ -67,8 +87,26 @@ pub async fn serve(
     if let Some(fields) = tools_list.as_object_mut() {
         fields.remove("resultType");
     }
+    let mut tools_list_modern = tools_list.clone();
+    tools_list_modern["resultType"] = Value::from("complete");
+    tools_list_modern["ttlMs"] = Value::from(60_000);
+    tools_list_modern["cacheScope"] = Value::from("public");
+    let discover = modern.then(|| {
+        serde_json::json!({
+            "resultType": "complete",
+            "supportedVersions": [MODERN, "2025-11-25"],
+            "capabilities": {"tools": {}},
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": label.clone(), "version": "1.0.0"}},
+            "ttlMs": 60_000,
+            "cacheScope": "public",
+        })
+        .to_string()
+        .into_bytes()
+    });
     let server = Arc::new(FastServer {
         tools_list: serde_json::to_vec(&tools_list)?,
+        tools_list_modern: serde_json::to_vec(&tools_list_modern)?,
+        discover,
         label,
         tools,
         initialize,
@@ -157,6 +195,11 @@ impl FastServer {
             _ => return status(StatusCode::METHOD_NOT_ALLOWED),
         }
         let has_session = req.headers().contains_key(SESSION_HEADER);
+        let modern = self.discover.is_some()
+            && req
+                .headers()
+                .get(VERSION_HEADER)
+                .is_some_and(|v| v.as_bytes() == MODERN.as_bytes());
         let body = match req.into_body().collect().await {
             Ok(body) => body.to_bytes(),
             Err(_) => return status(StatusCode::BAD_REQUEST),
@@ -171,6 +214,14 @@ impl FastServer {
         if method == "initialize" {
             return self.initialize(id, message.params);
         }
+        if modern {
+            return match method {
+                "server/discover" => reply(id, self.discover.as_deref().unwrap_or(b"{}")),
+                "tools/call" => self.call(id, message.params, true),
+                "tools/list" => reply(id, &self.tools_list_modern),
+                _ => rpc_error(StatusCode::NOT_FOUND, Some(id), -32601, "Method not found"),
+            };
+        }
         if !has_session {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -180,7 +231,7 @@ impl FastServer {
             );
         }
         match method {
-            "tools/call" => self.call(id, message.params),
+            "tools/call" => self.call(id, message.params, false),
             "tools/list" => reply(id, &self.tools_list),
             "ping" => reply(id, b"{}"),
             _ => rpc_error(StatusCode::OK, Some(id), -32601, "Method not found"),
@@ -215,7 +266,12 @@ impl FastServer {
 
     /// rmcp's echo: `CallToolResult::success` with the arguments, serialised as a JSON
     /// object, as its one text block.
-    fn call(&self, id: &RawValue, params: Option<&RawValue>) -> Response<Full<Bytes>> {
+    fn call(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        modern: bool,
+    ) -> Response<Full<Bytes>> {
         let Some(params) = params.and_then(|p| serde_json::from_str::<CallParams>(p.get()).ok())
         else {
             return rpc_error(
@@ -234,7 +290,11 @@ impl FastServer {
         let mut result = Vec::with_capacity(text.len() + 64);
         result.extend_from_slice(br#"{"content":[{"type":"text","text":"#);
         result.extend_from_slice(text.as_bytes());
-        result.extend_from_slice(br#"}],"isError":false}"#);
+        result.extend_from_slice(br#"}],"isError":false"#);
+        if modern {
+            result.extend_from_slice(br#","resultType":"complete""#);
+        }
+        result.push(b'}');
         reply(id, &result)
     }
 }

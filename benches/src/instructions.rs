@@ -98,15 +98,15 @@ struct Environment {
 }
 
 /// What one counted stretch of requests cost the proxy.
-struct Counted {
-    instructions: u64,
-    requests: u64,
-    wall: Duration,
-    dump: PathBuf,
+pub(crate) struct Counted {
+    pub instructions: u64,
+    pub requests: u64,
+    pub wall: Duration,
+    pub dump: PathBuf,
 }
 
 impl Counted {
-    fn per_request(&self) -> f64 {
+    pub fn per_request(&self) -> f64 {
         self.instructions as f64 / self.requests.max(1) as f64
     }
 }
@@ -262,7 +262,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 /// Sends `warmup` requests, zeroes the counters, sends exactly `n` more, dumps and
 /// reads the dump's total.
 #[allow(clippy::too_many_arguments)]
-async fn count(
+pub(crate) async fn count(
     http: &reqwest::Client,
     session: &McpSession,
     control: &Path,
@@ -307,7 +307,7 @@ async fn count(
 }
 
 /// The dump files callgrind has written so far: `<dumps>.1`, `<dumps>.2`, ...
-fn dump_files(dumps: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn dump_files(dumps: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let dir = dumps.parent().context("dump path has no directory")?;
     let prefix = format!(
         "{}.",
@@ -389,7 +389,7 @@ async fn callgrind_control(control: &Path, command: &str, pid: u32) -> anyhow::R
 
 /// A script that runs the proxy under callgrind with `exec`, so the proxy's pid is the
 /// one the harness started and passes to callgrind_control.
-fn write_wrapper(
+pub(crate) fn write_wrapper(
     dir: &Path,
     valgrind: &Path,
     proxy: &Path,
@@ -409,7 +409,7 @@ fn write_wrapper(
 }
 
 /// `valgrind --version`, or `None` when it cannot be run.
-async fn valgrind_version(valgrind: &Path) -> Option<String> {
+pub(crate) async fn valgrind_version(valgrind: &Path) -> Option<String> {
     let out = tokio::process::Command::new(valgrind)
         .arg("--version")
         .output()

@@ -15,6 +15,7 @@ mod audit;
 mod client;
 mod control_plane;
 mod data_plane;
+mod eras;
 mod fast_upstream;
 mod gateway;
 mod harness;
@@ -74,6 +75,10 @@ enum Scenario {
     /// Instructions gatehouse-proxy executes per tools/call and per warm tools/list,
     /// counted by callgrind. Writes instructions/report.json.
     Instructions(instructions::Args),
+    /// tools/call of MCP 2026-07-28 (stateless) vs the session era through the same
+    /// proxy, both direct, and a stateless call bridged to a session-era upstream.
+    /// Writes eras/report.json.
+    Eras(eras::Args),
     /// Every load scenario in turn with its defaults; one combined report.json.
     All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
@@ -252,6 +257,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(sse_vs_streamable::run(a.options(&build, &out)))
         }
         Scenario::Sessions(a) => runtime.block_on(sessions::run(a.options(&build, &out))),
+        Scenario::Eras(a) => runtime.block_on(eras::run(a.options(&build, &out))),
         Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
         Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
         Scenario::All => {

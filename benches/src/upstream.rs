@@ -182,7 +182,7 @@ async fn serve(
 }
 
 /// `echo` first, then filler tools `tool_001`.. up to `total` tools in all.
-fn tool_set(total: usize) -> Vec<Tool> {
+pub fn tool_set(total: usize) -> Vec<Tool> {
     let schema = |props: Value| -> Arc<JsonObject> {
         Arc::new(
             json!({"type": "object", "properties": props, "additionalProperties": true})

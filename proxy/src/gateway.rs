@@ -190,8 +190,9 @@ impl Gateway {
         if code > 0 && session.response_written().is_none() {
             let _ = session.respond_error(code).await;
         }
-        let client_left =
-            e.etype() == &ErrorType::ConnectionClosed && e.esource() == &ErrorSource::Downstream;
+        let client_left = (e.etype() == &ErrorType::ConnectionClosed
+            && e.esource() == &ErrorSource::Downstream)
+            || hung_up_while_written(e);
         if !client_left {
             tracing::error!(
                 status = code,
@@ -264,4 +265,27 @@ async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> boo
             false
         }
     }
+}
+
+/// A write to the client that failed because the client closed its connection
+/// (a benchmark's or an editor's connection dropped mid-answer): pingora reports it
+/// as a `WriteError` whose cause is the socket's broken pipe or reset.
+fn hung_up_while_written(e: &Error) -> bool {
+    if e.etype() != &ErrorType::WriteError {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e
+        .cause
+        .as_deref()
+        .map(|c| c as &(dyn std::error::Error + 'static));
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        cause = c.source();
+    }
+    false
 }

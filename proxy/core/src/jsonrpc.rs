@@ -113,7 +113,12 @@ pub fn tool_name<'a>(body: &'a [u8], params: &'a RawValue) -> Option<ToolName<'a
         name: &'a RawValue,
     }
     let parsed: CallParams = serde_json::from_str(params.get()).ok()?;
-    let raw = parsed.name.get();
+    tool_name_at(body, parsed.name)
+}
+
+/// [`tool_name`] from the `params.name` value already found (a slice of `body`).
+pub fn tool_name_at<'a>(body: &'a [u8], name: &'a RawValue) -> Option<ToolName<'a>> {
+    let raw = name.get();
     let name: Cow<str> = serde_json::from_str(raw).ok()?;
     let start = offset_in(body, raw.as_bytes())?;
     Some(ToolName {

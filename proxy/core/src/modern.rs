@@ -87,17 +87,64 @@ pub enum MetaRead<'a> {
     Found(RequestMeta<'a>),
 }
 
+/// What one pass over a request's params finds: its `_meta`, and the raw `name` and
+/// `uri` fields (the values `Mcp-Name` may mirror). Everything else is skipped, not
+/// built.
+#[derive(Debug)]
+pub struct RequestParams<'a> {
+    pub meta: MetaRead<'a>,
+    pub name: Option<&'a RawValue>,
+    pub uri: Option<&'a RawValue>,
+}
+
+impl<'a> RequestParams<'a> {
+    /// Reads `params` once.
+    pub fn read(params: Option<&'a RawValue>) -> RequestParams<'a> {
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "_meta", default)]
+            meta: Option<RequestMeta<'a>>,
+            #[serde(borrow, default)]
+            name: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            uri: Option<&'a RawValue>,
+        }
+        match params.and_then(|p| serde_json::from_str::<Params>(p.get()).ok()) {
+            Some(p) => RequestParams {
+                meta: p.meta.map_or(MetaRead::Missing, MetaRead::Found),
+                name: p.name,
+                uri: p.uri,
+            },
+            None => RequestParams {
+                meta: MetaRead::Missing,
+                name: None,
+                uri: None,
+            },
+        }
+    }
+
+    /// The protocol version `_meta` names, if any.
+    pub fn version(&self) -> Option<&str> {
+        match &self.meta {
+            MetaRead::Found(m) => m.protocol_version.as_deref(),
+            MetaRead::Missing => None,
+        }
+    }
+
+    /// The value `Mcp-Name` must mirror for `method` (`params.name` or `params.uri`),
+    /// when the method has one and the body carries it as a string.
+    pub fn mirrored(&self, method: &str) -> Option<Cow<'a, str>> {
+        let raw = match name_field(method)? {
+            "name" => self.name?,
+            _ => self.uri?,
+        };
+        serde_json::from_str(raw.get()).ok()
+    }
+}
+
 /// Reads `params._meta` (only that: other fields are skipped, not built).
 pub fn request_meta(params: Option<&RawValue>) -> MetaRead<'_> {
-    #[derive(Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow, rename = "_meta", default)]
-        meta: Option<RequestMeta<'a>>,
-    }
-    match params.and_then(|p| serde_json::from_str::<Params>(p.get()).ok()) {
-        Some(Params { meta: Some(meta) }) => MetaRead::Found(meta),
-        _ => MetaRead::Missing,
-    }
+    RequestParams::read(params).meta
 }
 
 /// Why a modern request's metadata is refused, and how.

@@ -63,27 +63,6 @@ impl CallRecord {
         started: Instant,
     ) -> Option<CallRecord> {
         let action = action_of(msg.method.as_deref()?)?;
-        Some(CallRecord::open(
-            action,
-            ws,
-            token,
-            msg.params.map(|p| p.get()),
-            gatehouse_mcp::jsonrpc::raw_id(msg.id),
-            transport,
-            started,
-        ))
-    }
-
-    /// Opens the record of `action` on the request's `params` (raw JSON).
-    fn open(
-        action: CallAction,
-        ws: &WorkspaceRt,
-        token: &TokenRt,
-        params: Option<&str>,
-        request_id: &str,
-        transport: Transport,
-        started: Instant,
-    ) -> CallRecord {
         #[derive(Deserialize)]
         struct Params<'a> {
             #[serde(borrow, default)]
@@ -91,16 +70,59 @@ impl CallRecord {
             #[serde(borrow, default)]
             uri: Option<std::borrow::Cow<'a, str>>,
         }
-        let params = params.and_then(|p| serde_json::from_str::<Params>(p).ok());
-        let target = params
-            .and_then(|p| match action {
-                CallAction::ResourceRead => p.uri,
-                _ => p.name,
-            })
-            .unwrap_or_default();
+        let params = msg
+            .params
+            .and_then(|p| serde_json::from_str::<Params>(p.get()).ok());
+        let target = params.and_then(|p| match action {
+            CallAction::ResourceRead => p.uri,
+            _ => p.name,
+        });
+        Some(CallRecord::open(
+            action,
+            ws,
+            token,
+            target.as_deref().unwrap_or_default(),
+            gatehouse_mcp::jsonrpc::raw_id(msg.id),
+            transport,
+            started,
+        ))
+    }
+
+    /// [`for_request`](Self::for_request) when the caller has already read the
+    /// request's target (`params.name`, or `params.uri` of a `resources/read`).
+    pub fn for_target(
+        msg: &Message<'_>,
+        target: Option<&str>,
+        ws: &WorkspaceRt,
+        token: &TokenRt,
+        transport: Transport,
+        started: Instant,
+    ) -> Option<CallRecord> {
+        let action = action_of(msg.method.as_deref()?)?;
+        Some(CallRecord::open(
+            action,
+            ws,
+            token,
+            target.unwrap_or_default(),
+            gatehouse_mcp::jsonrpc::raw_id(msg.id),
+            transport,
+            started,
+        ))
+    }
+
+    /// Opens the record of `action` on `target`.
+    fn open(
+        action: CallAction,
+        ws: &WorkspaceRt,
+        token: &TokenRt,
+        target: &str,
+        request_id: &str,
+        transport: Transport,
+        started: Instant,
+    ) -> CallRecord {
         let slug = match action {
-            CallAction::ResourceRead => gatehouse_mcp::uris::route(&target).map(|(slug, _)| slug),
-            _ => split_exposed(&target).map(|(slug, _)| slug),
+            CallAction::ResourceRead => gatehouse_mcp::uris::route(target).map(|(slug, _)| slug),
+            _ => split_exposed(target).map(|(slug, _)| slug),
         };
         let server = slug.filter(|s| ws.server(s).is_some()).map(str::to_string);
         CallRecord {
@@ -111,7 +133,7 @@ impl CallRecord {
             token_id: token.id.clone(),
             token_name: token.name.clone(),
             server,
-            target: truncate(&target, MAX_TARGET).to_string(),
+            target: truncate(target, MAX_TARGET).to_string(),
             request_id: truncate(request_id, MAX_TARGET).to_string(),
             transport,
         }

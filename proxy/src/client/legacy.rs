@@ -214,6 +214,7 @@ async fn handle(
         catalogs: &state.catalogs,
         rt: &rt,
         ws: &ws,
+        name: None,
     };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {

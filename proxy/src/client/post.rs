@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use gatehouse_mcp::jsonrpc::{self, Parsed};
-use gatehouse_mcp::modern::{self, Era, MetaRead};
+use gatehouse_mcp::modern::{self, Era, RequestParams};
 use gatehouse_mcp::outcome::Outcome;
 use http::{header, HeaderValue};
 use pingora::prelude::*;
@@ -51,30 +51,43 @@ pub async fn post(
             return respond::json(session, 400, &[], err).await;
         }
     };
-    let era = {
-        let headers = &session.req_header().headers;
-        let (method, params) = match &parsed {
-            Parsed::Request(m) | Parsed::Notification(m) => (m.method.as_deref(), m.params),
-            Parsed::Response(_) => (None, None),
+    // A session's message is of the session era whatever it carries: its params are
+    // not read here. Otherwise one pass finds `_meta` (and the name `Mcp-Name`
+    // mirrors, kept for the stateless transport).
+    let headers = &session.req_header().headers;
+    let read = (!headers.contains_key(SESSION_HEADER)).then(|| {
+        let params = match &parsed {
+            Parsed::Request(m) | Parsed::Notification(m) => m.params,
+            Parsed::Response(_) => None,
         };
-        let meta = modern::request_meta(params);
-        let meta_version = match &meta {
-            MetaRead::Found(m) => m.protocol_version.as_deref(),
-            MetaRead::Missing => None,
-        };
-        modern::era_of(
-            method.unwrap_or_default(),
-            meta_version,
-            headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()),
-            headers.contains_key(SESSION_HEADER),
-        )
+        RequestParams::read(params)
+    });
+    let era = match &read {
+        None => Era::Legacy,
+        Some(read) => {
+            let method = match &parsed {
+                Parsed::Request(m) | Parsed::Notification(m) => m.method.as_deref(),
+                Parsed::Response(_) => None,
+            };
+            modern::era_of(
+                method.unwrap_or_default(),
+                read.version(),
+                headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()),
+                false,
+            )
+        }
     };
     match era {
         Era::Legacy => {
             streamable::message(shared, session, ctx, caller, &body, parsed, as_event).await
         }
         Era::Modern => {
-            stateless::message(shared, session, ctx, caller, &body, parsed, as_event).await
+            let posted = stateless::Posted {
+                body: &body,
+                parsed,
+                read: read.expect("a modern message has no session"),
+            };
+            stateless::message(shared, session, ctx, caller, posted, as_event).await
         }
     }
 }

@@ -13,14 +13,15 @@
 //! `logging/setLevel`, `resources/subscribe`) as unknown, and the fields every result
 //! of the era carries (`resultType`, caching hints, the gateway's `serverInfo`).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use gatehouse_mcp::capabilities::merged_capabilities;
 use gatehouse_mcp::envelope::SessionEnvelope;
 use gatehouse_mcp::jsonrpc::{self, Message, Parsed, INVALID_REQUEST, METHOD_NOT_FOUND};
-use gatehouse_mcp::modern::{self, CacheHint, ListenFilter, MetaRead, MirrorHeaders};
+use gatehouse_mcp::modern::{
+    self, CacheHint, ListenFilter, MetaRead, MirrorHeaders, RequestParams,
+};
 use gatehouse_mcp::outcome::{Method, Outcome, Transport};
 use gatehouse_mcp::versions;
 use pingora::prelude::*;
@@ -44,6 +45,16 @@ use crate::upstream::http::{METHOD_HEADER, NAME_HEADER, VERSION_HEADER};
 /// listen stream announces it.
 const COMPOSED: CacheHint = CacheHint::private(0);
 
+/// A POSTed message as [`post::post`] read it: the body, the message, and what one
+/// pass over its params found.
+///
+/// [`post::post`]: crate::client::post::post
+pub struct Posted<'a> {
+    pub body: &'a Bytes,
+    pub parsed: Parsed<'a>,
+    pub read: RequestParams<'a>,
+}
+
 /// A POSTed message of the stateless era (from [`post::post`]).
 ///
 /// [`post::post`]: crate::client::post::post
@@ -52,10 +63,10 @@ pub async fn message(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
-    body: &Bytes,
-    parsed: Parsed<'_>,
+    posted: Posted<'_>,
     as_event: bool,
 ) -> Result<bool> {
+    let Posted { body, parsed, read } = posted;
     ctx.transport = Transport::Stateless;
     let msg = match parsed {
         Parsed::Request(msg) => msg,
@@ -80,8 +91,8 @@ pub async fn message(
     let id = rid.get();
     let method = msg.method.as_deref().unwrap_or_default();
     ctx.method = Method::of_request(method);
-    let meta = modern::request_meta(msg.params);
-    let named = mirrored_name(body, &msg, method);
+    let named = read.mirrored(method);
+    let meta = read.meta;
     let checked = {
         let headers = &session.req_header().headers;
         let mirrors = MirrorHeaders {
@@ -104,8 +115,17 @@ pub async fn message(
         catalogs: &shared.catalogs,
         rt: caller.rt,
         ws: caller.ws,
+        name: read.name,
     };
-    ctx.call = CallRecord::for_request(&msg, caller.ws, caller.token, ctx.transport, ctx.started());
+    // The audited target is the name `Mcp-Name` mirrors, read once above.
+    ctx.call = CallRecord::for_target(
+        &msg,
+        named.as_deref(),
+        caller.ws,
+        caller.token,
+        ctx.transport,
+        ctx.started(),
+    );
     let reply = match method {
         "server/discover" => discover(shared, caller, &env, rid).await,
         "subscriptions/listen" => return listen(shared, session, ctx, caller, env, &msg).await,
@@ -128,52 +148,90 @@ pub async fn message(
     }
 }
 
-/// The value `Mcp-Name` must mirror: `params.name` or `params.uri`, when the method
-/// has one and the body carries it as a string.
-fn mirrored_name<'a>(body: &'a [u8], msg: &Message<'a>, method: &str) -> Option<Cow<'a, str>> {
-    #[derive(Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow, default)]
-        uri: Option<Cow<'a, str>>,
-    }
-    let params = msg.params?;
-    match modern::name_field(method)? {
-        "name" => jsonrpc::tool_name(body, params).map(|n| n.name),
-        _ => serde_json::from_str::<Named>(params.get()).ok()?.uri,
-    }
-}
-
 /// The stateless envelope of a request: the same for every request of one token
 /// with the same client capabilities, on every replica, so the upstream sessions
-/// pooled for it are shared and rebuilt anywhere.
-fn envelope(caller: &Caller<'_>, meta: &modern::RequestMeta<'_>) -> SessionEnvelope {
-    let canonical = |raw: Option<&serde_json::value::RawValue>, default: &str| {
-        raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
-            .map_or_else(|| default.to_string(), |v| v.to_string())
-    };
-    let capabilities = canonical(meta.client_capabilities, "{}");
-    let client_info = canonical(
-        meta.client_info,
+/// pooled for it are shared and rebuilt anywhere. Each worker thread keeps the last
+/// few it derived (no lock, no hashing of a hit beyond comparing its parts).
+fn envelope(caller: &Caller<'_>, meta: &modern::RequestMeta<'_>) -> Arc<SessionEnvelope> {
+    // The texts as the client sent them: a client repeats its own, and one that
+    // reorders its capabilities costs at most another pooled upstream session.
+    let capabilities = meta.client_capabilities.map_or("{}", |r| r.get());
+    let client_info = meta.client_info.map_or(
         r#"{"name":"unnamed 2026-07-28 client","version":"0"}"#,
+        |r| r.get(),
     );
+    let token: &str = &caller.token.id;
+    let slug = caller.ws.slug.as_str();
+    RECENT.with_borrow_mut(|recent| {
+        if let Some(i) = recent
+            .iter()
+            .position(|e| derived_from(e, slug, token, capabilities, client_info))
+        {
+            let env = recent.remove(i);
+            recent.push(env.clone());
+            return env;
+        }
+        let env = Arc::new(derive_envelope(slug, token, capabilities, client_info));
+        if recent.len() == RECENT_ENVELOPES {
+            recent.remove(0);
+        }
+        recent.push(env.clone());
+        env
+    })
+}
+
+/// How many envelopes a worker thread remembers (most recently used last).
+const RECENT_ENVELOPES: usize = 16;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Vec<Arc<SessionEnvelope>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `client_init` as [`derive_envelope`] writes it.
+fn client_init(capabilities: &str, client_info: &str) -> String {
+    format!(r#"{{"capabilities":{capabilities},"clientInfo":{client_info}}}"#)
+}
+
+/// Whether `env` is the one [`derive_envelope`] gives for these parts.
+fn derived_from(
+    env: &SessionEnvelope,
+    slug: &str,
+    token: &str,
+    capabilities: &str,
+    client_info: &str,
+) -> bool {
+    env.workspace == slug
+        && env.token_id == token
+        && env
+            .client_init
+            .strip_prefix(r#"{"capabilities":"#)
+            .and_then(|rest| rest.strip_prefix(capabilities))
+            .and_then(|rest| rest.strip_prefix(r#","clientInfo":"#))
+            .and_then(|rest| rest.strip_suffix('}'))
+            == Some(client_info)
+}
+
+fn derive_envelope(
+    slug: &str,
+    token: &str,
+    capabilities: &str,
+    client_info: &str,
+) -> SessionEnvelope {
     let mut hash = Sha256::new();
-    for part in [
-        caller.ws.slug.as_bytes(),
-        caller.token.id.as_bytes(),
-        capabilities.as_bytes(),
-    ] {
+    for part in [slug, token, capabilities] {
         hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
+        hash.update(part.as_bytes());
     }
     let mut sid = [0u8; 16];
     sid.copy_from_slice(&hash.finalize()[..16]);
     SessionEnvelope {
         sid,
         issued_at: 0,
-        workspace: caller.ws.slug.clone(),
-        token_id: caller.token.id.to_string(),
+        workspace: slug.to_string(),
+        token_id: token.to_string(),
         client_version: versions::MODERN_VERSION.to_string(),
-        client_init: format!(r#"{{"capabilities":{capabilities},"clientInfo":{client_info}}}"#),
+        client_init: client_init(capabilities, client_info),
         upstreams: Vec::new(),
     }
 }
@@ -255,7 +313,7 @@ async fn listen(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     caller: &Caller<'_>,
-    env: SessionEnvelope,
+    env: Arc<SessionEnvelope>,
     msg: &Message<'_>,
 ) -> Result<bool> {
     ctx.method = Method::Listen;
@@ -272,7 +330,7 @@ async fn listen(
         filter: Arc::new(filter),
     };
     let first = vec![plain_event(ack.as_bytes())];
-    ClientStream::new(shared, caller, session, Some(Arc::new(env)), framing, None)
+    ClientStream::new(shared, caller, session, Some(env), framing, None)
         .serve(session, first)
         .await
 }
@@ -359,4 +417,51 @@ fn error_id(body: &[u8]) -> String {
         .ok()
         .and_then(|r| r.id.map(|i| i.get().to_string()))
         .unwrap_or_else(|| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_envelope_matches_only_its_own_parts() {
+        let env = derive_envelope("eng", "t1", r#"{"sampling":{}}"#, r#"{"name":"a"}"#);
+        assert!(derived_from(
+            &env,
+            "eng",
+            "t1",
+            r#"{"sampling":{}}"#,
+            r#"{"name":"a"}"#
+        ));
+        assert!(!derived_from(
+            &env,
+            "eng",
+            "t2",
+            r#"{"sampling":{}}"#,
+            r#"{"name":"a"}"#
+        ));
+        assert!(!derived_from(
+            &env,
+            "ops",
+            "t1",
+            r#"{"sampling":{}}"#,
+            r#"{"name":"a"}"#
+        ));
+        assert!(!derived_from(&env, "eng", "t1", "{}", r#"{"name":"a"}"#));
+        assert!(!derived_from(
+            &env,
+            "eng",
+            "t1",
+            r#"{"sampling":{}}"#,
+            r#"{"name":"b"}"#
+        ));
+        // Same token and capabilities, other client info: the same upstream sessions.
+        let other = derive_envelope("eng", "t1", r#"{"sampling":{}}"#, r#"{"name":"b"}"#);
+        assert_eq!(env.sid, other.sid);
+        assert_ne!(env.sid, derive_envelope("eng", "t1", "{}", "{}").sid);
+        assert_ne!(
+            env.sid,
+            derive_envelope("eng", "t2", r#"{"sampling":{}}"#, "{}").sid
+        );
+    }
 }

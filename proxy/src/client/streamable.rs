@@ -52,6 +52,7 @@ pub async fn message(
         catalogs: &shared.catalogs,
         rt: caller.rt,
         ws: caller.ws,
+        name: None,
     };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {

@@ -34,6 +34,9 @@ pub struct Scope<'a> {
     pub catalogs: &'a Catalogs,
     pub rt: &'a Runtime,
     pub ws: &'a WorkspaceRt,
+    /// `params.name` of the request, when its transport has already found it (the
+    /// stateless era reads it to check `Mcp-Name`); read here otherwise.
+    pub name: Option<&'a serde_json::value::RawValue>,
 }
 
 impl<'a> Scope<'a> {
@@ -442,7 +445,11 @@ async fn tool_call(
     msg: &Message<'_>,
 ) -> Reply {
     let id = jsonrpc::raw_id(msg.id);
-    let Some(name) = msg.params.and_then(|p| jsonrpc::tool_name(body, p)) else {
+    let name = match scope.name {
+        Some(raw) => jsonrpc::tool_name_at(body, raw),
+        None => msg.params.and_then(|p| jsonrpc::tool_name(body, p)),
+    };
+    let Some(name) = name else {
         return Reply::error(
             id,
             INVALID_PARAMS,

@@ -59,12 +59,6 @@ pub fn is_stateless(env: &SessionEnvelope) -> bool {
     versions::is_modern(&env.client_version)
 }
 
-/// What `server/discover` found out about one server config.
-struct KnownEra {
-    fingerprint: [u8; 16],
-    modern: Option<Arc<Discovered>>,
-}
-
 impl<'a> Connector<'a> {
     pub fn of(server: &'a ServerRt) -> Connector<'a> {
         match &server.skill {
@@ -125,7 +119,10 @@ pub struct Upstreams {
     /// session was initialized, for as long as its config is unchanged.
     lazy_capabilities: DashMap<(String, String), ([u8; 16], Value)>,
     /// (workspace, server) -> which era a Streamable HTTP server speaks.
-    eras: DashMap<(String, String), KnownEra>,
+    /// What `server/discover` found out, per server config (its fingerprint covers
+    /// the URL, naming and rendered headers: one upstream, as this proxy reaches it);
+    /// `None` for a server of the older era.
+    eras: DashMap<[u8; 16], Option<Arc<Discovered>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -172,11 +169,8 @@ impl Upstreams {
         if !matches!(Connector::of(server), Connector::Http) {
             return None;
         }
-        let key = (workspace.to_string(), server.slug.clone());
-        if let Some(known) = self.eras.get(&key) {
-            if known.fingerprint == server.fingerprint {
-                return known.modern.clone();
-            }
+        if let Some(known) = self.eras.get(&server.fingerprint) {
+            return known.clone();
         }
         let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
         let started = Instant::now();
@@ -188,13 +182,7 @@ impl Upstreams {
         match found {
             Ok(found) => {
                 let modern = found.map(Arc::new);
-                self.eras.insert(
-                    key,
-                    KnownEra {
-                        fingerprint: server.fingerprint,
-                        modern: modern.clone(),
-                    },
-                );
+                self.eras.insert(server.fingerprint, modern.clone());
                 modern
             }
             Err(e) => {
@@ -230,8 +218,12 @@ impl Upstreams {
                 .and_then(|w| w.server(server))
                 .is_some_and(|s| s.fingerprint == *fp)
         };
-        self.eras
-            .retain(|(ws, server), known| current(ws, server, &known.fingerprint));
+        let configured: std::collections::HashSet<[u8; 16]> = rt
+            .workspaces
+            .values()
+            .flat_map(|w| w.servers.iter().map(|s| s.fingerprint))
+            .collect();
+        self.eras.retain(|fp, _| configured.contains(fp));
         self.lazy_capabilities
             .retain(|(ws, server), (fp, _)| current(ws, server, fp));
     }
