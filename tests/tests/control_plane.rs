@@ -29,3 +29,5 @@ mod lifecycle;
 mod resilience;
 #[path = "control_plane/secrets.rs"]
 mod secrets;
+#[path = "control_plane/server_changes.rs"]
+mod server_changes;

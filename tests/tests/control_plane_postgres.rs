@@ -34,3 +34,5 @@ mod replicas;
 mod resilience;
 #[path = "control_plane/secrets.rs"]
 mod secrets;
+#[path = "control_plane/server_changes.rs"]
+mod server_changes;

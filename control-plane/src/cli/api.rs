@@ -86,6 +86,10 @@ impl ApiClient {
         self.send(Method::PUT, path, &[], Some(body)).await
     }
 
+    pub async fn patch(&self, path: &[&str], body: &Value) -> Result<Value, CliError> {
+        self.send(Method::PATCH, path, &[], Some(body)).await
+    }
+
     pub async fn delete(&self, path: &[&str]) -> Result<Value, CliError> {
         self.send(Method::DELETE, path, &[], None).await
     }

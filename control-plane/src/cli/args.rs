@@ -333,6 +333,39 @@ pub enum McpCommand {
         #[command(flatten)]
         workspace: WorkspaceFlag,
     },
+    /// Enable an MCP server: its tools reach the workspace's clients again
+    Enable {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+    /// Disable an MCP server: clients stop seeing its tools; it stays installed with its secrets
+    Disable {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
+    /// Replace an MCP server's tool policy (what is not given is cleared; --open clears all)
+    Policy {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        /// Only expose tools matching this glob (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        allow: Vec<String>,
+        /// Never expose tools matching this glob (repeatable)
+        #[arg(long, value_name = "GLOB")]
+        deny: Vec<String>,
+        /// Only expose tools annotated readOnlyHint: true
+        #[arg(long)]
+        read_only: bool,
+        /// Expose every tool: no allow or deny globs, not read-only
+        #[arg(long, conflicts_with_all = ["allow", "deny", "read_only"])]
+        open: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -814,6 +847,52 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn mcp_enable_disable_and_policy_change_a_server_in_place() {
+        let cli = parse(&["mcp", "disable", "github", "-w", "engineering"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Mcp(McpCommand::Disable { ref slug, ref workspace })
+                if slug == "github" && workspace.workspace.as_deref() == Some("engineering")
+        ));
+        assert!(matches!(
+            parse(&["mcp", "enable", "github"]).unwrap().command,
+            Command::Mcp(McpCommand::Enable { .. })
+        ));
+        assert!(parse(&["mcp", "enable", "git_hub"]).is_err());
+        let cli = parse(&[
+            "mcp",
+            "policy",
+            "github",
+            "--allow",
+            "list_*",
+            "--allow",
+            "get_*",
+            "--deny",
+            "get_secret",
+            "--read-only",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Mcp(McpCommand::Policy {
+                slug,
+                allow,
+                deny,
+                read_only,
+                open,
+                ..
+            }) => {
+                assert_eq!(slug, "github");
+                assert_eq!(allow, ["list_*", "get_*"]);
+                assert_eq!(deny, ["get_secret"]);
+                assert!(read_only && !open);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["mcp", "policy", "github", "--open"]).is_ok());
+        assert!(parse(&["mcp", "policy", "github", "--open", "--read-only"]).is_err());
     }
 
     #[test]

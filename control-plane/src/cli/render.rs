@@ -225,6 +225,36 @@ pub fn server_removed(server: &McpServer, workspace: &str) -> String {
     format!("Removed {} from {workspace}.\n", server.slug)
 }
 
+/// A server after `mcp enable`, `mcp disable` or `mcp policy`: whether clients see
+/// it, and the policy its tools pass through.
+pub fn server_changed(server: &McpServer, workspace: &str) -> String {
+    let slug = &server.slug;
+    let state = if server.enabled {
+        format!("{slug} in {workspace} is enabled: its tools reach clients")
+    } else {
+        format!("{slug} in {workspace} is disabled: clients do not see its tools")
+    };
+    let p = &server.policy;
+    let globs = |g: &[String]| {
+        if g.is_empty() {
+            "-".to_owned()
+        } else {
+            g.join(",")
+        }
+    };
+    let policy = if p.allow.is_empty() && p.deny.is_empty() && !p.read_only {
+        "open (every tool)".to_owned()
+    } else {
+        format!(
+            "allow {}; deny {}; read-only {}",
+            globs(&p.allow),
+            globs(&p.deny),
+            yes_no(p.read_only)
+        )
+    };
+    format!("{state}.\nTool policy: {policy}.\n")
+}
+
 /// `SLUG URL TRANSPORT ENABLED SECRETS`.
 pub fn server_table(workspace: &str, servers: &[McpServer]) -> String {
     if servers.is_empty() {
@@ -780,6 +810,7 @@ mod tests {
             secrets: vec!["A".into(), "B".into()],
             created_at: 0,
             package: None,
+            policy: Default::default(),
         }];
         assert_eq!(
             server_table("eng", &servers),

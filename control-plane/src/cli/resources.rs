@@ -50,6 +50,16 @@ pub struct McpServer {
     pub created_at: i64,
     /// `@owner/name@version` when installed from a package.
     pub package: Option<String>,
+    pub policy: ServerPolicy,
+}
+
+/// A server's tool policy as the API shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServerPolicy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,6 +132,12 @@ pub struct TokenCreated {
     pub secret: String,
     #[serde(default)]
     pub mcp_json: Value,
+}
+
+/// `PATCH /v1/workspaces/{ws}/servers/{server}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerChanged {
+    pub server: McpServer,
 }
 
 /// `POST /v1/workspaces/{ws}/servers`.

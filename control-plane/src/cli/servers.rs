@@ -1,5 +1,6 @@
 //! `gatehouse mcp ...`, `gatehouse secrets ...` and `gatehouse proxies`: what a
-//! workspace's gateway fronts, the secrets its headers use, and who enforces it.
+//! workspace's gateway fronts (installed, listed, enabled or disabled, its tool
+//! policy), the secrets its headers use, and who enforces it.
 
 use serde_json::{json, Map, Value};
 
@@ -9,7 +10,9 @@ use super::error::CliError;
 use super::packages;
 use super::prompt::ask_secret;
 use super::render;
-use super::resources::{McpServer, ProxyList, SecretList, ServerInstalled, ServerList};
+use super::resources::{
+    McpServer, ProxyList, SecretList, ServerChanged, ServerInstalled, ServerList,
+};
 use super::session::Context;
 use crate::dates::now_unix;
 
@@ -91,7 +94,62 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             let list: ServerList = decode(&answer, "mcp list")?;
             ctx.output(&answer, || Ok(render::server_table(&ws, &list.servers)))
         }
+        McpCommand::Enable { slug, workspace } => {
+            change(ctx, workspace.workspace, &slug, json!({"enabled": true})).await
+        }
+        McpCommand::Disable { slug, workspace } => {
+            change(ctx, workspace.workspace, &slug, json!({"enabled": false})).await
+        }
+        McpCommand::Policy {
+            slug,
+            workspace,
+            allow,
+            deny,
+            read_only,
+            open,
+        } => {
+            let policy = policy_body(
+                Policy {
+                    allow,
+                    deny,
+                    read_only,
+                },
+                open,
+            )?;
+            change(ctx, workspace.workspace, &slug, json!({"policy": policy})).await
+        }
     }
+}
+
+/// `PATCH` one server with `body` and say what it is now.
+async fn change(
+    ctx: &Context,
+    workspace: Option<String>,
+    slug: &str,
+    body: Value,
+) -> Result<String, CliError> {
+    let ws = ctx.workspace(workspace)?;
+    let answer = ctx
+        .client()?
+        .patch(&["v1", "workspaces", &ws, "servers", slug], &body)
+        .await?;
+    let changed: ServerChanged = decode(&answer, "mcp change")?;
+    ctx.output(&answer, || Ok(render::server_changed(&changed.server, &ws)))
+}
+
+/// The whole new policy: `PATCH` replaces it, so a policy verb without any rule would
+/// silently open every tool; that takes `--open`.
+fn policy_body(policy: Policy, open: bool) -> Result<Value, CliError> {
+    if !open && policy.allow.is_empty() && policy.deny.is_empty() && !policy.read_only {
+        return Err(CliError::usage(
+            "give the new policy: --allow GLOB, --deny GLOB and/or --read-only; or --open to expose every tool",
+        ));
+    }
+    Ok(json!({
+        "allow": policy.allow,
+        "deny": policy.deny,
+        "read_only": policy.read_only,
+    }))
 }
 
 struct Policy {
@@ -286,6 +344,24 @@ mod tests {
             ("A".to_owned(), "2".to_owned()),
         ];
         assert!(install_body("http://u", None, &twice, None, open()).is_err());
+    }
+
+    #[test]
+    fn a_policy_change_names_its_rules_or_says_open() {
+        let none = policy_body(open(), false).unwrap_err();
+        assert!(none.to_string().contains("--open"), "{none}");
+        assert_eq!(
+            policy_body(open(), true).unwrap(),
+            json!({"allow": [], "deny": [], "read_only": false})
+        );
+        let read_only = Policy {
+            read_only: true,
+            ..open()
+        };
+        assert_eq!(
+            policy_body(read_only, false).unwrap(),
+            json!({"allow": [], "deny": [], "read_only": true})
+        );
     }
 
     #[test]
