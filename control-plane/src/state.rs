@@ -170,6 +170,18 @@ impl App {
         hash.ct_eq(&self.proxy_token_sha256).into()
     }
 
+    /// Signs the session JWT `token` out on every control plane of the database:
+    /// from now on `AuthUser::of_session` refuses it, although it has not expired. A
+    /// token that no longer verifies is refused already and needs no row.
+    pub async fn sign_out(&self, token: &str) -> Result<(), sqlx::Error> {
+        if let Ok(claims) = self.sessions.verify(token) {
+            self.store
+                .revoke_session(&sha256_hex(token), claims.exp)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub fn gateway_urls(&self, slug: &str) -> (String, String) {
         let base = self.gateway_url.trim_end_matches('/');
         (format!("{base}/ws/{slug}"), format!("{base}/ws/{slug}/sse"))
@@ -290,6 +302,11 @@ pub struct Claims {
     pub name: String,
     pub iat: i64,
     pub exp: i64,
+    /// Random per login, so two logins of one user in the same second are two
+    /// sessions, and signing one out leaves the other. Absent from logins issued
+    /// before sign-out existed.
+    #[serde(default)]
+    pub jti: String,
 }
 
 impl UserSessions {
@@ -307,6 +324,7 @@ impl UserSessions {
             name: user.username.clone(),
             iat,
             exp: iat + LOGIN_TTL_SECS,
+            jti: crate::crypto::random_id("ses_"),
         };
         let token = jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail");

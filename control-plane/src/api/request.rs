@@ -11,7 +11,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::state::App;
+use crate::state::{sha256_hex, App};
 
 /// A JSON request body whose rejection is an [`ApiError`].
 pub struct Body<T>(pub T);
@@ -53,6 +53,12 @@ impl AuthUser {
     /// a bearer header here, the dashboard's session cookie there.
     pub async fn of_session(app: &App, token: &str) -> Result<AuthUser, ApiError> {
         let claims = app.sessions.verify(token)?;
+        // Signed out on this or another control plane of the database.
+        if app.store.session_revoked(&sha256_hex(token)).await? {
+            return Err(ApiError::Unauthorized(
+                "this session was signed out: run `gatehouse login`".into(),
+            ));
+        }
         let user = app.store.user_by_id(&claims.sub).await?.ok_or_else(|| {
             ApiError::Unauthorized("user no longer exists: run `gatehouse login`".into())
         })?;

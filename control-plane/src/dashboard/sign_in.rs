@@ -1,6 +1,7 @@
 //! Signing in (the same users and credentials as `gatehouse login`, checked by the
-//! API's own login handler) and signing out. The sign-in form is CSRF-protected too,
-//! by a token paired with a short-lived cookie (there is no session yet to bind to).
+//! API's own login handler) and signing out, which revokes the session's JWT in the
+//! store. The sign-in form is CSRF-protected too, by a token paired with a
+//! short-lived cookie (there is no session yet to bind to).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::session::{cookie_value, over_tls, session_cookie, CsrfOnly, Session};
+use super::session::{cookie_value, over_tls, session_cookie, CsrfOnly, Session, COOKIE};
 use super::shell::{bare, PageError, PATH};
 use crate::api::error::ApiError;
 use crate::api::request::Body;
@@ -108,12 +109,18 @@ pub async fn login(
         .into_response()
 }
 
+/// Signs out: the cookie is cleared in this browser, and its JWT is revoked in the
+/// store, so a copy of the cookie taken before is refused by every control plane.
 pub async fn logout(
+    State(app): State<Arc<App>>,
     session: Session,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, PageError> {
     session.check_csrf(&form.csrf)?;
+    if let Some(jwt) = cookie_value(&headers, COOKIE) {
+        app.sign_out(jwt).await?;
+    }
     Ok((
         [(
             header::SET_COOKIE,

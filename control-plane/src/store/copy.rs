@@ -160,6 +160,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("received_at", Int),
         ],
     ),
+    ("revoked_sessions", &[("sha256", Text), ("expires_at", Int)]),
 ];
 
 /// Why a copy did not happen.

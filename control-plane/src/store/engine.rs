@@ -158,6 +158,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_config_notify.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_revoked_sessions.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -180,6 +184,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_config_notify.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_revoked_sessions.sql"),
     ),
 ];
 

@@ -7,11 +7,11 @@
 //!
 //! This file owns the pool, the migrations, the shared transaction steps and the
 //! core tables (users, workspaces, tokens, servers, secrets, audit events, settings).
-//! Its submodules ([`calls`], [`packages`], [`teams`]) build on it: each adds its
-//! tables' queries to [`Store`] and defines their rows, which are imported from
-//! there. [`copy`] moves a whole store from one database to another; [`changes`]
-//! hears of the config changes other control planes make on the same database;
-//! [`leases`] lets one of them at a time do what only one should.
+//! Its submodules ([`calls`], [`packages`], [`teams`], [`sessions`]) build on it:
+//! each adds its tables' queries to [`Store`] and defines their rows, which are
+//! imported from there. [`copy`] moves a whole store from one database to another;
+//! [`changes`] hears of the config changes other control planes make on the same
+//! database; [`leases`] lets one of them at a time do what only one should.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +27,7 @@ pub mod copy;
 pub mod engine;
 pub mod leases;
 pub mod packages;
+pub mod sessions;
 pub mod teams;
 #[cfg(test)]
 pub(crate) mod testing;

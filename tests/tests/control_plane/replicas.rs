@@ -519,3 +519,102 @@ async fn an_audit_batch_sent_to_both_replicas_is_stored_once() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Signs `username` in on `cp`'s dashboard as a browser would (the sign-in form's
+/// token and its pairing cookie); returns the session cookie's value.
+async fn dashboard_sign_in(
+    http: &reqwest::Client,
+    cp: &ControlPlane,
+    credential: &str,
+) -> anyhow::Result<String> {
+    let form = http.get(cp.url("/dashboard/login")).send().await?;
+    let pairing = form.headers()["set-cookie"].to_str()?;
+    let pairing = pairing.split(';').next().unwrap_or_default().to_owned();
+    let csrf = csrf_in(&form.text().await?)?;
+    let answer = http
+        .post(cp.url("/dashboard/login"))
+        .header("cookie", pairing)
+        .form(&[
+            ("username", "admin"),
+            ("credential", credential),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status() == 303,
+        "sign-in answered {}",
+        answer.status()
+    );
+    let set = answer.headers()["set-cookie"].to_str()?;
+    Ok(set
+        .strip_prefix("gatehouse_session=")
+        .and_then(|rest| rest.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("no session cookie: {set}"))?
+        .to_owned())
+}
+
+fn csrf_in(html: &str) -> anyhow::Result<String> {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no csrf field in:\n{html}"))
+}
+
+/// The dashboard's workspace list on `cp` for session `cookie`: its status and body.
+async fn workspaces_page(
+    http: &reqwest::Client,
+    cp: &ControlPlane,
+    cookie: &str,
+) -> anyhow::Result<(u16, String)> {
+    let answer = http
+        .get(cp.url("/dashboard/workspaces"))
+        .header("cookie", format!("gatehouse_session={cookie}"))
+        .send()
+        .await?;
+    Ok((answer.status().as_u16(), answer.text().await?))
+}
+
+#[tokio::test]
+async fn a_dashboard_session_signed_out_on_one_replica_is_refused_by_the_other(
+) -> anyhow::Result<()> {
+    let (a, b, _url) = two_replicas().await?;
+    let credential = [a.admin_credential(), b.admin_credential()]
+        .into_iter()
+        .find(|c| !c.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("neither replica wrote admin.credential"))?
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let session = dashboard_sign_in(&http, &a, &credential).await?;
+    let other = dashboard_sign_in(&http, &a, &credential).await?;
+    // One session, valid on both replicas (the signing key is in the shared store).
+    let (status, page) = workspaces_page(&http, &b, &session).await?;
+    assert_eq!(status, 200);
+    let signed_out = http
+        .post(a.url("/dashboard/logout"))
+        .header("cookie", format!("gatehouse_session={session}"))
+        .form(&[("csrf", csrf_in(&page)?)])
+        .send()
+        .await?;
+    assert_eq!(signed_out.status(), 303);
+    for cp in [&a, &b] {
+        let (status, _) = workspaces_page(&http, cp, &session).await?;
+        assert_eq!(
+            status,
+            303,
+            "{} still serves the signed-out session",
+            cp.api_url()
+        );
+        let whoami = cp
+            .request(Method::GET, "/v1/whoami", Some(&session), None)
+            .await?;
+        assert_eq!(whoami.status, 401, "{}", whoami.body);
+        // The admin's other session is not touched.
+        assert_eq!(workspaces_page(&http, cp, &other).await?.0, 200);
+    }
+    Ok(())
+}

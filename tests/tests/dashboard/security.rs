@@ -1,7 +1,8 @@
 //! What the dashboard refuses or defuses: forms without the session's CSRF token,
 //! another user's workspace (the same 404 page as one that does not exist), markup in
 //! names and audit fields (shown as text, never run), and the session cookie's flags.
-//! No page or asset carries a secret value, a token, or a token's hash.
+//! No page or asset carries a secret value, a token, or a token's hash. A session
+//! signed out is refused even to someone holding a copy of its cookie.
 
 use gatehouse_tests::config::random_base62;
 use gatehouse_tests::deployment::{token_in, Deployment};
@@ -299,11 +300,35 @@ async fn forged_foreign_and_hostile_requests_are_refused_or_shown_as_text() -> a
         .await?;
     assert!(still.contains("active"), "{still}");
 
-    // Signing out ends the browser's session.
+    // Signing out ends the browser's session...
+    assert_eq!(page_status(&dash, &bob_session).await?, 200);
     bob.click("header form button").await?;
     bob.find_text("main h1", "Sign in").await?;
     bob.goto(&format!("{dash}/workspaces")).await?;
     bob.find_text("main h1", "Sign in").await?;
     bob.close().await?;
+    // ...and the session itself: a copy of the cookie taken before is refused, by the
+    // dashboard and as the API's bearer token, though its JWT has not expired.
+    assert_eq!(page_status(&dash, &bob_session).await?, 303);
+    let whoami =
+        d.cp.request(reqwest::Method::GET, "/v1/whoami", Some(&bob_session), None)
+            .await?;
+    assert_eq!(whoami.status, 401, "{}", whoami.body);
+    assert!(whoami.body.contains("signed out"), "{}", whoami.body);
+    // Only that session: the admin's goes on.
+    assert_eq!(page_status(&dash, cookie.value()).await?, 200);
     admin.close().await
+}
+
+/// The status of the workspace list for session `cookie` (303: sent to sign in).
+async fn page_status(dash: &str, cookie: &str) -> anyhow::Result<u16> {
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("{dash}/workspaces"))
+        .header("cookie", format!("gatehouse_session={cookie}"))
+        .send()
+        .await?;
+    Ok(answer.status().as_u16())
 }
