@@ -1,6 +1,7 @@
 //! The tool list a workspace's MCP clients see, for people to read: each enabled
-//! server's tools (asked of the server itself over Streamable HTTP with its headers
-//! and secrets, as the gateway asks; a skill's as its manifest declares them),
+//! server's tools (asked of the server itself with its headers and secrets, as the
+//! gateway asks: over Streamable HTTP with rmcp's client, over legacy HTTP+SSE with
+//! the install probe's; a skill's as its manifest declares them),
 //! filtered by the server's tool policy and named `<server>__<tool>` by the same
 //! `gatehouse_config` functions the proxy uses. It works from the snapshot the
 //! proxies are sent, so it lists what they serve. A server that cannot be asked is
@@ -17,6 +18,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 
+use crate::probe;
 use crate::state::App;
 
 /// How long one server may take to answer `initialize` and `tools/list`.
@@ -79,13 +81,7 @@ async fn tools_of(server: &McpServer) -> Result<Vec<CatalogTool>, String> {
             .iter()
             .map(|t| (t.name.clone(), t.description.clone(), t.read_only))
             .collect(),
-        Transport::Sse => {
-            return Err(
-                "listing the tools of a legacy SSE server is not supported here yet; \
-                        connect a client to see them"
-                    .into(),
-            )
-        }
+        Transport::Sse => ask_legacy(server).await?,
         Transport::StreamableHttp => ask(server).await?,
     };
     Ok(listed
@@ -99,9 +95,9 @@ async fn tools_of(server: &McpServer) -> Result<Vec<CatalogTool>, String> {
         .collect())
 }
 
-/// `initialize` and `tools/list` against the server, with its rendered headers.
-async fn ask(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> {
-    let mut headers = HashMap::new();
+/// The server's headers with its secrets filled in.
+fn rendered_headers(server: &McpServer) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
     for (name, template) in &server.headers {
         let value = HeaderTemplate::parse(template)
             .map_err(|e| format!("header {name}: {e}"))?
@@ -113,6 +109,27 @@ async fn ask(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> 
             .map_err(|_| format!("header {name} is not a valid header value"))?;
         headers.insert(name, value);
     }
+    Ok(headers)
+}
+
+/// A legacy HTTP+SSE server's tools, over one session of the install probe's client.
+async fn ask_legacy(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> {
+    let headers = rendered_headers(server)?;
+    let listed = probe::legacy_tools(&reqwest::Client::new(), &server.url, headers)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(listed
+        .into_iter()
+        .map(|t| (t.name, t.description, t.read_only))
+        .collect())
+}
+
+/// `initialize` and `tools/list` against the server, with its rendered headers.
+async fn ask(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> {
+    let headers: HashMap<_, _> = rendered_headers(server)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k?, v)))
+        .collect();
     let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.clone());
     config.custom_headers = headers;
     let transport = StreamableHttpClientTransport::from_config(config);

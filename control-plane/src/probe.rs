@@ -7,7 +7,11 @@
 //!
 //! The probe is a client of the server like any other: it sends the literal headers
 //! of the install (those that name no secret: secrets are set after the install), opens
-//! one session, counts the tools and ends the session. It owns no state.
+//! one session, lists the tools and ends the session. It owns no state.
+//!
+//! It is also the control plane's client of legacy HTTP+SSE servers: the dashboard's
+//! Tools page lists such a server's tools with [`legacy_tools`], the same session
+//! with the server's rendered headers.
 
 use std::time::Duration;
 
@@ -35,8 +39,53 @@ pub struct Found {
     pub protocol_version: Option<String>,
     /// `serverInfo.name`.
     pub server: Option<String>,
-    /// Tools it lists to a client with no capabilities; `None` when listing failed.
+    /// How many tools it lists to a client with no capabilities; `None` when listing
+    /// failed.
     pub tools: Option<usize>,
+    /// Those tools, when `tools` is `Some`.
+    #[serde(skip)]
+    pub listed: Vec<ListedTool>,
+}
+
+/// A tool as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTool {
+    pub name: String,
+    pub description: String,
+    /// Annotated `readOnlyHint: true`.
+    pub read_only: bool,
+}
+
+impl ListedTool {
+    fn of(tool: &Value) -> Option<ListedTool> {
+        Some(ListedTool {
+            name: str_at(tool, "name")?,
+            description: str_at(tool, "description").unwrap_or_default(),
+            read_only: tool
+                .pointer("/annotations/readOnlyHint")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// The tools of the legacy HTTP+SSE server whose SSE endpoint is `url`, asked over one
+/// session sending `headers` (already rendered: secrets included).
+pub async fn legacy_tools(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+) -> Result<Vec<ListedTool>, ProbeError> {
+    let found = tokio::time::timeout(PROBE_TIMEOUT, legacy(client, url, headers, None))
+        .await
+        .map_err(|_| ProbeError::TimedOut { url: url.into() })??;
+    match found.tools {
+        Some(_) => Ok(found.listed),
+        None => Err(ProbeError::NotMcp {
+            url: url.into(),
+            reason: "it did not answer initialize and tools/list on its event stream".into(),
+        }),
+    }
 }
 
 /// Why the probe could not tell.
@@ -106,7 +155,7 @@ async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Fo
         });
     }
     if status.is_client_error() {
-        return legacy(client, url, extra, status).await;
+        return legacy(client, url, extra, Some(status)).await;
     }
     if !status.is_success() {
         return Err(ProbeError::NotMcp {
@@ -134,6 +183,7 @@ async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Fo
         protocol_version: str_at(result, "protocolVersion"),
         server: result.get("serverInfo").and_then(|s| str_at(s, "name")),
         tools: None,
+        listed: Vec::new(),
     };
     let mut headers = extra;
     if let Some(id) = session
@@ -162,7 +212,7 @@ async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Fo
         .await
         .is_ok()
     {
-        let mut count = 0;
+        let mut listed = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
             let id = 2 + page as u64;
@@ -175,13 +225,11 @@ async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Fo
             let Some(result) = answer.get("result") else {
                 break;
             };
-            count += result
-                .get("tools")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
+            listed.extend(tools_in(result));
             cursor = str_at(result, "nextCursor");
             if cursor.is_none() {
-                found.tools = Some(count);
+                found.tools = Some(listed.len());
+                found.listed = listed;
                 break;
             }
         }
@@ -194,13 +242,14 @@ async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Fo
     Ok(found)
 }
 
-/// The legacy HTTP+SSE fallback: GET the URL; its first event names the URL to POST
-/// messages to, and answers arrive on the stream.
+/// The legacy HTTP+SSE transport: GET the URL; its first event names the URL to POST
+/// messages to, and answers arrive on the stream. `post_status` is what a Streamable
+/// HTTP `initialize` got, when the probe tried that first.
 async fn legacy(
     client: &reqwest::Client,
     url: &str,
     extra: HeaderMap,
-    post_status: StatusCode,
+    post_status: Option<StatusCode>,
 ) -> Result<Found, ProbeError> {
     let not_mcp = |reason: String| ProbeError::NotMcp {
         url: url.into(),
@@ -221,11 +270,20 @@ async fn legacy(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/event-stream"));
-    if !stream.status().is_success() || !is_stream {
-        return Err(not_mcp(format!(
-            "initialize answered HTTP {post_status}, and a GET for an event stream HTTP {}",
-            stream.status()
-        )));
+    let status = stream.status();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) && post_status.is_none() {
+        return Err(ProbeError::NeedsCredentials {
+            url: url.into(),
+            status: status.as_u16(),
+        });
+    }
+    if !status.is_success() || !is_stream {
+        return Err(not_mcp(match post_status {
+            Some(post) => format!(
+                "initialize answered HTTP {post}, and a GET for an event stream HTTP {status}"
+            ),
+            None => format!("a GET for its event stream answered HTTP {status}"),
+        }));
     }
     let mut events = Events::new(stream);
     let endpoint = match events.next().await {
@@ -257,6 +315,7 @@ async fn legacy(
         protocol_version: None,
         server: None,
         tools: None,
+        listed: Vec::new(),
     };
     if send(initialize(1)).await.is_err() {
         return Ok(found);
@@ -269,7 +328,7 @@ async fn legacy(
         found.server = result.get("serverInfo").and_then(|s| str_at(s, "name"));
     }
     let _ = send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
-    let mut count = 0;
+    let mut listed = Vec::new();
     let mut cursor: Option<String> = None;
     for page in 0..MAX_PAGES {
         let id = 2 + page as u64;
@@ -283,17 +342,25 @@ async fn legacy(
         else {
             break;
         };
-        count += result
-            .get("tools")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
+        listed.extend(tools_in(&result));
         cursor = str_at(&result, "nextCursor");
         if cursor.is_none() {
-            found.tools = Some(count);
+            found.tools = Some(listed.len());
+            found.listed = listed;
             break;
         }
     }
     Ok(found)
+}
+
+/// The tools of one `tools/list` result; entries without a name are skipped.
+fn tools_in(result: &Value) -> impl Iterator<Item = ListedTool> + '_ {
+    result
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(ListedTool::of)
 }
 
 fn initialize(id: u64) -> Value {
@@ -447,6 +514,31 @@ mod tests {
         ]);
         assert_eq!(map.len(), 1);
         assert_eq!(map["x-team"], "platform");
+    }
+
+    #[test]
+    fn listed_tools_keep_name_description_and_read_only_hint() {
+        let result = json!({"tools": [
+            {"name": "lookup", "description": "Find", "annotations": {"readOnlyHint": true}},
+            {"name": "purge"},
+            {"description": "no name"},
+        ]});
+        let listed: Vec<ListedTool> = tools_in(&result).collect();
+        assert_eq!(
+            listed,
+            [
+                ListedTool {
+                    name: "lookup".into(),
+                    description: "Find".into(),
+                    read_only: true
+                },
+                ListedTool {
+                    name: "purge".into(),
+                    description: String::new(),
+                    read_only: false
+                },
+            ]
+        );
     }
 
     #[test]

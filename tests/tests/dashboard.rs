@@ -12,5 +12,7 @@ mod browser;
 mod security;
 #[path = "dashboard/team.rs"]
 mod team;
+#[path = "dashboard/tools.rs"]
+mod tools;
 #[path = "dashboard/workspace_flow.rs"]
 mod workspace_flow;
