@@ -6,6 +6,8 @@
 //! Screenshots of each main page land in `<target dir>/dashboard-screenshots`
 //! (or `$GATEHOUSE_SCREENSHOTS`); each test prints their paths.
 
+#[path = "dashboard/audit.rs"]
+mod audit;
 #[path = "dashboard/browser.rs"]
 mod browser;
 #[path = "dashboard/security.rs"]

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::request::{AuthUser, Body};
-use crate::calls::listing::{merge, AuditEntry};
+use crate::calls::listing::{merge, parse_cursor, AuditEntry};
 use crate::crypto::{random_id, random_token};
 use crate::state::{sha256_hex, App};
 use crate::store::{now, AuditQuery, NewToken, TokenRow, WorkspaceRow};
@@ -279,16 +279,24 @@ pub async fn revoke_token(
     Ok(Json(json!({"token": token_json(&revoked)})))
 }
 
-#[derive(Deserialize)]
+/// The most audit entries one request returns; the rest are reached page by page.
+pub const MAX_AUDIT_PAGE: i64 = 10_000;
+
+#[derive(Deserialize, Default)]
 pub struct AuditParams {
     pub since: Option<i64>,
     pub user: Option<String>,
     pub action: Option<String>,
     pub limit: Option<i64>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    pub order: Option<String>,
+    /// The `next_cursor` of the previous page: this page starts after it.
+    pub cursor: Option<String>,
 }
 
-/// Admin events and routed calls, merged oldest first; `limit` keeps the oldest
-/// of the merged list, as it always kept the oldest admin events.
+/// Admin events and routed calls, merged oldest first (or newest first), at most
+/// `limit` of them; `next_cursor`, when the page is full, continues the walk, so
+/// every entry is reached however many there are.
 pub async fn audit(
     State(app): State<Arc<App>>,
     user: AuthUser,
@@ -296,20 +304,40 @@ pub async fn audit(
     Query(q): Query<AuditParams>,
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "order {other:?}: expected \"asc\" or \"desc\""
+            )))
+        }
+    };
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => Some(parse_cursor(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "cursor {text:?} is not one this API gave (use the last page's next_cursor)"
+            ))
+        })?),
+    };
     let query = AuditQuery {
         since: q.since,
         actor: q.user,
         action: q.action,
-        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+        limit: q.limit.unwrap_or(1000).clamp(1, MAX_AUDIT_PAGE),
+        newest_first,
+        after,
     };
     let admin = app
         .store
         .audit_events(&ws, ws.owner == user.username, &query)
         .await?;
     let calls = app.store.call_events(&ws, &query).await?;
-    let events: Vec<Value> = merge(admin, calls, query.limit as usize)
-        .iter()
-        .map(AuditEntry::to_json)
-        .collect();
-    Ok(Json(json!({"events": events})))
+    let entries = merge(admin, calls, query.limit as usize, newest_first);
+    let next_cursor = (entries.len() as i64 == query.limit)
+        .then(|| entries.last().map(AuditEntry::cursor))
+        .flatten();
+    let events: Vec<Value> = entries.iter().map(AuditEntry::to_json).collect();
+    Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
 }

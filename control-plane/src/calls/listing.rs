@@ -1,5 +1,7 @@
 //! A workspace's audit log as one list: the admin events (installs, tokens, ...)
-//! and the routed calls, in the order they happened.
+//! and the routed calls, in the order they happened, and the cursors its pages are
+//! walked by (an entry's place in that order, so a page starts where the last
+//! ended however many entries came before it).
 
 use serde_json::{json, Value};
 
@@ -24,6 +26,12 @@ impl AuditEntry {
         }
     }
 
+    /// This entry's place in the list, as a page cursor: `<milliseconds>.<id>`.
+    pub fn cursor(&self) -> String {
+        let (ms, id) = self.order_key();
+        format!("{ms}.{id}")
+    }
+
     /// The API's shape. Admin events keep theirs; a call adds what only calls have.
     pub fn to_json(&self) -> Value {
         match self {
@@ -42,16 +50,45 @@ impl AuditEntry {
     }
 }
 
-/// The oldest `limit` entries of both lists, oldest first. Each list is already
-/// its own oldest `limit` (the store sorts and limits the same way), so nothing
-/// that belongs in the result was left behind by either query.
-pub fn merge(admin: Vec<AuditRow>, calls: Vec<CallEventRow>, limit: usize) -> Vec<AuditEntry> {
+/// [`AuditEntry::cursor`] of an entry as the API shows it (`time_ms` for a call,
+/// whole seconds `time` for an admin event).
+pub fn cursor_of_json(entry: &Value) -> Option<String> {
+    let ms = entry["time_ms"]
+        .as_i64()
+        .or_else(|| entry["time"].as_i64().map(|t| t.saturating_mul(1_000)))?;
+    Some(format!("{ms}.{}", entry["id"].as_str()?))
+}
+
+/// The place a [`AuditEntry::cursor`] names; `None` for text that is not one.
+pub fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (ms, id) = text.split_once('.')?;
+    let ms = ms.parse().ok()?;
+    (!id.is_empty()).then(|| (ms, id.to_owned()))
+}
+
+/// The first `limit` entries of both lists, oldest first (newest first when
+/// `newest_first`). Each list is already its own first `limit` in that order (the
+/// store sorts, starts and limits the same way), so nothing that belongs in the
+/// result was left behind by either query.
+pub fn merge(
+    admin: Vec<AuditRow>,
+    calls: Vec<CallEventRow>,
+    limit: usize,
+    newest_first: bool,
+) -> Vec<AuditEntry> {
     let mut all: Vec<AuditEntry> = admin
         .into_iter()
         .map(AuditEntry::Admin)
         .chain(calls.into_iter().map(AuditEntry::Call))
         .collect();
-    all.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    all.sort_by(|a, b| {
+        let order = a.order_key().cmp(&b.order_key());
+        if newest_first {
+            order.reverse()
+        } else {
+            order
+        }
+    });
     all.truncate(limit);
     all
 }
@@ -110,9 +147,10 @@ mod tests {
                 call("ce_11", 101_000),
             ],
             10,
+            false,
         );
         assert_eq!(ids(&merged), ["evt_a", "ce_ff", "ce_00", "ce_11", "evt_b"]);
-        let same_ms = merge(vec![], vec![call("ce_b", 5), call("ce_a", 5)], 10);
+        let same_ms = merge(vec![], vec![call("ce_b", 5), call("ce_a", 5)], 10, false);
         assert_eq!(ids(&same_ms), ["ce_a", "ce_b"]);
     }
 
@@ -122,13 +160,44 @@ mod tests {
             vec![admin("evt_a", 100), admin("evt_b", 103)],
             vec![call("ce_1", 101_000), call("ce_2", 102_000)],
             3,
+            false,
         );
         assert_eq!(ids(&merged), ["evt_a", "ce_1", "ce_2"]);
     }
 
     #[test]
+    fn newest_first_keeps_the_newest_and_cursors_name_the_place() {
+        let merged = merge(
+            vec![admin("evt_a", 100), admin("evt_b", 103)],
+            vec![call("ce_1", 101_000), call("ce_2", 102_000)],
+            3,
+            true,
+        );
+        assert_eq!(ids(&merged), ["evt_b", "ce_2", "ce_1"]);
+        assert_eq!(merged[0].cursor(), "103000.evt_b");
+        assert_eq!(merged[2].cursor(), "101000.ce_1");
+        for entry in &merged {
+            assert_eq!(cursor_of_json(&entry.to_json()), Some(entry.cursor()));
+        }
+        assert_eq!(
+            parse_cursor("101000.ce_1"),
+            Some((101_000, "ce_1".to_owned()))
+        );
+        // Ids may hold dots: the time ends at the first.
+        assert_eq!(parse_cursor("-5.a.b"), Some((-5, "a.b".to_owned())));
+        for bad in ["", "101000", "x.ce_1", "101000.", ".ce_1"] {
+            assert_eq!(parse_cursor(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn calls_carry_their_own_fields_and_admin_events_keep_their_shape() {
-        let merged = merge(vec![admin("evt_a", 100)], vec![call("ce_1", 101_234)], 10);
+        let merged = merge(
+            vec![admin("evt_a", 100)],
+            vec![call("ce_1", 101_234)],
+            10,
+            false,
+        );
         assert_eq!(
             merged[0].to_json(),
             json!({"id": "evt_a", "time": 100, "workspace": "eng", "actor": "admin",

@@ -1,5 +1,7 @@
 //! Workspace Audit: the seeds' `DATE USER SKILL ACTION` table of admin events and
-//! tool calls, newest first, filtered by user, action and time window, paged.
+//! tool calls, newest first, filtered by user, action and time window, paged by the
+//! API's cursors (each page starts after the entry the last one ended with, so
+//! "Older" reaches the very first entry however many there are).
 
 use std::sync::Arc;
 
@@ -12,15 +14,13 @@ use serde_json::Value;
 use super::session::{page, Session};
 use super::shell::{PageResult, PATH};
 use crate::api::workspaces::{self, AuditParams};
+use crate::calls::listing::cursor_of_json;
 use crate::dates::format_minute;
 use crate::state::App;
 use crate::store::now;
 
 /// Rows per page.
 const PAGE_SIZE: usize = 50;
-
-/// The most events one filter reads (the API's own ceiling).
-const MAX_EVENTS: i64 = 10_000;
 
 /// The time windows offered, as (form value, label, seconds back; 0 = all time).
 const WINDOWS: [(&str, &str, i64); 5] = [
@@ -37,15 +37,22 @@ pub struct Filter {
     user: String,
     action: String,
     window: String,
+    /// Show the page of entries older than this cursor.
+    before: String,
+    /// Show the page of entries newer than this cursor.
+    after: String,
+    /// The page's number, for the reader only (1 = the newest).
     page: usize,
 }
 
 impl Filter {
-    fn query(&self, page: usize) -> String {
+    /// The link to the page next to this one: `(before|after, cursor)`.
+    fn query(&self, (side, cursor): (&str, &str), page: usize) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("user", &self.user)
             .append_pair("action", &self.action)
             .append_pair("window", &self.window)
+            .append_pair(side, cursor)
             .append_pair("page", &page.to_string());
         q.finish()
     }
@@ -79,6 +86,10 @@ pub async fn show(
         .find(|(value, ..)| *value == filter.window)
         .map_or(0, |w| w.2);
     let nonempty = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    // Newer than a cursor: the API walks oldest first from it, and the page is turned
+    // round. Otherwise newest first, from the top or from an older-than cursor. One
+    // entry more than a page tells whether there is a page beyond.
+    let toward_newer = !filter.after.is_empty();
     let Json(answer) = workspaces::audit(
         State(app),
         session.user.clone(),
@@ -87,18 +98,40 @@ pub async fn show(
             since: (back > 0).then(|| now() - back),
             user: nonempty(&filter.user),
             action: nonempty(&filter.action),
-            limit: Some(MAX_EVENTS),
+            limit: Some(PAGE_SIZE as i64 + 1),
+            order: Some(if toward_newer { "asc" } else { "desc" }.into()),
+            cursor: nonempty(if toward_newer {
+                &filter.after
+            } else {
+                &filter.before
+            }),
         }),
     )
     .await?;
     let mut events = answer["events"].as_array().cloned().unwrap_or_default();
-    events.reverse();
-    let pages = events.len().div_ceil(PAGE_SIZE).max(1);
-    let current = filter.page.clamp(1, pages);
-    let shown = events
-        .iter()
-        .skip((current - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE);
+    let beyond = events.len() > PAGE_SIZE;
+    events.truncate(PAGE_SIZE);
+    if toward_newer {
+        events.reverse();
+    }
+    // Newer entries exist past the first row when this page was reached from a newer
+    // one, or when walking toward newer found more; older ones likewise.
+    let (newer, older) = if toward_newer {
+        (beyond, true)
+    } else {
+        (!filter.before.is_empty(), beyond)
+    };
+    let current = filter.page.max(1);
+    let cursor_of = |e: Option<&Value>| e.and_then(cursor_of_json);
+    let newer_link = newer
+        .then(|| cursor_of(events.first()))
+        .flatten()
+        .map(|c| filter.query(("after", &c), current.saturating_sub(1).max(1)));
+    let older_link = older
+        .then(|| cursor_of(events.last()))
+        .flatten()
+        .map(|c| filter.query(("before", &c), current + 1));
+    let shown = events.iter();
     let here = format!("{PATH}/workspaces/{ws}");
     let body = html! {
         h1 { "Workspace Audit " small { "(" (ws) ")" } }
@@ -138,12 +171,12 @@ pub async fn show(
                 } }
             } }
             nav.pages aria-label="Pages" {
-                @if current > 1 {
-                    a href={ (here) "/audit?" (filter.query(current - 1)) } rel="prev" { "← Newer" }
+                @if let Some(q) = &newer_link {
+                    a href={ (here) "/audit?" (q) } rel="prev" { "← Newer" }
                 }
-                span { "Page " (current) " of " (pages) " · " (events.len()) @if events.len() == 1 { " event" } @else { " events" } }
-                @if current < pages {
-                    a href={ (here) "/audit?" (filter.query(current + 1)) } rel="next" { "Older →" }
+                span { "Page " (current) " · " (events.len()) @if events.len() == 1 { " event" } @else { " events" } }
+                @if let Some(q) = &older_link {
+                    a href={ (here) "/audit?" (q) } rel="next" { "Older →" }
                 }
             }
         }

@@ -150,23 +150,28 @@ impl Store {
     }
 
     /// Calls of the workspace since it was (last) created, filtered like the admin
-    /// events: `actor` matches the actor or the token name. Oldest first, at most
-    /// `q.limit`.
+    /// events: `actor` matches the actor or the token name. In the query's order
+    /// from its key on, at most `q.limit`.
     pub async fn call_events(
         &self,
         ws: &WorkspaceRow,
         q: &AuditQuery,
     ) -> Result<Vec<CallEventRow>, sqlx::Error> {
-        sqlx::query_as(
+        let (order, past, reach) = q.direction();
+        let (key_ms, key_id) = q.start();
+        sqlx::query_as(&format!(
             "SELECT * FROM call_events WHERE workspace = $1 AND time_ms >= $2 \
              AND ($3 = '' OR actor = $3 OR token_name = $3) AND ($4 = '' OR action = $4) \
-             ORDER BY time_ms, id LIMIT $5",
-        )
+             AND time_ms {reach} $6 AND (time_ms {past} $6 OR id {past} $7) \
+             ORDER BY time_ms {order}, id {order} LIMIT $5",
+        ))
         .bind(&ws.slug)
         .bind(from_ms(ws, q.since))
         .bind(q.actor.clone().unwrap_or_default())
         .bind(q.action.clone().unwrap_or_default())
         .bind(q.limit)
+        .bind(key_ms)
+        .bind(key_id)
         .fetch_all(&self.pool)
         .await
     }
@@ -452,6 +457,85 @@ mod tests {
             .report();
         assert_eq!(report.totals.calls, 2);
         assert_eq!(report.tokens[0].actor, "tok_other name");
+    }
+    }
+
+    on_both_engines! {
+    /// Keyset pages of admin events and calls merged, in both orders, reach every
+    /// entry once, whatever the page size, with calls sharing a millisecond and
+    /// admin events sharing their second with calls.
+    async fn keyset_pages_reach_every_entry_once_in_both_orders(engine: Engine) {
+        use crate::calls::listing::{merge, AuditEntry};
+        let (_dir, store, ws) = store_with_workspace(engine).await;
+        let base = (ws.created_at + 1) * 1_000;
+        // Three calls a millisecond, some in the very second (and millisecond) the
+        // admin events below are stamped with.
+        let events: Vec<CallEvent> = (0..45)
+            .map(|i| event(format!("ce_{:03}", (i * 7) % 45), base + i / 3, "tok_admin"))
+            .collect();
+        store.insert_call_events("px", &events).await.unwrap();
+        // Admin events in the second of the first calls: their key ties with those
+        // calls' millisecond, and ids break the tie.
+        for n in 0..3 {
+            sqlx::query(
+                "INSERT INTO audit_events (id, time, workspace, actor, action, target, outcome) \
+                 VALUES ($1, $2, 'eng', 'admin', 'install', 'github', 'ok')",
+            )
+            .bind(format!("evt_{n}"))
+            .bind(ws.created_at + 1)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let everything = |newest_first| AuditQuery {
+            newest_first,
+            ..query(1_000)
+        };
+        let all_at_once = |newest_first| {
+            let q = everything(newest_first);
+            let store = &store;
+            let ws = &ws;
+            async move {
+                let admin = store.audit_events(ws, true, &q).await.unwrap();
+                let calls = store.call_events(ws, &q).await.unwrap();
+                merge(admin, calls, 1_000, newest_first)
+                    .iter()
+                    .map(AuditEntry::cursor)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let oldest_first = all_at_once(false).await;
+        let admin = store.audit_events(&ws, true, &everything(false)).await.unwrap();
+        assert!(admin.len() >= 4, "{admin:?}");
+        assert_eq!(oldest_first.len(), 45 + admin.len(), "{oldest_first:?}");
+        let mut reversed = oldest_first.clone();
+        reversed.reverse();
+        assert_eq!(all_at_once(true).await, reversed);
+        for newest_first in [false, true] {
+            for page in [1, 2, 7, 48, 49, 50] {
+                let mut walked = Vec::new();
+                let mut after = None;
+                loop {
+                    let q = AuditQuery {
+                        after: after.clone(),
+                        ..AuditQuery {
+                            limit: page,
+                            ..everything(newest_first)
+                        }
+                    };
+                    let admin = store.audit_events(&ws, true, &q).await.unwrap();
+                    let calls = store.call_events(&ws, &q).await.unwrap();
+                    let got = merge(admin, calls, page as usize, newest_first);
+                    walked.extend(got.iter().map(AuditEntry::cursor));
+                    if got.len() < page as usize {
+                        break;
+                    }
+                    after = got.last().map(|e| crate::calls::listing::parse_cursor(&e.cursor()).unwrap());
+                }
+                let expected = if newest_first { &reversed } else { &oldest_first };
+                assert_eq!(&walked, expected, "pages of {page}, newest first {newest_first}");
+            }
+        }
     }
     }
 

@@ -140,13 +140,41 @@ pub struct AuditRow {
     pub outcome: String,
 }
 
-/// Filters of the audit listing.
+/// Filters of the audit listing, and where a page of it starts.
 #[derive(Debug, Default, Clone)]
 pub struct AuditQuery {
     pub since: Option<i64>,
     pub actor: Option<String>,
     pub action: Option<String>,
     pub limit: i64,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// Only entries strictly past this one in the listing's order (keyset paging, so
+    /// every page costs the same however deep): its time in milliseconds (an admin
+    /// event's whole second times 1,000) and its id.
+    pub after: Option<(i64, String)>,
+}
+
+impl AuditQuery {
+    /// The `ORDER BY` direction, the comparison "past the key" needs, and its
+    /// inclusive twin (a plain range on the time column, which the index serves, so a
+    /// deep page does not scan the rows before it).
+    fn direction(&self) -> (&'static str, &'static str, &'static str) {
+        if self.newest_first {
+            ("DESC", "<", "<=")
+        } else {
+            ("ASC", ">", ">=")
+        }
+    }
+
+    /// The key to start past; with none, one every entry is past.
+    fn start(&self) -> (i64, String) {
+        self.after.clone().unwrap_or(if self.newest_first {
+            (i64::MAX, String::new())
+        } else {
+            (i64::MIN, String::new())
+        })
+    }
 }
 
 const WORKSPACE_COLUMNS: &str = "w.id, w.slug, w.name, u.username AS owner, w.created_at, \
@@ -735,7 +763,9 @@ impl Store {
         asked_by_owner: bool,
         q: &AuditQuery,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
-        sqlx::query_as(
+        let (order, past, reach) = q.direction();
+        let (key_ms, key_id) = q.start();
+        sqlx::query_as(&format!(
             "SELECT * FROM audit_events WHERE ((workspace = $1 AND id >= COALESCE((SELECT MAX(id) \
              FROM audit_events WHERE workspace = $1 AND action = 'workspace_create'), '')) \
              OR (workspace = '' AND action IN ('publish', 'unpublish') AND target LIKE $6 \
@@ -743,8 +773,10 @@ impl Store {
                       WHERE p.visibility = 'private' AND (audit_events.target = '@' || u.username || '/' || p.name \
                       OR audit_events.target LIKE '@' || u.username || '/' || p.name || '@%'))))) \
              AND time >= $2 AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
-             ORDER BY time, id LIMIT $5",
-        )
+             AND time {reach} $8 / 1000 \
+             AND (time * 1000 {past} $8 OR (time * 1000 = $8 AND id {past} $9)) \
+             ORDER BY time {order}, id {order} LIMIT $5",
+        ))
         .bind(&ws.slug)
         .bind(q.since.unwrap_or(0))
         .bind(q.actor.clone().unwrap_or_default())
@@ -753,6 +785,8 @@ impl Store {
         .bind(format!("@{}/%", ws.owner))
         // Private packages' publishes are the owner's business only.
         .bind(i64::from(!asked_by_owner))
+        .bind(key_ms)
+        .bind(key_id)
         .fetch_all(&self.pool)
         .await
     }
