@@ -10,6 +10,8 @@
 mod audit;
 #[path = "dashboard/browser.rs"]
 mod browser;
+#[path = "dashboard/hub_install.rs"]
+mod hub_install;
 #[path = "dashboard/security.rs"]
 mod security;
 #[path = "dashboard/team.rs"]

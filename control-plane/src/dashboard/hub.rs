@@ -1,6 +1,7 @@
 //! Hub and Skills: search the public packages, see your own and your teams' (which
 //! never appear in public search), a package's versions, install one into a
-//! workspace, and publish a new version from a pasted (or loaded) manifest.
+//! workspace (from here, or by name from the workspace's own page), and publish a
+//! new version from a pasted (or loaded) manifest.
 
 use std::sync::Arc;
 
@@ -181,20 +182,101 @@ pub async fn install(
     Form(form): Form<InstallForm>,
 ) -> PageResult<Markup> {
     session.check_csrf(&form.csrf)?;
+    let request = InstallRequest {
+        package: form.package,
+        version: None,
+        slug: None,
+    };
+    install_package(app, session, form.workspace, request).await
+}
+
+/// The workspace page's "Install from the Hub or a skill" form: a package by name,
+/// optionally a version and a server name.
+pub fn workspace_install_form(session: &Session, here: &str, packages: &[Value]) -> Markup {
+    html! {
+        h3 { "Install from the Hub or a skill" }
+        form method="post" action={ (here) "/packages" } {
+            (csrf_field(session))
+            label for="pkg-ref" { "Package (" code { "@owner/name" } ")" }
+            input #pkg-ref name="package" required list="pkg-known" pattern="@[^/ ]+/[^/ ]+" placeholder="@gatehouse/github";
+            datalist #pkg-known {
+                @for p in packages { option value=(text(p, "package")) { (text(p, "description")) } }
+            }
+            label for="pkg-version" { "Version (optional; the latest by default)" }
+            input #pkg-version name="version" placeholder="1.0.0";
+            label for="pkg-slug" { "Name (optional; tools are named <name>__<tool>)" }
+            input #pkg-slug name="slug" pattern="[a-z0-9][a-z0-9-]{0,31}" placeholder="github";
+            p.hint { a href={ (PATH) "/hub" } { "Browse the Hub" } " for public packages, yours and your teams'." }
+            button type="submit" { "Install package" }
+        }
+    }
+}
+
+/// The packages the user may install, public ones and their own and their teams',
+/// for the workspace page's suggestions.
+pub async fn installable(app: &Arc<App>, session: &Session) -> PageResult<Vec<Value>> {
+    let user = session.user.clone();
+    let Json(public) = packages::search(
+        State(app.clone()),
+        user.clone(),
+        Query(SearchParams { q: String::new() }),
+    )
+    .await?;
+    let Json(mine) = packages::mine(State(app.clone()), user).await?;
+    let mut all = list(&mine, "packages");
+    all.extend(list(&public, "packages"));
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|p| seen.insert(text(p, "package").to_owned()));
+    Ok(all)
+}
+
+#[derive(Deserialize)]
+pub struct WorkspaceInstallForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    slug: String,
+}
+
+/// `POST /dashboard/workspaces/{ws}/packages`: the workspace page's shortcut, the
+/// same install as the Hub's (and `gatehouse mcp install @owner/name`).
+pub async fn install_into(
+    State(app): State<Arc<App>>,
+    session: Session,
+    Path(ws): Path<String>,
+    Form(form): Form<WorkspaceInstallForm>,
+) -> PageResult<Markup> {
+    session.check_csrf(&form.csrf)?;
+    let nonempty = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let request = InstallRequest {
+        package: form.package.trim().to_owned(),
+        version: nonempty(form.version),
+        slug: nonempty(form.slug),
+    };
+    install_package(app, session, ws, request).await
+}
+
+/// Installs through the API's handler and says what happened and which secrets to set.
+async fn install_package(
+    app: Arc<App>,
+    session: Session,
+    ws: String,
+    request: InstallRequest,
+) -> PageResult<Markup> {
     let (_, Json(installed)) = packages::install(
         State(app),
         session.user.clone(),
-        Path(form.workspace.clone()),
-        Body(InstallRequest {
-            package: form.package,
-            version: None,
-            slug: None,
-        }),
+        Path(ws.clone()),
+        Body(request),
     )
     .await?;
     let slug = text(&installed["server"], "slug");
     let secrets = list(&installed, "missing_secrets");
-    let ws = &form.workspace;
+    let ws = &ws;
     let body = html! {
         h1 { "Installed." }
         p { code { (text(&installed, "package")) } " " (text(&installed, "version")) " is installed in " code { (ws) } " as " code { (slug) } "; its tools are named " code { (slug) "__<tool>" } "." }

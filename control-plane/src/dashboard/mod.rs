@@ -50,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(workspaces::confirm_delete).post(workspaces::delete),
         )
         .route("/workspaces/{ws}/servers", post(workspace::install))
+        .route("/workspaces/{ws}/packages", post(hub::install_into))
         .route(
             "/workspaces/{ws}/servers/{server}/remove",
             post(workspace::remove_server),

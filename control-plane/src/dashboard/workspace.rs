@@ -1,6 +1,7 @@
-//! One workspace's page: its URLs, MCP servers (install from a URL, enable or
-//! disable, change the tool policy, remove), secrets (names and when they changed; set or replace a value,
-//! never shown back), and tokens (create, shown once; list; revoke).
+//! One workspace's page: its URLs, MCP servers (install from a URL, or a Hub package
+//! or skill through `hub`; enable or disable, change the tool policy, remove),
+//! secrets (names and when they changed; set or replace a value, never shown back),
+//! and tokens (create, shown once; list; revoke).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::hub;
 use super::session::{csrf_field, live_page, page, CsrfOnly, Session};
 use super::shell::{copyable, PageError, PageResult, PATH};
 use super::workspaces::shown_once;
@@ -50,6 +52,7 @@ pub async fn show(
     let Json(secrets) =
         servers::secrets(State(app.clone()), user.clone(), Path(ws.clone())).await?;
     let Json(tokens) = workspaces::tokens(State(app.clone()), user, Path(ws.clone())).await?;
+    let packages = hub::installable(&app, &session).await?;
     let slug = text(&workspace, "slug").to_owned();
     let (gateway_url, sse_url) = app.gateway_urls(&slug);
     let servers = servers["servers"].as_array().cloned().unwrap_or_default();
@@ -68,6 +71,7 @@ pub async fn show(
         (copyable("gateway-url", "Gateway URL (Streamable HTTP)", &gateway_url))
         (copyable("sse-url", "SSE URL (legacy clients)", &sse_url))
         (servers_section(&session, &here, &servers))
+        (hub::workspace_install_form(&session, &here, &packages))
         (secrets_section(&session, &here, &servers, &secrets))
         (tokens_section(&session, &here, &tokens))
     };
