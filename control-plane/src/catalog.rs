@@ -1,28 +1,20 @@
 //! The tool list a workspace's MCP clients see, for people to read: each enabled
 //! server's tools (asked of the server itself with its headers and secrets, as the
-//! gateway asks: over Streamable HTTP with rmcp's client, over legacy HTTP+SSE with
-//! the install probe's; a skill's as its manifest declares them),
-//! filtered by the server's tool policy and named `<server>__<tool>` by the same
-//! `gatehouse_config` functions the proxy uses. It works from the snapshot the
-//! proxies are sent, so it lists what they serve. A server that cannot be asked is
-//! listed with the reason, never with a secret.
-
-use std::collections::HashMap;
-use std::time::Duration;
+//! gateway asks, over its own transport, Streamable HTTP or legacy HTTP+SSE, by the
+//! install probe's client, to the addresses `--ask-servers` allows; a skill's as its
+//! manifest declares them), filtered by the server's tool policy and named
+//! `<server>__<tool>` by the same `gatehouse_config` functions the proxy uses. It
+//! works from the snapshot the proxies are sent, so it lists what they serve. A
+//! server that cannot be asked is listed with the reason, never with a secret.
 
 use gatehouse_config::naming::exposed_name;
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
 use gatehouse_config::{McpServer, Transport};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::ServiceExt;
 
+use crate::outbound::AskServers;
 use crate::probe;
 use crate::state::App;
-
-/// How long one server may take to answer `initialize` and `tools/list`.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A tool as a client of the workspace sees it.
 #[derive(Debug, Clone)]
@@ -54,7 +46,7 @@ pub async fn of_workspace(app: &App, slug: &str) -> anyhow::Result<Vec<ServerToo
         .into_iter()
         .filter(|s| s.enabled)
         .map(|server| async move {
-            match tools_of(&server).await {
+            match tools_of(app.ask_servers, &server).await {
                 Ok(mut tools) => {
                     tools.sort_by(|a, b| a.name.cmp(&b.name));
                     ServerTools {
@@ -73,7 +65,7 @@ pub async fn of_workspace(app: &App, slug: &str) -> anyhow::Result<Vec<ServerToo
     Ok(futures::future::join_all(asks).await)
 }
 
-async fn tools_of(server: &McpServer) -> Result<Vec<CatalogTool>, String> {
+async fn tools_of(ask_servers: AskServers, server: &McpServer) -> Result<Vec<CatalogTool>, String> {
     let policy = CompiledPolicy::compile(&server.policy).map_err(|e| format!("policy: {e}"))?;
     let listed: Vec<(String, String, bool)> = match server.transport {
         Transport::Skill => server
@@ -81,8 +73,8 @@ async fn tools_of(server: &McpServer) -> Result<Vec<CatalogTool>, String> {
             .iter()
             .map(|t| (t.name.clone(), t.description.clone(), t.read_only))
             .collect(),
-        Transport::Sse => ask_legacy(server).await?,
-        Transport::StreamableHttp => ask(server).await?,
+        Transport::Sse => ask(ask_servers, server, true).await?,
+        Transport::StreamableHttp => ask(ask_servers, server, false).await?,
     };
     Ok(listed
         .into_iter()
@@ -112,53 +104,20 @@ fn rendered_headers(server: &McpServer) -> Result<http::HeaderMap, String> {
     Ok(headers)
 }
 
-/// A legacy HTTP+SSE server's tools, over one session of the install probe's client.
-async fn ask_legacy(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> {
+/// `initialize` and `tools/list` against the server over its transport, with its
+/// rendered headers.
+async fn ask(
+    ask_servers: AskServers,
+    server: &McpServer,
+    legacy_sse: bool,
+) -> Result<Vec<(String, String, bool)>, String> {
     let headers = rendered_headers(server)?;
-    let listed = probe::legacy_tools(&reqwest::Client::new(), &server.url, headers)
+    let client = ask_servers.client(&server.url).map_err(|e| e.to_string())?;
+    let listed = probe::server_tools(&client, &server.url, legacy_sse, headers)
         .await
         .map_err(|e| e.to_string())?;
     Ok(listed
         .into_iter()
         .map(|t| (t.name, t.description, t.read_only))
-        .collect())
-}
-
-/// `initialize` and `tools/list` against the server, with its rendered headers.
-async fn ask(server: &McpServer) -> Result<Vec<(String, String, bool)>, String> {
-    let headers: HashMap<_, _> = rendered_headers(server)?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k?, v)))
-        .collect();
-    let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.clone());
-    config.custom_headers = headers;
-    let transport = StreamableHttpClientTransport::from_config(config);
-    let listed = tokio::time::timeout(ASK_TIMEOUT, async {
-        let client = ().serve(transport).await.map_err(|e| e.to_string())?;
-        let tools = client
-            .peer()
-            .list_all_tools()
-            .await
-            .map_err(|e| e.to_string());
-        let _ = client.cancel().await;
-        tools
-    })
-    .await
-    .map_err(|_| format!("{} did not answer within {ASK_TIMEOUT:?}", server.url))?
-    .map_err(|e| format!("{}: {e}", server.url))?;
-    Ok(listed
-        .into_iter()
-        .map(|t| {
-            let read_only = t
-                .annotations
-                .as_ref()
-                .and_then(|a| a.read_only_hint)
-                .unwrap_or(false);
-            (
-                t.name.to_string(),
-                t.description.map(|d| d.to_string()).unwrap_or_default(),
-                read_only,
-            )
-        })
         .collect())
 }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod hub;
 pub mod manifest;
 pub mod metrics;
+pub mod outbound;
 pub mod probe;
 pub mod proxies;
 pub mod server;

@@ -9,9 +9,10 @@
 //! of the install (those that name no secret: secrets are set after the install), opens
 //! one session, lists the tools and ends the session. It owns no state.
 //!
-//! It is also the control plane's client of legacy HTTP+SSE servers: the dashboard's
-//! Tools page lists such a server's tools with [`legacy_tools`], the same session
-//! with the server's rendered headers.
+//! It is also the control plane's one MCP client for reading a server's tools: the
+//! dashboard's Tools page lists them with [`server_tools`], the same session over the
+//! server's own transport, with its rendered headers. Which addresses it may reach
+//! is the caller's `reqwest::Client` (see `outbound`).
 
 use std::time::Duration;
 
@@ -69,21 +70,29 @@ impl ListedTool {
     }
 }
 
-/// The tools of the legacy HTTP+SSE server whose SSE endpoint is `url`, asked over one
-/// session sending `headers` (already rendered: secrets included).
-pub async fn legacy_tools(
+/// The tools of the server at `url` (its SSE endpoint when `legacy_sse`), asked over
+/// one session sending `headers` (already rendered: secrets included).
+pub async fn server_tools(
     client: &reqwest::Client,
     url: &str,
+    legacy_sse: bool,
     headers: HeaderMap,
 ) -> Result<Vec<ListedTool>, ProbeError> {
-    let found = tokio::time::timeout(PROBE_TIMEOUT, legacy(client, url, headers, None))
+    let asked = async {
+        if legacy_sse {
+            legacy(client, url, headers, None).await
+        } else {
+            run(client, url, headers).await
+        }
+    };
+    let found = tokio::time::timeout(PROBE_TIMEOUT, asked)
         .await
         .map_err(|_| ProbeError::TimedOut { url: url.into() })??;
     match found.tools {
         Some(_) => Ok(found.listed),
         None => Err(ProbeError::NotMcp {
             url: url.into(),
-            reason: "it did not answer initialize and tools/list on its event stream".into(),
+            reason: "it did not answer tools/list".into(),
         }),
     }
 }

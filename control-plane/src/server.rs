@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use serde_json::json;
 
+use crate::outbound::AskServers;
 use crate::state::App;
 use crate::store::Database;
 
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub gateway_url: String,
     /// Days routed calls are kept (0: for ever).
     pub call_retention_days: u32,
+    /// Which MCP servers the control plane connects to itself.
+    pub ask_servers: AskServers,
 }
 
 /// Options of `gatehouse up`: control plane + one proxy child process.
@@ -49,9 +52,10 @@ async fn start_api(
     String,
     tokio::task::JoinHandle<()>,
 )> {
-    let (app, boot) = App::open(&opts.data_dir, &opts.database, opts.gateway_url.clone())
+    let (mut app, boot) = App::open(&opts.data_dir, &opts.database, opts.gateway_url.clone())
         .await
         .with_context(|| format!("opening the store at {}", opts.database))?;
+    app.ask_servers = opts.ask_servers;
     let app = Arc::new(app);
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);

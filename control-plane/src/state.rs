@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
+use crate::outbound::AskServers;
 use crate::proxies::ProxyRegistry;
 use crate::store::leases::Lease;
 use crate::store::{now, Database, Store, UserRow};
@@ -41,6 +42,8 @@ pub struct App {
     pub proxies: ProxyRegistry,
     /// Served at `/metrics`; counts from this process's start.
     pub metrics: ControlPlaneMetrics,
+    /// Which MCP servers this control plane connects to itself (`--ask-servers`).
+    pub ask_servers: AskServers,
 }
 
 /// What the first start created, for `gatehouse up` to print and use.
@@ -150,6 +153,7 @@ impl App {
             snapshots,
             proxies: ProxyRegistry::default(),
             metrics: ControlPlaneMetrics::new(),
+            ask_servers: AskServers::default(),
         };
         crate::hub::load_catalog(&app.store).await?;
         start.release().await?;

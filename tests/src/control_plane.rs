@@ -99,6 +99,8 @@ pub struct ControlPlane {
     child: Option<Child>,
     /// `--database`, when not the embedded default.
     database: Option<String>,
+    /// More flags for `gatehouse serve`.
+    extra_args: Vec<String>,
     addr: SocketAddr,
     gateway: GatewayPorts,
     proxy_token: String,
@@ -127,10 +129,24 @@ impl ControlPlane {
         database: Option<String>,
         master_key: Option<String>,
     ) -> anyhow::Result<ControlPlane> {
+        Self::launch(database, master_key, Vec::new()).await
+    }
+
+    /// A control plane on the embedded store with more `gatehouse serve` flags.
+    pub async fn start_with_args(args: &[&str]) -> anyhow::Result<ControlPlane> {
+        Self::launch(None, None, args.iter().map(|a| a.to_string()).collect()).await
+    }
+
+    async fn launch(
+        database: Option<String>,
+        master_key: Option<String>,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<ControlPlane> {
         let mut cp = ControlPlane {
             child: None,
             database,
             master_key,
+            extra_args,
             addr: free_addr()?,
             gateway: GatewayPorts::pick()?,
             proxy_token: format!("gpx_test_{}", random_base62(32)),
@@ -176,6 +192,7 @@ impl ControlPlane {
             None => command.env_remove("GATEHOUSE_MASTER_KEY"),
         };
         let child = command
+            .args(&self.extra_args)
             .arg("--data-dir")
             .arg(self.data.path())
             .arg("--listen")
@@ -186,6 +203,7 @@ impl ControlPlane {
             .env("GATEHOUSE_CLI_CONFIG", self.logs.path().join("cli.json"))
             .env_remove("GATEHOUSE_DATA_DIR")
             .env_remove("GATEHOUSE_DATABASE_URL")
+            .env_remove("GATEHOUSE_ASK_SERVERS")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

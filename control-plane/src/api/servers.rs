@@ -132,12 +132,15 @@ pub async fn install(
         Some(transport) => (transport, Value::Null),
         None => {
             let headers: Vec<(String, String)> = req.headers.clone().into_iter().collect();
-            match probe::probe(&reqwest::Client::new(), &req.url, &headers).await {
+            let found = match app.ask_servers.client(&req.url) {
+                Ok(client) => probe::probe(&client, &req.url, &headers)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(refused) => Err(refused.to_string()),
+            };
+            match found {
                 Ok(found) => (found.transport.to_string(), json!({"found": found})),
-                Err(e) => (
-                    "streamable_http".to_string(),
-                    json!({"error": e.to_string()}),
-                ),
+                Err(e) => ("streamable_http".to_string(), json!({"error": e})),
             }
         }
     };

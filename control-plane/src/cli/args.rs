@@ -8,6 +8,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use gatehouse_config::naming::{is_valid_slug, slugify};
 
 use crate::dates::{parse_duration, parse_since, Since};
+use crate::outbound::AskServers;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +95,17 @@ pub struct UpArgs {
     /// Gateway base URL printed in workspace URLs [default: http://<--listen>]
     #[arg(long, value_name = "URL")]
     pub gateway_url: Option<String>,
+    /// Which MCP servers the control plane connects to itself (the install probe,
+    /// the dashboard's Tools page): any; public (no loopback, private, link-local or
+    /// cloud-metadata address); never
+    #[arg(
+        long,
+        env = "GATEHOUSE_ASK_SERVERS",
+        value_enum,
+        value_name = "WHICH",
+        default_value = "any"
+    )]
+    pub ask_servers: AskServers,
     #[command(flatten)]
     pub retention: RetentionArgs,
 }
@@ -118,6 +130,17 @@ pub struct ServeArgs {
     /// Gateway base URL clients use (printed in workspace URLs)
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub gateway_url: String,
+    /// Which MCP servers the control plane connects to itself (the install probe,
+    /// the dashboard's Tools page): any; public (no loopback, private, link-local or
+    /// cloud-metadata address); never
+    #[arg(
+        long,
+        env = "GATEHOUSE_ASK_SERVERS",
+        value_enum,
+        value_name = "WHICH",
+        default_value = "any"
+    )]
+    pub ask_servers: AskServers,
     #[command(flatten)]
     pub retention: RetentionArgs,
 }

@@ -22,6 +22,7 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
             .map(|url| url.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| gateway_url_for(args.listen)),
         call_retention_days: args.retention.call_retention_days,
+        ask_servers: args.ask_servers,
     };
     let options = UpOptions {
         serve,
@@ -40,6 +41,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         listen: args.listen,
         gateway_url: args.gateway_url.trim_end_matches('/').to_owned(),
         call_retention_days: args.retention.call_retention_days,
+        ask_servers: args.ask_servers,
     };
     block_on(server::serve(options))
 }

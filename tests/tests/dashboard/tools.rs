@@ -1,8 +1,10 @@
 //! The Tools page lists the tools of every kind of server a workspace can have: a
 //! Streamable HTTP one and a legacy HTTP+SSE one, each asked with its own headers
 //! and secrets and filtered by its policy, exactly as a real client sees them through
-//! the proxy. A server it cannot ask is named with the reason.
+//! the proxy. A server it cannot ask is named with the reason, and which servers it
+//! asks at all is the operator's choice (`--ask-servers`).
 
+use gatehouse_tests::control_plane::{Cli, ControlPlane};
 use gatehouse_tests::deployment::{token_in, Deployment};
 use gatehouse_tests::{connect, Upstream, UpstreamTool};
 
@@ -116,4 +118,64 @@ async fn the_tools_page_lists_legacy_sse_servers_too() -> anyhow::Result<()> {
         ["legacy__lookup", "legacy__refund", "modern__search"]
     );
     browser.close().await
+}
+
+/// `--ask-servers`: under `public` the control plane refuses to connect to a loopback
+/// server, by address or by a name that resolves to one, for the install probe and
+/// for the Tools page alike, and the server never sees a request from it; under
+/// `never` it asks no server at all and says so.
+#[tokio::test]
+async fn which_servers_the_control_plane_asks_is_the_operators_choice() -> anyhow::Result<()> {
+    let upstream = Upstream::start("inside", [UpstreamTool::new("secret_admin_thing")]).await?;
+    let by_name = upstream.url().replace("127.0.0.1", "localhost");
+    for (choice, says) in [
+        ("public", "non-public address"),
+        (
+            "never",
+            "does not connect to MCP servers itself (--ask-servers never)",
+        ),
+    ] {
+        let cp = ControlPlane::start_with_args(&["--ask-servers", choice]).await?;
+        let admin = Cli::admin_of(&cp).await?;
+        admin.ok(&["workspace", "create", "Eng"]).await?;
+        for (url, name) in [(upstream.url(), "literal"), (by_name.clone(), "named")] {
+            let installed = admin
+                .ok(&["mcp", "install", &url, "--name", name, "-w", "eng"])
+                .await?;
+            assert!(
+                installed.contains("Could not probe it: ")
+                    && installed.contains("Saved as Streamable HTTP"),
+                "{choice}: {installed}"
+            );
+            if choice == "never" || name == "literal" {
+                assert!(installed.contains(says), "{choice}: {installed}");
+            } else {
+                assert!(
+                    installed.contains("resolves to non-public addresses only"),
+                    "{choice}: {installed}"
+                );
+            }
+        }
+        let browser = Browser::start(&format!("ask-{choice}")).await?;
+        sign_in(&browser, &cp.api_url(), "admin", cp.admin_credential()).await?;
+        browser
+            .goto(&format!("{}/dashboard/workspaces/eng/tools", cp.api_url()))
+            .await?;
+        browser.find_texts("p.error", &["literal", says]).await?;
+        let named = if choice == "never" {
+            says
+        } else {
+            "resolves to non-public addresses only"
+        };
+        browser.find_texts("p.error", &["named", named]).await?;
+        browser.screenshot(&format!("tools-ask-{choice}")).await?;
+        assert!(!browser.text("main").await?.contains("secret_admin_thing"));
+        browser.close().await?;
+        assert!(
+            upstream.requests().is_empty(),
+            "{choice}: the control plane reached the server: {:?}",
+            upstream.requests()
+        );
+    }
+    Ok(())
 }
