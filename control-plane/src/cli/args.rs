@@ -240,6 +240,9 @@ pub enum WorkspaceCommand {
         /// Only this action (install, remove, token_create, token_revoke, tool_call, ...)
         #[arg(long)]
         action: Option<String>,
+        /// Continue after the last page (the cursor its last line names)
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
     },
     /// Show what a workspace's calls add up to: calls, errors, p50/p95 latency per
     /// server, per tool and per token
@@ -841,6 +844,7 @@ mod tests {
                 since,
                 action,
                 user,
+                after: None,
             }) => {
                 assert_eq!(workspace.as_deref(), Some("acme-team"));
                 assert_eq!(since, Some(Since::Ago(3_600)));

@@ -196,6 +196,8 @@ pub struct SecretList {
 #[serde(default)]
 pub struct AuditLog {
     pub events: Vec<AuditEvent>,
+    /// Set when the page is full: where the next one starts.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/workspaces/{ws}/analytics`.

@@ -26,7 +26,16 @@ pub async fn run(ctx: &mut Context, command: WorkspaceCommand) -> Result<String,
             since,
             user,
             action,
-        } => audit(ctx, workspace, since, user, action).await,
+            after,
+        } => {
+            let filter = AuditFilter {
+                since,
+                user,
+                action,
+                after,
+            };
+            audit(ctx, workspace, filter).await
+        }
         WorkspaceCommand::Analytics { workspace, since } => {
             super::analytics::run(ctx, workspace, since).await
         }
@@ -158,22 +167,30 @@ fn revoke_body(name: Option<String>, id: Option<String>) -> Value {
     }
 }
 
-/// The audit query string: only the filters that were given.
-fn audit_query(
+/// What `workspace audit` asks for.
+#[derive(Default)]
+struct AuditFilter {
     since: Option<Since>,
     user: Option<String>,
     action: Option<String>,
-    now: i64,
-) -> Vec<(&'static str, String)> {
+    /// Where the previous page ended.
+    after: Option<String>,
+}
+
+/// The audit query string: only the filters that were given.
+fn audit_query(filter: AuditFilter, now: i64) -> Vec<(&'static str, String)> {
     let mut query = Vec::new();
-    if let Some(since) = since {
+    if let Some(since) = filter.since {
         query.push(("since", since.resolve(now).to_string()));
     }
-    if let Some(user) = user {
+    if let Some(user) = filter.user {
         query.push(("user", user));
     }
-    if let Some(action) = action {
+    if let Some(action) = filter.action {
         query.push(("action", action));
+    }
+    if let Some(after) = filter.after {
+        query.push(("cursor", after));
     }
     query
 }
@@ -181,18 +198,23 @@ fn audit_query(
 async fn audit(
     ctx: &Context,
     workspace: Option<String>,
-    since: Option<Since>,
-    user: Option<String>,
-    action: Option<String>,
+    filter: AuditFilter,
 ) -> Result<String, CliError> {
     let ws = ctx.workspace(workspace)?;
-    let query = audit_query(since, user, action, now_unix());
+    let query = audit_query(filter, now_unix());
     let answer = ctx
         .client()?
         .get_query(&["v1", "workspaces", &ws, "audit"], &query)
         .await?;
     let log: AuditLog = decode(&answer, "workspace audit")?;
-    ctx.output(&answer, || Ok(render::audit_table(&ws, &log.events)))
+    ctx.output(&answer, || {
+        let mut text = render::audit_table(&ws, &log.events);
+        if let Some(next) = &log.next_cursor {
+            text +=
+                &format!("More events: run it again with --after {next} (and the same filters).\n");
+        }
+        Ok(text)
+    })
 }
 
 #[cfg(test)]
@@ -210,19 +232,21 @@ mod tests {
 
     #[test]
     fn audit_query_resolves_since_against_now() {
+        let filter = AuditFilter {
+            since: Some(Since::Ago(3_600)),
+            user: Some("alice".into()),
+            action: Some("tool_call".into()),
+            after: Some("6400000.ce_1".into()),
+        };
         assert_eq!(
-            audit_query(
-                Some(Since::Ago(3_600)),
-                Some("alice".into()),
-                Some("tool_call".into()),
-                10_000
-            ),
+            audit_query(filter, 10_000),
             vec![
                 ("since", "6400".to_owned()),
                 ("user", "alice".to_owned()),
-                ("action", "tool_call".to_owned())
+                ("action", "tool_call".to_owned()),
+                ("cursor", "6400000.ce_1".to_owned()),
             ]
         );
-        assert!(audit_query(None, None, None, 10_000).is_empty());
+        assert!(audit_query(AuditFilter::default(), 10_000).is_empty());
     }
 }

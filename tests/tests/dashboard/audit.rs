@@ -129,10 +129,51 @@ async fn every_audit_entry_is_reached_past_the_api_ceiling() -> anyhow::Result<(
     assert_eq!(ids.len(), newest_first.len(), "an entry came twice");
     assert!(calls.iter().all(|c| ids.contains(c.id.as_str())));
     assert_eq!(newest_first[0]["target"], "github__newest");
-    let (mut oldest_first, _) = walk(&d, &jwt, "asc").await?;
+    let (oldest_first, _) = walk(&d, &jwt, "asc").await?;
     assert_eq!(oldest_first[0]["action"], "workspace_create");
-    oldest_first.reverse();
-    assert_eq!(oldest_first, newest_first);
+    let mut reversed = oldest_first.clone();
+    reversed.reverse();
+    assert_eq!(reversed, newest_first);
+
+    // The CLI: a page of the server's default size, oldest first, and how to go on
+    // (the SKILL column is the last but one: ACTION holds no spaces here).
+    let skill_of = |e: &Value| match e["target"].as_str() {
+        Some("") | None => "-".to_owned(),
+        Some(t) => t.to_owned(),
+    };
+    let first = d.admin.ok(&["workspace", "audit", "eng"]).await?;
+    let rows: Vec<&str> = first
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("More events"))
+        .collect();
+    assert_eq!(rows.len(), 1_000);
+    let last = rows[999]
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(last, skill_of(&oldest_first[999]));
+    let more = first
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("More events: run it again with --after "))
+        .and_then(|l| l.split(' ').next())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no way on after the first page:\n{}",
+                &first[first.len().saturating_sub(300)..]
+            )
+        })?;
+    let second = d
+        .admin
+        .ok(&["workspace", "audit", "eng", "--after", more])
+        .await?;
+    let next = second
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().rev().nth(1));
+    assert_eq!(next, Some(skill_of(&oldest_first[1_000]).as_str()));
     for bad in ["order=sideways", "cursor=nonsense"] {
         let answer =
             d.cp.request(
