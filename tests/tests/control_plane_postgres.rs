@@ -26,6 +26,8 @@ mod fixture;
 mod install_probe;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
+#[path = "control_plane/logout.rs"]
+mod logout;
 #[path = "control_plane/migrate.rs"]
 mod migrate;
 #[path = "control_plane/replicas.rs"]

@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>, other: Router) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/login", post(users::login))
+        .route("/v1/logout", post(users::logout))
         .route("/v1/whoami", get(users::whoami))
         .route("/v1/users", post(users::create).get(users::list))
         .route(

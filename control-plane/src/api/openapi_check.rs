@@ -9,6 +9,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/v1/openapi.yaml"),
     ("post", "/v1/login"),
+    ("post", "/v1/logout"),
     ("get", "/v1/whoami"),
     ("post", "/v1/users"),
     ("get", "/v1/users"),

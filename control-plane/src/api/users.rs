@@ -43,6 +43,19 @@ pub async fn login(State(app): State<Arc<App>>, Body(req): Body<Login>) -> ApiRe
     ))
 }
 
+/// Signs the caller's session out on every control plane of the database: the JWT
+/// it was called with is refused from now on (`gatehouse logout`).
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    _user: AuthUser,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<Value>> {
+    if let Some(token) = super::request::bearer_of(&headers) {
+        app.sign_out(token).await?;
+    }
+    Ok(Json(json!({"logged_out": true})))
+}
+
 pub async fn whoami(State(app): State<Arc<App>>, user: AuthUser) -> ApiResult<Json<Value>> {
     let row = app
         .store

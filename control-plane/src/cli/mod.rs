@@ -76,7 +76,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
 async fn dispatch(ctx: &mut Context, command: Command) -> Result<String, CliError> {
     match command {
         Command::Login(args) => session::login(ctx, args.username, args.credential).await,
-        Command::Logout => session::logout(ctx),
+        Command::Logout => session::logout(ctx).await,
         Command::Whoami => session::whoami(ctx).await,
         Command::User(UserCommand::Create { name, email, admin }) => {
             session::create_user(ctx, name, email, admin).await

@@ -163,18 +163,36 @@ pub async fn login(
     })
 }
 
-pub fn logout(ctx: &mut Context) -> Result<String, CliError> {
+/// Forgets the session here and, first, has the control plane revoke it, so a copy of
+/// the state file is worth nothing either. A control plane that cannot be told does
+/// not keep the user logged in: the session is forgotten and the output says it
+/// stays valid until it expires.
+pub async fn logout(ctx: &mut Context) -> Result<String, CliError> {
+    let revoked = match ctx.config.token.as_deref().filter(|t| !t.is_empty()) {
+        None => Ok(()),
+        Some(_) => match ctx.client() {
+            Ok(client) => match client.post(&["v1", "logout"], &json!({})).await {
+                // Expired or revoked already: nothing left to revoke.
+                Ok(_) | Err(CliError::Api { status: 401, .. }) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+    };
     let was_logged_in = ctx.config.token.take().is_some();
     if was_logged_in {
         ctx.save()?;
     }
-    let answer = json!({"logged_out": was_logged_in});
+    let answer = json!({"logged_out": was_logged_in, "revoked": was_logged_in && revoked.is_ok()});
     let api = ctx.config.api.clone().unwrap_or_else(|| ctx.api.clone());
     ctx.output(&answer, || {
-        Ok(if was_logged_in {
-            format!("Logged out of {api}.\n")
-        } else {
-            "Not logged in.\n".to_owned()
+        Ok(match (was_logged_in, &revoked) {
+            (false, _) => "Not logged in.\n".to_owned(),
+            (true, Ok(())) => format!("Logged out of {api}.\n"),
+            (true, Err(e)) => format!(
+                "Logged out of {api} here, but the control plane was not told ({e}): \
+                 the session stays valid until it expires.\n"
+            ),
         })
     })
 }
