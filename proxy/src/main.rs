@@ -14,6 +14,7 @@ use gatehouse_proxy::shared::Shared;
 use gatehouse_proxy::uplink::audit_ship::{AuditShipper, Spool};
 use gatehouse_proxy::uplink::control_plane::{ConfigStream, ControlPlane, UsageReport};
 use gatehouse_proxy::uplink::file::ConfigWatch;
+use gatehouse_proxy::uplink::replicas::Replicas;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::server::configuration::ServerConf;
@@ -32,9 +33,17 @@ struct Args {
     /// and on SIGHUP. Use this or --control-plane.
     #[arg(long, env = "GATEHOUSE_CONFIG", conflicts_with = "control_plane")]
     config: Option<PathBuf>,
-    /// Control plane URL to receive config from (e.g. http://127.0.0.1:7070).
-    #[arg(long, env = "GATEHOUSE_CONTROL_PLANE", requires = "proxy_token")]
-    control_plane: Option<String>,
+    /// Control plane URL to receive config from (e.g. http://127.0.0.1:7070). Several
+    /// replicas: a comma-separated list (http://cp-a:7070,http://cp-b:7070), used in
+    /// order; the proxy moves to the next one when the one in use fails.
+    #[arg(
+        long,
+        env = "GATEHOUSE_CONTROL_PLANE",
+        requires = "proxy_token",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    control_plane: Vec<String>,
     /// Credential this proxy presents to the control plane.
     #[arg(long, env = "GATEHOUSE_PROXY_TOKEN", hide_env_values = true)]
     proxy_token: Option<String>,
@@ -222,11 +231,13 @@ fn initial_config(args: &Args) -> anyhow::Result<(Snapshot, Source)> {
         };
         return Ok((snapshot, source));
     }
-    let (Some(url), Some(token)) = (&args.control_plane, &args.proxy_token) else {
+    let (false, Some(token)) = (args.control_plane.is_empty(), &args.proxy_token) else {
         anyhow::bail!("give --config FILE or --control-plane URL with --proxy-token (or GATEHOUSE_PROXY_TOKEN)");
     };
+    let replicas = Replicas::new(args.control_plane.iter().cloned())
+        .context("--control-plane (GATEHOUSE_CONTROL_PLANE)")?;
     let cp = ControlPlane::new(
-        url.clone(),
+        replicas,
         token.clone(),
         args.proxy_name.clone(),
         args.state_dir.clone(),

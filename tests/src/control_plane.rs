@@ -129,17 +129,36 @@ impl ControlPlane {
         database: Option<String>,
         master_key: Option<String>,
     ) -> anyhow::Result<ControlPlane> {
-        Self::launch(database, master_key, Vec::new()).await
+        let proxy_token = format!("gpx_test_{}", random_base62(32));
+        Self::launch(database, master_key, proxy_token, Vec::new()).await
+    }
+
+    /// [`start_with`](Self::start_with) with the proxy token given: replicas that
+    /// one proxy fails over between must all accept its token.
+    pub async fn start_replica(
+        database: Option<String>,
+        master_key: Option<String>,
+        proxy_token: String,
+    ) -> anyhow::Result<ControlPlane> {
+        Self::launch(database, master_key, proxy_token, Vec::new()).await
     }
 
     /// A control plane on the embedded store with more `gatehouse serve` flags.
     pub async fn start_with_args(args: &[&str]) -> anyhow::Result<ControlPlane> {
-        Self::launch(None, None, args.iter().map(|a| a.to_string()).collect()).await
+        let proxy_token = format!("gpx_test_{}", random_base62(32));
+        Self::launch(
+            None,
+            None,
+            proxy_token,
+            args.iter().map(|a| a.to_string()).collect(),
+        )
+        .await
     }
 
     async fn launch(
         database: Option<String>,
         master_key: Option<String>,
+        proxy_token: String,
         extra_args: Vec<String>,
     ) -> anyhow::Result<ControlPlane> {
         let mut cp = ControlPlane {
@@ -149,7 +168,7 @@ impl ControlPlane {
             extra_args,
             addr: free_addr()?,
             gateway: GatewayPorts::pick()?,
-            proxy_token: format!("gpx_test_{}", random_base62(32)),
+            proxy_token,
             admin_credential: String::new(),
             data: TempDir::new("cp-data")?,
             logs: TempDir::new("cp-logs")?,

@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod raw;
 pub mod reference;
+pub mod replica_set;
 pub mod upstream;
 pub mod wire;
 

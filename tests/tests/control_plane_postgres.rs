@@ -1,9 +1,9 @@
 //! The control-plane tests of `control_plane` (the same modules, one per concern),
 //! with every control plane's store on PostgreSQL: a throwaway cluster this process
 //! starts (`gatehouse_tests::postgres`), one database per control plane. Then what
-//! only PostgreSQL allows: several control planes on one database (`replicas`),
-//! `gatehouse migrate` from SQLite, and the errors of a database it cannot use
-//! (`database_url`).
+//! only PostgreSQL allows: several control planes on one database (`replicas`), a
+//! proxy failing over between them (`failover`), `gatehouse migrate` from SQLite,
+//! and the errors of a database it cannot use (`database_url`).
 
 use gatehouse_tests::control_plane::StoreBackend;
 
@@ -20,6 +20,8 @@ mod authorisation;
 mod bad_input;
 #[path = "control_plane/database_url.rs"]
 mod database_url;
+#[path = "control_plane/failover.rs"]
+mod failover;
 #[path = "control_plane/fixture.rs"]
 mod fixture;
 #[path = "control_plane/install_probe.rs"]

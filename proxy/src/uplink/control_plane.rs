@@ -2,8 +2,11 @@
 //! snapshots (SSE events `snapshot`), installed as they arrive and acknowledged so the
 //! control plane can show each proxy's version and lag. The last snapshot is kept on
 //! disk encrypted (it holds secrets), so a proxy restarted while the control plane is
-//! down serves what it served before.
+//! down serves what it served before. The control plane may be several replicas
+//! ([`Replicas`]): the stream, the token-use report and audit batches go to the one in
+//! use and move to the next when it fails.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::shared::Shared;
+use crate::uplink::replicas::{Replica, Replicas};
 use gatehouse_mcp::sse::SseSplitter;
 
 /// No event (not even a keep-alive, sent every 15 s) for this long means the stream
@@ -30,7 +34,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How a proxy reaches its control plane.
 #[derive(Clone)]
 pub struct ControlPlane {
-    pub url: String,
+    /// Its replicas' base URLs, and the one in use.
+    pub replicas: Arc<Replicas>,
     pub token: String,
     pub proxy_id: String,
     pub proxy_name: String,
@@ -40,7 +45,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn new(
-        url: String,
+        replicas: Replicas,
         token: String,
         proxy_name: String,
         state_dir: PathBuf,
@@ -62,7 +67,7 @@ impl ControlPlane {
             .connect_timeout(Duration::from_secs(3))
             .build()?;
         Ok(ControlPlane {
-            url: url.trim_end_matches('/').to_string(),
+            replicas: Arc::new(replicas),
             token,
             proxy_id,
             proxy_name,
@@ -71,11 +76,11 @@ impl ControlPlane {
         })
     }
 
-    /// Opens the watch stream.
-    async fn connect(&self) -> anyhow::Result<reqwest::Response> {
+    /// Opens the watch stream on `replica`.
+    async fn connect(&self, replica: Replica<'_>) -> anyhow::Result<reqwest::Response> {
         let resp = self
             .http
-            .get(format!("{}/v1/proxy/watch", self.url))
+            .get(format!("{}/v1/proxy/watch", replica.url))
             .query(&[("id", &self.proxy_id), ("name", &self.proxy_name)])
             .bearer_auth(&self.token)
             .header(http::header::ACCEPT, "text/event-stream")
@@ -89,25 +94,65 @@ impl ControlPlane {
         Ok(resp)
     }
 
-    /// The first snapshot the control plane sends, within `timeout`.
+    /// The first snapshot a replica sends, asking each in turn (each within
+    /// `timeout`); the first that answers is used from then on.
     pub async fn fetch_once(&self, timeout: Duration) -> anyhow::Result<Snapshot> {
-        let work = async {
-            let resp = self.connect().await?;
-            let mut events = Box::pin(snapshots(resp));
-            events
-                .next()
+        let mut failures = Vec::new();
+        for index in 0..self.replicas.len() {
+            let replica = self.replicas.at(index);
+            let work = async {
+                let resp = self.connect(replica).await?;
+                let mut events = Box::pin(snapshots(resp));
+                events
+                    .next()
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("watch stream ended before a snapshot"))?
+            };
+            let outcome = tokio::time::timeout(timeout, work)
                 .await
-                .ok_or_else(|| anyhow::anyhow!("watch stream ended before a snapshot"))?
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| anyhow::anyhow!("no snapshot within {timeout:?}"))?
+                .map_err(|_| anyhow::anyhow!("no snapshot within {timeout:?}"))
+                .and_then(|fetched| fetched);
+            match outcome {
+                Ok(snapshot) => {
+                    self.replicas.answered(replica);
+                    return Ok(snapshot);
+                }
+                Err(e) => failures.push(format!("{}: {e:#}", replica.url)),
+            }
+        }
+        anyhow::bail!("{}", failures.join("; "))
     }
 
-    async fn acknowledge(&self, version: u64) {
+    /// Sends with `send` to the replica in use and, while a replica cannot take it,
+    /// to the next, each replica once; the last failure when none took it. A
+    /// [`ShipError::Rejected`] is final: another replica would reject it too.
+    async fn on_any_replica<'s, T, F, Fut>(&'s self, mut send: F) -> Result<T, ShipError>
+    where
+        F: FnMut(&'s str) -> Fut,
+        Fut: Future<Output = Result<T, ShipError>>,
+    {
+        let mut replica = self.replicas.in_use();
+        let mut tried = 0;
+        loop {
+            match send(replica.url).await {
+                Err(ShipError::Unreachable(why)) => {
+                    tried += 1;
+                    if tried >= self.replicas.len() {
+                        return Err(ShipError::Unreachable(why));
+                    }
+                    replica = self.replicas.failed(replica, &why);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Tells `url`, the replica whose stream delivered `version`, that it is applied
+    /// (its registry of proxies is the one that shows this proxy connected).
+    async fn acknowledge(&self, url: &str, version: u64) {
         let result = self
             .http
-            .post(format!("{}/v1/proxy/status", self.url))
+            .post(format!("{url}/v1/proxy/status"))
             .bearer_auth(&self.token)
             .json(&serde_json::json!({"id": self.proxy_id, "name": self.proxy_name, "version": version}))
             .timeout(Duration::from_secs(5))
@@ -118,8 +163,14 @@ impl ControlPlane {
         }
     }
 
-    /// POSTs audit events; `Ok` once the control plane stored them (or had them).
+    /// POSTs audit events to a replica that takes them; `Ok` once one stored them
+    /// (or had them: a batch sent again, here or to another replica, is stored once).
     pub async fn ship_audit(&self, events: &[CallEvent]) -> Result<(), ShipError> {
+        self.on_any_replica(|url| self.ship_audit_to(url, events))
+            .await
+    }
+
+    async fn ship_audit_to(&self, url: &str, events: &[CallEvent]) -> Result<(), ShipError> {
         /// [`gatehouse_config::audit::AuditBatch`], borrowed.
         #[derive(serde::Serialize)]
         struct Batch<'a> {
@@ -128,7 +179,7 @@ impl ControlPlane {
         }
         let resp = self
             .http
-            .post(format!("{}/v1/proxy/audit", self.url))
+            .post(format!("{url}/v1/proxy/audit"))
             .bearer_auth(&self.token)
             .json(&Batch {
                 proxy_id: &self.proxy_id,
@@ -281,7 +332,7 @@ pub struct UsageReport {
 }
 
 impl UsageReport {
-    async fn send(&self) -> anyhow::Result<()> {
+    async fn send(&self) -> Result<(), ShipError> {
         let used = self.state.config.usage.unreported();
         if used.is_empty() {
             return Ok(());
@@ -290,16 +341,24 @@ impl UsageReport {
             .iter()
             .map(|(id, at)| serde_json::json!({"id": id, "last_used": at}))
             .collect();
+        let body = &serde_json::json!({"tokens": tokens});
         let cp = &self.control_plane;
-        let resp = cp
-            .http
-            .post(format!("{}/v1/proxy/usage", cp.url))
-            .bearer_auth(&cp.token)
-            .json(&serde_json::json!({"tokens": tokens}))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+        cp.on_any_replica(|url| async move {
+            let resp = cp
+                .http
+                .post(format!("{url}/v1/proxy/usage"))
+                .bearer_auth(&cp.token)
+                .json(body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| ShipError::Unreachable(e.without_url().to_string()))?;
+            match resp.status() {
+                ok if ok.is_success() => Ok(()),
+                status => Err(ShipError::Unreachable(format!("HTTP {status}"))),
+            }
+        })
+        .await?;
         self.state.config.usage.reported(&used);
         Ok(())
     }
@@ -318,7 +377,7 @@ impl BackgroundService for UsageReport {
                 }
             }
             if let Err(e) = self.send().await {
-                tracing::debug!("token use not reported yet: {e:#}");
+                tracing::debug!("token use not reported yet: {e}");
             }
         }
     }
@@ -331,9 +390,13 @@ pub struct ConfigStream {
 }
 
 impl ConfigStream {
-    async fn follow(&self, shutdown: &mut ShutdownWatch) -> anyhow::Result<()> {
-        let resp = self.control_plane.connect().await?;
-        tracing::info!(url = %self.control_plane.url, "watching the control plane for config");
+    async fn follow(
+        &self,
+        replica: Replica<'_>,
+        shutdown: &mut ShutdownWatch,
+    ) -> anyhow::Result<()> {
+        let resp = self.control_plane.connect(replica).await?;
+        tracing::info!(url = replica.url, "watching the control plane for config");
         let mut events = Box::pin(snapshots(resp));
         loop {
             let next = tokio::select! {
@@ -365,7 +428,7 @@ impl ConfigStream {
                     }
                 });
             }
-            self.control_plane.acknowledge(version).await;
+            self.control_plane.acknowledge(replica.url, version).await;
         }
     }
 }
@@ -373,18 +436,34 @@ impl ConfigStream {
 #[async_trait]
 impl BackgroundService for ConfigStream {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let replicas = &self.control_plane.replicas;
         let mut backoff = Duration::from_millis(100);
+        // Failures since the stream last held for a while: a replica not yet tried
+        // in this round is tried at once, a round that found none waits.
+        let mut failures = 0;
         loop {
+            let replica = replicas.in_use();
             let started = std::time::Instant::now();
-            match self.follow(&mut shutdown).await {
+            let why = match self.follow(replica, &mut shutdown).await {
                 Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!("control plane watch: {e:#}; serving the last config and retrying in {backoff:?}");
-                }
-            }
+                Err(e) => format!("{e:#}"),
+            };
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
+                failures = 0;
             }
+            failures += 1;
+            let next = replicas.failed(replica, &why);
+            if failures % replicas.len() != 0 {
+                tracing::warn!(
+                    "control plane watch: {why}; serving the last config and trying {} now",
+                    next.url
+                );
+                continue;
+            }
+            tracing::warn!(
+                "control plane watch: {why}; serving the last config and retrying in {backoff:?}"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = shutdown.changed() => return,
