@@ -471,6 +471,28 @@ impl GatewayProxy {
         }
     }
 
+    /// Stops the process as an orchestrator does (SIGTERM: requests in flight
+    /// finish, audit events are shipped or spooled) and waits until it exited.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        while child.try_wait()?.is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                anyhow::bail!("gatehouse-proxy did not exit within {STEP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

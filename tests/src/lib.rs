@@ -18,6 +18,7 @@
 //!
 //! Nothing here sleeps to synchronise: [`wait_until`] polls a condition with a deadline.
 
+pub mod balancer;
 pub mod broken;
 pub mod client;
 pub mod config;

@@ -2,8 +2,9 @@
 //! with every control plane's store on PostgreSQL: a throwaway cluster this process
 //! starts (`gatehouse_tests::postgres`), one database per control plane. Then what
 //! only PostgreSQL allows: several control planes on one database (`replicas`), a
-//! proxy failing over between them (`failover`), `gatehouse migrate` from SQLite,
-//! and the errors of a database it cannot use (`database_url`).
+//! proxy failing over between them (`failover`), the whole scaled-out deployment
+//! behind nginx while a control plane and a proxy die (`chaos`), `gatehouse migrate`
+//! from SQLite, and the errors of a database it cannot use (`database_url`).
 
 use gatehouse_tests::control_plane::StoreBackend;
 
@@ -18,6 +19,8 @@ mod audit_ingest;
 mod authorisation;
 #[path = "control_plane/bad_input.rs"]
 mod bad_input;
+#[path = "control_plane/chaos.rs"]
+mod chaos;
 #[path = "control_plane/database_url.rs"]
 mod database_url;
 #[path = "control_plane/failover.rs"]
