@@ -107,7 +107,11 @@ def metric_names(expr):
     while i < len(toks):
         kind, text = toks[i]
         following = toks[i + 1][1] if i + 1 < len(toks) else None
-        if text == "{":
+        if text == "[":
+            # A range or subquery (`[5m]`, `[1h:1m]`): durations, no names.
+            while i < len(toks) and toks[i][1] != "]":
+                i += 1
+        elif text == "{":
             depth += 1
         elif text == "}":
             depth -= 1
