@@ -247,7 +247,7 @@ fn initial_config(args: &Args) -> anyhow::Result<(Snapshot, Source)> {
         .build()?;
     let snapshot = match runtime.block_on(cp.fetch_once(Duration::from_secs(5))) {
         Ok(snapshot) => {
-            if let Err(e) = cp.save_cache(&serde_json::to_vec(&snapshot)?) {
+            if let Err(e) = cp.save_cache(snapshot.version, &serde_json::to_vec(&snapshot)?) {
                 tracing::warn!("could not save the snapshot cache: {e:#}");
             }
             snapshot

@@ -41,6 +41,9 @@ pub struct ControlPlane {
     pub proxy_name: String,
     pub state_dir: PathBuf,
     http: reqwest::Client,
+    /// The version of the snapshot last saved to disk. Saves run on blocking threads
+    /// in no set order: one at a time, and never an older snapshot over a newer one.
+    saved: Arc<std::sync::Mutex<u64>>,
 }
 
 impl ControlPlane {
@@ -73,6 +76,7 @@ impl ControlPlane {
             proxy_name,
             state_dir,
             http,
+            saved: Arc::new(std::sync::Mutex::new(0)),
         })
     }
 
@@ -223,7 +227,16 @@ impl ControlPlane {
         Aes256Gcm::new_from_slice(&key).expect("32 bytes")
     }
 
-    pub fn save_cache(&self, snapshot_json: &[u8]) -> anyhow::Result<()> {
+    /// Seals and writes snapshot `version` (its JSON) unless a newer one was saved.
+    /// Blocking: call it off the async workers.
+    pub fn save_cache(&self, version: u64, snapshot_json: &[u8]) -> anyhow::Result<()> {
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| anyhow::anyhow!("an earlier snapshot save panicked"))?;
+        if version < *saved {
+            return Ok(());
+        }
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
         let sealed = self
@@ -232,7 +245,9 @@ impl ControlPlane {
             .map_err(|_| anyhow::anyhow!("sealing the snapshot cache failed"))?;
         let mut bytes = nonce.to_vec();
         bytes.extend(sealed);
-        write_atomically(&self.cache_path(), &bytes)
+        write_atomically(&self.cache_path(), &bytes)?;
+        *saved = version;
+        Ok(())
     }
 
     pub fn load_cache(&self) -> anyhow::Result<Snapshot> {
@@ -423,7 +438,7 @@ impl ConfigStream {
                 let cp = self.control_plane.clone();
                 let json = serde_json::to_vec(&snapshot)?;
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = cp.save_cache(&json) {
+                    if let Err(e) = cp.save_cache(version, &json) {
                         tracing::warn!("could not save the snapshot cache: {e:#}");
                     }
                 });
@@ -470,5 +485,48 @@ impl BackgroundService for ConfigStream {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_config::{Secret, SessionKey};
+
+    fn snapshot(version: u64) -> Vec<u8> {
+        let snapshot = Snapshot {
+            version,
+            session_keys: vec![SessionKey {
+                id: "k1".into(),
+                key: Secret::new("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string()),
+            }],
+            ..Snapshot::default()
+        };
+        serde_json::to_vec(&snapshot).unwrap()
+    }
+
+    #[test]
+    fn snapshots_saved_at_once_all_succeed_and_the_newest_stays() {
+        let dir = std::env::temp_dir().join(format!(
+            "gatehouse-cache-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let replicas = Replicas::new(["http://cp:7070".to_string()]).unwrap();
+        let cp = ControlPlane::new(replicas, "gpx_t".into(), "edge".into(), dir.clone()).unwrap();
+        let saves: Vec<_> = (1..=16)
+            .map(|v| {
+                let cp = cp.clone();
+                std::thread::spawn(move || cp.save_cache(v, &snapshot(v)))
+            })
+            .collect();
+        for save in saves {
+            save.join().unwrap().unwrap();
+        }
+        assert_eq!(cp.load_cache().unwrap().version, 16);
+        // A late save of an older snapshot does not replace it.
+        cp.save_cache(3, &snapshot(3)).unwrap();
+        assert_eq!(cp.load_cache().unwrap().version, 16);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
