@@ -506,11 +506,17 @@ impl Store {
     }
 
     /// Records token use reported by proxies; a time never moves backwards. Use is
-    /// not a config change: no audit event, no version bump.
+    /// not a config change: no audit event, no version bump. Rows are updated in id
+    /// order: several proxies report the same tokens at once, each in its own order,
+    /// and on PostgreSQL two reports locking rows in opposite orders deadlock (one
+    /// fails with a 500 after the 1 s deadlock timeout; changes to those tokens wait
+    /// meanwhile).
     pub async fn touch_tokens(&self, uses: &[(String, i64)]) -> Result<u64, sqlx::Error> {
+        let mut ordered: Vec<&(String, i64)> = uses.iter().collect();
+        ordered.sort();
         let mut tx = self.begin().await?;
         let mut updated = 0;
-        for (id, at) in uses {
+        for (id, at) in ordered {
             updated += sqlx::query(
                 "UPDATE workspace_tokens SET last_used_at = $1 \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
@@ -919,4 +925,48 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{self, on_both_engines};
+
+    on_both_engines! {
+    /// Proxies reporting the same tokens at once, in opposite orders, to two
+    /// control planes: every report is stored, none deadlocks.
+    async fn token_use_reported_at_once_in_any_order_is_stored(engine: Engine) {
+        let (_dir, one) = testing::fresh(engine).await;
+        let other = testing::same_database(&one).await;
+        let owner = one.insert_user("owner", "owner@example.com", false, "x", "test").await.unwrap();
+        let token = |i: usize| NewToken {
+            id: format!("tok_{i:02}"),
+            name: format!("t{i}"),
+            sha256: format!("{i:064x}"),
+            expires_at: None,
+            created_by: owner.id.clone(),
+        };
+        one.insert_workspace("eng", "Eng", &owner.id, &token(0), "test").await.unwrap();
+        let ws = one.visible_workspace(&owner.id, "eng").await.unwrap().unwrap();
+        for i in 1..24 {
+            one.create_token(&ws, &token(i), "test").await.unwrap();
+        }
+        for round in 0..20i64 {
+            let forward: Vec<(String, i64)> =
+                (0..24).map(|i| (format!("tok_{i:02}"), 1_000 + round)).collect();
+            let backward: Vec<(String, i64)> = forward.iter().rev().cloned().collect();
+            let (a, b) = tokio::join!(one.touch_tokens(&forward), other.touch_tokens(&backward));
+            a.unwrap();
+            b.unwrap();
+        }
+        let used: Vec<Option<i64>> = one
+            .tokens(&ws.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.last_used_at)
+            .collect();
+        assert_eq!(used, vec![Some(1_019); 24]);
+    }
+    }
 }
