@@ -60,6 +60,11 @@ const STEPS: &[Step] = &[
         out: "",
         report: "eras/report.json",
     },
+    Step {
+        command: "scale-out",
+        out: "",
+        report: "scale-out/report.json",
+    },
 ];
 
 #[derive(Debug, Serialize)]

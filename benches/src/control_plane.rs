@@ -1,6 +1,8 @@
 //! The control plane as a scenario needs it: the release `gatehouse serve` on a fresh
-//! data dir, its bootstrap admin and proxy token (read from that dir), the few API
-//! calls that give proxies a workspace to serve, and its `/metrics`.
+//! data dir (its store there, or a PostgreSQL database that replicas share with one
+//! master key and proxy token: [`Replica`]), its bootstrap admin and proxy token (read
+//! from that dir), the few API calls that give proxies a workspace to serve, and its
+//! `/metrics`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,39 +20,80 @@ pub struct ControlPlane {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
-    /// What proxies present (`<data dir>/proxy.token`).
+    /// What proxies present (`<data dir>/proxy.token`, or the one replicas share).
     pub proxy_token: String,
-    /// The bootstrap admin's credential (`<data dir>/admin.credential`).
-    admin_credential: String,
+    /// The bootstrap admin's credential (`<data dir>/admin.credential`), when this
+    /// control plane created the store's admin.
+    admin_credential: Option<String>,
     pub log: PathBuf,
     http: reqwest::Client,
 }
 
+/// One of several control planes on one PostgreSQL database.
+pub struct Replica<'a> {
+    /// Names its data dir (`<dir>/<label>-data`) and log (`<dir>/<label>.log`).
+    pub label: &'a str,
+    /// `--database`.
+    pub database: &'a str,
+    /// `GATEHOUSE_MASTER_KEY` and `GATEHOUSE_PROXY_TOKEN`, the same for every replica.
+    pub master_key: &'a str,
+    pub proxy_token: &'a str,
+}
+
 impl ControlPlane {
     /// Starts `gatehouse serve` on a free port with a fresh data dir
-    /// (`<dir>/control-plane-data`), logging to `<dir>/control-plane.log`, and waits
-    /// until `/healthz` answers.
+    /// (`<dir>/control-plane-data`) holding its SQLite store, logging to
+    /// `<dir>/control-plane.log`, and waits until `/healthz` answers.
     pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<ControlPlane> {
-        let data = dir.join("control-plane-data");
+        Self::launch(binary, dir, "control-plane", None).await
+    }
+
+    /// Starts `replica` as [`start`](Self::start) does.
+    pub async fn start_replica(
+        binary: &Path,
+        dir: &Path,
+        replica: &Replica<'_>,
+    ) -> anyhow::Result<ControlPlane> {
+        Self::launch(binary, dir, replica.label, Some(replica)).await
+    }
+
+    async fn launch(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        replica: Option<&Replica<'_>>,
+    ) -> anyhow::Result<ControlPlane> {
+        let data = dir.join(format!("{label}-data"));
         if data.exists() {
             std::fs::remove_dir_all(&data)
                 .with_context(|| format!("removing the old {}", data.display()))?;
         }
         std::fs::create_dir_all(&data)?;
-        let log = dir.join("control-plane.log");
+        let log = dir.join(format!("{label}.log"));
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("NO_COLOR", "1")
+            // The proxy token and admin credential are the ones `serve` writes to
+            // the data dir (or the replicas' own), not whatever this shell holds.
+            .env_remove("GATEHOUSE_PROXY_TOKEN")
+            .env_remove("GATEHOUSE_MASTER_KEY")
+            .env_remove("GATEHOUSE_DATABASE_URL")
+            .env_remove("GATEHOUSE_DATA_DIR");
+        if let Some(replica) = replica {
+            command
+                .arg("--database")
+                .arg(replica.database)
+                .env("GATEHOUSE_MASTER_KEY", replica.master_key)
+                .env("GATEHOUSE_PROXY_TOKEN", replica.proxy_token);
+        }
         let (mut child, pid) = spawn_logged(
-            Command::new(binary)
-                .arg("serve")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--listen")
-                .arg(addr.to_string())
-                .env("NO_COLOR", "1")
-                // The proxy token and admin credential are the ones `serve` writes to
-                // the data dir, not whatever this shell holds.
-                .env_remove("GATEHOUSE_PROXY_TOKEN")
-                .env_remove("GATEHOUSE_DATA_DIR"),
+            &mut command,
             &log,
             &binary.display().to_string(),
             " (build it: cargo build --release -p gatehouse-control-plane)",
@@ -75,12 +118,17 @@ impl ControlPlane {
                 .trim()
                 .to_string())
         };
+        let (proxy_token, admin_credential) = match replica {
+            // Only the replica that created the store's admin writes its credential.
+            Some(r) => (r.proxy_token.to_string(), read("admin.credential").ok()),
+            None => (read("proxy.token")?, Some(read("admin.credential")?)),
+        };
         Ok(ControlPlane {
             child,
             pid,
             addr,
-            proxy_token: read("proxy.token")?,
-            admin_credential: read("admin.credential")?,
+            proxy_token,
+            admin_credential,
             log,
             http,
         })
@@ -93,7 +141,16 @@ impl ControlPlane {
 
     /// Logs in as the bootstrap admin (`POST /v1/login`).
     pub async fn login_admin(&self) -> anyhow::Result<Admin<'_>> {
-        let body = json!({"username": "admin", "credential": self.admin_credential});
+        let credential = self
+            .admin_credential
+            .as_deref()
+            .context("this control plane did not create the admin: log in with the credential of the one that did")?;
+        self.login_admin_with(credential).await
+    }
+
+    /// Logs in as the bootstrap admin with `credential` (written by another replica).
+    pub async fn login_admin_with(&self, credential: &str) -> anyhow::Result<Admin<'_>> {
+        let body = json!({"username": "admin", "credential": credential});
         let answer = self.call(Method::POST, "/v1/login", None, &body).await?;
         let jwt = answer
             .get("token")
@@ -163,6 +220,11 @@ pub struct Admin<'a> {
 }
 
 impl Admin<'_> {
+    /// The login session, for requests of a scenario's own.
+    pub fn jwt(&self) -> &str {
+        &self.jwt
+    }
+
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.control_plane
             .call(Method::POST, path, Some(&self.jwt), &body)

@@ -5,7 +5,8 @@
 //! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
 //! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
 //! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`revocation`]: config
-//! propagation, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
+//! propagation, [`scale_out`]: two control planes on PostgreSQL and three proxies,
+//! against SQLite, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
 //! callgrind counts, [`all`]: every load scenario in one report) and the report they
 //! print ([`report`]).
 //! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
@@ -26,6 +27,7 @@ mod procstat;
 mod prometheus;
 mod report;
 mod revocation;
+mod scale_out;
 mod sessions;
 mod sse_vs_streamable;
 mod targets;
@@ -63,6 +65,11 @@ enum Scenario {
     /// API, each timed from the start of the revoke call to the first 401 from a proxy
     /// it feeds (p50/p99/max). Writes revocation/report.json.
     Revocation(revocation::Args),
+    /// Two control planes on one PostgreSQL database and three proxies fed by both:
+    /// revoke on one replica -> 401 on every proxy (p50/p99); audit events stored per
+    /// second and admin API reads per second, PostgreSQL vs SQLite. Needs Debian's
+    /// postgresql. Writes scale-out/report.json.
+    ScaleOut(scale_out::Args),
     /// tools/call round trips over legacy HTTP+SSE vs Streamable HTTP, one session
     /// (latency) and many (throughput). Writes sse-vs-streamable/report.json.
     SseVsStreamable(sse_vs_streamable::Args),
@@ -253,6 +260,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(audit::run(opts))
         }
         Scenario::Revocation(a) => runtime.block_on(revocation::run(a.options(&build, &out))),
+        Scenario::ScaleOut(a) => runtime.block_on(scale_out::run(a.options(&build, &out))),
         Scenario::SseVsStreamable(a) => {
             runtime.block_on(sse_vs_streamable::run(a.options(&build, &out)))
         }

@@ -128,19 +128,19 @@ struct Sample {
 
 /// How the proxy answered a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     Accepted,
     Refused,
 }
 
 /// Sends probes to the proxy's workspace URL over one keep-alive client.
-struct Prober {
+pub(crate) struct Prober {
     http: reqwest::Client,
     url: String,
 }
 
 impl Prober {
-    fn new(proxy: &GatehouseProxy) -> anyhow::Result<Prober> {
+    pub(crate) fn new(proxy: &GatehouseProxy) -> anyhow::Result<Prober> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
@@ -154,7 +154,7 @@ impl Prober {
 
     /// One sessionless `ping` with `token`: 400 is accepted, 401 refused, anything
     /// else an error.
-    async fn probe(&self, token: &str) -> anyhow::Result<Answer> {
+    pub(crate) async fn probe(&self, token: &str) -> anyhow::Result<Answer> {
         let response = self
             .http
             .post(&self.url)
@@ -184,7 +184,7 @@ impl Prober {
 
     /// Probes back to back until the proxy answers `want`, `timeout` after `since` at
     /// most; returns the time from `since` to that answer and the probes sent.
-    async fn until(
+    pub(crate) async fn until(
         &self,
         token: &str,
         want: Answer,

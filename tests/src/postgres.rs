@@ -33,20 +33,31 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    durable: bool,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static DURABLE: OnceLock<Result<Cluster, String>> = OnceLock::new();
 
 /// The cluster of this test process, started on first use.
 pub fn cluster() -> anyhow::Result<&'static Cluster> {
     CLUSTER
-        .get_or_init(|| Cluster::start().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| Cluster::start(false).map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow::anyhow!("no PostgreSQL for the tests: {e}"))
 }
 
+/// A second cluster with PostgreSQL's default durability (every commit flushed, as
+/// a deployment runs it), for measurements; [`cluster`] trades that for speed.
+pub fn durable_cluster() -> anyhow::Result<&'static Cluster> {
+    DURABLE
+        .get_or_init(|| Cluster::start(true).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("no durable PostgreSQL: {e}"))
+}
+
 impl Cluster {
-    fn start() -> anyhow::Result<Cluster> {
+    fn start(durable: bool) -> anyhow::Result<Cluster> {
         let bin = bin_dir()?;
         remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!(
@@ -85,6 +96,7 @@ impl Cluster {
                 bin: bin.clone(),
                 dir: dir.clone(),
                 port,
+                durable,
             };
             match cluster.run_server(&user) {
                 Ok(()) => return Ok(cluster),
@@ -106,13 +118,18 @@ impl Cluster {
             .arg(self.dir.join("data"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
-            // Throwaway data: no durability, and room for many control planes.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            // Room for many control planes.
+            .args(["-c", "max_connections=400"])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if !self.durable {
+            // Throwaway data: no durability.
+            command
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
         let program = command.get_program().to_string_lossy().into_owned();
         let exited = Arc::new(AtomicBool::new(false));
         let (started, spawned) = std::sync::mpsc::channel();
