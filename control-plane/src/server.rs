@@ -115,11 +115,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             opts.data_dir.join("admin.credential").display()
         );
     }
-    println!(
-        "Proxy token for gatehouse-proxy --control-plane {api_url}: {}",
-        opts.data_dir.join("proxy.token").display()
-    );
-    tokio::signal::ctrl_c().await?;
+    match &boot.proxy_token_file {
+        Some(file) => println!(
+            "Proxy token for gatehouse-proxy --control-plane {api_url}: {}",
+            file.display()
+        ),
+        None => println!(
+            "Proxy token for gatehouse-proxy --control-plane {api_url}: the one in GATEHOUSE_PROXY_TOKEN"
+        ),
+    }
+    // SIGTERM too: in a container `serve` is process 1, which has no default action
+    // for it, so without a handler `docker stop` and Kubernetes wait out their grace
+    // period and kill it.
+    stop_signal().await?;
     task.abort();
     Ok(())
 }
@@ -291,7 +299,8 @@ async fn ensure_demo(
     Ok((token_secret, mcp_json))
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP: any of them stops the all-in-one and its proxy.
+/// Ctrl-C, SIGTERM or SIGHUP: any of them stops `serve`, and the all-in-one with
+/// its proxy.
 async fn stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

@@ -52,6 +52,9 @@ pub struct Bootstrap {
     /// The admin's credential, when this start created it.
     pub admin_credential: Option<String>,
     pub proxy_token: String,
+    /// The file the proxy token was read from or written to; `None` when it came
+    /// from `GATEHOUSE_PROXY_TOKEN`.
+    pub proxy_token_file: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -105,18 +108,19 @@ impl App {
             }
         };
 
-        let proxy_token = match std::env::var("GATEHOUSE_PROXY_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        let (proxy_token, proxy_token_file) = match std::env::var("GATEHOUSE_PROXY_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), None),
             _ => {
                 let path = data_dir.join("proxy.token");
-                match std::fs::read_to_string(&path) {
+                let token = match std::fs::read_to_string(&path) {
                     Ok(t) => t.trim().to_string(),
                     Err(_) => {
                         let t = random_token("gpx_");
                         write_private(&path, t.as_bytes())?;
                         t
                     }
-                }
+                };
+                (token, Some(path))
             }
         };
 
@@ -164,6 +168,7 @@ impl App {
                 admin,
                 admin_credential,
                 proxy_token,
+                proxy_token_file,
             },
         ))
     }

@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -258,6 +258,15 @@ impl ControlPlane {
         }
     }
 
+    /// Stops the process as `docker stop` and Kubernetes do (SIGTERM) and returns
+    /// how it exited.
+    pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        match self.child.take() {
+            Some(child) => terminate(child, "gatehouse serve").await,
+            None => anyhow::bail!("gatehouse serve is not running"),
+        }
+    }
+
     /// `http://127.0.0.1:PORT`, the API URL users log in to.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -474,21 +483,8 @@ impl GatewayProxy {
     /// Stops the process as an orchestrator does (SIGTERM: requests in flight
     /// finish, audit events are shipped or spooled) and waits until it exited.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        while child.try_wait()?.is_none() {
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                anyhow::bail!("gatehouse-proxy did not exit within {STEP_TIMEOUT:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(child) = self.child.take() {
+            terminate(child, "gatehouse-proxy").await?;
         }
         Ok(())
     }
@@ -573,6 +569,26 @@ impl Drop for GatewayProxy {
             &format!("gatehouse-proxy {:?} on {}", self.name, self.ports.listen),
             &self.log(),
         );
+    }
+}
+
+/// Sends `child` SIGTERM and waits (within [`STEP_TIMEOUT`]) until it exited.
+async fn terminate(mut child: Child, what: &str) -> anyhow::Result<ExitStatus> {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            anyhow::bail!("{what} did not exit within {STEP_TIMEOUT:?} of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

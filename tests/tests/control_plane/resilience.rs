@@ -1,5 +1,6 @@
 //! The proxy without its control plane: it keeps serving, restarts from its
-//! encrypted disk copy, and catches up when the control plane comes back.
+//! encrypted disk copy, and catches up when the control plane comes back. And
+//! `gatehouse serve` stopped the way containers are stopped.
 
 use std::time::Duration;
 
@@ -161,5 +162,20 @@ async fn proxy_serves_without_its_control_plane_and_catches_up() -> anyhow::Resu
             );
         }
     }
+    Ok(())
+}
+
+/// `docker stop` and Kubernetes send SIGTERM; in a container `serve` is process 1,
+/// for which the kernel has no default action on it, so only a handler stops it
+/// (else it is killed after the grace period). Outside a container a handled
+/// SIGTERM is told apart by the exit: status 0, not "killed by signal 15".
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let mut cp = crate::fixture::control_plane().await?;
+    let status = cp.stop().await?;
+    assert!(
+        status.success(),
+        "gatehouse serve exited with {status} on SIGTERM"
+    );
     Ok(())
 }
