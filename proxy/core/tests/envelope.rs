@@ -122,7 +122,7 @@ proptest! {
         bit in any::<prop::sample::Index>(),
     ) {
         let keys = keys_of(&[key]);
-        let relay = Relay { keys: &keys, sid, server: &server, bare: false };
+        let relay = Relay { keys: &keys, sid, server: &server, bare: false, complete_results: false };
         let id = relay.seal_id(&original);
         prop_assert!(id.starts_with(RELAY_ID_PREFIX));
         let target = open_id(&keys, sid, &id).expect("opens in its session");
