@@ -56,6 +56,12 @@ pub fn durable_cluster() -> anyhow::Result<&'static Cluster> {
         .map_err(|e| anyhow::anyhow!("no durable PostgreSQL: {e}"))
 }
 
+/// A cluster of its own, not shared with the process's other tests, for a test that
+/// restarts it ([`Cluster::restart`]). It lives until the process ends.
+pub fn own_cluster() -> anyhow::Result<&'static Cluster> {
+    Ok(Box::leak(Box::new(Cluster::start(false)?)))
+}
+
 impl Cluster {
     fn start(durable: bool) -> anyhow::Result<Cluster> {
         let bin = bin_dir()?;
@@ -166,6 +172,28 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the server (fast shutdown: every session is cut) and starts it again on
+    /// the same port and data, as a database restart looks to its clients.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let user = RunAs::for_this_process(&self.dir)?;
+        let stopped = user
+            .command(&self.bin.join("pg_ctl"))
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w"])
+            .current_dir(&self.dir)
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run pg_ctl stop: {e}"))?;
+        anyhow::ensure!(
+            stopped.status.success(),
+            "pg_ctl stop failed ({}): {}",
+            stopped.status,
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+        self.run_server(&user)
     }
 
     /// A new, empty database; returns its URL.

@@ -11,6 +11,7 @@ use crate::control_plane::{Cli, ControlPlane};
 use crate::postgres;
 
 pub struct ReplicaSet {
+    cluster: &'static postgres::Cluster,
     /// The replicas, in the order of [`urls`](Self::urls).
     pub planes: Vec<ControlPlane>,
     /// Their one database.
@@ -22,7 +23,15 @@ pub struct ReplicaSet {
 impl ReplicaSet {
     /// `n` replicas on a new database of this process's PostgreSQL cluster.
     pub async fn start(n: usize) -> anyhow::Result<ReplicaSet> {
-        let database = postgres::cluster()?.create_database()?;
+        Self::start_on(postgres::cluster()?, n).await
+    }
+
+    /// `n` replicas on a new database of `cluster`.
+    pub async fn start_on(
+        cluster: &'static postgres::Cluster,
+        n: usize,
+    ) -> anyhow::Result<ReplicaSet> {
+        let database = cluster.create_database()?;
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let key = base64::engine::general_purpose::STANDARD.encode(key);
@@ -43,6 +52,7 @@ impl ReplicaSet {
             .ok_or_else(|| anyhow::anyhow!("no replica wrote admin.credential"))?
             .to_owned();
         Ok(ReplicaSet {
+            cluster,
             planes,
             database,
             admin_credential,
@@ -100,6 +110,7 @@ impl ReplicaSet {
 
     /// `SELECT` on the database the replicas share, through `psql`.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
-        postgres::cluster()?.psql(postgres::Cluster::database_of(&self.database), sql)
+        self.cluster
+            .psql(postgres::Cluster::database_of(&self.database), sql)
     }
 }

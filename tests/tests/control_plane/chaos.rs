@@ -1,13 +1,14 @@
 //! The scaled-out deployment under failures, as its users see it: PostgreSQL, two
 //! control planes, three proxies (each given both control planes, in different
 //! orders) and nginx balancing real MCP clients (rmcp) over the proxies. While
-//! clients call tools without pause, one control plane is killed (SIGKILL) and one
-//! proxy is stopped (SIGTERM, as an orchestrator stops it) and later restarted.
+//! clients call tools without pause, one control plane is killed (SIGKILL), one
+//! proxy is stopped (SIGTERM, as an orchestrator stops it) and later restarted, and
+//! PostgreSQL is restarted (a cluster of the test's own).
 //!
 //! - Every call succeeds, at worst after one reconnect through the balancer.
 //! - Every call the upstream executed is in the audit log exactly once, per client.
-//! - A token revoked on the surviving control plane during all this is refused by
-//!   every surviving proxy, and by the restarted one.
+//! - A token revoked on the surviving control plane once the database is back is
+//!   refused by every surviving proxy, and by the restarted one.
 //!
 //! The proxy is stopped, not killed: a proxy killed with SIGKILL loses the audit
 //! events still queued in its memory (the shipper gathers up to 100 ms of calls
@@ -23,6 +24,7 @@ use anyhow::Context;
 use gatehouse_tests::balancer::Balancer;
 use gatehouse_tests::control_plane::{GatewayPorts, GatewayProxy};
 use gatehouse_tests::deployment::token_in;
+use gatehouse_tests::postgres;
 use gatehouse_tests::replica_set::ReplicaSet;
 use gatehouse_tests::{
     connect, metrics, wait_until, within, RawClient, TempDir, Upstream, UpstreamTool, STEP_TIMEOUT,
@@ -117,7 +119,8 @@ async fn until_executed(upstream: &Upstream, at_least: u64) -> anyhow::Result<()
 #[tokio::test]
 async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() -> anyhow::Result<()>
 {
-    let mut set = ReplicaSet::start(2).await?;
+    let cluster = postgres::own_cluster()?;
+    let mut set = ReplicaSet::start_on(cluster, 2).await?;
     let admin = set.admin_at(1).await?;
     admin.ok(&["workspace", "create", "Eng"]).await?;
     let upstream = Upstream::builder("github")
@@ -208,6 +211,12 @@ async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() ->
 
     // Proxy 1 is stopped with calls in flight through it.
     proxies[1].stop().await?;
+    let (before, _) = executed(&upstream);
+    until_executed(&upstream, before + 60).await?;
+
+    // PostgreSQL restarts under the survivor: audit batches meanwhile are refused
+    // and spooled by the proxies; gateway calls do not need the database.
+    tokio::task::spawn_blocking(move || cluster.restart()).await??;
     let (before, _) = executed(&upstream);
     until_executed(&upstream, before + 60).await?;
 
