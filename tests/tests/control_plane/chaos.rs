@@ -1,14 +1,15 @@
 //! The scaled-out deployment under failures, as its users see it: PostgreSQL, two
 //! control planes, three proxies (each given both control planes, in different
 //! orders) and nginx balancing real MCP clients (rmcp) over the proxies. While
-//! clients call tools without pause, one control plane is killed (SIGKILL), one
-//! proxy is stopped (SIGTERM, as an orchestrator stops it) and later restarted, and
-//! PostgreSQL is restarted (a cluster of the test's own).
+//! clients call tools without pause, one control plane is killed (SIGKILL) and later
+//! restarted, one proxy is stopped (SIGTERM, as an orchestrator stops it) and later
+//! restarted, and PostgreSQL is restarted (a cluster of the test's own).
 //!
 //! - Every call succeeds, at worst after one reconnect through the balancer.
 //! - Every call the upstream executed is in the audit log exactly once, per client.
 //! - A token revoked on the surviving control plane once the database is back is
-//!   refused by every surviving proxy, and by the restarted one.
+//!   refused by every surviving proxy, and by the restarted one; one revoked on the
+//!   restarted control plane is refused by every proxy, those that moved away too.
 //!
 //! The proxy is stopped, not killed: a proxy killed with SIGKILL loses the audit
 //! events still queued in its memory (the shipper gathers up to 100 ms of calls
@@ -152,6 +153,11 @@ async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() ->
             .ok(&["workspace", "token", "create", WS, "--name", "doomed"])
             .await?,
     )?;
+    let doomed_late = token_in(
+        &admin
+            .ok(&["workspace", "token", "create", WS, "--name", "doomed-late"])
+            .await?,
+    )?;
 
     // Three proxies: 0 and 2 follow replica A first, 1 follows B first.
     let urls = set.urls();
@@ -244,6 +250,36 @@ async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() ->
     let (before, _) = executed(&upstream);
     until_executed(&upstream, before + 60).await?;
 
+    // Control plane A comes back (same port, same database). No proxy follows it now;
+    // a token revoked there reaches them all through the database.
+    set.planes[0].restart().await?;
+    let mut late_sessions = Vec::new();
+    for proxy in &proxies {
+        let mut session = RawClient::new(proxy.ws_url(WS), Some(&doomed_late));
+        session.initialize().await?;
+        late_sessions.push(session);
+    }
+    let revoked_at = Instant::now();
+    let answer = set.planes[0]
+        .request(
+            Method::POST,
+            &format!("/v1/workspaces/{WS}/tokens/revoke"),
+            Some(&session),
+            Some(&json!({"name": "doomed-late"})),
+        )
+        .await?;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut late = Vec::new();
+    for (p, s) in late_sessions.iter().enumerate() {
+        late.push(
+            until_refused(s, revoked_at, ENFORCEMENT_LIMIT)
+                .await
+                .with_context(|| format!("proxy edge-{p}, revoked on the restarted A"))?,
+        );
+    }
+    let (before, _) = executed(&upstream);
+    until_executed(&upstream, before + 60).await?;
+
     stop.store(true, Ordering::Relaxed);
     let mut tallies = Vec::new();
     for (c, client) in clients.into_iter().enumerate() {
@@ -254,7 +290,8 @@ async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() ->
     let (all, per_client) = executed(&upstream);
     println!(
         "{succeeded} calls succeeded, {reconnects} after a reconnect, {all} executed upstream; \
-         revocation refused on edge-0 in {on_0:?}, edge-2 in {on_2:?}"
+         revocation refused on edge-0 in {on_0:?}, edge-2 in {on_2:?}; \
+         revoked on the restarted replica, refused in {late:?}"
     );
     for t in &tallies {
         for f in &t.first_failures {
