@@ -1,7 +1,8 @@
-//! What an MCP server at a URL speaks, found the way the specification's
-//! backward-compatibility section tells a client of unknown era to find out: POST
-//! `initialize` (Streamable HTTP); on a 4xx, GET the URL expecting an event stream
-//! whose first event is `endpoint` (legacy HTTP+SSE). Run once when a server is
+//! What an MCP server at a URL speaks, found the way the specification tells a
+//! client of unknown era to find out: POST `server/discover` as a 2026-07-28 client
+//! (a stateless server lists its versions); failing that, POST `initialize`
+//! (Streamable HTTP of the session era); on a 4xx, GET the URL expecting an event
+//! stream whose first event is `endpoint` (legacy HTTP+SSE). Run once when a server is
 //! installed without a transport, so that a legacy server installed by its `/sse` URL
 //! is not saved as Streamable HTTP and then silently serve nothing.
 //!
@@ -29,6 +30,8 @@ const MAX_STREAM_BYTES: usize = 4 << 20;
 /// Pages of `tools/list` followed before the count is given up as unbounded.
 const MAX_PAGES: usize = 50;
 const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The stateless revision, asked first.
+const MODERN_VERSION: &str = "2026-07-28";
 const SESSION_HEADER: &str = "mcp-session-id";
 
 /// What the server turned out to speak.
@@ -36,7 +39,8 @@ const SESSION_HEADER: &str = "mcp-session-id";
 pub struct Found {
     /// `streamable_http` or `sse`, as the install stores it.
     pub transport: &'static str,
-    /// The protocol version the server chose in its `initialize` answer.
+    /// The protocol version the server chose in its `initialize` answer, or
+    /// 2026-07-28 for a server that listed it in `server/discover`.
     pub protocol_version: Option<String>,
     /// `serverInfo.name`.
     pub server: Option<String>,
@@ -143,6 +147,9 @@ fn literal_headers(headers: &[(String, String)]) -> HeaderMap {
 }
 
 async fn run(client: &reqwest::Client, url: &str, extra: HeaderMap) -> Result<Found, ProbeError> {
+    if let Some(found) = modern(client, url, &extra).await? {
+        return Ok(found);
+    }
     let unreachable = |e: reqwest::Error| ProbeError::Unreachable {
         url: url.into(),
         reason: reason(&e),
@@ -360,6 +367,100 @@ async fn legacy(
         }
     }
     Ok(found)
+}
+
+/// A server of the stateless era: `server/discover` answered and lists 2026-07-28.
+/// `Ok(None)` for any other answer (a server of the session era refuses a request
+/// without a session, or does not know the method), so the session probe runs next;
+/// unreachable and credential errors end the probe here.
+async fn modern(
+    client: &reqwest::Client,
+    url: &str,
+    extra: &HeaderMap,
+) -> Result<Option<Found>, ProbeError> {
+    let post = |id: u64, method: &'static str, params: Value| {
+        let mut params = params;
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo":
+                {"name": "gatehouse-install-probe", "version": env!("CARGO_PKG_VERSION")},
+        });
+        client
+            .post(url)
+            .headers(extra.clone())
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .header("mcp-protocol-version", MODERN_VERSION)
+            .header("mcp-method", method)
+            .body(
+                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+            )
+            .send()
+    };
+    let reply =
+        post(1, "server/discover", json!({}))
+            .await
+            .map_err(|e| ProbeError::Unreachable {
+                url: url.into(),
+                reason: reason(&e),
+            })?;
+    let status = reply.status();
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(ProbeError::NeedsCredentials {
+            url: url.into(),
+            status: status.as_u16(),
+        });
+    }
+    if !status.is_success() {
+        return Ok(None);
+    }
+    let Ok(answer) = answer_of(reply, 1).await else {
+        return Ok(None);
+    };
+    let Some(result) = answer.get("result") else {
+        return Ok(None);
+    };
+    let speaks_modern = result
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(MODERN_VERSION)));
+    if !speaks_modern {
+        return Ok(None);
+    }
+    let mut found = Found {
+        transport: "streamable_http",
+        protocol_version: Some(MODERN_VERSION.into()),
+        server: result.get("serverInfo").and_then(|s| str_at(s, "name")),
+        tools: None,
+        listed: Vec::new(),
+    };
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let id = 2 + page as u64;
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let Ok(reply) = post(id, "tools/list", params).await else {
+            break;
+        };
+        let Ok(answer) = answer_of(reply, id).await else {
+            break;
+        };
+        let Some(result) = answer.get("result") else {
+            break;
+        };
+        listed.extend(tools_in(result));
+        cursor = str_at(result, "nextCursor");
+        if cursor.is_none() {
+            found.tools = Some(listed.len());
+            found.listed = listed;
+            break;
+        }
+    }
+    Ok(Some(found))
 }
 
 /// The tools of one `tools/list` result; entries without a name are skipped.

@@ -195,10 +195,11 @@ pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String 
                 "sse" => "legacy HTTP+SSE",
                 _ => "Streamable HTTP",
             };
-            let version = found
-                .protocol_version
-                .as_deref()
-                .map_or(String::new(), |v| format!(", protocol {v}"));
+            let version = match found.protocol_version.as_deref() {
+                Some("2026-07-28") => ", protocol 2026-07-28 (stateless)".to_string(),
+                Some(v) => format!(", protocol {v}"),
+                None => String::new(),
+            };
             let tools = match found.tools {
                 Some(1) => "1 tool".to_string(),
                 Some(n) => format!("{n} tools"),

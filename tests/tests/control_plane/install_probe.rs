@@ -1,6 +1,7 @@
 //! `gatehouse mcp install URL` without `--transport`: the control plane asks the server
-//! what it speaks (Streamable HTTP, else legacy HTTP+SSE), saves that, and says what it
-//! found, or why it could not tell.
+//! what it speaks (MCP 2026-07-28 through `server/discover`, else Streamable HTTP of
+//! the session era, else legacy HTTP+SSE), saves that, and says what it found, or why
+//! it could not tell.
 
 use gatehouse_tests::{connect, Upstream, UpstreamTool};
 
@@ -36,7 +37,8 @@ async fn an_install_without_a_transport_finds_what_the_server_speaks() -> anyhow
     );
     assert!(out.ends_with(": 2 tools.\n"), "{out}");
 
-    // A Streamable HTTP server beside it.
+    // A Streamable HTTP server of the stateless era beside it (rmcp's, which also
+    // speaks the session era): found through server/discover.
     let modern = Upstream::start("new", [UpstreamTool::new("echo")]).await?;
     let out = d
         .admin
@@ -50,11 +52,33 @@ async fn an_install_without_a_transport_finds_what_the_server_speaks() -> anyhow
             "probe",
         ])
         .await?;
-    assert!(
-        out.starts_with("Installed new in probe.\nFound Streamable HTTP, protocol "),
-        "{out}"
+    assert_eq!(
+        out,
+        "Installed new in probe.\nFound Streamable HTTP, protocol 2026-07-28 (stateless): 1 tool.\n"
     );
-    assert!(out.ends_with(": 1 tool.\n"), "{out}");
+
+    // The same server limited to the session era: discover fails, initialize answers.
+    let mid = Upstream::builder("mid")
+        .tools([UpstreamTool::new("echo")])
+        .up_to_2025()
+        .start()
+        .await?;
+    let out = d
+        .admin
+        .ok(&[
+            "mcp",
+            "install",
+            &mid.url(),
+            "--name",
+            "mid",
+            "--workspace",
+            "probe",
+        ])
+        .await?;
+    assert_eq!(
+        out,
+        "Installed mid in probe.\nFound Streamable HTTP, protocol 2025-11-25: 1 tool.\n"
+    );
 
     let listed = d
         .admin
@@ -74,14 +98,21 @@ async fn an_install_without_a_transport_finds_what_the_server_speaks() -> anyhow
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(transports, [("new", "streamable_http"), ("old", "sse")]);
+    assert_eq!(
+        transports,
+        [
+            ("mid", "streamable_http"),
+            ("new", "streamable_http"),
+            ("old", "sse")
+        ]
+    );
 
     // The workspace serves both servers' tools.
     d.synced().await?;
     let client = connect(&d.proxy.ws_url("probe"), &token).await?;
     assert_eq!(
         tool_names(&client).await?,
-        ["new__echo", "old__ping", "old__pong"]
+        ["mid__echo", "new__echo", "old__ping", "old__pong"]
     );
     Ok(())
 }
