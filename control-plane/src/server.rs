@@ -288,6 +288,7 @@ async fn ensure_demo(
             package: None,
             installed_by: Some(admin.id.clone()),
             tools: None,
+            naming: "prefixed".into(),
         };
         app.store
             .insert_server(&ws, &server, &admin.username)

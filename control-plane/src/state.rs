@@ -245,7 +245,8 @@ impl App {
                         s.transport.clone(),
                     ))
                     .unwrap_or_default(),
-                    naming: Default::default(),
+                    naming: serde_json::from_value(serde_json::Value::String(s.naming.clone()))
+                        .unwrap_or_default(),
                     enabled: s.enabled != 0,
                     headers: serde_json::from_str(&s.headers)?,
                     secrets,

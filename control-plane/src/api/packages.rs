@@ -342,6 +342,7 @@ pub async fn install(
         package: Some(reference),
         installed_by: Some(user.id.clone()),
         tools,
+        naming: "prefixed".into(),
     };
     app.store.insert_server(&ws, &row, &user.username).await?;
     app.publish().await?;

@@ -27,8 +27,46 @@ fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
         "headers": serde_json::from_str::<Value>(&s.headers).unwrap_or(Value::Null),
         "policy": serde_json::from_str::<Value>(&s.policy).unwrap_or(Value::Null),
         "enabled": s.enabled != 0, "secrets": secrets, "created_at": s.created_at,
-        "package": s.package,
+        "package": s.package, "naming": s.naming,
     })
+}
+
+/// A requested naming, checked: `prefixed` or `bare`.
+fn naming_of(naming: &str) -> ApiResult<&'static str> {
+    match naming {
+        "prefixed" => Ok("prefixed"),
+        "bare" => Ok("bare"),
+        other => Err(ApiError::BadRequest(format!(
+            "naming {other:?} must be prefixed (<server>__<tool>) or bare (the server's own names)"
+        ))),
+    }
+}
+
+/// Refuses a second bare server in `ws` (`slug` is the one to become bare).
+async fn only_bare(app: &App, ws: &WorkspaceRow, slug: &str) -> ApiResult<()> {
+    match app.store.bare_server(&ws.id).await? {
+        Some(bare) if bare != slug => Err(one_bare_conflict(ws, &bare)),
+        _ => Ok(()),
+    }
+}
+
+fn one_bare_conflict(ws: &WorkspaceRow, bare: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "MCP server {bare:?} already exposes its names bare in {:?}; a workspace has at most one bare server (set {bare:?} to prefixed first)",
+        ws.slug
+    ))
+}
+
+/// A write refused by the `servers_one_bare` index: another control plane made a
+/// server bare between the check and the write.
+fn bare_race(e: sqlx::Error, ws: &WorkspaceRow) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::Conflict(format!(
+            "another MCP server of {:?} became bare meanwhile; a workspace has at most one bare server",
+            ws.slug
+        )),
+        _ => e.into(),
+    }
 }
 
 async fn server_of(app: &App, ws: &WorkspaceRow, slug: &str) -> ApiResult<ServerRow> {
@@ -75,6 +113,9 @@ pub struct Install {
     pub policy: ToolPolicy,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `prefixed` (default) or `bare`.
+    #[serde(default)]
+    pub naming: Option<String>,
 }
 
 fn yes() -> bool {
@@ -120,6 +161,10 @@ pub async fn install(
     }
     CompiledPolicy::compile(&req.policy)
         .map_err(|e| ApiError::BadRequest(format!("policy: {e}")))?;
+    let naming = naming_of(req.naming.as_deref().unwrap_or("prefixed"))?;
+    if naming == "bare" {
+        only_bare(&app, &ws, &slug).await?;
+    }
     if app.store.server(&ws.id, &slug).await?.is_some() {
         return Err(ApiError::Conflict(format!(
             "MCP server {slug:?} is already installed in {:?} (pass --name to install it again under another slug)",
@@ -157,8 +202,12 @@ pub async fn install(
         package: None,
         installed_by: Some(user.id.clone()),
         tools: None,
+        naming: naming.into(),
     };
-    app.store.insert_server(&ws, &row, &user.username).await?;
+    app.store
+        .insert_server(&ws, &row, &user.username)
+        .await
+        .map_err(|e| bare_race(e, &ws))?;
     app.publish().await?;
     Ok((
         StatusCode::CREATED,
@@ -189,6 +238,9 @@ pub struct ServerChange {
     pub enabled: Option<bool>,
     #[serde(default)]
     pub policy: Option<ToolPolicy>,
+    /// `prefixed` or `bare`.
+    #[serde(default)]
+    pub naming: Option<String>,
 }
 
 /// Enables or disables a server, or replaces its tool policy (`PATCH`).
@@ -200,10 +252,14 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let mut row = server_of(&app, &ws, &server).await?;
-    if req.enabled.is_none() && req.policy.is_none() {
+    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() {
         return Err(ApiError::BadRequest(
-            "nothing to change: give enabled or policy".into(),
+            "nothing to change: give enabled, policy or naming".into(),
         ));
+    }
+    let naming = req.naming.as_deref().map(naming_of).transpose()?;
+    if naming == Some("bare") {
+        only_bare(&app, &ws, &row.slug).await?;
     }
     let policy = match &req.policy {
         Some(policy) => {
@@ -226,6 +282,14 @@ pub async fn update(
             .set_server_policy(&ws, &row, &policy, &user.username)
             .await?;
         row.policy = policy;
+        changed = true;
+    }
+    if let Some(naming) = naming.filter(|n| *n != row.naming) {
+        app.store
+            .set_server_naming(&ws, &row, naming, &user.username)
+            .await
+            .map_err(|e| bare_race(e, &ws))?;
+        row.naming = naming.into();
         changed = true;
     }
     if changed {

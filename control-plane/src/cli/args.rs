@@ -297,6 +297,25 @@ pub enum Transport {
     Sse,
 }
 
+/// How a server's names reach clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Naming {
+    /// <server>__<tool>: many servers side by side
+    Prefixed,
+    /// The server's own names: at most one server of a workspace
+    Bare,
+}
+
+impl Naming {
+    /// The API's spelling.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Naming::Prefixed => "prefixed",
+            Naming::Bare => "bare",
+        }
+    }
+}
+
 impl Transport {
     /// The API's spelling.
     pub fn api_name(self) -> &'static str {
@@ -334,6 +353,9 @@ pub enum McpCommand {
         /// How to reach the server [default: chosen by the control plane]
         #[arg(long, value_enum)]
         transport: Option<Transport>,
+        /// How its tools are named to clients [default: prefixed]
+        #[arg(long, value_enum)]
+        naming: Option<Naming>,
         /// Only expose tools matching this glob (repeatable)
         #[arg(long, value_name = "GLOB")]
         allow: Vec<String>,
@@ -391,6 +413,15 @@ pub enum McpCommand {
         /// Expose every tool: no allow or deny globs, not read-only
         #[arg(long, conflicts_with_all = ["allow", "deny", "read_only"])]
         open: bool,
+    },
+    /// Set how an MCP server's tools, prompts and resources are named to clients
+    Naming {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[arg(value_enum)]
+        naming: Naming,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
     },
 }
 

@@ -253,7 +253,12 @@ pub fn server_changed(server: &McpServer, workspace: &str) -> String {
             yes_no(p.read_only)
         )
     };
-    format!("{state}.\nTool policy: {policy}.\n")
+    let naming = if server.naming == "bare" {
+        "bare (the server's own names)".to_owned()
+    } else {
+        format!("prefixed ({slug}__<tool>)")
+    };
+    format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n")
 }
 
 /// `SLUG URL TRANSPORT ENABLED SECRETS`.
@@ -812,6 +817,7 @@ mod tests {
             created_at: 0,
             package: None,
             policy: Default::default(),
+            naming: "prefixed".into(),
         }];
         assert_eq!(
             server_table("eng", &servers),

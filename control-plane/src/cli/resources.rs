@@ -51,6 +51,9 @@ pub struct McpServer {
     /// `@owner/name@version` when installed from a package.
     pub package: Option<String>,
     pub policy: ServerPolicy,
+    /// `prefixed` or `bare`.
+    #[serde(default)]
+    pub naming: String,
 }
 
 /// A server's tool policy as the API shows it.

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::api::decode;
-use super::args::{parse_package_ref, McpCommand, SecretsCommand, Transport};
+use super::args::{parse_package_ref, McpCommand, Naming, SecretsCommand, Transport};
 use super::error::CliError;
 use super::packages;
 use super::prompt::ask_secret;
@@ -24,6 +24,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             workspace,
             headers,
             transport,
+            naming,
             allow,
             deny,
             read_only,
@@ -34,6 +35,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                 let url_only = [
                     (!headers.is_empty(), "--header"),
                     (transport.is_some(), "--transport"),
+                    (naming.is_some(), "--naming"),
                     (!allow.is_empty(), "--allow"),
                     (!deny.is_empty(), "--deny"),
                     (read_only, "--read-only"),
@@ -56,6 +58,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                 name,
                 &headers,
                 transport,
+                naming,
                 Policy {
                     allow,
                     deny,
@@ -118,6 +121,14 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             )?;
             change(ctx, workspace.workspace, &slug, json!({"policy": policy})).await
         }
+        McpCommand::Naming {
+            slug,
+            naming,
+            workspace,
+        } => {
+            let body = json!({"naming": naming.api_name()});
+            change(ctx, workspace.workspace, &slug, body).await
+        }
     }
 }
 
@@ -165,6 +176,7 @@ fn install_body(
     slug: Option<String>,
     headers: &[(String, String)],
     transport: Option<Transport>,
+    naming: Option<Naming>,
     policy: Policy,
 ) -> Result<Value, CliError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -178,6 +190,9 @@ fn install_body(
     }
     if let Some(transport) = transport {
         body["transport"] = json!(transport.api_name());
+    }
+    if let Some(naming) = naming {
+        body["naming"] = json!(naming.api_name());
     }
     if !headers.is_empty() {
         let mut map = Map::new();
@@ -305,7 +320,7 @@ mod tests {
     #[test]
     fn install_sends_only_what_was_given() {
         assert_eq!(
-            install_body("http://u/mcp", None, &[], None, open()).unwrap(),
+            install_body("http://u/mcp", None, &[], None, None, open()).unwrap(),
             json!({"url": "http://u/mcp"})
         );
         let body = install_body(
@@ -316,6 +331,7 @@ mod tests {
                 "Bearer {{secrets.GITHUB_TOKEN}}".into(),
             )],
             Some(Transport::Sse),
+            Some(Naming::Bare),
             Policy {
                 allow: vec!["list_*".into()],
                 deny: vec![],
@@ -329,6 +345,7 @@ mod tests {
                 "url": "https://u/sse",
                 "slug": "github-mcp",
                 "transport": "sse",
+                "naming": "bare",
                 "headers": {"Authorization": "Bearer {{secrets.GITHUB_TOKEN}}"},
                 "policy": {"allow": ["list_*"], "deny": [], "read_only": true},
             })
@@ -337,13 +354,13 @@ mod tests {
 
     #[test]
     fn install_rejects_bad_urls_and_duplicate_headers() {
-        let bare = install_body("github.com", None, &[], None, open()).unwrap_err();
+        let bare = install_body("github.com", None, &[], None, None, open()).unwrap_err();
         assert!(bare.to_string().contains("@owner/name"), "{bare}");
         let twice = [
             ("A".to_owned(), "1".to_owned()),
             ("A".to_owned(), "2".to_owned()),
         ];
-        assert!(install_body("http://u", None, &twice, None, open()).is_err());
+        assert!(install_body("http://u", None, &twice, None, None, open()).is_err());
     }
 
     #[test]

@@ -310,6 +310,7 @@ pub async fn set_policy(
                 deny: globs(&form.deny),
                 read_only: !form.read_only.is_empty(),
             }),
+            naming: None,
         }),
     )
     .await?;
@@ -382,6 +383,7 @@ pub async fn install(
                 read_only: !form.read_only.is_empty(),
             },
             enabled: true,
+            naming: None,
         }),
     )
     .await?;
@@ -431,6 +433,7 @@ pub async fn set_enabled(
         Body(ServerChange {
             enabled: Some(enabled),
             policy: None,
+            naming: None,
         }),
     )
     .await?;

@@ -77,6 +77,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("package", OptText),
             ("installed_by", OptText),
             ("tools", OptText),
+            ("naming", Text),
         ],
     ),
     (

@@ -162,6 +162,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/0006_revoked_sessions.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_server_naming.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -188,6 +192,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_revoked_sessions.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_server_naming.sql"),
     ),
 ];
 

@@ -119,6 +119,8 @@ pub struct ServerRow {
     pub installed_by: Option<String>,
     /// A skill's tools as JSON (transport `skill`).
     pub tools: Option<String>,
+    /// `prefixed` or `bare` (see migration 7).
+    pub naming: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -590,7 +592,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(&server.id)
             .bind(&server.workspace_id)
             .bind(&server.slug)
@@ -603,6 +605,7 @@ impl Store {
             .bind(&server.package)
             .bind(&server.installed_by)
             .bind(&server.tools)
+            .bind(&server.naming)
             .execute(&mut *tx)
             .await?;
         let target = server.package.as_deref().unwrap_or(&server.slug);
@@ -650,6 +653,42 @@ impl Store {
         audit(&mut tx, &ws.slug, actor, action, &server.slug).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
+    }
+
+    /// Sets how a server's names reach clients (`prefixed` or `bare`). A second bare
+    /// server in the workspace fails on the `servers_one_bare` index, whichever
+    /// control plane tries.
+    pub async fn set_server_naming(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        naming: &str,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET naming = $1 WHERE id = $2")
+            .bind(naming)
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &ws.slug,
+            actor,
+            "naming_set",
+            &format!("{} {naming}", server.slug),
+        )
+        .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// The workspace's bare server, if it has one.
+    pub async fn bare_server(&self, workspace_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT slug FROM servers WHERE workspace_id = $1 AND naming = 'bare'")
+            .bind(workspace_id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Replaces a server's tool policy (`policy` is its JSON).

@@ -618,3 +618,67 @@ async fn a_dashboard_session_signed_out_on_one_replica_is_refused_by_the_other(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn two_servers_made_bare_on_two_replicas_at_once_leave_one_bare() -> anyhow::Result<()> {
+    let (a, b, _url) = two_replicas().await?;
+    let token = admin_session(&a, &b).await?;
+    let created = post(&a, &token, "/v1/workspaces", json!({"name": "eng"})).await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    for slug in ["one", "two"] {
+        let body = json!({"url": format!("https://{slug}.example.com/mcp"), "slug": slug,
+            "transport": "streamable_http"});
+        let made = post(&a, &token, "/v1/workspaces/eng/servers", body).await?;
+        assert_eq!(made.status, 201, "{}", made.body);
+    }
+    let bare = json!({"naming": "bare"});
+    for round in 0..5 {
+        let (on_a, on_b) = tokio::join!(
+            a.request(
+                Method::PATCH,
+                "/v1/workspaces/eng/servers/one",
+                Some(&token),
+                Some(&bare)
+            ),
+            b.request(
+                Method::PATCH,
+                "/v1/workspaces/eng/servers/two",
+                Some(&token),
+                Some(&bare)
+            ),
+        );
+        let answers = [on_a?, on_b?];
+        let mut statuses: Vec<u16> = answers.iter().map(|x| x.status).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "round {round}: {answers:?}");
+        let message = message_of(&answers, 409)?;
+        assert!(message.contains("at most one bare server"), "{message}");
+        let listed = a
+            .request(
+                Method::GET,
+                "/v1/workspaces/eng/servers",
+                Some(&token),
+                None,
+            )
+            .await?
+            .json()?;
+        let bare_now: Vec<&str> = listed["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["naming"] == "bare")
+            .filter_map(|s| s["slug"].as_str())
+            .collect();
+        assert_eq!(bare_now.len(), 1, "round {round}: {listed}");
+        let back = a
+            .request(
+                Method::PATCH,
+                &format!("/v1/workspaces/eng/servers/{}", bare_now[0]),
+                Some(&token),
+                Some(&json!({"naming": "prefixed"})),
+            )
+            .await?;
+        assert_eq!(back.status, 200, "{}", back.body);
+    }
+    Ok(())
+}

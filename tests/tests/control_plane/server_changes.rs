@@ -1,4 +1,5 @@
-//! A server changed in place from the CLI (`mcp disable`, `mcp enable`, `mcp policy`):
+//! A server changed in place from the CLI (`mcp disable`, `mcp enable`, `mcp policy`,
+//! `mcp naming`, and `mcp install --naming`):
 //! each verb's answer, what a real MCP client then sees through the proxy, its audit
 //! event, and the mistakes it refuses.
 
@@ -48,7 +49,8 @@ async fn mcp_disable_enable_and_policy_change_what_clients_see() -> anyhow::Resu
     assert_eq!(
         disabled,
         "github in engineering is disabled: clients do not see its tools.\n\
-         Tool policy: open (every tool).\n"
+         Tool policy: open (every tool).\n\
+         Naming: prefixed (github__<tool>).\n"
     );
     assert_eq!(listed().await?, Vec::<String>::new());
     let listing = d.admin.ok(&["mcp", "list", "-w", "engineering"]).await?;
@@ -81,7 +83,7 @@ async fn mcp_disable_enable_and_policy_change_what_clients_see() -> anyhow::Resu
         ])
         .await?;
     assert!(
-        read_only.ends_with("Tool policy: allow -; deny -; read-only yes.\n"),
+        read_only.contains("\nTool policy: allow -; deny -; read-only yes.\n"),
         "{read_only}"
     );
     assert_eq!(listed().await?, ["github__list_issues"]);
@@ -149,5 +151,126 @@ async fn mcp_disable_enable_and_policy_change_what_clients_see() -> anyhow::Resu
         "no MCP server \"gitlab\"",
     );
     assert_eq!(listed().await?, both);
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_server_of_a_workspace_can_expose_its_own_names() -> anyhow::Result<()> {
+    let d = crate::fixture::deployment().await?;
+    let ws_url = d.proxy.ws_url("naming");
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Naming"]).await?)?;
+    let github = Upstream::start("github", [UpstreamTool::new("create_issue")]).await?;
+    let linear = Upstream::start("linear", [UpstreamTool::new("create_ticket")]).await?;
+    let installed = d
+        .admin
+        .json(&[
+            "mcp",
+            "install",
+            &github.url(),
+            "--name",
+            "github",
+            "--naming",
+            "bare",
+            "-w",
+            "naming",
+        ])
+        .await?;
+    assert_eq!(installed["server"]["naming"], "bare");
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            &linear.url(),
+            "--name",
+            "linear",
+            "-w",
+            "naming",
+        ])
+        .await?;
+    let listed = || async {
+        d.synced().await?;
+        let client = connect(&ws_url, &token).await?;
+        let names = tool_names(&client).await?;
+        client.cancel().await?;
+        anyhow::Ok(names)
+    };
+    // The bare server's tool under its own name, beside a prefixed server's.
+    assert_eq!(listed().await?, ["create_issue", "linear__create_ticket"]);
+
+    // A second bare server is refused, by install and by change, with the reason.
+    assert_fails(
+        &d.admin
+            .run(&["mcp", "naming", "linear", "bare", "-w", "naming"])
+            .await?,
+        2,
+        "\"github\" already exposes its names bare",
+    );
+    let other = Upstream::start("jira", [UpstreamTool::new("create_issue")]).await?;
+    assert_fails(
+        &d.admin
+            .run(&[
+                "mcp",
+                "install",
+                &other.url(),
+                "--name",
+                "jira",
+                "--naming",
+                "bare",
+                "-w",
+                "naming",
+            ])
+            .await?,
+        2,
+        "at most one bare server",
+    );
+    assert_fails(
+        &d.admin
+            .run(&["mcp", "naming", "linear", "plain", "-w", "naming"])
+            .await?,
+        1,
+        "invalid value 'plain'",
+    );
+
+    // Back to prefixed; then the other server may be bare.
+    let changed = d
+        .admin
+        .ok(&["mcp", "naming", "github", "prefixed", "-w", "naming"])
+        .await?;
+    assert!(
+        changed.ends_with("Naming: prefixed (github__<tool>).\n"),
+        "{changed}"
+    );
+    let changed = d
+        .admin
+        .ok(&["mcp", "naming", "linear", "bare", "-w", "naming"])
+        .await?;
+    assert!(
+        changed.ends_with("Naming: bare (the server's own names).\n"),
+        "{changed}"
+    );
+    assert_eq!(listed().await?, ["github__create_issue", "create_ticket"]);
+    let json = d.admin.json(&["mcp", "list", "-w", "naming"]).await?;
+    let namings: Vec<(&str, &str)> = json["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["slug"].as_str().unwrap_or(""),
+                s["naming"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(namings, [("github", "prefixed"), ("linear", "bare")]);
+
+    let audit = d.admin.ok(&["workspace", "audit", "naming"]).await?;
+    for change in ["github prefixed", "linear bare"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains("naming_set") && l.contains(change)),
+            "no naming_set {change} in the audit log:\n{audit}"
+        );
+    }
     Ok(())
 }
