@@ -38,6 +38,9 @@ pub enum CallOutcome {
     ProtocolError,
     /// The upstream could not be reached, timed out, or forgot the session.
     UpstreamUnavailable,
+    /// The proxy died (was killed) while the call was in flight: whether the
+    /// upstream ran it is unknown. Recovered from the proxy's audit journal.
+    Interrupted,
 }
 
 impl CallOutcome {
@@ -47,6 +50,7 @@ impl CallOutcome {
             CallOutcome::ToolError => "tool_error",
             CallOutcome::ProtocolError => "protocol_error",
             CallOutcome::UpstreamUnavailable => "upstream_unavailable",
+            CallOutcome::Interrupted => "interrupted",
         }
     }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use gatehouse_config::{Secret, SessionKey, Snapshot};
 use gatehouse_proxy::admin::{AdminApp, ClientListener};
+use gatehouse_proxy::audit::journal::Journal;
 use gatehouse_proxy::audit::record::AuditSink;
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::shared::Shared;
@@ -113,7 +114,11 @@ fn main() -> anyhow::Result<()> {
     // Routed calls are audited when there is a control plane to ship them to.
     let (state, audit_queue) = match &source {
         Source::ControlPlane(_) if !args.no_audit => {
-            let (sink, queue) = AuditSink::channel();
+            // Before the spool opens: it takes over what a killed run left.
+            let dir = args.state_dir.join("audit-journal");
+            let journal = Journal::open(&dir, &args.state_dir.join("audit-spool"))
+                .with_context(|| format!("{}: cannot open the audit journal", dir.display()))?;
+            let (sink, queue) = AuditSink::channel(Some(Arc::new(journal)));
             (Shared::with_audit(&snapshot, sink)?, Some(queue))
         }
         _ => (Shared::new(&snapshot)?, None),

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use gatehouse_mcp::jsonrpc::Message;
 use gatehouse_mcp::outcome::Transport;
 
+use crate::audit::journal::{Journal, Segment};
 use crate::config::auth::TokenRt;
 use crate::config::runtime::WorkspaceRt;
 use crate::metrics::Metrics;
@@ -40,6 +41,10 @@ fn action_of(method: &str) -> Option<CallAction> {
 
 /// A routed call whose outcome is not known yet.
 pub struct CallRecord {
+    /// The event's id, the same in its journal intent and its final event.
+    id: String,
+    /// The journal segment holding this call's intent, until its event is recorded.
+    hold: Option<Arc<Segment>>,
     started: Instant,
     time_ms: i64,
     action: CallAction,
@@ -125,9 +130,12 @@ impl CallRecord {
             _ => split_exposed(target).map(|(slug, _)| slug),
         };
         let server = slug.filter(|s| ws.server(s).is_some()).map(str::to_string);
+        let time_ms = unix_ms();
         CallRecord {
+            id: event_id(time_ms),
+            hold: None,
             started,
-            time_ms: unix_ms(),
+            time_ms,
             action,
             workspace: token.workspace.clone(),
             token_id: token.id.clone(),
@@ -137,6 +145,30 @@ impl CallRecord {
             request_id: truncate(request_id, MAX_TARGET).to_string(),
             transport,
         }
+    }
+
+    /// Writes the call's intent to the sink's journal, if it has one, before the call
+    /// is forwarded: a proxy killed while the call is in flight leaves it there, and
+    /// the next run reports it as [`CallOutcome::Interrupted`].
+    pub fn journaled(mut self, sink: &AuditSink) -> CallRecord {
+        if let Some(journal) = &sink.journal {
+            let intent = CallEvent {
+                id: self.id.clone(),
+                time_ms: self.time_ms,
+                workspace: self.workspace.to_string(),
+                token_id: self.token_id.to_string(),
+                token_name: self.token_name.to_string(),
+                action: self.action,
+                server: self.server.clone().unwrap_or_default(),
+                target: self.target.clone(),
+                outcome: CallOutcome::Interrupted,
+                latency_us: 0,
+                request_id: self.request_id.clone(),
+                transport: self.transport.as_label().to_string(),
+            };
+            self.hold = Some(journal.write_intent(&intent));
+        }
+        self
     }
 
     /// Closes the record: counts the call and hands its event to the sink.
@@ -156,8 +188,10 @@ impl CallRecord {
         if !sink.is_enabled() {
             return;
         }
+        // The final event is journaled before the intent's segment is let go.
+        let _intent = self.hold;
         sink.record(CallEvent {
-            id: event_id(self.time_ms),
+            id: self.id,
             time_ms: self.time_ms,
             workspace: self.workspace.to_string(),
             token_id: self.token_id.to_string(),
@@ -176,9 +210,31 @@ impl CallRecord {
 /// Where finished calls go: the shipper's queue, or nowhere when the proxy has no
 /// control plane to ship to.
 pub struct AuditSink {
-    tx: Option<mpsc::UnboundedSender<CallEvent>>,
+    tx: Option<mpsc::UnboundedSender<Queued>>,
+    journal: Option<Arc<Journal>>,
     queued: Arc<AtomicUsize>,
     tool_labels: DashMap<String, ()>,
+}
+
+/// A finished call waiting for the shipper, holding the journal segment it was
+/// written to (see [`Journal`]) until it is delivered or spooled.
+pub struct Queued {
+    pub event: CallEvent,
+    hold: Option<Arc<Segment>>,
+}
+
+/// A batch's events, and what keeps their journal segments until the batch is safe
+/// (drop it once the events are delivered or spooled).
+pub fn split(batch: Vec<Queued>) -> (Vec<CallEvent>, Vec<Arc<Segment>>) {
+    let mut holds = Vec::new();
+    let events = batch
+        .into_iter()
+        .map(|q| {
+            holds.extend(q.hold);
+            q.event
+        })
+        .collect();
+    (events, holds)
 }
 
 impl AuditSink {
@@ -186,21 +242,31 @@ impl AuditSink {
     pub fn disabled() -> AuditSink {
         AuditSink {
             tx: None,
+            journal: None,
             queued: Arc::default(),
             tool_labels: DashMap::new(),
         }
     }
 
-    /// A sink feeding the queue the shipper drains.
-    pub fn channel() -> (AuditSink, AuditQueue) {
+    /// A sink feeding the queue the shipper drains, each event written to `journal`
+    /// first when there is one.
+    pub fn channel(journal: Option<Arc<Journal>>) -> (AuditSink, AuditQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let sink = AuditSink {
             tx: Some(tx),
+            journal: journal.clone(),
             queued: queued.clone(),
             tool_labels: DashMap::new(),
         };
-        (sink, AuditQueue { rx, queued })
+        (
+            sink,
+            AuditQueue {
+                rx,
+                queued,
+                journal,
+            },
+        )
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -214,7 +280,8 @@ impl AuditSink {
 
     fn record(&self, event: CallEvent) {
         if let Some(tx) = &self.tx {
-            if tx.send(event).is_ok() {
+            let hold = self.journal.as_ref().map(|j| j.write(&event));
+            if tx.send(Queued { event, hold }).is_ok() {
                 self.queued.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -235,21 +302,26 @@ impl AuditSink {
 
 /// The receiving end of an [`AuditSink`].
 pub struct AuditQueue {
-    rx: mpsc::UnboundedReceiver<CallEvent>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     queued: Arc<AtomicUsize>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl AuditQueue {
     /// Waits for at least one event, then takes up to `max` (`None`: the sink is gone).
-    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<CallEvent>> {
+    /// Events recorded from now on go to a new journal segment.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<Queued>> {
         let mut batch = Vec::new();
         let n = self.rx.recv_many(&mut batch, max).await;
         self.queued.fetch_sub(n, Ordering::Relaxed);
+        if let Some(journal) = &self.journal {
+            journal.rotate();
+        }
         (n > 0).then_some(batch)
     }
 
     /// Takes up to `max` events without waiting.
-    pub fn try_batch(&mut self, max: usize) -> Vec<CallEvent> {
+    pub fn try_batch(&mut self, max: usize) -> Vec<Queued> {
         let mut batch = Vec::new();
         while batch.len() < max {
             match self.rx.try_recv() {

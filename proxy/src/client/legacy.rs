@@ -258,6 +258,7 @@ async fn handle(
     let call_record = match &parsed {
         Parsed::Request(msg) => {
             CallRecord::for_request(msg, &ws, &token, Transport::LegacySse, received)
+                .map(|call| call.journaled(&state.audit))
         }
         _ => None,
     };

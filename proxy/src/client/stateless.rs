@@ -125,7 +125,8 @@ pub async fn message(
         caller.token,
         ctx.transport,
         ctx.started(),
-    );
+    )
+    .map(|call| call.journaled(&shared.audit));
     let reply = match method {
         "server/discover" => discover(shared, caller, &env, rid).await,
         "subscriptions/listen" => return listen(shared, session, ctx, caller, env, &msg).await,

@@ -97,7 +97,8 @@ pub async fn message(
         Parsed::Request(msg) => {
             ctx.method = Method::of_request(msg.method.as_deref().unwrap_or_default());
             ctx.call =
-                CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started());
+                CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started())
+                    .map(|call| call.journaled(&shared.audit));
             dispatch::request(scope, &env, body, msg).await
         }
     };

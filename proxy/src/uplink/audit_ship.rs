@@ -15,7 +15,7 @@ use gatehouse_config::audit::CallEvent;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::audit::record::AuditQueue;
+use crate::audit::record::{split, AuditQueue};
 use crate::metrics::Metrics;
 use crate::uplink::control_plane::{ControlPlane, ShipError};
 
@@ -95,7 +95,10 @@ impl BackgroundService for AuditShipper {
                         tokio::time::sleep(LINGER).await;
                         batch.extend(queue.try_batch(MAX_BATCH - batch.len()));
                     }
-                    run.ship_or_spool(batch).await;
+                    // The journal segments stay until the events are delivered or
+                    // spooled (or dropped, which is logged).
+                    let (events, _holds) = split(batch);
+                    run.ship_or_spool(events).await;
                 }
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
@@ -103,14 +106,14 @@ impl BackgroundService for AuditShipper {
         }
         // Shutting down: one last try to deliver, then whatever still arrives from
         // requests finishing goes to the spool for the next start.
-        let rest = queue.try_batch(usize::MAX);
+        let (rest, _holds) = split(queue.try_batch(usize::MAX));
         if !rest.is_empty() {
             run.ship_or_spool(rest).await;
         }
         let until = Instant::now() + SHUTDOWN_TAIL;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let rest = queue.try_batch(usize::MAX);
+            let (rest, _holds) = split(queue.try_batch(usize::MAX));
             if !rest.is_empty() {
                 run.spool(&rest);
             }
