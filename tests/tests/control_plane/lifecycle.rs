@@ -91,7 +91,7 @@ async fn workspace_lifecycle_through_the_cli() -> anyhow::Result<()> {
     assert_eq!(
         installed,
         "Installed github in engineering.\n\
-         Found Streamable HTTP, protocol 2025-11-25: 2 tools.\n\
+         Found Streamable HTTP, protocol 2026-07-28 (stateless): 2 tools.\n\
          Set its secrets: gatehouse secrets set github GITHUB_TOKEN VALUE --workspace engineering\n"
     );
     // The install's probe asked the server before its secret existed; every request
