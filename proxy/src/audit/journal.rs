@@ -64,7 +64,7 @@ impl Journal {
         for path in &left {
             recovered.read(&std::fs::read(path)?);
         }
-        if let Some(text) = recovered.spool_text() {
+        if let Some((text, interrupted)) = recovered.spool_text() {
             // Written whole, as the spool writes its own files, then the segments go.
             let name = left[0]
                 .file_name()
@@ -78,7 +78,7 @@ impl Journal {
             std::fs::rename(&tmp, spool_dir.join(&name))?;
             tracing::warn!(
                 events = recovered.finished.len(),
-                interrupted = recovered.interrupted(),
+                interrupted,
                 "audit events an earlier run had not delivered (it was killed) moved to the spool"
             );
         }
@@ -175,31 +175,23 @@ impl Recovered {
         }
     }
 
-    /// Intents without a final event.
-    fn interrupted(&self) -> usize {
+    /// The spool file's text: every finished event, and every interrupted call (an
+    /// intent without a final event) as an event of its own; with how many were
+    /// interrupted. `None` when there is nothing to deliver.
+    fn spool_text(&self) -> Option<(Vec<u8>, usize)> {
         let done: std::collections::HashSet<&str> =
             self.finished.iter().map(|e| e.id.as_str()).collect();
-        self.intents
-            .iter()
-            .filter(|i| !done.contains(i.id.as_str()))
-            .count()
-    }
-
-    /// The spool file's text: every finished event, and every interrupted call as
-    /// an event of its own; `None` when there is nothing to deliver.
-    fn spool_text(&self) -> Option<Vec<u8>> {
-        let done: std::collections::HashSet<&str> =
-            self.finished.iter().map(|e| e.id.as_str()).collect();
-        let interrupted = self
+        let interrupted: Vec<&CallEvent> = self
             .intents
             .iter()
-            .filter(|i| !done.contains(i.id.as_str()));
+            .filter(|i| !done.contains(i.id.as_str()))
+            .collect();
         let mut text = Vec::new();
-        for event in self.finished.iter().chain(interrupted) {
+        for event in self.finished.iter().chain(interrupted.iter().copied()) {
             serde_json::to_writer(&mut text, event).expect("events serialise");
             text.push(b'\n');
         }
-        (!text.is_empty()).then_some(text)
+        (!text.is_empty()).then_some((text, interrupted.len()))
     }
 }
 
