@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub call_retention_days: u32,
     /// Which MCP servers the control plane connects to itself.
     pub ask_servers: AskServers,
+    /// How many proxies share every rate budget and stream cap.
+    pub proxy_share: u32,
 }
 
 /// Options of `gatehouse up`: control plane + one proxy child process.
@@ -56,6 +58,10 @@ async fn start_api(
         .await
         .with_context(|| format!("opening the store at {}", opts.database))?;
     app.ask_servers = opts.ask_servers;
+    if opts.proxy_share != app.proxy_share {
+        app.proxy_share = opts.proxy_share;
+        app.publish().await?;
+    }
     let app = Arc::new(app);
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    pub limited: IntCounterVec,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
     pub sessions_active: IntGauge,
@@ -106,6 +107,11 @@ impl Metrics {
                 "gatehouse_auth_failures_total",
                 "Requests refused for authentication, by reason",
                 &["reason"],
+            ),
+            limited: counter_vec(
+                "gatehouse_limited_requests_total",
+                "Requests refused over a rate budget or stream cap, by workspace and the budget exceeded",
+                &["workspace", "reason"],
             ),
             sessions_opened: counter(
                 "gatehouse_sessions_opened_total",

@@ -31,6 +31,8 @@ mod fixture;
 mod install_probe;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
+#[path = "control_plane/limits.rs"]
+mod limits;
 #[path = "control_plane/logout.rs"]
 mod logout;
 #[path = "control_plane/migrate.rs"]

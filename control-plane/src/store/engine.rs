@@ -166,6 +166,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/sqlite/0007_server_naming.sql"),
     ),
+    (8, include_str!("../../migrations/sqlite/0008_limits.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -197,6 +198,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_server_naming.sql"),
     ),
+    (8, include_str!("../../migrations/postgres/0008_limits.sql")),
 ];
 
 /// How a write transaction starts. SQLite takes its write lock at BEGIN (IMMEDIATE),
