@@ -147,6 +147,15 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
     if snapshot.limits.proxy_share == 0 {
         out.push("limits.proxy_share", "must be at least 1".into());
     }
+    if snapshot.limits.max_stream_seconds == 0 {
+        out.push("limits.max_stream_seconds", "must be at least 1".into());
+    }
+    if snapshot.limits.request_head_timeout_ms == 0 {
+        out.push(
+            "limits.request_head_timeout_ms",
+            "must be greater than 0".into(),
+        );
+    }
 
     let mut slugs = HashSet::new();
     let mut token_ids = HashSet::new();

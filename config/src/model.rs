@@ -63,6 +63,16 @@ pub struct Limits {
     /// limits hold for the whole fleet without a shared counter.
     #[serde(default = "Limits::default_proxy_share")]
     pub proxy_share: u32,
+    /// How long a client event stream (GET, legacy SSE, `subscriptions/listen`) may
+    /// stay open, in seconds; then the gateway ends it cleanly and the client
+    /// reconnects (a Streamable HTTP client resumes with `Last-Event-ID`).
+    #[serde(default = "Limits::default_max_stream_seconds")]
+    pub max_stream_seconds: u64,
+    /// How long a client may take to send a request head, waiting for it included
+    /// (an idle kept-alive connection is closed after it), in milliseconds: a client
+    /// that trickles its head byte by byte (slowloris) holds a connection no longer.
+    #[serde(default = "Limits::default_request_head_timeout_ms")]
+    pub request_head_timeout_ms: u64,
 }
 
 impl Limits {
@@ -77,6 +87,12 @@ impl Limits {
     fn default_proxy_share() -> u32 {
         1
     }
+    fn default_max_stream_seconds() -> u64 {
+        24 * 60 * 60
+    }
+    fn default_request_head_timeout_ms() -> u64 {
+        60_000
+    }
 }
 
 impl Default for Limits {
@@ -86,6 +102,8 @@ impl Default for Limits {
             initialize_timeout_ms: Self::default_initialize_timeout_ms(),
             skills_allow_link_local: false,
             proxy_share: Self::default_proxy_share(),
+            max_stream_seconds: Self::default_max_stream_seconds(),
+            request_head_timeout_ms: Self::default_request_head_timeout_ms(),
         }
     }
 }

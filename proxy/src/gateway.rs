@@ -15,6 +15,7 @@
 //!    is handed back for the client's next request when the answer ended cleanly.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -50,7 +51,9 @@ impl HttpServerApp for Gateway {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        if !read_head(&mut session, shutdown).await {
+        let head_timeout =
+            Duration::from_millis(self.state.config.load().limits.request_head_timeout_ms);
+        if !read_head(&mut session, shutdown, head_timeout).await {
             return None;
         }
         if *shutdown.borrow() {
@@ -240,10 +243,16 @@ impl Gateway {
     }
 }
 
-/// Read: waits for the next request head. `false` when there is none to answer:
-/// the client closed the connection, sent a malformed head (answered 400), or the
-/// server began shutting down while the connection was idle.
-async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> bool {
+/// Read: waits for the next request head, at most `deadline` in all (so a head sent
+/// a byte at a time cannot hold the connection, nor can an idle one). `false` when
+/// there is none to answer: the client closed the connection, sent a malformed head
+/// (answered 400), took too long, or the server began shutting down while the
+/// connection was idle.
+async fn read_head(
+    session: &mut ServerSession,
+    shutdown: &ShutdownWatch,
+    deadline: Duration,
+) -> bool {
     let mut shutdown = shutdown.clone();
     let shutting_down = async move {
         // A server whose watch is gone is not shutting down through it.
@@ -253,7 +262,14 @@ async fn read_head(session: &mut ServerSession, shutdown: &ShutdownWatch) -> boo
     };
     let read = tokio::select! {
         biased;
-        read = session.read_request() => read,
+        read = tokio::time::timeout(deadline, session.read_request()) => match read {
+            Ok(read) => read,
+            Err(_) => {
+                tracing::debug!("no complete request head within {deadline:?}: closing");
+                session.shutdown().await;
+                return false;
+            }
+        },
         () = shutting_down => return false,
     };
     match read {

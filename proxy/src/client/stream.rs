@@ -337,6 +337,8 @@ impl ClientStream {
         let mut keep_alive = tokio::time::interval(keep_alive_every());
         keep_alive.tick().await;
         let mut watch = tokio::time::interval(WATCH_EVERY);
+        let lasts_until =
+            tokio::time::Instant::now() + Duration::from_secs(rt.limits.max_stream_seconds);
         let client_gone = loop {
             let inbox = self.inbox.as_mut();
             let write: Option<Bytes> = tokio::select! {
@@ -364,7 +366,9 @@ impl ClientStream {
                 _ = watch.tick() => {
                     let ended = self.env.as_ref().is_some_and(|e| live().is_ended(e.sid));
                     let expired = expires_at.is_some_and(|at| unix_now() >= at);
-                    if ended || expired {
+                    // Past its lifetime the stream ends cleanly; the client reconnects.
+                    let too_old = tokio::time::Instant::now() >= lasts_until;
+                    if ended || expired || too_old {
                         break false;
                     }
                     let now = self.state.config.load();

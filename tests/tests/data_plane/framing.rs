@@ -1,7 +1,7 @@
 //! JSON-RPC framing errors, simple messages and request body limits.
 
 use gatehouse_tests::config::random_base62;
-use gatehouse_tests::{connect, echo_of, RawClient};
+use gatehouse_tests::{connect, echo_of, within, RawClient, STEP_TIMEOUT};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -210,5 +210,40 @@ async fn the_configured_body_limit_applies() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(too_big.status, 413, "{}", too_big.text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start_with(|cfg| cfg.limits_mut().request_head_timeout_ms = 1_000).await?;
+    let mut slow = tokio::net::TcpStream::connect(gw.proxy.addr()).await?;
+    let started = std::time::Instant::now();
+    slow.write_all(b"POST /ws/eng HTTP/1.1\r\nHost: gw\r\n")
+        .await?;
+    // A header line every 200 ms: each read is quick, the head never completes.
+    let trickle = async {
+        for i in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if slow
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest).await;
+    };
+    within("the slow head cut off", STEP_TIMEOUT, trickle).await?;
+    let held = started.elapsed();
+    assert!(
+        held < std::time::Duration::from_secs(5),
+        "a trickled head held the connection for {held:?}"
+    );
+    // Everyone else is served as before.
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
     Ok(())
 }

@@ -392,3 +392,26 @@ async fn an_upstream_without_a_get_stream_is_asked_once_not_per_client_stream() 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stream_past_its_lifetime_ends_cleanly_and_can_be_reopened() -> anyhow::Result<()> {
+    let gw = Gateway::start_with(|cfg| cfg.limits_mut().max_stream_seconds = 1).await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    let opened = std::time::Instant::now();
+    let mut stream = client.open_stream(None).await?;
+    within("the stream's end", STEP_TIMEOUT, stream.until_end()).await??;
+    let lasted = opened.elapsed();
+    assert!(
+        lasted >= std::time::Duration::from_millis(900),
+        "ended after {lasted:?}, before its lifetime"
+    );
+    stream.ended_framed().map_err(anyhow::Error::msg)?;
+    // The session goes on: a new stream opens, and calls work.
+    let _again = client.open_stream(None).await?;
+    let echo = client
+        .call_tool(2, "github__create_issue", json!({"n": 1}))
+        .await?;
+    assert_eq!(echo.tool_echo()?["arguments"], json!({"n": 1}));
+    Ok(())
+}
