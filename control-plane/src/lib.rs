@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod probe;
 pub mod proxies;
+pub mod runner;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -343,6 +343,9 @@ pub async fn install(
         installed_by: Some(user.id.clone()),
         tools,
         naming: "prefixed".into(),
+        command: None,
+        args: None,
+        env: None,
     };
     app.store.insert_server(&ws, &row, &user.username).await?;
     app.publish().await?;

@@ -186,9 +186,36 @@ pub fn transport_text(transport: &str) -> String {
     transport.replace('_', "-")
 }
 
+/// A hosted server's command line as a shell would show it: arguments with spaces
+/// or quotes are quoted.
+pub fn command_line(command: &str, args: &[String]) -> String {
+    std::iter::once(command)
+        .chain(args.iter().map(String::as_str))
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
+            {
+                word.to_owned()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String {
     let slug = &installed.server.slug;
     let mut out = format!("Installed {slug} in {workspace}.\n");
+    if let Some(command) = &installed.server.command {
+        out += &format!(
+            "Gatehouse runs it when a client first uses it: {}\n\
+             Its secrets reach it as environment variables: gatehouse secrets set {slug} NAME VALUE --workspace {workspace}\n",
+            command_line(command, &installed.server.args)
+        );
+    }
     match installed.probe.as_ref().map(|p| (&p.found, &p.error)) {
         Some((Some(found), _)) => {
             let transport = match found.transport.as_str() {
@@ -272,9 +299,10 @@ pub fn server_table(workspace: &str, servers: &[McpServer]) -> String {
         .iter()
         .map(|s| {
             // A skill has no upstream URL: the gateway runs it; show where it came from.
-            let source = match (&s.url, &s.package) {
-                (url, Some(package)) if url.is_empty() => package.clone(),
-                (url, _) => dash_if_empty(url),
+            let source = match (&s.url, &s.package, &s.command) {
+                (_, _, Some(command)) => command_line(command, &s.args),
+                (url, Some(package), _) if url.is_empty() => package.clone(),
+                (url, _, _) => dash_if_empty(url),
             };
             vec![
                 s.slug.clone(),
@@ -818,11 +846,29 @@ mod tests {
             package: None,
             policy: Default::default(),
             naming: "prefixed".into(),
+            ..McpServer::default()
         }];
         assert_eq!(
             server_table("eng", &servers),
             "SLUG        URL           TRANSPORT        ENABLED  SECRETS\n\
              github-mcp  http://u/mcp  streamable-http  yes      A,B\n"
+        );
+    }
+
+    #[test]
+    fn hosted_servers_show_their_command_line() {
+        let servers = [McpServer {
+            slug: "fs".into(),
+            transport: "stdio".into(),
+            enabled: true,
+            command: Some("npx".into()),
+            args: vec!["-y".into(), "my server".into(), "it's".into()],
+            ..McpServer::default()
+        }];
+        assert_eq!(
+            server_table("eng", &servers),
+            "SLUG  URL                           TRANSPORT  ENABLED  SECRETS\n\
+             fs    npx -y 'my server' 'it'\\''s'  stdio      yes      -\n"
         );
     }
 

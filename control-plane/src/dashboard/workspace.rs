@@ -373,7 +373,10 @@ pub async fn install(
         session.user.clone(),
         Path(ws.clone()),
         Body(Install {
-            url: form.url.trim().to_owned(),
+            url: Some(form.url.trim().to_owned()),
+            command: None,
+            args: Vec::new(),
+            env: Default::default(),
             slug: nonempty(form.slug),
             transport: nonempty(form.transport),
             headers,

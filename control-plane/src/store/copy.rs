@@ -78,6 +78,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("installed_by", OptText),
             ("tools", OptText),
             ("naming", Text),
+            ("command", OptText),
+            ("args", OptText),
+            ("env", OptText),
         ],
     ),
     (

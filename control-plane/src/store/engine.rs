@@ -166,6 +166,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/sqlite/0007_server_naming.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/sqlite/0008_hosted_stdio.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -196,6 +200,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("../../migrations/postgres/0007_server_naming.sql"),
+    ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_hosted_stdio.sql"),
     ),
 ];
 

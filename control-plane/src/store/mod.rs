@@ -121,6 +121,12 @@ pub struct ServerRow {
     pub tools: Option<String>,
     /// `prefixed` or `bare` (see migration 7).
     pub naming: String,
+    /// A hosted stdio server's program (transport `stdio`, see migration 8).
+    pub command: Option<String>,
+    /// Its arguments, a JSON array of strings.
+    pub args: Option<String>,
+    /// Its plain environment values, a JSON object (secrets are kept sealed apart).
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -304,6 +310,22 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Stores a setting that changes what proxies are told, with a new config version.
+    pub async fn put_published_setting(
+        &self,
+        name: &str,
+        sealed: Vec<u8>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO settings (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed")
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
     }
 
     // ---- users ----------------------------------------------------------------
@@ -592,7 +614,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming, command, args, env) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
             .bind(&server.id)
             .bind(&server.workspace_id)
             .bind(&server.slug)
@@ -606,6 +628,9 @@ impl Store {
             .bind(&server.installed_by)
             .bind(&server.tools)
             .bind(&server.naming)
+            .bind(&server.command)
+            .bind(&server.args)
+            .bind(&server.env)
             .execute(&mut *tx)
             .await?;
         let target = server.package.as_deref().unwrap_or(&server.slug);

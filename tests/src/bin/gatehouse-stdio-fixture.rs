@@ -1,0 +1,124 @@
+//! A stdio MCP server (rmcp's stdio transport) for the hosted-server tests: what a
+//! user installs with `gatehouse mcp install --command ...`.
+//!
+//! Tools: `echo` (its arguments back, as JSON text), `env` (the value of the
+//! variable `name`), `pid` (its process id), `slow` (waits `ms`, then echoes),
+//! `crash` (waits `ms`, then exits with status 3 without answering).
+//!
+//! Flags, for the failures a runner must survive: `--garbage` writes a line that is
+//! not JSON-RPC to stdout before anything else; `--mute` never answers at all;
+//! `--say-env NAME` writes `NAME=<its value>` to stderr at start (a server that
+//! logs its secret).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{json, Value};
+
+struct Fixture;
+
+const TOOLS: &[(&str, &str)] = &[
+    ("echo", "Returns its arguments as JSON text"),
+    (
+        "env",
+        "Returns the value of the environment variable `name`",
+    ),
+    ("pid", "Returns the server's process id"),
+    (
+        "slow",
+        "Waits `ms` milliseconds, then returns its arguments",
+    ),
+    (
+        "crash",
+        "Waits `ms` milliseconds, then exits without answering",
+    ),
+];
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities: ServerCapabilities =
+            serde_json::from_value(json!({"tools": {}})).expect("capabilities");
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("stdio-fixture", "1.0.0"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema: JsonObject = json!({"type": "object", "additionalProperties": true})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let schema = Arc::new(schema);
+        let tools = TOOLS
+            .iter()
+            .map(|(name, description)| Tool::new(*name, *description, schema.clone()))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let wait = Duration::from_millis(arguments["ms"].as_u64().unwrap_or(0));
+        let answer = match request.name.as_ref() {
+            "echo" => arguments,
+            "env" => {
+                let name = arguments["name"].as_str().unwrap_or_default();
+                json!({"name": name, "value": std::env::var(name).ok()})
+            }
+            "pid" => json!({"pid": std::process::id()}),
+            "slow" => {
+                tokio::time::sleep(wait).await;
+                arguments
+            }
+            "crash" => {
+                tokio::time::sleep(wait).await;
+                std::process::exit(3);
+            }
+            other => {
+                return Err(ErrorData::invalid_params(
+                    format!("no tool {other:?}"),
+                    None,
+                ))
+            }
+        };
+        Ok(CallToolResult::success(vec![ContentBlock::text(answer.to_string())]).into())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--say-env") {
+        let name = args.get(i + 1).map(String::as_str).unwrap_or_default();
+        eprintln!("{name}={}", std::env::var(name).unwrap_or_default());
+    }
+    eprintln!("stdio-fixture ready (pid {})", std::process::id());
+    if args.iter().any(|a| a == "--mute") {
+        // Reads what it is sent and never answers.
+        let mut sink = tokio::io::sink();
+        tokio::io::copy(&mut tokio::io::stdin(), &mut sink).await?;
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--garbage") {
+        let mut out = std::io::stdout();
+        writeln!(out, "starting up... this line is not JSON-RPC")?;
+        out.flush()?;
+    }
+    let service = Fixture.serve(rmcp::transport::stdio()).await?;
+    service.waiting().await?;
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! Stdio MCP servers Gatehouse hosts itself (`mcp install --command ...`): installed
+//! from the CLI, started by the control plane's runner on first use with a minimal
+//! environment and the server's secrets as variables, reached by real MCP clients
+//! through a real proxy like any other server, and stopped, restarted or replaced
+//! as the server's life goes on. The server is `gatehouse-stdio-fixture`, an rmcp
+//! server on its stdio transport (see `tests/src/bin`).
+
+use gatehouse_tests::config::random_base62;
+use gatehouse_tests::control_plane::{Cli, ControlPlane, GatewayProxy};
+use gatehouse_tests::metrics::sample;
+use gatehouse_tests::{
+    connect, wait_until, CallOutcome, McpClient, RawClient, TempDir, STEP_TIMEOUT,
+};
+use reqwest::Method;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{json, Value};
+
+use crate::fixture::{call_echo, database_args, token_in, tool_names, Deployment, PROXY_NAME};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_gatehouse-stdio-fixture");
+
+/// A deployment whose control plane gets `args` (runner flags) too.
+async fn hosting(args: &[&str]) -> anyhow::Result<Deployment> {
+    let mut all: Vec<String> = database_args()?;
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start_with_args(&all).await?;
+    let state = TempDir::new("gw-state")?;
+    let proxy = GatewayProxy::start_named(
+        &cp.api_url(),
+        cp.proxy_token(),
+        state.path(),
+        cp.gateway_ports(),
+        PROXY_NAME,
+    )
+    .await?;
+    let admin = Cli::new("admin")?;
+    admin
+        .login(&cp.api_url(), "admin", cp.admin_credential())
+        .await?;
+    Ok(Deployment {
+        cp,
+        proxy,
+        admin,
+        state,
+    })
+}
+
+/// `mcp install --name NAME --command FIXTURE --arg ... -w engineering`.
+async fn install_fixture(d: &Deployment, name: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut cli = vec![
+        "mcp",
+        "install",
+        "--name",
+        name,
+        "--command",
+        FIXTURE,
+        "-w",
+        "engineering",
+    ];
+    for arg in args {
+        cli.push("--arg");
+        cli.push(arg);
+    }
+    d.admin.ok(&cli).await
+}
+
+async fn call(client: &McpClient, tool: &str, arguments: Value) -> CallOutcome {
+    let arguments = arguments.as_object().cloned().unwrap_or_default();
+    let call = client
+        .peer()
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments));
+    match tokio::time::timeout(STEP_TIMEOUT, call).await {
+        Ok(outcome) => outcome.into(),
+        Err(_) => CallOutcome::Failed(format!("{tool} timed out")),
+    }
+}
+
+async fn pid_of(client: &McpClient, tool: &str) -> anyhow::Result<u32> {
+    let pid = call_echo(client, tool, json!({})).await?["pid"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("{tool} returned no pid"))?;
+    Ok(pid as u32)
+}
+
+fn running(pid: u32) -> bool {
+    // A zombie is gone for our purposes: it runs nothing and holds no memory.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn until_gone(pid: u32, what: &str) -> anyhow::Result<()> {
+    wait_until(what, STEP_TIMEOUT, || async move { !running(pid) }).await
+}
+
+async fn api_key(client: &McpClient) -> anyhow::Result<Value> {
+    Ok(call_echo(client, "fx__env", json!({"name": "API_KEY"})).await?["value"].clone())
+}
+
+async fn cp_metrics(d: &Deployment) -> anyhow::Result<String> {
+    let answer = d.cp.request(Method::GET, "/metrics", None, None).await?;
+    anyhow::ensure!(answer.status == 200, "/metrics: {}", answer.status);
+    Ok(answer.body)
+}
+
+#[tokio::test]
+async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_environment(
+) -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    let installed = d
+        .admin
+        .ok(&[
+            "mcp",
+            "install",
+            "--name",
+            "fx",
+            "--command",
+            FIXTURE,
+            "--arg",
+            "--say-env",
+            "--arg",
+            "API_KEY",
+            "--env",
+            "GREETING=hello there",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    assert_eq!(
+        installed,
+        format!(
+            "Installed fx in engineering.\n\
+             Gatehouse runs it when a client first uses it: {FIXTURE} --say-env API_KEY\n\
+             Its secrets reach it as environment variables: gatehouse secrets set fx NAME VALUE --workspace engineering\n"
+        )
+    );
+    let secret = format!("sk_{}", random_base62(32));
+    d.admin
+        .ok(&[
+            "secrets",
+            "set",
+            "fx",
+            "API_KEY",
+            &secret,
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    let listing = d.admin.ok(&["mcp", "list", "-w", "engineering"]).await?;
+    assert!(
+        listing.lines().any(|l| l.starts_with("fx ")
+            && l.contains(&format!("{FIXTURE} --say-env API_KEY"))
+            && l.contains("stdio")
+            && l.contains("API_KEY")),
+        "mcp list:\n{listing}"
+    );
+    let listed = d.admin.json(&["mcp", "list", "-w", "engineering"]).await?;
+    assert_eq!(listed["servers"][0]["command"], FIXTURE);
+    assert_eq!(
+        listed["servers"][0]["args"],
+        json!(["--say-env", "API_KEY"])
+    );
+    assert_eq!(
+        listed["servers"][0]["env"],
+        json!({"GREETING": "hello there"})
+    );
+    assert_eq!(
+        sample(
+            &cp_metrics(&d).await?,
+            "gatehouse_control_plane_hosted_processes",
+            &[]
+        ),
+        Some(0.0),
+        "nothing runs before a client uses it"
+    );
+
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let mut names = tool_names(&client).await?;
+    names.sort();
+    assert_eq!(
+        names,
+        ["fx__crash", "fx__echo", "fx__env", "fx__pid", "fx__slow"]
+    );
+    assert_eq!(
+        call_echo(&client, "fx__echo", json!({"a": [1, 2]})).await?,
+        json!({"a": [1, 2]})
+    );
+    let env = |name: &'static str| {
+        let client = &client;
+        async move {
+            anyhow::Ok(call_echo(client, "fx__env", json!({"name": name})).await?["value"].clone())
+        }
+    };
+    assert_eq!(env("API_KEY").await?, json!(secret));
+    assert_eq!(env("GREETING").await?, json!("hello there"));
+    let home = env("HOME").await?;
+    assert!(
+        home.as_str()
+            .is_some_and(|h| h.ends_with("/runner/engineering/fx")),
+        "HOME is the server's own directory: {home}"
+    );
+    // The minimal environment: nothing of the control plane's own.
+    assert_eq!(env("GATEHOUSE_PROXY_TOKEN").await?, Value::Null);
+    assert_eq!(env("GATEHOUSE_CLI_CONFIG").await?, Value::Null);
+
+    let pid = pid_of(&client, "fx__pid").await?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let words: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    assert_eq!(words, [FIXTURE, "--say-env", "API_KEY"]);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_default();
+    eprintln!("hosted fixture process {pid}: {rss}");
+
+    // One process for every session.
+    let other = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    assert_eq!(pid_of(&other, "fx__pid").await?, pid);
+    other.cancel().await?;
+    let metrics = cp_metrics(&d).await?;
+    assert_eq!(
+        sample(&metrics, "gatehouse_control_plane_hosted_processes", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // Its stderr is in the control plane's log, its secret redacted; the secret is
+    // in no log.
+    let log = d.cp.log();
+    assert!(
+        log.contains("fx: API_KEY=<redacted>"),
+        "the server's stderr is not in the log, redacted:\n{log}"
+    );
+    assert!(
+        !log.contains(&secret),
+        "the secret is in the control plane's log"
+    );
+    assert!(
+        !d.proxy.log().contains(&secret),
+        "the secret is in the proxy's log"
+    );
+
+    // Removing the server stops its process.
+    client.cancel().await?;
+    d.admin
+        .ok(&["mcp", "remove", "fx", "-w", "engineering"])
+        .await?;
+    until_gone(pid, "the removed server's process exits").await?;
+    wait_until(
+        "the control plane counts no hosted process",
+        STEP_TIMEOUT,
+        || async {
+            cp_metrics(&d).await.is_ok_and(|m| {
+                sample(&m, "gatehouse_control_plane_hosted_processes", &[]) == Some(0.0)
+            })
+        },
+    )
+    .await?;
+    assert!(
+        !d.cp.data_dir().join("runner/engineering/fx").exists(),
+        "the removed server's directory is left behind"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_sessions_using_the_same_request_ids_get_their_own_answers() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let url = d.proxy.ws_url("engineering");
+    let mut a = RawClient::new(&url, Some(&token));
+    let mut b = RawClient::new(&url, Some(&token));
+    a.initialize().await?;
+    b.initialize().await?;
+    for round in 0..5u64 {
+        let id = 7 + round;
+        // The first answers last: the runner must not hand it to the other caller.
+        let (first, second) = tokio::join!(
+            a.call_tool(
+                id,
+                "fx__slow",
+                json!({"ms": 300, "who": "a", "round": round})
+            ),
+            b.call_tool(
+                id,
+                "fx__slow",
+                json!({"ms": 10, "who": "b", "round": round})
+            ),
+        );
+        let (first, second) = (first?, second?);
+        assert_eq!(first.message()?["id"], json!(id), "{}", first.text());
+        assert_eq!(second.message()?["id"], json!(id), "{}", second.text());
+        assert_eq!(
+            first.tool_echo()?,
+            json!({"ms": 300, "who": "a", "round": round})
+        );
+        assert_eq!(
+            second.tool_echo()?,
+            json!({"ms": 10, "who": "b", "round": round})
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_mid_call_is_a_clear_error_and_the_next_call_starts_it_again() -> anyhow::Result<()>
+{
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let before = pid_of(&client, "fx__pid").await?;
+
+    // A call in flight when another crashes the process fails too, saying so.
+    let (slow, crash) = tokio::join!(
+        call(&client, "fx__slow", json!({"ms": 20_000})),
+        call(&client, "fx__crash", json!({"ms": 200})),
+    );
+    for (tool, outcome) in [("fx__slow", slow), ("fx__crash", crash)] {
+        match outcome {
+            CallOutcome::JsonRpcError(error) => {
+                assert_eq!(error.code.0, -32603, "{tool}: {error:?}");
+                assert!(
+                    error
+                        .message
+                        .contains("hosted server fx exited (exit status: 3)"),
+                    "{tool}: {error:?}"
+                );
+            }
+            other => panic!("{tool} should fail with a JSON-RPC error: {other:?}"),
+        }
+    }
+    until_gone(before, "the crashed process is gone").await?;
+
+    // The same session goes on: the runner starts the server again.
+    let after = pid_of(&client, "fx__pid").await?;
+    assert_ne!(after, before);
+    assert_eq!(
+        call_echo(&client, "fx__echo", json!({"still": "here"})).await?,
+        json!({"still": "here"})
+    );
+    let metrics = cp_metrics(&d).await?;
+    assert_eq!(
+        sample(
+            &metrics,
+            "gatehouse_control_plane_hosted_crashes_total",
+            &[("server", "fx")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "gatehouse_control_plane_hosted_restarts_total",
+            &[("server", "fx")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        d.cp.log().contains("hosted server exited"),
+        "the crash is not in the log"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn servers_that_cannot_start_say_why_and_leave_the_others_alone() -> anyhow::Result<()> {
+    let d = hosting(&["--runner-start-timeout", "2"]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "good", &[]).await?;
+    install_fixture(&d, "garbage", &["--garbage"]).await?;
+    install_fixture(&d, "mute", &["--mute"]).await?;
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            "--name",
+            "missing",
+            "--command",
+            "/nonexistent/mcp-server",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let mut names = tool_names(&client).await?;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "good__crash",
+            "good__echo",
+            "good__env",
+            "good__pid",
+            "good__slow"
+        ]
+    );
+    assert_eq!(
+        call_echo(&client, "good__echo", json!({"ok": true})).await?,
+        json!({"ok": true})
+    );
+    let log = d.cp.log();
+    for said in [
+        "hosted server garbage wrote something that is not JSON-RPC on stdout before answering initialize: \"starting up... this line is not JSON-RPC\"",
+        "hosted server mute did not answer initialize within 2 s",
+        "hosted server missing exited (exit status: 127) before answering initialize; it said on stderr:",
+    ] {
+        assert!(log.contains(said), "the log does not say {said:?}:\n{log}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_secrets_replace_the_process_idle_ones_stop_and_a_deleted_workspace_takes_its_servers(
+) -> anyhow::Result<()> {
+    let d = hosting(&["--runner-idle-stop", "2"]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.admin
+        .ok(&[
+            "secrets",
+            "set",
+            "fx",
+            "API_KEY",
+            "first-value",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let first = pid_of(&client, "fx__pid").await?;
+    assert_eq!(api_key(&client).await?, json!("first-value"));
+
+    d.admin
+        .ok(&[
+            "secrets",
+            "set",
+            "fx",
+            "API_KEY",
+            "second-value",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    until_gone(first, "the process started with the old secret stops").await?;
+    d.synced().await?;
+    assert_eq!(api_key(&client).await?, json!("second-value"));
+    let second = pid_of(&client, "fx__pid").await?;
+    assert_ne!(second, first);
+
+    // No call for 2 s: stopped; the next call starts it again.
+    until_gone(second, "the idle process stops").await?;
+    let third = pid_of(&client, "fx__pid").await?;
+    assert_ne!(third, second);
+    assert!(running(third));
+
+    client.cancel().await?;
+    d.admin
+        .ok(&["workspace", "delete", "engineering", "--yes"])
+        .await?;
+    until_gone(third, "the deleted workspace's server stops").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn install_takes_a_url_or_a_command_and_says_what_is_wrong() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    d.admin.ok(&["workspace", "create", "Engineering"]).await?;
+    let jwt = d.admin.session_token()?;
+    let path = "/v1/workspaces/engineering/servers";
+    for (body, says) in [
+        (
+            json!({"url": "http://127.0.0.1:9/mcp", "command": "npx", "slug": "x"}),
+            "give url (a server reached over HTTP) or command (a stdio server Gatehouse runs), not both",
+        ),
+        (
+            json!({"slug": "x"}),
+            "give url (a server reached over HTTP) or command (a stdio server Gatehouse runs)",
+        ),
+        (
+            json!({"command": "npx", "env": {"1BAD": "x"}, "slug": "x"}),
+            "environment variable name \"1BAD\" must match ^[A-Za-z_][A-Za-z0-9_]*$",
+        ),
+        (
+            json!({"command": "npx", "headers": {"X": "y"}, "slug": "x"}),
+            "headers apply to servers reached by url",
+        ),
+        (
+            json!({"command": "npx", "transport": "sse", "slug": "x"}),
+            "transport \"sse\" does not go with command",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/mcp", "args": ["-y"], "slug": "x"}),
+            "args and env apply to stdio servers (command)",
+        ),
+    ] {
+        let answer = d
+            .cp
+            .request(Method::POST, path, Some(&jwt), Some(&body))
+            .await?;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert!(
+            answer.body.contains(&says.replace('"', "\\\"")),
+            "{body}: {} does not say {says:?}",
+            answer.body
+        );
+    }
+    let run = d
+        .admin
+        .run(&["mcp", "install", "--command", "npx", "--header", "X: y"])
+        .await?;
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("--header does not apply to a stdio server"),
+        "{run}"
+    );
+    let run = d
+        .admin
+        .run(&["mcp", "install", "http://127.0.0.1:9/mcp", "--arg", "-y"])
+        .await?;
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("--arg applies to a stdio server (--command), not to http://127.0.0.1:9/mcp"),
+        "{run}"
+    );
+    // Without --name, the slug comes from the command's file name.
+    let installed = d
+        .admin
+        .json(&[
+            "mcp",
+            "install",
+            "--command",
+            "/usr/local/bin/My_Server",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    assert_eq!(installed["server"]["slug"], "my-server");
+    assert_eq!(installed["server"]["transport"], "stdio");
+    assert_eq!(installed["server"]["url"], "");
+    Ok(())
+}
