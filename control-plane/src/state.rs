@@ -129,19 +129,19 @@ impl App {
             }
         };
         // Proxies apply a snapshot only when its version is new: a runner that moved
-        // (another port after a restart) takes a new version, or they would keep
-        // calling the old address.
+        // (another port after a restart) takes a new version when a hosted server
+        // is configured, or proxies would keep calling the old address.
         let runner_moved = match store.setting("runner_url").await? {
             Some(sealed) => master.open(&sealed, "settings/runner_url")? != runner_url.as_bytes(),
             None => true,
         };
         if runner_moved {
-            store
-                .put_published_setting(
-                    "runner_url",
-                    master.seal(runner_url.as_bytes(), "settings/runner_url"),
-                )
-                .await?;
+            let sealed = master.seal(runner_url.as_bytes(), "settings/runner_url");
+            if store.hosts_servers().await? {
+                store.put_published_setting("runner_url", sealed).await?;
+            } else {
+                store.put_setting("runner_url", sealed).await?;
+            }
         }
 
         let (proxy_token, proxy_token_file) = match std::env::var("GATEHOUSE_PROXY_TOKEN") {

@@ -709,6 +709,15 @@ impl Store {
     }
 
     /// The workspace's bare server, if it has one.
+    /// Whether any workspace has a stdio server (the runner hosts it).
+    pub async fn hosts_servers(&self) -> Result<bool, sqlx::Error> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE transport = 'stdio'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count > 0)
+    }
+
     pub async fn bare_server(&self, workspace_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT slug FROM servers WHERE workspace_id = $1 AND naming = 'bare'")
             .bind(workspace_id)

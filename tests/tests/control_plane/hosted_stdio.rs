@@ -561,3 +561,27 @@ async fn install_takes_a_url_or_a_command_and_says_what_is_wrong() -> anyhow::Re
     assert_eq!(installed["server"]["url"], "");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_restarted_control_plane_hosts_its_servers_again_where_proxies_find_them(
+) -> anyhow::Result<()> {
+    let mut d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    let before = d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let first = pid_of(&client, "fx__pid").await?;
+
+    // Killed outright: the process it hosted sees its stdin close and exits.
+    d.cp.restart().await?;
+    until_gone(first, "the killed control plane's hosted process exits").await?;
+    // The runner listens on another port now: a new config version says where.
+    let after = d.synced().await?;
+    assert!(
+        after > before,
+        "no new config version ({before} -> {after})"
+    );
+    let second = pid_of(&client, "fx__pid").await?;
+    assert_ne!(second, first);
+    Ok(())
+}
