@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::process::{Call, Relayed};
+use super::calls::{Call, Relayed};
 use super::{HostedKey, Runner};
 
 pub fn router(runner: Arc<Runner>) -> Router {

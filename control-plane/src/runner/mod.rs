@@ -9,7 +9,7 @@
 //! listener (`--runner-listen`, loopback by default). It learns what to host from the
 //! control plane's publications ([`spec::HostedSet`], rebuilt from the store with each
 //! config): one process per (workspace, server), started on first use, shared by
-//! every gateway session ([`process`]), started again with a growing delay after a
+//! every gateway session ([`process`], its calls in [`calls`]), started again with a growing delay after a
 //! crash, stopped when the server is removed, disabled or its workspace deleted,
 //! replaced when its command, environment or secrets change, stopped when idle
 //! ([`slot`]). The HTTP side is in [`http`], the counters in [`metrics`].
@@ -22,6 +22,7 @@
 //! file-system view, network and memory. Hosted servers are trusted code; install
 //! only what you would run on that machine yourself.
 
+pub mod calls;
 pub mod http;
 pub mod metrics;
 pub mod process;
