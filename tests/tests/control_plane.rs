@@ -21,6 +21,8 @@ mod authorisation;
 mod bad_input;
 #[path = "control_plane/fixture.rs"]
 mod fixture;
+#[path = "control_plane/hosted_npm.rs"]
+mod hosted_npm;
 #[path = "control_plane/hosted_stdio.rs"]
 mod hosted_stdio;
 #[path = "control_plane/install_probe.rs"]

@@ -20,7 +20,7 @@ use crate::fixture::{call_echo, database_args, token_in, tool_names, Deployment,
 const FIXTURE: &str = env!("CARGO_BIN_EXE_gatehouse-stdio-fixture");
 
 /// A deployment whose control plane gets `args` (runner flags) too.
-async fn hosting(args: &[&str]) -> anyhow::Result<Deployment> {
+pub(crate) async fn hosting(args: &[&str]) -> anyhow::Result<Deployment> {
     let mut all: Vec<String> = database_args()?;
     all.extend(args.iter().map(|a| a.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -83,7 +83,7 @@ async fn pid_of(client: &McpClient, tool: &str) -> anyhow::Result<u32> {
     Ok(pid as u32)
 }
 
-fn running(pid: u32) -> bool {
+pub(crate) fn running(pid: u32) -> bool {
     // A zombie is gone for our purposes: it runs nothing and holds no memory.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
@@ -94,7 +94,7 @@ fn running(pid: u32) -> bool {
     }
 }
 
-async fn until_gone(pid: u32, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn until_gone(pid: u32, what: &str) -> anyhow::Result<()> {
     wait_until(what, STEP_TIMEOUT, || async move { !running(pid) }).await
 }
 
