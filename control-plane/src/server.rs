@@ -174,6 +174,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (boot, api_url) = (&started.boot, &started.api_url);
     println!("Gatehouse control plane: {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
     println!("Dashboard: {api_url}{}", crate::dashboard::PATH);
+    println!("Runner of hosted stdio servers: {}", started.app.runner.url);
     if let Some(credential) = &boot.admin_credential {
         println!(
             "Bootstrap admin created: gatehouse login --api {api_url} --username admin --credential {credential}\n(also saved in {})",
@@ -242,6 +243,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         opts.serve.gateway_url.trim_end_matches('/')
     );
     println!("  Metrics:     http://{}/metrics", opts.proxy_admin_listen);
+    println!(
+        "  Runner:      {}  (hosted stdio servers; proxies only)",
+        app.runner.url
+    );
     println!(
         "  CLI logged in as {} (try: gatehouse workspace list)",
         boot.admin.username
