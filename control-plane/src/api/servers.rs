@@ -273,6 +273,14 @@ async fn install_hosted(
     command: String,
     req: Install,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // Its command runs on the control plane's machine as the control plane's user,
+    // which can read the master key and the store: only those trusted with them
+    // may choose it.
+    if !user.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may install a stdio server: Gatehouse runs its command on the control plane's machine, as the control plane's user".into(),
+        ));
+    }
     if !req.headers.is_empty() {
         return Err(ApiError::BadRequest(
             "headers apply to servers reached by url; a stdio server gets its secrets as environment variables".into(),
@@ -441,6 +449,14 @@ pub async fn set_secret(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let row = server_of(&app, &ws, &server).await?;
+    // A stdio server's secrets become its environment (LD_PRELOAD, NODE_OPTIONS, ...),
+    // which decides what it runs: the same trust as choosing its command.
+    if row.transport == STDIO && !user.admin {
+        return Err(ApiError::Forbidden(format!(
+            "only an admin may set the secrets of {:?}: they become the environment of a command Gatehouse runs on the control plane's machine",
+            row.slug
+        )));
+    }
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(ApiError::BadRequest(format!(
             "secret name {name:?} must match [A-Za-z0-9_]+"

@@ -15,7 +15,10 @@ use reqwest::Method;
 use rmcp::model::CallToolRequestParams;
 use serde_json::{json, Value};
 
-use crate::fixture::{call_echo, database_args, token_in, tool_names, Deployment, PROXY_NAME};
+use crate::fixture::{
+    assert_fails, call_echo, database_args, token_in, tool_names, value_after, Deployment,
+    PROXY_NAME,
+};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_gatehouse-stdio-fixture");
 
@@ -543,6 +546,52 @@ async fn install_takes_a_url_or_a_command_and_says_what_is_wrong() -> anyhow::Re
         run.stderr
             .contains("--arg applies to a stdio server (--command), not to http://127.0.0.1:9/mcp"),
         "{run}"
+    );
+    // Only an admin may: the command runs as the control plane's user.
+    let created = d
+        .admin
+        .ok(&["user", "create", "bob", "--email", "bob@example.com"])
+        .await?;
+    let bob = Cli::new("bob")?;
+    bob.login(
+        &d.cp.api_url(),
+        "bob",
+        &value_after(&created, "Credential: ")?,
+    )
+    .await?;
+    bob.ok(&["workspace", "create", "Bobs"]).await?;
+    let refused = bob
+        .run(&["mcp", "install", "--command", "sh", "-w", "bobs"])
+        .await?;
+    assert_fails(
+        &refused,
+        2,
+        "only an admin may install a stdio server: Gatehouse runs its command on the control plane's machine",
+    );
+    // A member of the admin's team works in its workspaces, but may not set what
+    // becomes a hosted server's environment.
+    let invited = d.admin.ok(&["team", "invite", "bob@example.com"]).await?;
+    let code = invited
+        .split_whitespace()
+        .find(|w| w.starts_with("inv_"))
+        .ok_or_else(|| anyhow::anyhow!("no join code in:\n{invited}"))?;
+    bob.ok(&["team", "accept", code]).await?;
+    install_fixture(&d, "fx", &[]).await?;
+    let refused = bob
+        .run(&[
+            "secrets",
+            "set",
+            "fx",
+            "LD_PRELOAD",
+            "/tmp/x.so",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    assert_fails(
+        &refused,
+        2,
+        "only an admin may set the secrets of \"fx\": they become the environment of a command",
     );
     // Without --name, the slug comes from the command's file name.
     let installed = d
