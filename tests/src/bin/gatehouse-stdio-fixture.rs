@@ -3,7 +3,8 @@
 //!
 //! Tools: `echo` (its arguments back, as JSON text), `env` (the value of the
 //! variable `name`), `pid` (its process id), `slow` (waits `ms`, then echoes),
-//! `crash` (waits `ms`, then exits with status 3 without answering).
+//! `crash` (waits `ms`, then exits with status 3 without answering), `progress`
+//! (`steps` progress notifications saying `<who> step <n>`, then its arguments).
 //!
 //! Flags, for the failures a runner must survive: `--garbage` writes a line that is
 //! not JSON-RPC to stdout before anything else; `--mute` never answers at all;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -38,6 +40,10 @@ const TOOLS: &[(&str, &str)] = &[
     (
         "crash",
         "Waits `ms` milliseconds, then exits without answering",
+    ),
+    (
+        "progress",
+        "Sends `steps` progress notifications, then returns its arguments",
     ),
 ];
 
@@ -69,7 +75,7 @@ impl ServerHandler for Fixture {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let wait = Duration::from_millis(arguments["ms"].as_u64().unwrap_or(0));
@@ -82,6 +88,24 @@ impl ServerHandler for Fixture {
             "pid" => json!({"pid": std::process::id()}),
             "slow" => {
                 tokio::time::sleep(wait).await;
+                arguments
+            }
+            "progress" => {
+                let steps = arguments["steps"].as_u64().unwrap_or(3);
+                let who = arguments["who"].as_str().unwrap_or_default().to_owned();
+                if let Some(token) = context.meta.get_progress_token() {
+                    for step in 1..=steps {
+                        let param: ProgressNotificationParam = serde_json::from_value(json!({
+                            "progressToken": token,
+                            "progress": step,
+                            "total": steps,
+                            "message": format!("{who} step {step}"),
+                        }))
+                        .expect("progress");
+                        let _ = context.peer.notify_progress(param).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
                 arguments
             }
             "crash" => {

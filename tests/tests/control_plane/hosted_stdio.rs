@@ -9,7 +9,7 @@ use gatehouse_tests::config::random_base62;
 use gatehouse_tests::control_plane::{Cli, ControlPlane, GatewayProxy};
 use gatehouse_tests::metrics::sample;
 use gatehouse_tests::{
-    connect, wait_until, CallOutcome, McpClient, RawClient, TempDir, STEP_TIMEOUT,
+    connect, wait_until, CallOutcome, McpClient, RawClient, RawResponse, TempDir, STEP_TIMEOUT,
 };
 use reqwest::Method;
 use rmcp::model::CallToolRequestParams;
@@ -189,7 +189,14 @@ async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_
     names.sort();
     assert_eq!(
         names,
-        ["fx__crash", "fx__echo", "fx__env", "fx__pid", "fx__slow"]
+        [
+            "fx__crash",
+            "fx__echo",
+            "fx__env",
+            "fx__pid",
+            "fx__progress",
+            "fx__slow"
+        ]
     );
     assert_eq!(
         call_echo(&client, "fx__echo", json!({"a": [1, 2]})).await?,
@@ -319,6 +326,68 @@ async fn two_sessions_using_the_same_request_ids_get_their_own_answers() -> anyh
     Ok(())
 }
 
+/// The JSON-RPC messages of an event-stream reply, in order.
+fn messages_of(reply: &RawResponse) -> Vec<Value> {
+    reply
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str(data.trim()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn progress_reaches_the_call_that_asked_for_it_with_its_own_token() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let url = d.proxy.ws_url("engineering");
+    let mut a = RawClient::new(&url, Some(&token));
+    let mut b = RawClient::new(&url, Some(&token));
+    a.initialize().await?;
+    b.initialize().await?;
+    // The same request id and the same progress token in both sessions, at once.
+    let ask = |who: &str| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "fx__progress", "arguments": {"who": who, "steps": 4},
+            "_meta": {"progressToken": "p-1"},
+        }})
+    };
+    let (for_a, for_b) = (ask("a"), ask("b"));
+    let (ra, rb) = tokio::join!(a.send_json(&for_a), b.send_json(&for_b));
+    for (who, reply) in [("a", ra?), ("b", rb?)] {
+        let messages = messages_of(&reply);
+        let progress: Vec<&Value> = messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .collect();
+        let said: Vec<&str> = progress
+            .iter()
+            .filter_map(|m| m["params"]["message"].as_str())
+            .collect();
+        assert_eq!(
+            said,
+            (1..=4)
+                .map(|n| format!("{who} step {n}"))
+                .collect::<Vec<_>>(),
+            "{who}: {}",
+            reply.text()
+        );
+        assert!(
+            progress
+                .iter()
+                .all(|m| m["params"]["progressToken"] == "p-1"),
+            "{who}: the caller's own token comes back: {}",
+            reply.text()
+        );
+        let last = messages.last().cloned().unwrap_or_default();
+        assert_eq!(last["id"], 3, "{who}: {}", reply.text());
+        assert_eq!(reply.tool_echo()?, json!({"who": who, "steps": 4}), "{who}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_crash_mid_call_is_a_clear_error_and_the_next_call_starts_it_again() -> anyhow::Result<()>
 {
@@ -413,6 +482,7 @@ async fn servers_that_cannot_start_say_why_and_leave_the_others_alone() -> anyho
             "good__echo",
             "good__env",
             "good__pid",
+            "good__progress",
             "good__slow"
         ]
     );
