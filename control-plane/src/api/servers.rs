@@ -377,6 +377,14 @@ pub struct ServerChange {
     /// `prefixed` or `bare`.
     #[serde(default)]
     pub naming: Option<String>,
+    /// A stdio server's program, arguments and plain environment (each replaces
+    /// what it had; admins only).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 /// Enables or disables a server, or replaces its tool policy (`PATCH`).
@@ -388,11 +396,17 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let mut row = server_of(&app, &ws, &server).await?;
-    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() {
+    let runs = req.command.is_some() || req.args.is_some() || req.env.is_some();
+    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() && !runs {
         return Err(ApiError::BadRequest(
-            "nothing to change: give enabled, policy or naming".into(),
+            "nothing to change: give enabled, policy, naming, or a stdio server's command, args or env".into(),
         ));
     }
+    let command_line = if runs {
+        Some(changed_command_line(&user, &row, &req)?)
+    } else {
+        None
+    };
     let naming = req.naming.as_deref().map(naming_of).transpose()?;
     if naming == Some("bare") {
         only_bare(&app, &ws, &row.slug).await?;
@@ -428,12 +442,72 @@ pub async fn update(
         row.naming = naming.into();
         changed = true;
     }
+    if let Some((command, args, env)) = command_line.filter(|(command, args, env)| {
+        Some(command) != row.command.as_ref()
+            || Some(args) != row.args.as_ref()
+            || Some(env) != row.env.as_ref()
+    }) {
+        row.command = Some(command);
+        row.args = Some(args);
+        row.env = Some(env);
+        app.store
+            .set_server_command(&ws, &row, &user.username)
+            .await?;
+        changed = true;
+    }
     if changed {
         app.publish().await?;
     }
     let names = secret_names(&app, &ws).await?;
     let secrets = names.get(&row.slug).map_or(&[][..], Vec::as_slice);
     Ok(Json(json!({"server": server_json(&row, secrets)})))
+}
+
+/// A stdio server's new command, args and env as stored (JSON), what the change
+/// leaves out kept; refused for other servers and for non-admins.
+fn changed_command_line(
+    user: &AuthUser,
+    row: &ServerRow,
+    req: &ServerChange,
+) -> ApiResult<(String, String, String)> {
+    if row.transport != STDIO {
+        return Err(ApiError::BadRequest(format!(
+            "command, args and env apply to stdio servers; {:?} is reached by url",
+            row.slug
+        )));
+    }
+    if !user.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may change what a stdio server runs: Gatehouse runs it on the control plane's machine, as the control plane's user".into(),
+        ));
+    }
+    let command = req
+        .command
+        .clone()
+        .or_else(|| row.command.clone())
+        .unwrap_or_default();
+    let args: Vec<String> = match &req.args {
+        Some(args) => args.clone(),
+        None => stored(&row.args)?,
+    };
+    let env: BTreeMap<String, String> = match &req.env {
+        Some(env) => env.clone(),
+        None => stored(&row.env)?,
+    };
+    check_command(&command, &args, &env).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((
+        command,
+        serde_json::to_string(&args).map_err(anyhow::Error::from)?,
+        serde_json::to_string(&env).map_err(anyhow::Error::from)?,
+    ))
+}
+
+/// A JSON column as its value; absent is empty.
+fn stored<T: serde::de::DeserializeOwned + Default>(json: &Option<String>) -> ApiResult<T> {
+    match json {
+        Some(json) => Ok(serde_json::from_str(json).map_err(anyhow::Error::from)?),
+        None => Ok(T::default()),
+    }
 }
 
 #[derive(Deserialize)]

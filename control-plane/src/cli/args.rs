@@ -469,6 +469,29 @@ pub enum McpCommand {
         #[arg(long, conflicts_with_all = ["allow", "deny", "read_only"])]
         open: bool,
     },
+    /// Replace what a stdio server runs: gatehouse mcp command fs -w WS npx -y PACKAGE DIR
+    /// (its process is replaced)
+    Command {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        /// The program
+        program: String,
+        /// Its arguments, in order (everything after the program, dashes included)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Replace a stdio server's plain environment variables (none: clears them; its
+    /// secrets are set apart, with `gatehouse secrets set`)
+    Env {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[arg(value_name = "NAME=VALUE", value_parser = parse_env)]
+        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+    },
     /// Set how an MCP server's tools, prompts and resources are named to clients
     Naming {
         #[arg(value_parser = parse_slug)]
@@ -1265,6 +1288,39 @@ mod tests {
             parse(&["--version"]).unwrap_err().kind(),
             clap::error::ErrorKind::DisplayVersion
         );
+    }
+
+    #[test]
+    fn mcp_command_and_env_replace_what_a_stdio_server_runs() {
+        match parse(&[
+            "mcp", "command", "fs", "-w", "eng", "npx", "-y", "pkg", "--flag",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Mcp(McpCommand::Command {
+                slug,
+                workspace,
+                program,
+                args,
+            }) => {
+                assert_eq!(slug, "fs");
+                assert_eq!(workspace.workspace.as_deref(), Some("eng"));
+                assert_eq!(program, "npx");
+                assert_eq!(args, ["-y", "pkg", "--flag"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["mcp", "env", "fs", "A=1", "B=x=y"])
+            .unwrap()
+            .command
+        {
+            Command::Mcp(McpCommand::Env { vars, .. }) => {
+                assert_eq!(vars, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["mcp", "env", "fs", "NOEQUALS"]).is_err());
     }
 
     #[test]

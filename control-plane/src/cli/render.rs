@@ -285,7 +285,15 @@ pub fn server_changed(server: &McpServer, workspace: &str) -> String {
     } else {
         format!("prefixed ({slug}__<tool>)")
     };
-    format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n")
+    let mut out = format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n");
+    if let Some(command) = &server.command {
+        out += &format!("Runs: {}\n", command_line(command, &server.args));
+        if !server.env.is_empty() {
+            let names: Vec<&str> = server.env.keys().map(String::as_str).collect();
+            out += &format!("Environment: {}\n", names.join(", "));
+        }
+    }
+    out
 }
 
 /// `SLUG URL TRANSPORT ENABLED SECRETS`.

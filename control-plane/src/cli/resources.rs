@@ -59,6 +59,9 @@ pub struct McpServer {
     pub command: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Its plain environment variables.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// A server's tool policy as the API shows it.

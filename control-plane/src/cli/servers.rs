@@ -173,6 +173,30 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             )?;
             change(ctx, workspace.workspace, &slug, json!({"policy": policy})).await
         }
+        McpCommand::Command {
+            slug,
+            workspace,
+            program,
+            args,
+        } => {
+            let body = json!({"command": program, "args": args});
+            change(ctx, workspace.workspace, &slug, body).await
+        }
+        McpCommand::Env {
+            slug,
+            vars,
+            workspace,
+        } => {
+            let mut env = Map::new();
+            for (name, value) in vars {
+                if env.insert(name.clone(), json!(value)).is_some() {
+                    return Err(CliError::usage(format!(
+                        "{name} given twice: pass each variable once"
+                    )));
+                }
+            }
+            change(ctx, workspace.workspace, &slug, json!({"env": env})).await
+        }
         McpCommand::Naming {
             slug,
             naming,

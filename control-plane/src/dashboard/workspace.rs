@@ -311,6 +311,9 @@ pub async fn set_policy(
                 read_only: !form.read_only.is_empty(),
             }),
             naming: None,
+            command: None,
+            args: None,
+            env: None,
         }),
     )
     .await?;
@@ -437,6 +440,9 @@ pub async fn set_enabled(
             enabled: Some(enabled),
             policy: None,
             naming: None,
+            command: None,
+            args: None,
+            env: None,
         }),
     )
     .await?;

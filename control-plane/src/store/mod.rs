@@ -744,6 +744,27 @@ impl Store {
         tx.commit().await
     }
 
+    /// Replaces a stdio server's command line and environment (the runner replaces
+    /// its process).
+    pub async fn set_server_command(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET command = $1, args = $2, env = $3 WHERE id = $4")
+            .bind(&server.command)
+            .bind(&server.args)
+            .bind(&server.env)
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "command_set", &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
     pub async fn secrets_of_workspace(
         &self,
         workspace_id: &str,

@@ -101,6 +101,10 @@ pub(crate) async fn until_gone(pid: u32, what: &str) -> anyhow::Result<()> {
     wait_until(what, STEP_TIMEOUT, || async move { !running(pid) }).await
 }
 
+async fn env_var(client: &McpClient, name: &str) -> anyhow::Result<Value> {
+    Ok(call_echo(client, "fx__env", json!({"name": name})).await?["value"].clone())
+}
+
 async fn api_key(client: &McpClient) -> anyhow::Result<Value> {
     Ok(call_echo(client, "fx__env", json!({"name": "API_KEY"})).await?["value"].clone())
 }
@@ -702,5 +706,93 @@ async fn a_restarted_control_plane_hosts_its_servers_again_where_proxies_find_th
     );
     let second = pid_of(&client, "fx__pid").await?;
     assert_ne!(second, first);
+    Ok(())
+}
+
+#[tokio::test]
+async fn changing_what_a_stdio_server_runs_replaces_its_process() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            "--name",
+            "fx",
+            "--command",
+            FIXTURE,
+            "--env",
+            "GREETING=one",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    assert_eq!(env_var(&client, "GREETING").await?, json!("one"));
+    let first = pid_of(&client, "fx__pid").await?;
+
+    let changed = d
+        .admin
+        .ok(&["mcp", "env", "fx", "GREETING=two", "-w", "engineering"])
+        .await?;
+    assert!(
+        changed.contains(&format!("Runs: {FIXTURE}\nEnvironment: GREETING\n")),
+        "{changed}"
+    );
+    until_gone(first, "the process with the old environment stops").await?;
+    d.synced().await?;
+    assert_eq!(env_var(&client, "GREETING").await?, json!("two"));
+    let second = pid_of(&client, "fx__pid").await?;
+
+    d.admin
+        .ok(&[
+            "mcp",
+            "command",
+            "fx",
+            "-w",
+            "engineering",
+            FIXTURE,
+            "--say-env",
+            "GREETING",
+        ])
+        .await?;
+    until_gone(second, "the process with the old command line stops").await?;
+    d.synced().await?;
+    let third = pid_of(&client, "fx__pid").await?;
+    let cmdline = std::fs::read_to_string(format!("/proc/{third}/cmdline"))?;
+    assert_eq!(cmdline, format!("{FIXTURE}\0--say-env\0GREETING\0"));
+    assert_eq!(env_var(&client, "GREETING").await?, json!("two"));
+    assert!(d.cp.log().contains("fx: GREETING=two"), "{}", d.cp.log());
+
+    // The same change of a server reached by URL is refused, saying why.
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            "http://127.0.0.1:9/mcp",
+            "--name",
+            "remote",
+            "--transport",
+            "streamable-http",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    let refused = d
+        .admin
+        .run(&["mcp", "env", "remote", "A=b", "-w", "engineering"])
+        .await?;
+    assert_fails(
+        &refused,
+        2,
+        "command, args and env apply to stdio servers; \"remote\" is reached by url",
+    );
+    let audit = d.admin.ok(&["workspace", "audit", "engineering"]).await?;
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("command_set")).count(),
+        2,
+        "{audit}"
+    );
     Ok(())
 }
