@@ -667,6 +667,33 @@ async fn install_takes_a_url_or_a_command_and_says_what_is_wrong() -> anyhow::Re
         2,
         "only an admin may set the secrets of \"fx\": they become the environment of a command",
     );
+    // The Hub's stdio packages install as hosted servers, for admins only.
+    let refused = bob
+        .run(&["mcp", "install", "@gatehouse/memory", "-w", "bobs"])
+        .await?;
+    assert_fails(
+        &refused,
+        2,
+        "only an admin may install @gatehouse/memory: it is a stdio server",
+    );
+    let from_hub = d
+        .admin
+        .ok(&["mcp", "install", "@gatehouse/memory", "-w", "engineering"])
+        .await?;
+    assert!(from_hub.contains("@gatehouse/memory"), "{from_hub}");
+    let listed = d.admin.json(&["mcp", "list", "-w", "engineering"]).await?;
+    let memory = listed["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["slug"] == "memory"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(memory["transport"], "stdio", "{listed}");
+    assert_eq!(memory["command"], "npx", "{listed}");
+    assert_eq!(
+        memory["args"],
+        json!(["-y", "@modelcontextprotocol/server-memory"])
+    );
+    assert_eq!(memory["env"], json!({"MEMORY_FILE_PATH": "memory.jsonl"}));
     // Without --name, the slug comes from the command's file name.
     let installed = d
         .admin
