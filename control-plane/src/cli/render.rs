@@ -186,26 +186,6 @@ pub fn transport_text(transport: &str) -> String {
     transport.replace('_', "-")
 }
 
-/// A hosted server's command line as a shell would show it: arguments with spaces
-/// or quotes are quoted.
-pub fn command_line(command: &str, args: &[String]) -> String {
-    std::iter::once(command)
-        .chain(args.iter().map(String::as_str))
-        .map(|word| {
-            if !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
-            {
-                word.to_owned()
-            } else {
-                format!("'{}'", word.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String {
     let slug = &installed.server.slug;
     let mut out = format!("Installed {slug} in {workspace}.\n");
@@ -213,7 +193,7 @@ pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String 
         out += &format!(
             "Gatehouse runs it when a client first uses it: {}\n\
              Its secrets reach it as environment variables: gatehouse secrets set {slug} NAME VALUE --workspace {workspace}\n",
-            command_line(command, &installed.server.args)
+            crate::runner::spec::command_line(command, &installed.server.args)
         );
     }
     match installed.probe.as_ref().map(|p| (&p.found, &p.error)) {
@@ -287,7 +267,10 @@ pub fn server_changed(server: &McpServer, workspace: &str) -> String {
     };
     let mut out = format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n");
     if let Some(command) = &server.command {
-        out += &format!("Runs: {}\n", command_line(command, &server.args));
+        out += &format!(
+            "Runs: {}\n",
+            crate::runner::spec::command_line(command, &server.args)
+        );
         if !server.env.is_empty() {
             let names: Vec<&str> = server.env.keys().map(String::as_str).collect();
             out += &format!("Environment: {}\n", names.join(", "));
@@ -308,7 +291,7 @@ pub fn server_table(workspace: &str, servers: &[McpServer]) -> String {
         .map(|s| {
             // A skill has no upstream URL: the gateway runs it; show where it came from.
             let source = match (&s.url, &s.package, &s.command) {
-                (_, _, Some(command)) => command_line(command, &s.args),
+                (_, _, Some(command)) => crate::runner::spec::command_line(command, &s.args),
                 (url, Some(package), _) if url.is_empty() => package.clone(),
                 (url, _, _) => dash_if_empty(url),
             };

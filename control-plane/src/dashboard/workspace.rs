@@ -30,6 +30,22 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
 
+/// Where a server is: its URL, or the command line Gatehouse runs for a stdio one.
+fn source_of(server: &Value) -> String {
+    match server["command"].as_str() {
+        Some(command) => {
+            let args: Vec<String> = server["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            crate::runner::spec::command_line(command, &args)
+        }
+        None => text(server, "url").to_owned(),
+    }
+}
+
 fn when(v: &Value, key: &str) -> String {
     v[key]
         .as_i64()
@@ -90,7 +106,7 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                     tbody { @for s in servers {
                         tr {
                             td { code { (text(s, "slug")) } }
-                            td.url { (text(s, "url")) }
+                            td.url { (source_of(s)) }
                             td { (text(s, "transport")) }
                             td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
                             td.policy {

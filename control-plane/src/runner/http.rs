@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,8 +25,15 @@ pub fn router(runner: Arc<Runner>) -> Router {
             "/run/{ws}/{server}",
             post(message).get(no_stream).delete(no_session),
         )
+        // Proxies accept client bodies up to `limits.max_body_bytes` (4 MiB by
+        // default) and may grow one a little (a rewritten name); axum's default
+        // (2 MiB) would refuse what they pass on.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(runner)
 }
+
+/// Largest message the runner takes from a proxy.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 fn authorised(runner: &Runner, headers: &HeaderMap) -> bool {
     headers

@@ -141,6 +141,26 @@ pub fn redact(line: &str, secrets: &[String]) -> String {
     out
 }
 
+/// A hosted server's command line as a shell would show it: arguments with spaces
+/// or quotes are quoted.
+pub fn command_line(command: &str, args: &[String]) -> String {
+    std::iter::once(command)
+        .chain(args.iter().map(String::as_str))
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
+            {
+                word.to_owned()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,6 +206,10 @@ async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_
         call_echo(&client, "fx__echo", json!({"a": [1, 2]})).await?,
         json!({"a": [1, 2]})
     );
+    // A body near the gateway's 4 MiB limit passes the runner and the process's pipe.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let echoed = call_echo(&client, "fx__echo", json!({"big": big})).await?;
+    assert_eq!(echoed["big"].as_str().map(str::len), Some(big.len()));
     let env = |name: &'static str| {
         let client = &client;
         async move {
