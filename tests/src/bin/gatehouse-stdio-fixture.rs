@@ -4,21 +4,26 @@
 //! Tools: `echo` (its arguments back, as JSON text), `env` (the value of the
 //! variable `name`), `pid` (its process id), `slow` (waits `ms`, then echoes),
 //! `crash` (waits `ms`, then exits with status 3 without answering), `progress`
-//! (`steps` progress notifications saying `<who> step <n>`, then its arguments).
+//! (`steps` progress notifications saying `<who> step <n>`, then its arguments),
+//! `sample` (asks its client to sample `prompt`, returns what the client answered).
 //!
 //! Flags, for the failures a runner must survive: `--garbage` writes a line that is
 //! not JSON-RPC to stdout before anything else; `--mute` never answers at all;
 //! `--say-env NAME` writes `NAME=<its value>` to stderr at start (a server that
 //! logs its secret).
 
+// Sampling is deprecated by SEP-2577 (protocol 2026-07-28), but it is what the session
+// era the runner speaks uses, and what is under test here.
+#![allow(deprecated)]
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    CreateMessageRequestParams, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -44,6 +49,10 @@ const TOOLS: &[(&str, &str)] = &[
     (
         "progress",
         "Sends `steps` progress notifications, then returns its arguments",
+    ),
+    (
+        "sample",
+        "Asks the client to sample `prompt`; returns the client's answer",
     ),
 ];
 
@@ -107,6 +116,18 @@ impl ServerHandler for Fixture {
                     }
                 }
                 arguments
+            }
+            "sample" => {
+                let prompt = arguments["prompt"].as_str().unwrap_or("hello");
+                let params: CreateMessageRequestParams = serde_json::from_value(json!({
+                    "messages": [{"role": "user", "content": {"type": "text", "text": prompt}}],
+                    "maxTokens": 100,
+                }))
+                .expect("sampling params");
+                let result = context.peer.create_message(params).await.map_err(|e| {
+                    ErrorData::internal_error(format!("sampling failed: {e}"), None)
+                })?;
+                json!({"sampled": serde_json::to_value(&result).unwrap_or_default()})
             }
             "crash" => {
                 tokio::time::sleep(wait).await;

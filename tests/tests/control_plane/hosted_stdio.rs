@@ -9,7 +9,8 @@ use gatehouse_tests::config::random_base62;
 use gatehouse_tests::control_plane::{Cli, ControlPlane, GatewayProxy};
 use gatehouse_tests::metrics::sample;
 use gatehouse_tests::{
-    connect, wait_until, CallOutcome, McpClient, RawClient, RawResponse, TempDir, STEP_TIMEOUT,
+    connect, connect_as, wait_until, CallOutcome, McpClient, RawClient, RawResponse, TempDir,
+    STEP_TIMEOUT,
 };
 use reqwest::Method;
 use rmcp::model::CallToolRequestParams;
@@ -199,6 +200,7 @@ async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_
             "fx__env",
             "fx__pid",
             "fx__progress",
+            "fx__sample",
             "fx__slow"
         ]
     );
@@ -491,6 +493,7 @@ async fn servers_that_cannot_start_say_why_and_leave_the_others_alone() -> anyho
             "good__env",
             "good__pid",
             "good__progress",
+            "good__sample",
             "good__slow"
         ]
     );
@@ -825,5 +828,34 @@ async fn changing_what_a_stdio_server_runs_replaces_its_process() -> anyhow::Res
         2,
         "{audit}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hosted_servers_request_to_the_client_is_answered_by_the_client_of_that_call(
+) -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let client = connect_as(&d.proxy.ws_url("engineering"), &token).await?;
+    let arguments = json!({"prompt": "what is a gateway?"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let result = tokio::time::timeout(
+        STEP_TIMEOUT,
+        client
+            .peer()
+            .call_tool(CallToolRequestParams::new("fx__sample").with_arguments(arguments)),
+    )
+    .await??;
+    let sampled = gatehouse_tests::echo_of(&result)?;
+    assert_eq!(
+        sampled["sampled"]["content"]["text"], "sampled: what is a gateway?",
+        "{sampled}"
+    );
+    let asked = client.service().requests("sampling/createMessage");
+    assert_eq!(asked.len(), 1, "{asked:?}");
     Ok(())
 }
