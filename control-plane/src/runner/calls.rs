@@ -342,3 +342,134 @@ impl Drop for Call {
 fn error_response(id: &Value, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": INTERNAL_ERROR, "message": message}})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange() -> (Arc<Exchange>, mpsc::UnboundedReceiver<String>) {
+        let (to_stdin, stdin) = mpsc::unbounded_channel();
+        let key = HostedKey {
+            workspace: "eng".into(),
+            server: "fx".into(),
+        };
+        (Exchange::new(key, vec![], to_stdin), stdin)
+    }
+
+    fn written(stdin: &mut mpsc::UnboundedReceiver<String>) -> Value {
+        serde_json::from_str(&stdin.try_recv().expect("a line for the process")).unwrap()
+    }
+
+    fn request(id: Value, token: Option<&str>) -> Value {
+        let mut request =
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "t"}});
+        if let Some(token) = token {
+            request["params"]["_meta"] = json!({"progressToken": token});
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn callers_using_the_same_id_and_token_get_their_own_answers() {
+        let (exchange, mut stdin) = exchange();
+        let mut a = exchange.send(request(json!(7), Some("p")));
+        let mut b = exchange.send(request(json!(7), Some("p")));
+        let (to_a, to_b) = (written(&mut stdin), written(&mut stdin));
+        assert_ne!(to_a["id"], to_b["id"]);
+        assert_ne!(
+            to_a["params"]["_meta"]["progressToken"],
+            to_b["params"]["_meta"]["progressToken"]
+        );
+        // Answers in the other order, progress for b first.
+        exchange.route(json!({"jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": to_b["params"]["_meta"]["progressToken"], "progress": 1}}));
+        exchange.route(json!({"jsonrpc": "2.0", "id": to_b["id"], "result": {"who": "b"}}));
+        exchange.route(json!({"jsonrpc": "2.0", "id": to_a["id"], "result": {"who": "a"}}));
+        match b.next().await {
+            Some(Relayed::Message(m)) => assert_eq!(m["params"]["progressToken"], "p"),
+            other => panic!("{other:?}"),
+        }
+        let (ra, rb) = (a.response().await, b.response().await);
+        assert_eq!(
+            (ra["id"].clone(), ra["result"]["who"].clone()),
+            (json!(7), json!("a"))
+        );
+        assert_eq!(
+            (rb["id"].clone(), rb["result"]["who"].clone()),
+            (json!(7), json!("b"))
+        );
+        assert_eq!(exchange.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_of_the_process_goes_to_the_oldest_call_and_its_answer_comes_back() {
+        let (exchange, mut stdin) = exchange();
+        let mut call = exchange.send(request(json!("c1"), None));
+        let _ = written(&mut stdin);
+        exchange.route(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "sampling/createMessage", "params": {}}),
+        );
+        let asked = match call.next().await {
+            Some(Relayed::Message(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let runner_id = asked["id"].as_str().unwrap().to_owned();
+        assert!(runner_id.starts_with(ASKED_PREFIX), "{asked}");
+        exchange.answer(json!({"jsonrpc": "2.0", "id": "an id never issued", "result": {}}));
+        exchange.answer(json!({"jsonrpc": "2.0", "id": runner_id, "result": {"ok": true}}));
+        assert_eq!(
+            written(&mut stdin),
+            json!({"jsonrpc": "2.0", "id": 0, "result": {"ok": true}})
+        );
+        assert!(
+            stdin.try_recv().is_err(),
+            "the unknown answer reached the process"
+        );
+        // No call in flight: the process is told nobody is waiting.
+        exchange.route(json!({"jsonrpc": "2.0", "id": 0, "result": {}}));
+        drop(call);
+        let _cancelled = written(&mut stdin);
+        exchange.route(json!({"jsonrpc": "2.0", "id": 5, "method": "roots/list"}));
+        assert_eq!(written(&mut stdin)["error"]["code"], -32601);
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_reaches_the_process_only_when_it_names_one_call() {
+        let (exchange, mut stdin) = exchange();
+        let _one = exchange.send(request(json!(1), None));
+        let _other = exchange.send(request(json!(1), None));
+        let _unique = exchange.send(request(json!(2), None));
+        let runner_id_of_2 = {
+            let _ = (written(&mut stdin), written(&mut stdin));
+            written(&mut stdin)["id"].clone()
+        };
+        let cancel = |id: i64| json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}});
+        exchange.notify(cancel(1));
+        assert!(
+            stdin.try_recv().is_err(),
+            "an ambiguous cancellation was sent"
+        );
+        exchange.notify(cancel(2));
+        assert_eq!(written(&mut stdin)["params"]["requestId"], runner_id_of_2);
+    }
+
+    #[tokio::test]
+    async fn a_process_gone_fails_the_calls_in_flight_and_refuses_new_ones() {
+        let (exchange, _stdin) = exchange();
+        let mut call = exchange.send(request(json!("x"), None));
+        exchange.fail_all("hosted server fx exited (exit status: 3)");
+        let response = call.response().await;
+        assert_eq!(response["id"], "x");
+        assert_eq!(response["error"]["code"], INTERNAL_ERROR);
+        assert_eq!(
+            response["error"]["message"],
+            "hosted server fx exited (exit status: 3)"
+        );
+        let late = exchange.send(request(json!("y"), None)).response().await;
+        assert_eq!(late["id"], "y");
+        assert_eq!(
+            late["error"]["message"],
+            "hosted server fx exited (exit status: 3)"
+        );
+    }
+}
