@@ -6,8 +6,10 @@
 //! process, and its response gets the caller's id back, so two callers using the
 //! same id never collide. Progress tokens are remapped the same way. Requests the
 //! process sends (sampling, elicitation, roots) get an id `gatehouse-runner-<n>`
-//! and go to the oldest call in flight; the answer is routed back by that id. Other
-//! notifications (logging) go to the oldest call in flight, or nowhere. When the
+//! and go to the oldest call in flight; the answer is routed back by that id.
+//! Change notifications (`*/list_changed`, `resources/updated`) go to the server's
+//! GET streams ([`Notices`]); others (logging) to the oldest call in flight, or
+//! there when none is. When the
 //! process is gone, every call in flight is answered with a JSON-RPC error (-32603)
 //! that names the server.
 
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::spec::HostedKey;
 
@@ -54,6 +56,10 @@ struct Calls {
     not_json: Option<String>,
 }
 
+/// What a hosted server says outside any call, for its GET streams; it outlives the
+/// server's processes.
+pub type Notices = broadcast::Sender<Value>;
+
 /// The calls in flight to one process and the way to its stdin; shared by callers
 /// and the tasks reading the process's output.
 pub struct Exchange {
@@ -62,6 +68,7 @@ pub struct Exchange {
     pub secrets: Vec<String>,
     calls: Mutex<Calls>,
     to_stdin: mpsc::UnboundedSender<String>,
+    notices: Notices,
     next_id: AtomicU64,
     /// Set once the process answered `initialize`.
     pub initialized: AtomicBool,
@@ -72,8 +79,10 @@ impl Exchange {
         key: HostedKey,
         secrets: Vec<String>,
         to_stdin: mpsc::UnboundedSender<String>,
+        notices: Notices,
     ) -> Arc<Exchange> {
         Arc::new(Exchange {
+            notices,
             key,
             secrets,
             calls: Mutex::new(Calls::default()),
@@ -222,8 +231,12 @@ impl Exchange {
                     .and_then(Value::as_str)
                     .and_then(|t| t.strip_prefix(PROGRESS_PREFIX))
                     .and_then(|n| n.parse::<u64>().ok());
+                let method = message["method"].as_str().unwrap_or_default();
+                let change = method.ends_with("/list_changed")
+                    || method == "notifications/resources/updated";
                 let target = match token {
                     Some(id) => calls.pending.get(&id),
+                    None if change => None,
                     None => calls
                         .pending
                         .iter()
@@ -231,6 +244,10 @@ impl Exchange {
                         .map(|(_, p)| p),
                 };
                 let Some(pending) = target else {
+                    if token.is_none() {
+                        // Nobody listening is fine: nothing to tell.
+                        let _ = self.notices.send(message);
+                    }
                     return;
                 };
                 if token.is_some() {
@@ -353,7 +370,10 @@ mod tests {
             workspace: "eng".into(),
             server: "fx".into(),
         };
-        (Exchange::new(key, vec![], to_stdin), stdin)
+        (
+            Exchange::new(key, vec![], to_stdin, broadcast::channel(8).0),
+            stdin,
+        )
     }
 
     fn written(stdin: &mut mpsc::UnboundedReceiver<String>) -> Value {
@@ -431,6 +451,32 @@ mod tests {
         let _cancelled = written(&mut stdin);
         exchange.route(json!({"jsonrpc": "2.0", "id": 5, "method": "roots/list"}));
         assert_eq!(written(&mut stdin)["error"]["code"], -32601);
+    }
+
+    #[tokio::test]
+    async fn list_changes_go_to_the_stream_even_while_a_call_runs() {
+        let (to_stdin, _stdin) = mpsc::unbounded_channel();
+        let (notices, mut heard) = broadcast::channel(8);
+        let key = HostedKey {
+            workspace: "eng".into(),
+            server: "fx".into(),
+        };
+        let exchange = Exchange::new(key, vec![], to_stdin, notices);
+        let mut call = exchange.send(request(json!(1), None));
+        let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        exchange.route(changed.clone());
+        let log =
+            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "x"}});
+        exchange.route(log.clone());
+        assert_eq!(heard.try_recv().unwrap(), changed);
+        assert!(
+            heard.try_recv().is_err(),
+            "the log message went to the stream"
+        );
+        match call.next().await {
+            Some(Relayed::Message(m)) => assert_eq!(m, log),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -4,16 +4,20 @@
 //! once, by the runner) and no `Mcp-Session-Id` is issued; `server/discover` is
 //! refused, so proxies use `initialize`. A request's reply is an event stream when
 //! the caller accepts one (messages the process sends during the call, then the
-//! response), JSON otherwise. There is no GET stream (405).
+//! response), JSON otherwise. GET opens the server's stream of what it says outside
+//! any call (list changes, logging), with keep-alive comments; it has no event ids
+//! and replays nothing.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::calls::{Call, Relayed};
@@ -23,7 +27,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
     Router::new()
         .route(
             "/run/{ws}/{server}",
-            post(message).get(no_stream).delete(no_session),
+            post(message).get(stream).delete(no_session),
         )
         // Proxies accept client bodies up to `limits.max_body_bytes` (4 MiB by
         // default) and may grow one a little (a rewritten name); axum's default
@@ -59,11 +63,36 @@ fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Respons
         .into_response()
 }
 
-async fn no_stream(State(runner): State<Arc<Runner>>, headers: HeaderMap) -> Response {
+async fn stream(
+    State(runner): State<Arc<Runner>>,
+    Path((workspace, server)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if !authorised(&runner, &headers) {
         return refused();
     }
-    StatusCode::METHOD_NOT_ALLOWED.into_response()
+    if !accepts_event_stream(&headers) {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let key = HostedKey { workspace, server };
+    let Some(slot) = runner.slot(&key) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no hosted server {key}")})),
+        )
+            .into_response();
+    };
+    let notices = tokio_stream::wrappers::BroadcastStream::new(slot.notices())
+        // A reader too slow to keep up misses what it lagged behind on.
+        .filter_map(|notice| async move { notice.ok() })
+        .map(|notice| {
+            Ok::<_, std::convert::Infallible>(
+                Event::default().event("message").data(notice.to_string()),
+            )
+        });
+    Sse::new(notices)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn no_session(State(runner): State<Arc<Runner>>, headers: HeaderMap) -> Response {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, ChildStdout};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::calls::{Call, Exchange};
+use super::calls::{Call, Exchange, Notices};
 use super::metrics::HostedMetrics;
 use super::spec::{redact, Hosted};
 
@@ -83,6 +83,7 @@ impl HostedProcess {
     /// initializes it, waiting at most `timeout` for its answer.
     pub async fn start(
         hosted: &Hosted,
+        notices: Notices,
         dir: &Path,
         timeout: Duration,
         metrics: &HostedMetrics,
@@ -130,6 +131,7 @@ impl HostedProcess {
             spec.key.clone(),
             spec.secret_values(&hosted.secret_names),
             to_stdin,
+            notices,
         );
         let said = Said::default();
         tokio::spawn(write_stdin(stdin, stdin_lines));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::calls::Notices;
 use super::metrics::HostedMetrics;
 use super::process::{HostedError, HostedProcess};
 use super::spec::Hosted;
@@ -21,6 +22,8 @@ pub struct Slot {
     /// Its configuration now; a change replaces the process.
     hosted: Mutex<Arc<Hosted>>,
     dir: PathBuf,
+    /// What its processes say outside any call, for GET streams.
+    notices: Notices,
     state: tokio::sync::Mutex<SlotState>,
 }
 
@@ -37,6 +40,7 @@ impl Slot {
         Slot {
             hosted: Mutex::new(hosted),
             dir,
+            notices: tokio::sync::broadcast::channel(64).0,
             state: Default::default(),
         }
     }
@@ -85,7 +89,8 @@ impl Slot {
             }
         }
         let hosted = self.hosted();
-        match HostedProcess::start(&hosted, &self.dir, start_timeout, metrics).await {
+        let notices = self.notices.clone();
+        match HostedProcess::start(&hosted, notices, &self.dir, start_timeout, metrics).await {
             Ok(process) => {
                 if after_crash {
                     metrics.restarted(&hosted.spec.key.server);
@@ -101,6 +106,11 @@ impl Slot {
                 Err(e)
             }
         }
+    }
+
+    /// What its processes say outside any call, from now on.
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.notices.subscribe()
     }
 
     /// The running process, if there is one; starts nothing.

@@ -5,7 +5,8 @@
 //! variable `name`), `pid` (its process id), `slow` (waits `ms`, then echoes),
 //! `crash` (waits `ms`, then exits with status 3 without answering), `progress`
 //! (`steps` progress notifications saying `<who> step <n>`, then its arguments),
-//! `sample` (asks its client to sample `prompt`, returns what the client answered).
+//! `sample` (asks its client to sample `prompt`, returns what the client answered),
+//! `changed` (announces `notifications/tools/list_changed`).
 //!
 //! Flags, for the failures a runner must survive: `--garbage` writes a line that is
 //! not JSON-RPC to stdout before anything else; `--mute` never answers at all;
@@ -54,12 +55,13 @@ const TOOLS: &[(&str, &str)] = &[
         "sample",
         "Asks the client to sample `prompt`; returns the client's answer",
     ),
+    ("changed", "Announces that its tool list changed"),
 ];
 
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
         let capabilities: ServerCapabilities =
-            serde_json::from_value(json!({"tools": {}})).expect("capabilities");
+            serde_json::from_value(json!({"tools": {"listChanged": true}})).expect("capabilities");
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("stdio-fixture", "1.0.0"))
     }
@@ -128,6 +130,10 @@ impl ServerHandler for Fixture {
                     ErrorData::internal_error(format!("sampling failed: {e}"), None)
                 })?;
                 json!({"sampled": serde_json::to_value(&result).unwrap_or_default()})
+            }
+            "changed" => {
+                let _ = context.peer.notify_tool_list_changed().await;
+                json!({"announced": true})
             }
             "crash" => {
                 tokio::time::sleep(wait).await;

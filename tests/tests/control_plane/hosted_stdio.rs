@@ -195,6 +195,7 @@ async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_
     assert_eq!(
         names,
         [
+            "fx__changed",
             "fx__crash",
             "fx__echo",
             "fx__env",
@@ -488,6 +489,7 @@ async fn servers_that_cannot_start_say_why_and_leave_the_others_alone() -> anyho
     assert_eq!(
         names,
         [
+            "good__changed",
             "good__crash",
             "good__echo",
             "good__env",
@@ -857,5 +859,37 @@ async fn a_hosted_servers_request_to_the_client_is_answered_by_the_client_of_tha
     );
     let asked = client.service().requests("sampling/createMessage");
     assert_eq!(asked.len(), 1, "{asked:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hosted_servers_list_change_reaches_the_clients_stream() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let watching = connect_as(&d.proxy.ws_url("engineering"), &token).await?;
+    let caller = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    // The watching client's stream is open once the gateway has opened the runner's.
+    let mut announced = 0;
+    wait_until(
+        "the watching client hears notifications/tools/list_changed",
+        STEP_TIMEOUT,
+        || {
+            announced += 1;
+            let caller = &caller;
+            let watching = &watching;
+            async move {
+                // Announced again until heard: the streams open while this runs.
+                let _ = call_echo(caller, "fx__changed", json!({})).await;
+                !watching
+                    .service()
+                    .notifications("notifications/tools/list_changed")
+                    .is_empty()
+            }
+        },
+    )
+    .await?;
+    assert!(announced >= 1);
     Ok(())
 }
