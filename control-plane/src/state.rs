@@ -309,9 +309,7 @@ impl App {
                         format!("Bearer {}", self.runner.token),
                     )]);
                     let secrets = std::mem::take(&mut secrets);
-                    if s.enabled != 0 {
-                        hosted.insert(key.clone(), Arc::new(hosted_of(s, key, secrets)?));
-                    }
+                    hosted.insert(key.clone(), Arc::new(hosted_of(s, key, secrets)?));
                 }
                 servers.push(McpServer {
                     slug: s.slug.clone(),
@@ -400,6 +398,7 @@ fn hosted_of(
             env,
         },
         secret_names,
+        enabled: s.enabled != 0,
     })
 }
 

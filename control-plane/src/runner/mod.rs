@@ -128,9 +128,15 @@ impl Runner {
         &self.metrics
     }
 
-    /// The slot of a server the control plane says to host; `None` for any other.
+    /// The slot of a server the control plane says to host; `None` for any other
+    /// (a disabled one included).
     fn slot(&self, key: &HostedKey) -> Option<Arc<Slot>> {
-        let hosted = self.hosted.borrow().get(key).cloned()?;
+        let hosted = self
+            .hosted
+            .borrow()
+            .get(key)
+            .filter(|h| h.enabled)
+            .cloned()?;
         let mut slots = self.slots.lock().expect("slots");
         let slot = slots
             .entry(key.clone())
@@ -160,9 +166,35 @@ impl Runner {
     }
 
     /// Brings the slots in line with what is hosted now: removed servers are
-    /// stopped (and their directories deleted), changed ones replaced.
+    /// stopped and their directories deleted, disabled ones stopped, changed ones
+    /// replaced.
     async fn reconcile(&self) {
         let hosted = self.hosted.borrow().clone();
+        for key in hosted.iter().filter(|(_, h)| !h.enabled).map(|(k, _)| k) {
+            let slot = self.slots.lock().expect("slots").remove(key);
+            if let Some(slot) = slot {
+                slot.stop("it was disabled").await;
+            }
+        }
+        // Directories of servers that are gone, whether or not they ran here.
+        if let Ok(workspaces) = std::fs::read_dir(&self.options.dir) {
+            for workspace in workspaces.flatten() {
+                let Ok(servers) = std::fs::read_dir(workspace.path()) else {
+                    continue;
+                };
+                for server in servers.flatten() {
+                    let key = HostedKey {
+                        workspace: workspace.file_name().to_string_lossy().into_owned(),
+                        server: server.file_name().to_string_lossy().into_owned(),
+                    };
+                    if !hosted.contains_key(&key)
+                        && !self.slots.lock().expect("slots").contains_key(&key)
+                    {
+                        let _ = std::fs::remove_dir_all(server.path());
+                    }
+                }
+            }
+        }
         let (removed, kept): (Vec<_>, Vec<_>) = {
             let mut slots = self.slots.lock().expect("slots");
             let removed: Vec<(HostedKey, Arc<Slot>)> = slots
@@ -183,7 +215,7 @@ impl Runner {
             (removed, kept)
         };
         for (key, slot) in removed {
-            slot.stop("it was removed or disabled").await;
+            slot.stop("it was removed").await;
             let _ = std::fs::remove_dir_all(self.server_dir(&key));
         }
         for (slot, hosted) in kept {

@@ -1,4 +1,4 @@
-//! What the runner hosts: one [`HostedSpec`] per enabled stdio server, rebuilt by the
+//! What the runner hosts: one [`HostedSpec`] per stdio server, rebuilt by the
 //! control plane from its store every time it publishes a config ([`HostedSet`]), and
 //! the rules an install's command, arguments and environment must follow.
 
@@ -52,8 +52,8 @@ impl HostedSpec {
     }
 }
 
-/// Every server the runner may host now, with the names of each one's secrets
-/// (what its logged output is redacted of).
+/// Every stdio server of every workspace, with the names of each one's secrets
+/// (what its logged output is redacted of); the runner hosts the enabled ones.
 pub type HostedSet = BTreeMap<HostedKey, Arc<Hosted>>;
 
 /// One entry of a [`HostedSet`].
@@ -62,6 +62,8 @@ pub struct Hosted {
     pub spec: HostedSpec,
     /// Names in `spec.env` that came from the server's secrets.
     pub secret_names: Vec<String>,
+    /// A disabled server is not run, but keeps its directory.
+    pub enabled: bool,
 }
 
 /// Why an install's command, arguments or environment were refused (the API

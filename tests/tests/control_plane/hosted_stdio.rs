@@ -893,3 +893,40 @@ async fn a_hosted_servers_list_change_reaches_the_clients_stream() -> anyhow::Re
     assert!(announced >= 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_disabled_server_stops_and_keeps_its_directory_a_removed_one_loses_it(
+) -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "fx", &[]).await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    let pid = pid_of(&client, "fx__pid").await?;
+    let dir = d.cp.data_dir().join("runner/engineering/fx");
+    std::fs::write(dir.join("memory.jsonl"), "what the server keeps\n")?;
+
+    d.admin
+        .ok(&["mcp", "disable", "fx", "-w", "engineering"])
+        .await?;
+    until_gone(pid, "the disabled server's process exits").await?;
+    assert!(dir.join("memory.jsonl").exists(), "disabling lost its data");
+    d.admin
+        .ok(&["mcp", "enable", "fx", "-w", "engineering"])
+        .await?;
+    d.synced().await?;
+    let again = pid_of(&client, "fx__pid").await?;
+    assert_ne!(again, pid);
+    assert!(dir.join("memory.jsonl").exists());
+
+    client.cancel().await?;
+    d.admin
+        .ok(&["mcp", "remove", "fx", "-w", "engineering"])
+        .await?;
+    until_gone(again, "the removed server's process exits").await?;
+    wait_until("its directory is deleted", STEP_TIMEOUT, || async {
+        !dir.exists()
+    })
+    .await?;
+    Ok(())
+}
