@@ -354,10 +354,25 @@ async fn read_stdout(exchange: Arc<Exchange>, stdout: ChildStdout) {
 /// [`STDERR_LINES_PER_SECOND`] lines a second; keeps the last lines.
 async fn read_stderr(exchange: Arc<Exchange>, said: Said, stderr: ChildStderr) {
     let mut lines = BufReader::new(stderr).lines();
-    let mut window = Instant::now();
+    let mut window = tokio::time::Instant::now();
     let mut logged = 0u32;
     let mut suppressed = 0u64;
-    while let Ok(Some(line)) = lines.next_line().await {
+    let report = |suppressed: u64| {
+        if suppressed > 0 {
+            tracing::info!(server = %exchange.key, suppressed, "hosted server: stderr lines not logged (over {STDERR_LINES_PER_SECOND}/s)");
+        }
+    };
+    loop {
+        // The count of lines left out is logged when their second is over, even if
+        // nothing follows them.
+        let next = tokio::select! {
+            next = lines.next_line() => next,
+            _ = tokio::time::sleep_until(window + Duration::from_secs(1)), if suppressed > 0 => {
+                report(std::mem::take(&mut suppressed));
+                continue;
+            }
+        };
+        let Ok(Some(line)) = next else { break };
         let line: String = redact(&line, &exchange.secrets).chars().take(500).collect();
         {
             let mut said = said.lock().expect("said");
@@ -367,12 +382,9 @@ async fn read_stderr(exchange: Arc<Exchange>, said: Said, stderr: ChildStderr) {
             said.push(line.clone());
         }
         if window.elapsed() >= Duration::from_secs(1) {
-            if suppressed > 0 {
-                tracing::info!(server = %exchange.key, suppressed, "hosted server: stderr lines not logged (over {STDERR_LINES_PER_SECOND}/s)");
-            }
-            window = Instant::now();
+            report(std::mem::take(&mut suppressed));
+            window = tokio::time::Instant::now();
             logged = 0;
-            suppressed = 0;
         }
         if logged < STDERR_LINES_PER_SECOND {
             logged += 1;
@@ -381,6 +393,7 @@ async fn read_stderr(exchange: Arc<Exchange>, said: Said, stderr: ChildStderr) {
             suppressed += 1;
         }
     }
+    report(suppressed);
 }
 
 /// Waits for the process to exit or to be stopped, then answers the calls in

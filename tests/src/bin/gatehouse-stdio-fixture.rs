@@ -11,7 +11,7 @@
 //! Flags, for the failures a runner must survive: `--garbage` writes a line that is
 //! not JSON-RPC to stdout before anything else; `--mute` never answers at all;
 //! `--say-env NAME` writes `NAME=<its value>` to stderr at start (a server that
-//! logs its secret).
+//! logs its secret); `--chatty N` writes N lines to stderr at start.
 
 // Sampling is deprecated by SEP-2577 (protocol 2026-07-28), but it is what the session
 // era the runner speaks uses, and what is under test here.
@@ -156,6 +156,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--say-env") {
         let name = args.get(i + 1).map(String::as_str).unwrap_or_default();
         eprintln!("{name}={}", std::env::var(name).unwrap_or_default());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--chatty") {
+        let lines: u32 = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(100);
+        for n in 0..lines {
+            eprintln!("chatty line {n}");
+        }
     }
     eprintln!("stdio-fixture ready (pid {})", std::process::id());
     if args.iter().any(|a| a == "--mute") {

@@ -239,6 +239,23 @@ async fn a_hosted_stdio_server_is_called_like_any_other_with_its_secrets_in_its_
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .collect();
     assert_eq!(words, [FIXTURE, "--say-env", "API_KEY"]);
+    // Its limits: no core dumps (they would hold its secrets), 4096 open files.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let limit = |name: &str| -> Vec<String> {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .take(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(limit("Max core file size"), ["0", "0"], "{limits}");
+    assert_eq!(limit("Max open files")[0], "4096", "{limits}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
         .lines()
@@ -928,5 +945,30 @@ async fn a_disabled_server_stops_and_keeps_its_directory_a_removed_one_loses_it(
         !dir.exists()
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_chatty_servers_stderr_is_logged_at_a_bounded_rate() -> anyhow::Result<()> {
+    let d = hosting(&[]).await?;
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    install_fixture(&d, "chatty", &["--chatty", "2000"]).await?;
+    d.synced().await?;
+    let client = connect(&d.proxy.ws_url("engineering"), &token).await?;
+    assert_eq!(
+        call_echo(&client, "chatty__echo", json!({"ok": 1})).await?,
+        json!({"ok": 1})
+    );
+    wait_until(
+        "the log counts the stderr lines it left out",
+        STEP_TIMEOUT,
+        || async { d.cp.log().contains("stderr lines not logged") },
+    )
+    .await?;
+    let logged = d.cp.log().matches("chatty: chatty line").count();
+    assert!(
+        (20..2000).contains(&logged),
+        "{logged} of 2000 stderr lines logged"
+    );
     Ok(())
 }
