@@ -16,7 +16,8 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_config::{
-    hash_token_hex, McpServer, SessionKey, Snapshot, Workspace, WorkspaceToken,
+    hash_token_hex, McpServer, RateLimit, SessionKey, Snapshot, Workspace, WorkspaceLimits,
+    WorkspaceToken,
 };
 use gatehouse_mcp::catalog::{ServerTools, ToolCatalog, ToolList};
 use gatehouse_mcp::envelope::{SessionEnvelope, SessionKeys, UpstreamSession};
@@ -25,6 +26,7 @@ use gatehouse_mcp::reply::ReplyScan;
 use gatehouse_mcp::sse::SseSplitter;
 use gatehouse_proxy::config::auth::TokenIndex;
 use gatehouse_proxy::config::runtime::Runtime;
+use gatehouse_proxy::limits::{self, Schedules};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -106,8 +108,10 @@ fn auth_benches(c: &mut Criterion) {
                     sha256: hash_token_hex(t),
                     expires_at: None,
                     revoked: false,
+                    limits: None,
                 })
                 .collect(),
+            limits: Default::default(),
         })
         .collect();
     let snapshot = Snapshot {
@@ -139,6 +143,41 @@ fn auth_benches(c: &mut Criterion) {
                 .authenticate(Some(black_box(unknown.as_bytes())), "ws5", now)
                 .is_err()
         })
+    });
+    g.finish();
+}
+
+/// What the rate limiter adds to a request: the token's and the workspace's request
+/// budgets checked (budgets large enough never to refuse), against no budget at all.
+fn limits_benches(c: &mut Criterion) {
+    let rate = RateLimit {
+        requests_per_second: Some(1e9),
+        burst: Some(1_000_000),
+        tool_calls_per_minute: Some(u32::MAX),
+    };
+    let ws = Workspace {
+        slug: "ws".into(),
+        name: String::new(),
+        owner: None,
+        servers: vec![],
+        tokens: vec![],
+        limits: WorkspaceLimits {
+            workspace: rate.clone(),
+            per_token: rate,
+            streams_per_token: None,
+        },
+    };
+    let snapshot = Snapshot::default();
+    let schedules = Schedules::default();
+    let token = schedules.token(&snapshot, &ws, "t", None);
+    let workspace = schedules.workspace(&snapshot, &ws);
+    assert!(limits::admit_request(token.as_deref(), workspace.as_deref()).is_ok());
+    let mut g = c.benchmark_group("limits");
+    g.bench_function("admit_token_and_workspace", |b| {
+        b.iter(|| limits::admit_request(black_box(token.as_deref()), workspace.as_deref()))
+    });
+    g.bench_function("no_budget", |b| {
+        b.iter(|| limits::admit_request(black_box(None), None))
     });
     g.finish();
 }
@@ -243,6 +282,7 @@ fn catalog_benches(c: &mut Criterion) {
             owner: None,
             servers,
             tokens: vec![],
+            limits: Default::default(),
         }],
         ..Snapshot::default()
     };
@@ -288,6 +328,7 @@ criterion_group!(
     hot_paths,
     envelope_benches,
     auth_benches,
+    limits_benches,
     jsonrpc_benches,
     sse_benches,
     audit_benches,

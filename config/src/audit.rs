@@ -41,6 +41,8 @@ pub enum CallOutcome {
     /// The proxy died (was killed) while the call was in flight: whether the
     /// upstream ran it is unknown. Recovered from the proxy's audit journal.
     Interrupted,
+    /// Refused by the gateway over a rate budget: never sent upstream.
+    RateLimited,
 }
 
 impl CallOutcome {
@@ -51,6 +53,7 @@ impl CallOutcome {
             CallOutcome::ProtocolError => "protocol_error",
             CallOutcome::UpstreamUnavailable => "upstream_unavailable",
             CallOutcome::Interrupted => "interrupted",
+            CallOutcome::RateLimited => "rate_limited",
         }
     }
 

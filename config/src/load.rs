@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-use crate::model::{McpServer, Naming, SkillTool, Snapshot, Transport, Workspace};
+use crate::model::{McpServer, Naming, RateLimit, SkillTool, Snapshot, Transport, Workspace};
 use crate::naming::is_valid_slug;
 use crate::policy::CompiledPolicy;
 use crate::template::HeaderTemplate;
@@ -144,6 +144,9 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
     if snapshot.limits.max_body_bytes == 0 {
         out.push("limits.max_body_bytes", "must be greater than 0".into());
     }
+    if snapshot.limits.proxy_share == 0 {
+        out.push("limits.proxy_share", "must be at least 1".into());
+    }
 
     let mut slugs = HashSet::new();
     let mut token_ids = HashSet::new();
@@ -163,8 +166,14 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
             );
         }
         validate_servers(ws, &at, &mut out);
+        for (field, problem) in ws.limits.problems() {
+            out.push(format!("{at}.limits.{field}"), problem);
+        }
         for (t, token) in ws.tokens.iter().enumerate() {
             let at = format!("{at}.tokens[{t}]");
+            for (field, problem) in token.limits.iter().flat_map(RateLimit::problems) {
+                out.push(format!("{at}.limits.{field}"), problem);
+            }
             if token.id.is_empty() {
                 out.push(format!("{at}.id"), "must not be empty".into());
             } else if !token_ids.insert(token.id.as_str()) {

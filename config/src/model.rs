@@ -58,6 +58,11 @@ pub struct Limits {
     /// fe80::/10, ...). Off unless the operator turns it on.
     #[serde(default)]
     pub skills_allow_link_local: bool,
+    /// How many proxies share every rate budget and stream cap: each proxy enforces
+    /// this share of it, so that behind a balancer that spreads requests evenly the
+    /// limits hold for the whole fleet without a shared counter.
+    #[serde(default = "Limits::default_proxy_share")]
+    pub proxy_share: u32,
 }
 
 impl Limits {
@@ -69,6 +74,9 @@ impl Limits {
     fn default_initialize_timeout_ms() -> u64 {
         10_000
     }
+    fn default_proxy_share() -> u32 {
+        1
+    }
 }
 
 impl Default for Limits {
@@ -77,6 +85,7 @@ impl Default for Limits {
             max_body_bytes: Self::default_max_body_bytes(),
             initialize_timeout_ms: Self::default_initialize_timeout_ms(),
             skills_allow_link_local: false,
+            proxy_share: Self::default_proxy_share(),
         }
     }
 }
@@ -94,6 +103,119 @@ pub struct Workspace {
     pub servers: Vec<McpServer>,
     #[serde(default)]
     pub tokens: Vec<WorkspaceToken>,
+    /// Its budgets; none unless set.
+    #[serde(default, skip_serializing_if = "WorkspaceLimits::is_unlimited")]
+    pub limits: WorkspaceLimits,
+}
+
+/// A rate budget. Each kind is off while its field is absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, whatever their method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// How many requests may come at once on top of that rate; one second's worth
+    /// (at least 1) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// `tools/call` requests per minute, a minute's worth at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls_per_minute: Option<u32>,
+}
+
+impl RateLimit {
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_second.is_none() && self.tool_calls_per_minute.is_none()
+    }
+
+    /// Each field of `self`, or `fallback`'s where `self` has none.
+    pub fn or(&self, fallback: &RateLimit) -> RateLimit {
+        RateLimit {
+            requests_per_second: self.requests_per_second.or(fallback.requests_per_second),
+            burst: self.burst.or(fallback.burst),
+            tool_calls_per_minute: self
+                .tool_calls_per_minute
+                .or(fallback.tool_calls_per_minute),
+        }
+    }
+
+    /// What is wrong with this budget, field by field (`requests_per_second: ...`).
+    /// A zero would refuse everything, which revoking the token says more plainly.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(rps) = self.requests_per_second {
+            if !(rps.is_finite() && rps > 0.0) {
+                out.push((
+                    "requests_per_second",
+                    format!("{rps} is not a positive number of requests per second"),
+                ));
+            }
+        }
+        if self.burst == Some(0) {
+            out.push(("burst", "must be at least 1".into()));
+        }
+        if self.tool_calls_per_minute == Some(0) {
+            out.push((
+                "tool_calls_per_minute",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        out
+    }
+
+    /// The burst of the request rate: as set, or one second's worth.
+    pub fn request_burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| {
+            self.requests_per_second
+                .map_or(1, |rps| rps.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+        })
+    }
+}
+
+/// What a workspace allows: the whole workspace together, each token (unless the token
+/// has its own), and the event streams a token may hold open.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceLimits {
+    #[serde(default, skip_serializing_if = "RateLimit::is_unlimited")]
+    pub workspace: RateLimit,
+    #[serde(default, skip_serializing_if = "RateLimit::is_unlimited")]
+    pub per_token: RateLimit,
+    /// Event streams (GET streams, legacy SSE streams, `subscriptions/listen`) one
+    /// token may hold open at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams_per_token: Option<u32>,
+}
+
+impl WorkspaceLimits {
+    /// What is wrong with these limits, as (field path, problem).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (at, rate) in [
+            ("workspace", &self.workspace),
+            ("per_token", &self.per_token),
+        ] {
+            out.extend(
+                rate.problems()
+                    .into_iter()
+                    .map(|(f, p)| (format!("{at}.{f}"), p)),
+            );
+        }
+        if self.streams_per_token == Some(0) {
+            out.push((
+                "streams_per_token".into(),
+                "must be at least 1 (leave it out for no cap)".into(),
+            ));
+        }
+        out
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.workspace.is_unlimited()
+            && self.per_token.is_unlimited()
+            && self.streams_per_token.is_none()
+    }
 }
 
 /// How the gateway talks to an upstream.
@@ -258,6 +380,9 @@ pub struct WorkspaceToken {
     pub expires_at: Option<u64>,
     #[serde(default)]
     pub revoked: bool,
+    /// This token's own budget, field by field over the workspace's `per_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RateLimit>,
 }
 
 /// A value that must never be printed: `Debug` and `Display` redact it.

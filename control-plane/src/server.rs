@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub call_retention_days: u32,
     /// Which MCP servers the control plane connects to itself.
     pub ask_servers: AskServers,
+    /// How many proxies share every rate budget and stream cap.
+    pub proxy_share: u32,
     /// The runner of hosted stdio servers.
     pub runner: RunnerSettings,
 }
@@ -95,6 +97,10 @@ async fn start_api(opts: &ServeOptions) -> anyhow::Result<Started> {
     .await
     .with_context(|| format!("opening the store at {}", opts.database))?;
     app.ask_servers = opts.ask_servers;
+    if opts.proxy_share != app.proxy_share {
+        app.proxy_share = opts.proxy_share;
+        app.publish().await?;
+    }
     let app = Arc::new(app);
     let runner = Runner::start(
         app.hosted.subscribe(),

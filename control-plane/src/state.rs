@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse_config::{
-    McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Workspace, WorkspaceToken,
+    Limits, McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Workspace, WorkspaceToken,
 };
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,9 @@ pub struct App {
     pub runner: RunnerLink,
     /// What the runner hosts, republished with every snapshot.
     pub hosted: watch::Sender<Arc<HostedSet>>,
+    /// How many proxies share every budget (`--proxy-share`): each enforces this
+    /// share of it. Every control plane of a store must be given the same.
+    pub proxy_share: u32,
 }
 
 /// What the first start created, for `gatehouse up` to print and use.
@@ -199,6 +202,7 @@ impl App {
                 token: runner_token,
             },
             hosted: watch::channel(Arc::new(HostedSet::new())).0,
+            proxy_share: 1,
         };
         crate::hub::load_catalog(&app.store).await?;
         start.release().await?;
@@ -254,7 +258,11 @@ impl App {
             json: serde_json::to_string(&snapshot)?,
         });
         let newer = self.snapshots.send_if_modified(|current| {
-            if published.version > current.version {
+            // The same version differs only when this process's own settings
+            // changed since it was built (`proxy_share` at start).
+            if published.version > current.version
+                || (published.version == current.version && published.json != current.json)
+            {
                 *current = published.clone();
                 true
             } else {
@@ -284,7 +292,7 @@ impl App {
         let now = now();
         let mut hosted = HostedSet::new();
         let mut workspaces = Vec::with_capacity(rows.workspaces.len());
-        for (ws_id, slug, name) in &rows.workspaces {
+        for (ws_id, slug, name, limits) in &rows.workspaces {
             let mut servers = Vec::new();
             for s in rows.servers.iter().filter(|s| &s.workspace_id == ws_id) {
                 let mut secrets = BTreeMap::new();
@@ -342,27 +350,37 @@ impl App {
                 // Long-revoked and long-expired tokens need not travel; recent ones do,
                 // so proxies can tell "revoked" from "unknown" in their metrics.
                 .filter(|t| t.revoked_at.is_none_or(|at| now - at < 86_400))
-                .map(|t| WorkspaceToken {
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    sha256: t.sha256.clone(),
-                    expires_at: t.expires_at.map(|e| e.max(0) as u64),
-                    revoked: t.revoked_at.is_some(),
+                .map(|t| {
+                    Ok(WorkspaceToken {
+                        id: t.id.clone(),
+                        name: t.name.clone(),
+                        sha256: t.sha256.clone(),
+                        expires_at: t.expires_at.map(|e| e.max(0) as u64),
+                        revoked: t.revoked_at.is_some(),
+                        limits: t.limits.as_deref().map(serde_json::from_str).transpose()?,
+                    })
                 })
-                .collect();
+                .collect::<anyhow::Result<_>>()?;
             workspaces.push(Workspace {
                 slug: slug.clone(),
                 name: name.clone(),
                 owner: None,
                 servers,
                 tokens,
+                limits: match limits {
+                    Some(json) => serde_json::from_str(json)?,
+                    None => Default::default(),
+                },
             });
         }
         let snapshot = Snapshot {
             version: rows.version as u64,
             session_keys: self.session_keys.clone(),
             allowed_origins: vec![],
-            limits: Default::default(),
+            limits: Limits {
+                proxy_share: self.proxy_share,
+                ..Limits::default()
+            },
             workspaces,
         };
         Ok((snapshot, hosted))

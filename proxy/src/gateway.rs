@@ -27,10 +27,11 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::client::request::{Caller, RequestCtx};
+use crate::client::request::{self, Caller, RequestCtx};
 use crate::client::respond::{self, Endpoint};
 use crate::client::{legacy, post, streamable};
 use crate::config::current::unix_now;
+use crate::limits;
 use crate::shared::Shared;
 use crate::upstream::http::SESSION_HEADER;
 
@@ -125,6 +126,9 @@ impl Gateway {
             }
         };
         ctx.workspace = Some(slug);
+        if let Err(refusal) = limits::admit_request(token.budget.as_deref(), ws.budget.as_deref()) {
+            return request::over_budget(&self.state, session, ctx, "null", &refusal).await;
+        }
         let caller = Caller {
             rt: &rt,
             ws: &ws,

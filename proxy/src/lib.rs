@@ -12,6 +12,7 @@
 //! - [`upstream`]: connectors to upstream MCP servers, and the one layer around them;
 //! - [`config`]: the compiled runtime config and token index;
 //! - [`skill`]: skills, HTTP tools the gateway runs itself;
+//! - [`limits`]: the rate budgets and stream caps of tokens and workspaces;
 //! - [`live`], [`metrics`]: per-replica session facts; the metric families.
 //!
 //! `proxy/README.md` maps a `tools/call` through these files.
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod session;

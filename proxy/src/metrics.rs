@@ -12,7 +12,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    pub circuit_opened: IntCounterVec,
+    pub circuit_open: IntGaugeVec,
     pub auth_failures: IntCounterVec,
+    pub limited: IntCounterVec,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
     pub sessions_active: IntGauge,
@@ -102,10 +105,25 @@ impl Metrics {
                 "Failed requests to upstream MCP servers by kind",
                 &["workspace", "server", "kind"],
             ),
+            circuit_opened: counter_vec(
+                "gatehouse_upstream_circuit_opened_total",
+                "Times an upstream's circuit breaker opened after consecutive failures",
+                &["workspace", "server"],
+            ),
+            circuit_open: gauge_vec(
+                "gatehouse_upstream_circuit_open",
+                "1 while an upstream's circuit breaker is open (requests to it fail at once), else 0",
+                &["workspace", "server"],
+            ),
             auth_failures: counter_vec(
                 "gatehouse_auth_failures_total",
                 "Requests refused for authentication, by reason",
                 &["reason"],
+            ),
+            limited: counter_vec(
+                "gatehouse_limited_requests_total",
+                "Requests refused over a rate budget or stream cap, by workspace and the budget exceeded",
+                &["workspace", "reason"],
             ),
             sessions_opened: counter(
                 "gatehouse_sessions_opened_total",

@@ -136,6 +136,8 @@ pub struct TokenSpec {
     /// Unix seconds after which the token is refused.
     pub expires_at: Option<u64>,
     pub revoked: bool,
+    /// Its own rate budget.
+    pub limits: Option<gatehouse_config::RateLimit>,
 }
 
 impl TokenSpec {
@@ -155,15 +157,15 @@ impl TokenSpec {
         TokenSpec {
             name: name.to_owned(),
             expires_at: Some(now.saturating_sub(60)),
-            revoked: false,
+            ..TokenSpec::default()
         }
     }
 
     pub fn revoked(name: &str) -> Self {
         TokenSpec {
             name: name.to_owned(),
-            expires_at: None,
             revoked: true,
+            ..TokenSpec::default()
         }
     }
 }
@@ -228,6 +230,7 @@ impl ConfigBuilder {
                     owner: None,
                     servers: Vec::new(),
                     tokens: Vec::new(),
+                    limits: Default::default(),
                 });
                 self.snapshot.workspaces.len() - 1
             }
@@ -257,6 +260,7 @@ impl ConfigBuilder {
             sha256: token_sha256(&text),
             expires_at: spec.expires_at,
             revoked: spec.revoked,
+            limits: spec.limits,
         });
         text
     }

@@ -171,9 +171,17 @@ pub struct UpstreamBuilder {
     offer: Offer,
     legacy: bool,
     stateless: bool,
+    /// Where to listen; an ephemeral loopback port when `None`.
+    addr: Option<SocketAddr>,
 }
 
 impl UpstreamBuilder {
+    /// Listens on `addr`: a server back on the address of one that stopped.
+    pub fn listen_on(mut self, addr: SocketAddr) -> Self {
+        self.addr = Some(addr);
+        self
+    }
+
     pub fn tools(mut self, tools: impl IntoIterator<Item = UpstreamTool>) -> Self {
         self.tools.extend(tools);
         self
@@ -265,6 +273,7 @@ impl Upstream {
             offer: Offer::default(),
             legacy: false,
             stateless: false,
+            addr: None,
         }
     }
 
@@ -275,6 +284,7 @@ impl Upstream {
             offer,
             legacy,
             stateless,
+            addr,
         } = built;
         let log = Arc::new(Log::default());
         let tools = Arc::new(Mutex::new(tools));
@@ -316,7 +326,10 @@ impl Upstream {
         };
         let router = router.layer(axum::middleware::from_fn_with_state(log.clone(), record));
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = match addr {
+            Some(addr) => tokio::net::TcpListener::bind(addr).await?,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
         let addr = listener.local_addr()?;
         let accept_loop = tokio::spawn(serve(listener, router));
         Ok(Upstream {

@@ -29,6 +29,8 @@ mod hosted_stdio;
 mod install_probe;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
+#[path = "control_plane/limits.rs"]
+mod limits;
 #[path = "control_plane/logout.rs"]
 mod logout;
 #[path = "control_plane/resilience.rs"]

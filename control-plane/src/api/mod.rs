@@ -5,6 +5,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod error;
+pub(crate) mod limits;
 mod metrics;
 #[cfg(test)]
 mod openapi_check;
@@ -53,6 +54,14 @@ pub fn router(app: Arc<App>, other: Router) -> Router {
         .route(
             "/v1/workspaces/{ws}/tokens/revoke",
             post(workspaces::revoke_token),
+        )
+        .route(
+            "/v1/workspaces/{ws}/limits",
+            get(limits::show).put(limits::set),
+        )
+        .route(
+            "/v1/workspaces/{ws}/tokens/{id}/limits",
+            put(limits::set_token),
         )
         .route("/v1/workspaces/{ws}/audit", get(workspaces::audit))
         .route("/v1/workspaces/{ws}/analytics", get(calls::analytics))

@@ -26,8 +26,12 @@ pub async fn visible(app: &App, user: &AuthUser, slug: &str) -> ApiResult<Worksp
 }
 
 fn workspace_json(w: &WorkspaceRow) -> Value {
+    let limits: Option<Value> = w
+        .limits
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
     json!({"slug": w.slug, "name": w.name, "owner": w.owner, "servers": w.servers,
-           "tokens": w.tokens, "created_at": w.created_at})
+           "tokens": w.tokens, "created_at": w.created_at, "limits": limits})
 }
 
 fn token_json(t: &TokenRow) -> Value {
@@ -38,8 +42,12 @@ fn token_json(t: &TokenRow) -> Value {
     } else {
         "active"
     };
+    let limits: Option<Value> = t
+        .limits
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
     json!({"id": t.id, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
-           "last_used_at": t.last_used_at, "status": status})
+           "last_used_at": t.last_used_at, "status": status, "limits": limits})
 }
 
 fn mcp_json(app: &App, slug: &str, secret: &str) -> Value {

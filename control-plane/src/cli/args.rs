@@ -143,6 +143,17 @@ pub struct ServeArgs {
         default_value = "any"
     )]
     pub ask_servers: AskServers,
+    /// How many proxies share every rate budget and stream cap: each proxy enforces
+    /// this share of a budget, so that behind a balancer that spreads requests evenly
+    /// the fleet together keeps it. Give every control plane of a store the same
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_SHARE",
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub proxy_share: u32,
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]
@@ -264,6 +275,30 @@ pub enum WorkspaceCommand {
     /// Manage a workspace's tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show or set a workspace's rate limits: the whole workspace, each token, open
+    /// streams per token (no flags: show them)
+    Limits {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        #[command(flatten)]
+        workspace_rate: RateFlags,
+        /// Requests per second each token may make (unless it has its own)
+        #[arg(long, value_name = "N")]
+        token_rps: Option<f64>,
+        /// Requests each token may make at once on top of --token-rps
+        #[arg(long, value_name = "N")]
+        token_burst: Option<u32>,
+        /// tools/call requests per minute each token may make
+        #[arg(long, value_name = "N")]
+        token_calls_per_minute: Option<u32>,
+        /// Event streams (GET, SSE, subscriptions/listen) one token may hold open
+        #[arg(long, value_name = "N")]
+        streams_per_token: Option<u32>,
+        /// Remove every limit of the workspace
+        #[arg(long, conflicts_with_all = ["rps", "burst", "calls_per_minute", "token_rps", "token_burst", "token_calls_per_minute", "streams_per_token"])]
+        clear: bool,
+    },
     /// Show a workspace's audit log: admin changes and the MCP calls routed through it
     Audit {
         /// Workspace [default: the active one]
@@ -292,6 +327,20 @@ pub enum WorkspaceCommand {
         #[arg(long, value_parser = parse_since, default_value = "24h")]
         since: Since,
     },
+}
+
+/// A rate budget's flags.
+#[derive(Debug, Args, Default, Clone, PartialEq)]
+pub struct RateFlags {
+    /// Requests per second
+    #[arg(long, value_name = "N")]
+    pub rps: Option<f64>,
+    /// Requests at once on top of --rps [default: one second's worth]
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u32>,
+    /// tools/call requests per minute
+    #[arg(long, value_name = "N")]
+    pub calls_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +375,25 @@ pub enum TokenCommand {
         /// The token's id (see --json output), when several share a name
         #[arg(long)]
         id: Option<String>,
+    },
+    /// Show or set one token's own rate limits, which replace the workspace's
+    /// per-token limits field by field (no flags: show them)
+    #[command(group(ArgGroup::new("which").required(true).args(["name", "id"])))]
+    Limits {
+        /// Workspace [default: the active one]
+        #[arg(value_parser = parse_slug)]
+        workspace: Option<String>,
+        /// The token's name
+        #[arg(long)]
+        name: Option<String>,
+        /// The token's id, when several share a name
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        rate: RateFlags,
+        /// Give the token the workspace's per-token limits again
+        #[arg(long, conflicts_with_all = ["rps", "burst", "calls_per_minute"])]
+        clear: bool,
     },
 }
 

@@ -24,6 +24,7 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
         runner: args.runner.settings(),
+        proxy_share: 1,
     };
     let options = UpOptions {
         serve,
@@ -44,6 +45,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
         runner: args.runner.settings(),
+        proxy_share: args.proxy_share,
     };
     block_on(server::serve(options))
 }

@@ -8,6 +8,7 @@ mod api;
 mod args;
 mod error;
 mod launch;
+mod limits;
 mod manifest;
 mod packages;
 mod prompt;

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::api::decode;
-use super::args::{TokenCommand, WorkspaceCommand};
+use super::args::{RateFlags, TokenCommand, WorkspaceCommand};
 use super::error::CliError;
 use super::prompt::confirm;
 use super::render;
@@ -21,6 +21,27 @@ pub async fn run(ctx: &mut Context, command: WorkspaceCommand) -> Result<String,
         WorkspaceCommand::Use { slug } => use_workspace(ctx, slug).await,
         WorkspaceCommand::Delete { slug, yes } => delete(ctx, slug, yes).await,
         WorkspaceCommand::Token(command) => token(ctx, command).await,
+        WorkspaceCommand::Limits {
+            workspace,
+            workspace_rate,
+            token_rps,
+            token_burst,
+            token_calls_per_minute,
+            streams_per_token,
+            clear,
+        } => {
+            let flags = super::limits::WorkspaceFlags {
+                workspace: workspace_rate,
+                per_token: RateFlags {
+                    rps: token_rps,
+                    burst: token_burst,
+                    calls_per_minute: token_calls_per_minute,
+                },
+                streams_per_token,
+                clear,
+            };
+            super::limits::workspace(ctx, workspace, flags).await
+        }
         WorkspaceCommand::Audit {
             workspace,
             since,
@@ -156,6 +177,13 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<String, CliError>
             let revoked = decode(&revoked, "token revoke")?;
             ctx.output(&answer, || Ok(render::token_revoked(&revoked)))
         }
+        TokenCommand::Limits {
+            workspace,
+            name,
+            id,
+            rate,
+            clear,
+        } => super::limits::token(ctx, workspace, name, id, rate, clear).await,
     }
 }
 

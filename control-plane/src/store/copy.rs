@@ -42,6 +42,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("name", Text),
             ("owner_id", Text),
             ("created_at", Int),
+            ("limits", OptText),
         ],
     ),
     (
@@ -60,6 +61,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("last_used_at", OptInt),
             ("revoked_at", OptInt),
             ("created_by", OptText),
+            ("limits", OptText),
         ],
     ),
     (

@@ -166,9 +166,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/sqlite/0007_server_naming.sql"),
     ),
+    (8, include_str!("../../migrations/sqlite/0008_limits.sql")),
     (
-        8,
-        include_str!("../../migrations/sqlite/0008_hosted_stdio.sql"),
+        9,
+        include_str!("../../migrations/sqlite/0009_hosted_stdio.sql"),
     ),
 ];
 
@@ -201,9 +202,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_server_naming.sql"),
     ),
+    (8, include_str!("../../migrations/postgres/0008_limits.sql")),
     (
-        8,
-        include_str!("../../migrations/postgres/0008_hosted_stdio.sql"),
+        9,
+        include_str!("../../migrations/postgres/0009_hosted_stdio.sql"),
     ),
 ];
 

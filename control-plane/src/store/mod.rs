@@ -86,6 +86,8 @@ pub struct WorkspaceRow {
     pub created_at: i64,
     pub servers: i64,
     pub tokens: i64,
+    /// Its budgets as `WorkspaceLimits` JSON; `None`: none.
+    pub limits: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -98,6 +100,8 @@ pub struct TokenRow {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Its own budget as `RateLimit` JSON; `None`: the workspace's `per_token`.
+    pub limits: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -121,7 +125,7 @@ pub struct ServerRow {
     pub tools: Option<String>,
     /// `prefixed` or `bare` (see migration 7).
     pub naming: String,
-    /// A hosted stdio server's program (transport `stdio`, see migration 8).
+    /// A hosted stdio server's program (transport `stdio`, see migration 9).
     pub command: Option<String>,
     /// Its arguments, a JSON array of strings.
     pub args: Option<String>,
@@ -185,7 +189,7 @@ impl AuditQuery {
     }
 }
 
-const WORKSPACE_COLUMNS: &str = "w.id, w.slug, w.name, u.username AS owner, w.created_at, \
+const WORKSPACE_COLUMNS: &str = "w.id, w.slug, w.name, u.username AS owner, w.created_at, w.limits, \
     (SELECT COUNT(*) FROM servers s WHERE s.workspace_id = w.id) AS servers, \
     (SELECT COUNT(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS tokens";
 
@@ -708,6 +712,51 @@ impl Store {
         tx.commit().await
     }
 
+    /// Sets a workspace's budgets (`WorkspaceLimits` JSON; `None` clears them).
+    pub async fn set_workspace_limits(
+        &self,
+        ws: &WorkspaceRow,
+        limits: Option<&str>,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE workspaces SET limits = $1 WHERE id = $2")
+            .bind(limits)
+            .bind(&ws.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &ws.slug,
+            actor,
+            "limits_set",
+            limits.unwrap_or("none"),
+        )
+        .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Sets a token's own budget (`RateLimit` JSON; `None`: the workspace's).
+    pub async fn set_token_limits(
+        &self,
+        ws: &WorkspaceRow,
+        token: &TokenRow,
+        limits: Option<&str>,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE workspace_tokens SET limits = $1 WHERE id = $2")
+            .bind(limits)
+            .bind(&token.id)
+            .execute(&mut *tx)
+            .await?;
+        let target = format!("{} {}", token.name, limits.unwrap_or("workspace default"));
+        audit(&mut tx, &ws.slug, actor, "token_limits_set", &target).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
     /// The workspace's bare server, if it has one.
     /// Whether any workspace has a stdio server (the runner hosts it).
     pub async fn hosts_servers(&self) -> Result<bool, sqlx::Error> {
@@ -908,8 +957,8 @@ impl Store {
         let version = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        let workspaces: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT id, slug, name FROM workspaces ORDER BY slug")
+        let workspaces: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, slug, name, limits FROM workspaces ORDER BY slug")
                 .fetch_all(&mut *tx)
                 .await?;
         let servers = sqlx::query_as("SELECT * FROM servers ORDER BY workspace_id, slug")
@@ -936,8 +985,8 @@ impl Store {
 /// The rows of one consistent snapshot.
 pub struct SnapshotRows {
     pub version: i64,
-    /// (id, slug, name)
-    pub workspaces: Vec<(String, String, String)>,
+    /// (id, slug, name, limits)
+    pub workspaces: Vec<(String, String, String, Option<String>)>,
     pub servers: Vec<ServerRow>,
     pub secrets: Vec<SecretRow>,
     pub tokens: Vec<TokenRow>,

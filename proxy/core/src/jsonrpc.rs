@@ -14,6 +14,9 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// The gateway's own: a request over a rate budget or stream cap (with HTTP 429). In
+/// the implementation-defined range, clear of the codes MCP defines.
+pub const LIMITED: i64 = -32029;
 
 /// A JSON-RPC message, fields borrowed from the body.
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@
 //! - [`sse`], [`relay`]: event streams split, and upstream messages rewritten for the
 //!   client;
 //! - [`reply`]: how a call ended, read from its reply as it passes;
+//! - [`rate`]: rate budgets (GCRA), one atomic each;
 //! - [`outcome`]: the closed sets of words requests are counted by.
 
 pub mod capabilities;
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod jsonrpc;
 pub mod modern;
 pub mod outcome;
+pub mod rate;
 pub mod relay;
 pub mod reply;
 pub mod sse;

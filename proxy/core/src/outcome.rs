@@ -17,6 +17,8 @@ pub enum Outcome {
     NotAcceptable,
     BadRequest,
     TooLarge,
+    /// Over a rate budget or stream cap (429).
+    Limited,
     SessionNotFound,
     InvalidParams,
     UnknownTool,
@@ -46,6 +48,7 @@ impl Outcome {
             Outcome::NotAcceptable => "not_acceptable",
             Outcome::BadRequest => "bad_request",
             Outcome::TooLarge => "too_large",
+            Outcome::Limited => "limited",
             Outcome::SessionNotFound => "session_not_found",
             Outcome::InvalidParams => "invalid_params",
             Outcome::UnknownTool => "unknown_tool",

@@ -30,7 +30,7 @@ use gatehouse_mcp::outcome::{Method, Outcome, Transport};
 
 use crate::audit::record::CallRecord;
 use crate::client::forward;
-use crate::client::request::{read_body, Caller, RequestCtx};
+use crate::client::request::{over_budget, over_call_budget, read_body, Caller, RequestCtx};
 use crate::client::respond;
 use crate::client::stream::{ClientStream, Framing, StreamInput};
 use crate::config::auth::TokenRt;
@@ -131,9 +131,10 @@ pub async fn open(
         "event: endpoint\ndata: /ws/{}/messages?sessionId={session_id}\n\n",
         caller.ws.slug
     );
-    ClientStream::new(shared, caller, session, None, Framing::Legacy, Some(rx))
-        .serve(session, vec![Bytes::from(endpoint)])
-        .await
+    match ClientStream::new(shared, caller, session, None, Framing::Legacy, Some(rx)) {
+        Ok(stream) => stream.serve(session, vec![Bytes::from(endpoint)]).await,
+        Err(refusal) => over_budget(shared, session, ctx, "null", &refusal).await,
+    }
 }
 
 /// `POST /ws/<slug>/messages?sessionId=...`: one message of a legacy session.
@@ -174,6 +175,9 @@ pub async fn message(
     match jsonrpc::parse(&body) {
         Ok(Parsed::Request(msg)) => {
             ctx.method = Method::of_request(msg.method.as_deref().unwrap_or_default());
+            if let Some(answered) = over_call_budget(shared, session, ctx, caller, &msg).await {
+                return answered;
+            }
         }
         Ok(_) => {}
         Err(rejection) => {

@@ -13,7 +13,7 @@ use http::{header, HeaderValue};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 
-use crate::client::request::{read_body, Caller, RequestCtx};
+use crate::client::request::{over_call_budget, read_body, Caller, RequestCtx};
 use crate::client::{respond, stateless, streamable};
 use crate::shared::Shared;
 use crate::upstream::http::{SESSION_HEADER, VERSION_HEADER};
@@ -51,6 +51,11 @@ pub async fn post(
             return respond::json(session, 400, &[], err).await;
         }
     };
+    if let Parsed::Request(msg) = &parsed {
+        if let Some(answered) = over_call_budget(shared, session, ctx, caller, msg).await {
+            return answered;
+        }
+    }
     // A session's message is of the session era whatever it carries: its params are
     // not read here. Otherwise one pass finds `_meta` (and the name `Mcp-Name`
     // mirrors, kept for the stateless transport).

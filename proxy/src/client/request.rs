@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::envelope::SessionEnvelope;
-use gatehouse_mcp::jsonrpc;
+use gatehouse_mcp::jsonrpc::{self, Message};
 use gatehouse_mcp::outcome::{Method, Outcome, Transport};
 use http::header;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 
 use crate::audit::record::CallRecord;
+use crate::client::respond;
 use crate::config::auth::TokenRt;
 use crate::config::runtime::{Runtime, WorkspaceRt};
+use crate::limits::{self, Refusal};
 use crate::live::live;
 use crate::session::failure::SESSION_NOT_FOUND;
+use crate::shared::Shared;
 use crate::upstream::http::SESSION_HEADER;
 
 /// An authenticated caller and the config it is served under.
@@ -75,6 +78,58 @@ impl RequestCtx {
         self.call_outcome = Some(ended);
         self.call_routed = routed;
     }
+}
+
+/// Answers a request over a budget: counted by workspace and budget, 429 with a
+/// JSON-RPC error answering `id` (raw JSON).
+pub async fn over_budget(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    id: &str,
+    refusal: &Refusal,
+) -> Result<bool> {
+    ctx.outcome = Outcome::Limited;
+    shared
+        .metrics
+        .limited
+        .with_label_values(&[
+            ctx.workspace.as_deref().unwrap_or(""),
+            refusal.exceeded.as_label(),
+        ])
+        .inc();
+    respond::limited(session, id, refusal).await
+}
+
+/// The `tools/call` budgets for a request about to be served: `None` when it may go
+/// on (any other message, or a call within budget); otherwise the call is recorded as
+/// refused (`rate_limited`, never sent upstream) and answered 429.
+pub async fn over_call_budget(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    caller: &Caller<'_>,
+    msg: &Message<'_>,
+) -> Option<Result<bool>> {
+    if msg.method.as_deref() != Some("tools/call") {
+        return None;
+    }
+    let refusal =
+        limits::admit_tool_call(caller.token.budget.as_deref(), caller.ws.budget.as_deref())
+            .err()?;
+    ctx.method = Method::ToolsCall;
+    if let Some(call) =
+        CallRecord::for_request(msg, caller.ws, caller.token, ctx.transport, ctx.started())
+    {
+        call.finish(
+            CallOutcome::RateLimited,
+            false,
+            &shared.audit,
+            &shared.metrics,
+        );
+    }
+    let id = jsonrpc::raw_id(msg.id);
+    Some(over_budget(shared, session, ctx, id, &refusal).await)
 }
 
 /// Reads the whole body, refusing (`None`) once it passes `max` bytes.

@@ -1,10 +1,13 @@
 //! Answers the gateway writes itself, and the request checks that precede them.
 
 use bytes::Bytes;
+use gatehouse_mcp::{jsonrpc, modern};
 use http::header::{self, HeaderName};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
+
+use crate::limits::Refusal;
 
 /// The one answer every authentication failure gets, whatever the reason and whether
 /// or not the workspace exists.
@@ -63,6 +66,23 @@ pub async fn refuse(session: &mut ServerSession, status: u16, message: &str) -> 
     session.set_keepalive(None);
     let body = serde_json::json!({ "error": message }).to_string();
     json(session, status, &[], Bytes::from(body)).await
+}
+
+/// A request over a rate budget or stream cap: 429, `Retry-After` when a wait is
+/// known, and a JSON-RPC error answering `id` (raw JSON; `null` before the body was
+/// read) with code [`jsonrpc::LIMITED`] and the budget in `data`.
+pub async fn limited(session: &mut ServerSession, id: &str, refusal: &Refusal) -> Result<bool> {
+    let mut data = serde_json::json!({ "limit": refusal.exceeded.as_label() });
+    if let Some(s) = refusal.retry_after() {
+        data["retryAfter"] = s.into();
+    }
+    // The connection stays open (Pingora drains an unread body before reuse): a
+    // client told to slow down should not pay for a new connection too.
+    let body = modern::error_with_data(id, jsonrpc::LIMITED, &refusal.message(), &data);
+    match refusal.retry_after() {
+        Some(s) => json(session, 429, &[(header::RETRY_AFTER, &s.to_string())], body).await,
+        None => json(session, 429, &[], body).await,
+    }
 }
 
 pub async fn unauthorized(session: &mut ServerSession) -> Result<bool> {

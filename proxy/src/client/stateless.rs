@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::record::CallRecord;
 use crate::client::forward;
-use crate::client::request::{Caller, RequestCtx};
+use crate::client::request::{over_budget, Caller, RequestCtx};
 use crate::client::respond;
 use crate::client::stream::{plain_event, ClientStream, Framing};
 use crate::live::live;
@@ -327,13 +327,14 @@ async fn listen(
     let id = jsonrpc::raw_id(msg.id).to_string();
     let ack = filter.acknowledgement(&id);
     let framing = Framing::Listen {
-        id,
+        id: id.clone(),
         filter: Arc::new(filter),
     };
     let first = vec![plain_event(ack.as_bytes())];
-    ClientStream::new(shared, caller, session, Some(env), framing, None)
-        .serve(session, first)
-        .await
+    match ClientStream::new(shared, caller, session, Some(env), framing, None) {
+        Ok(stream) => stream.serve(session, first).await,
+        Err(refusal) => over_budget(shared, session, ctx, &id, &refusal).await,
+    }
 }
 
 /// Writes a reply of the gateway's own (or an upstream's, through the session room):

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use crate::client::request::Caller;
 use crate::config::current::unix_now;
 use crate::config::runtime::{Runtime, ServerRt};
+use crate::limits::{self, Refusal, StreamSlot};
 use crate::live::{live, ReplayBuffer};
 use crate::session::dispatch::route_uri;
 use crate::shared::Shared;
@@ -170,11 +171,14 @@ pub struct ClientStream {
     framing: Framing,
     /// The legacy stream's feed from its POSTs.
     inbox: Option<mpsc::Receiver<StreamInput>>,
+    /// The token's stream slot this stream holds while open.
+    _slot: StreamSlot,
 }
 
 impl ClientStream {
     /// The stream `caller` opens on `session`, which is answered with it: no response
-    /// may be reused on that connection after it.
+    /// may be reused on that connection after it. Refused when the token holds as
+    /// many streams as its cap allows.
     pub fn new(
         state: &Arc<Shared>,
         caller: &Caller<'_>,
@@ -182,21 +186,23 @@ impl ClientStream {
         env: Option<Arc<SessionEnvelope>>,
         framing: Framing,
         inbox: Option<mpsc::Receiver<StreamInput>>,
-    ) -> ClientStream {
+    ) -> std::result::Result<ClientStream, Refusal> {
+        let slot = limits::open_stream(caller.token.budget.as_ref())?;
         let authorization = session
             .req_header()
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
         session.set_keepalive(None);
-        ClientStream {
+        Ok(ClientStream {
             state: state.clone(),
             workspace: caller.ws.slug.clone(),
             authorization,
             env,
             framing,
             inbox,
-        }
+            _slot: slot,
+        })
     }
 }
 

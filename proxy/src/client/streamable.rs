@@ -16,7 +16,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::audit::record::CallRecord;
 use crate::client::forward;
-use crate::client::request::{open_session, Caller, RequestCtx};
+use crate::client::request::{open_session, over_budget, Caller, RequestCtx};
 use crate::client::respond;
 use crate::client::stream;
 use gatehouse_mcp::relay::event_id_route;
@@ -196,9 +196,10 @@ pub async fn get(
         };
     }
     let env = Some(Arc::new(env));
-    stream::ClientStream::new(shared, caller, session, env, framing, None)
-        .serve(session, replay)
-        .await
+    match stream::ClientStream::new(shared, caller, session, env, framing, None) {
+        Ok(stream) => stream.serve(session, replay).await,
+        Err(refusal) => over_budget(shared, session, ctx, "null", &refusal).await,
+    }
 }
 
 /// DELETE: ends the client's session and every upstream session behind it.

@@ -11,6 +11,8 @@ use dashmap::DashMap;
 use gatehouse_config::{hash_token, Snapshot, TOKEN_PREFIX};
 use subtle::ConstantTimeEq;
 
+use crate::limits::{Budget, Schedules};
+
 /// A token as the request path needs it.
 #[derive(Debug, Clone)]
 pub struct TokenRt {
@@ -25,6 +27,8 @@ pub struct TokenRt {
     /// When this proxy last let the token in (unix seconds), shared with
     /// [`TokenUsage`] so it survives config reloads.
     last_used: Arc<AtomicU64>,
+    /// Its rate budget and stream cap, if it has any.
+    pub budget: Option<Arc<Budget>>,
 }
 
 /// When each token was last used on this proxy, and what was already reported to the
@@ -105,11 +109,16 @@ pub struct TokenIndex {
 
 impl TokenIndex {
     pub fn build(snapshot: &Snapshot) -> anyhow::Result<TokenIndex> {
-        Self::build_with(snapshot, &TokenUsage::default())
+        Self::build_with(snapshot, &TokenUsage::default(), &Schedules::default())
     }
 
-    /// Builds the index with last-used clocks from `usage`.
-    pub fn build_with(snapshot: &Snapshot, usage: &TokenUsage) -> anyhow::Result<TokenIndex> {
+    /// Builds the index with last-used clocks from `usage` and budgets scheduled in
+    /// `schedules`.
+    pub fn build_with(
+        snapshot: &Snapshot,
+        usage: &TokenUsage,
+        schedules: &Schedules,
+    ) -> anyhow::Result<TokenIndex> {
         let mut index = TokenIndex::default();
         for ws in &snapshot.workspaces {
             let workspace: Arc<str> = Arc::from(ws.slug.as_str());
@@ -126,6 +135,7 @@ impl TokenIndex {
                     expires_at: t.expires_at,
                     revoked: t.revoked,
                     last_used: usage.handle(&t.id),
+                    budget: schedules.token(snapshot, ws, &t.id, t.limits.as_ref()),
                 });
             }
         }
@@ -238,6 +248,7 @@ mod tests {
             sha256: hash_token_hex(text),
             expires_at,
             revoked,
+            limits: None,
         };
         let snapshot = Snapshot {
             workspaces: vec![Workspace {
@@ -250,6 +261,7 @@ mod tests {
                     token("old", OLD, Some(1_000), false),
                     token("gone", GONE, None, true),
                 ],
+                limits: Default::default(),
             }],
             ..Snapshot::default()
         };

@@ -10,6 +10,7 @@ use gatehouse_config::Snapshot;
 
 use crate::config::auth::TokenUsage;
 use crate::config::runtime::Runtime;
+use crate::limits::Schedules;
 
 pub struct CurrentConfig {
     runtime: ArcSwap<Runtime>,
@@ -17,17 +18,21 @@ pub struct CurrentConfig {
     /// When each token was last used here, reported to the control plane; kept
     /// across generations.
     pub usage: TokenUsage,
+    /// Where every rate budget and stream cap stands; kept across generations.
+    pub schedules: Schedules,
 }
 
 impl CurrentConfig {
     /// Compiles the first snapshot (generation 1).
     pub fn new(snapshot: &Snapshot) -> anyhow::Result<CurrentConfig> {
         let usage = TokenUsage::default();
-        let runtime = Runtime::compile_with(snapshot, 1, &usage)?;
+        let schedules = Schedules::default();
+        let runtime = Runtime::compile_with(snapshot, 1, &usage, &schedules)?;
         Ok(CurrentConfig {
             runtime: ArcSwap::from_pointee(runtime),
             generation: AtomicU64::new(1),
             usage,
+            schedules,
         })
     }
 
@@ -39,7 +44,8 @@ impl CurrentConfig {
     /// Compiles a snapshot as the next generation, without installing it yet.
     pub fn compile(&self, snapshot: &Snapshot) -> anyhow::Result<Runtime> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let runtime = Runtime::compile_with(snapshot, generation, &self.usage)?;
+        let runtime = Runtime::compile_with(snapshot, generation, &self.usage, &self.schedules)?;
+        self.schedules.retain(snapshot);
         let configured: std::collections::HashSet<&str> = snapshot
             .workspaces
             .iter()

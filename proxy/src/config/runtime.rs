@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use gatehouse_mcp::envelope::SessionKeys;
 
 use crate::config::auth::{TokenIndex, TokenUsage};
+use crate::limits::{Budget, Schedules};
 use crate::skill::{SkillClient, SkillRt};
 
 /// Where a request goes: the upstream's address, and its TLS server name for HTTPS.
@@ -45,6 +46,8 @@ pub struct Runtime {
 
 pub struct WorkspaceRt {
     pub slug: String,
+    /// The whole workspace's rate budget, if it has one.
+    pub budget: Option<Arc<Budget>>,
     /// Sorted by slug, so merged lists have a deterministic order.
     pub servers: Vec<Arc<ServerRt>>,
 }
@@ -144,14 +147,21 @@ impl Runtime {
     /// Compiles a validated snapshot. Resolves upstream host names (blocking), so call it
     /// off the request path.
     pub fn compile(snapshot: &Snapshot, generation: u64) -> anyhow::Result<Runtime> {
-        Self::compile_with(snapshot, generation, &TokenUsage::default())
+        Self::compile_with(
+            snapshot,
+            generation,
+            &TokenUsage::default(),
+            &Schedules::default(),
+        )
     }
 
-    /// [`Runtime::compile`], with token last-used clocks kept in `usage`.
+    /// [`Runtime::compile`], with token last-used clocks kept in `usage` and budgets
+    /// scheduled in `schedules` (both outlive generations).
     pub fn compile_with(
         snapshot: &Snapshot,
         generation: u64,
         usage: &TokenUsage,
+        schedules: &Schedules,
     ) -> anyhow::Result<Runtime> {
         let mut workspaces = HashMap::with_capacity(snapshot.workspaces.len());
         for ws in &snapshot.workspaces {
@@ -168,6 +178,7 @@ impl Runtime {
                 ws.slug.clone(),
                 Arc::new(WorkspaceRt {
                     slug: ws.slug.clone(),
+                    budget: schedules.workspace(snapshot, ws),
                     servers,
                 }),
             );
@@ -176,7 +187,7 @@ impl Runtime {
             generation,
             version: snapshot.version,
             workspaces,
-            tokens: TokenIndex::build_with(snapshot, usage)?,
+            tokens: TokenIndex::build_with(snapshot, usage, schedules)?,
             keys: SessionKeys::from_config(&snapshot.session_keys)?,
             allowed_origins: snapshot
                 .allowed_origins

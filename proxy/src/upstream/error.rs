@@ -25,6 +25,10 @@ pub enum UpstreamError {
     },
     #[error("is not usable: {0}")]
     Unusable(String),
+    /// Its circuit breaker is open: it failed repeatedly, and is not asked again
+    /// for a while.
+    #[error("is failing (circuit breaker open after repeated failures); retry in {} s", retry_in.as_secs().max(1))]
+    CircuitOpen { retry_in: std::time::Duration },
 }
 
 impl UpstreamError {
@@ -38,6 +42,7 @@ impl UpstreamError {
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Rpc { .. } => "rpc_error",
             UpstreamError::Unusable(_) => "unusable",
+            UpstreamError::CircuitOpen { .. } => "circuit_open",
         }
     }
 

@@ -3,9 +3,11 @@
 //! layer that decides session reuse, measures latency and counts errors; [`http`] and
 //! [`sse`] are the transports behind it (a skill, run by the gateway itself, is
 //! `crate::skill`), [`pool`] the per-thread HTTP/1.1
-//! client routed calls take, [`error`] what can go wrong. Nothing here knows about
+//! client routed calls take, [`breaker`] the circuit breaker of each upstream,
+//! [`error`] what can go wrong. Nothing here knows about
 //! client transports, catalogs or Pingora's phases.
 
+pub mod breaker;
 pub mod error;
 pub mod http;
 pub mod pool;

@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use crate::config::runtime::{Runtime, ServerRt, WorkspaceRt};
 use crate::metrics::Metrics;
 use crate::skill::SkillRt;
+use crate::upstream::breaker::{self, Breakers, Change};
 use crate::upstream::error::{Initialized, UpstreamError};
 use crate::upstream::http::{Discovered, HttpUpstreams, ListenFraming, SessionRef};
 use crate::upstream::pool;
@@ -123,6 +124,8 @@ pub struct Upstreams {
     /// the URL, naming and rendered headers: one upstream, as this proxy reaches it);
     /// `None` for a server of the older era.
     eras: DashMap<[u8; 16], Option<Arc<Discovered>>>,
+    /// Each upstream's circuit breaker, by fingerprint.
+    breakers: Breakers,
     metrics: Arc<Metrics>,
 }
 
@@ -134,6 +137,7 @@ impl Upstreams {
             lazy: DashMap::new(),
             lazy_capabilities: DashMap::new(),
             eras: DashMap::new(),
+            breakers: Breakers::default(),
             metrics,
         }
     }
@@ -373,6 +377,7 @@ impl Upstreams {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
+        self.breakers.admit(&server.fingerprint)?;
         let connector = self.connector(rt, env, server).await;
         // A stateless client's request to an older server: without the era's `_meta`.
         let mut params = params;
@@ -511,6 +516,7 @@ impl Upstreams {
         forwarded: &HeaderMap,
     ) -> Result<CallReply, UpstreamError> {
         let server = &call.server;
+        self.breakers.admit(&server.fingerprint)?;
         let mut started = Instant::now();
         let reply = match self.connector(rt, env, server).await {
             Connector::Skill(skill) => {
@@ -724,6 +730,24 @@ impl Upstreams {
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             self.count_error(&env.workspace, &server.slug, e);
+        }
+        let labels = [env.workspace.as_str(), server.slug.as_str()];
+        match self.breakers.record(&server.fingerprint, result) {
+            Change::None => {}
+            Change::Opened => {
+                tracing::warn!(
+                    workspace = %env.workspace,
+                    server = %server.slug,
+                    "upstream failing: circuit breaker open for {} s",
+                    breaker::COOL_DOWN.as_secs()
+                );
+                self.metrics.circuit_opened.with_label_values(&labels).inc();
+                self.metrics.circuit_open.with_label_values(&labels).set(1);
+            }
+            Change::Closed => {
+                tracing::info!(workspace = %env.workspace, server = %server.slug, "upstream answers again: circuit breaker closed");
+                self.metrics.circuit_open.with_label_values(&labels).set(0);
+            }
         }
     }
 

@@ -142,3 +142,68 @@ async fn a_client_that_hangs_up_ends_its_call_at_once() -> anyhow::Result<()> {
     assert_eq!(again.tool_echo()?["tool"], json!("create_issue"));
     Ok(())
 }
+
+/// The JSON-RPC error message a call to `tool` gets, which must be an error.
+async fn error_message(client: &gatehouse_tests::McpClient, tool: &str) -> anyhow::Result<String> {
+    match try_call(client, tool, json!({"q": "x"})).await? {
+        CallOutcome::JsonRpcError(e) => Ok(e.message.to_string()),
+        other => anyhow::bail!("{tool} must give a JSON-RPC error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failing_upstream_trips_its_circuit_breaker_and_closes_it_once_back() -> anyhow::Result<()>
+{
+    let mut gw = Gateway::start().await?;
+    let addr = gw.notes.addr();
+    let client = connect(&gw.eng_url(), &gw.alice).await?;
+    call(&client, "notes__search", json!({"q": "before"})).await?;
+    gw.notes.stop().await;
+
+    // Five failures in a row open the breaker; the sixth call fails at once with a
+    // message that says why, and never tries the server.
+    for _ in 0..5 {
+        let message = error_message(&client, "notes__search").await?;
+        assert!(!message.contains("circuit breaker"), "{message}");
+    }
+    let message = error_message(&client, "notes__search").await?;
+    assert!(message.contains("circuit breaker open"), "{message}");
+    let (_, metrics) = gw.proxy.metrics().await?;
+    for line in [
+        "gatehouse_upstream_circuit_open{server=\"notes\",workspace=\"eng\"} 1",
+        "gatehouse_upstream_circuit_opened_total{server=\"notes\",workspace=\"eng\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+    // Another server of the workspace is not affected.
+    let result = call(&client, "github__list_issues", json!({})).await?;
+    assert_eq!(echo_of(&result)?["tool"], json!("list_issues"));
+
+    // Back on its address, it is asked again after the cool-down (one probe), and
+    // the breaker closes.
+    let notes = gatehouse_tests::Upstream::builder("notes")
+        .tools([gatehouse_tests::UpstreamTool::new("search").read_only(true)])
+        .listen_on(addr)
+        .start()
+        .await?;
+    wait_until(
+        "a call through the closed breaker",
+        Duration::from_secs(15),
+        || async {
+            matches!(
+                try_call(&client, "notes__search", json!({"q": "after"})).await,
+                Ok(CallOutcome::Result(_))
+            )
+        },
+    )
+    .await?;
+    assert!(!notes.calls().is_empty());
+    let (_, metrics) = gw.proxy.metrics().await?;
+    let closed = "gatehouse_upstream_circuit_open{server=\"notes\",workspace=\"eng\"} 0";
+    assert!(metrics.lines().any(|l| l == closed), "{metrics}");
+    client.cancel().await?;
+    Ok(())
+}

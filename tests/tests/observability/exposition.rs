@@ -272,9 +272,14 @@ async fn both_processes_expose_the_metric_contract() -> anyhow::Result<()> {
         }
     }
     wiki.stop().await;
-    match call(&client, "wiki__lookup").await? {
-        CallOutcome::JsonRpcError(_) => {}
-        other => anyhow::bail!("a server that went away must give a JSON-RPC error, got {other:?}"),
+    // Five failures in a row open its circuit breaker (the circuit metrics).
+    for _ in 0..5 {
+        match call(&client, "wiki__lookup").await? {
+            CallOutcome::JsonRpcError(_) => {}
+            other => {
+                anyhow::bail!("a server that went away must give a JSON-RPC error, got {other:?}")
+            }
+        }
     }
     let refused = RawClient::new(&ws_url, Some("mwt_not_issued_by_this_gateway"))
         .send_initialize()
