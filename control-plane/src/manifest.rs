@@ -13,7 +13,8 @@
 //!             "response": {"pointer": "/data"}}]}
 //! ```
 //! A `"type": "mcp-server"` package has `"server": {"url", "transport", "headers"}`
-//! instead of `tools`.
+//! instead of `tools`, or `"server": {"command", "args", "env"}` for a stdio server
+//! Gatehouse hosts (its secrets reach it as environment variables).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,11 +68,21 @@ pub struct SecretSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
+    /// Empty for a stdio server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     #[serde(default = "ServerSpec::default_transport")]
     pub transport: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A stdio server's program (instead of `url`), its arguments and plain
+    /// environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 impl ServerSpec {
@@ -197,6 +208,35 @@ impl Manifest {
                 }
                 match &self.server {
                     None => push("server", "an mcp-server package needs server.url".into()),
+                    Some(server) if server.command.is_some() => {
+                        let command = server.command.as_deref().unwrap_or_default();
+                        if !server.url.is_empty() {
+                            push(
+                                "server.url",
+                                "a stdio server (server.command) has no url".into(),
+                            );
+                        }
+                        if !server.headers.is_empty() {
+                            push(
+                                "server.headers",
+                                "a stdio server (server.command) gets its secrets as environment variables, not headers".into(),
+                            );
+                        }
+                        if !matches!(server.transport.as_str(), "streamable_http" | "stdio") {
+                            push(
+                                "server.transport",
+                                format!(
+                                    "{:?} does not go with server.command (stdio)",
+                                    server.transport
+                                ),
+                            );
+                        }
+                        if let Err(e) =
+                            crate::runner::spec::check_command(command, &server.args, &server.env)
+                        {
+                            push("server.command", e.to_string());
+                        }
+                    }
                     Some(server) => {
                         let url_ok = url::Url::parse(&server.url).is_ok_and(|u| {
                             matches!(u.scheme(), "http" | "https") && u.host().is_some()
@@ -323,6 +363,28 @@ mod tests {
             "category": "developer-tools", "secrets": [{"name": "GITHUB_PAT"}],
             "server": {"url": "https://api.githubcopilot.com/mcp/", "headers": {"Authorization": "Bearer {{secrets.GITHUB_PAT}}"}}});
         assert_eq!(Manifest::parse(server).unwrap().validate(), vec![]);
+        let stdio = json!({"name": "memory", "type": "mcp-server", "version": "1.0.0",
+            "description": "Memory", "category": "data",
+            "server": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory"],
+                       "env": {"MEMORY_FILE_PATH": "memory.jsonl"}}});
+        assert_eq!(Manifest::parse(stdio).unwrap().validate(), vec![]);
+        let both = json!({"name": "x", "type": "mcp-server", "version": "1.0.0",
+            "description": "X", "category": "data",
+            "server": {"command": "npx", "url": "https://e.com/mcp", "env": {"1X": "y"}}});
+        let problems: Vec<String> = Manifest::parse(both)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("a stdio server (server.command) has no url"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("environment variable name \"1X\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

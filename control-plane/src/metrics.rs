@@ -1,7 +1,8 @@
 //! The control plane's own Prometheus metrics, served unauthenticated at `/metrics`.
-//! Labels are bounded and reveal nothing about tenants: route templates (never raw
-//! paths, which hold workspace slugs), methods, status codes, outcome words, and
-//! proxy names (chosen by the operator). No workspace or token appears here.
+//! Labels are bounded and reveal little about tenants: route templates (never raw
+//! paths, which hold workspace slugs), methods, status codes, outcome words, proxy
+//! names (chosen by the operator), and, on the runner's counters, server slugs. No
+//! workspace or token appears here.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -55,6 +56,8 @@ pub struct ControlPlaneMetrics {
     call_events_pruned: IntCounter,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
+    /// The runner's: hosted processes, restarts, crashes.
+    pub hosted: crate::runner::HostedMetrics,
     /// Held while a scrape rebuilds the per-proxy series and encodes: two scrapes at
     /// once must not see each other's half-rebuilt series. Never held across an
     /// await (rendering is synchronous).
@@ -144,6 +147,7 @@ impl ControlPlaneMetrics {
                 &["method", "route", "status"],
             ),
             api_duration,
+            hosted: crate::runner::HostedMetrics::register(&registry),
             registry,
             scrape: Mutex::new(()),
         };
@@ -264,7 +268,8 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(families.len(), 9, "{out}");
+        // The runner's two counter families appear with their first crash.
+        assert_eq!(families.len(), 10, "{out}");
         for family in families {
             assert!(family.starts_with("gatehouse_control_plane_"), "{family}");
             assert!(

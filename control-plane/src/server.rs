@@ -9,6 +9,7 @@ use axum::serve::ListenerExt;
 use serde_json::json;
 
 use crate::outbound::AskServers;
+use crate::runner::{Runner, RunnerOptions};
 use crate::state::App;
 use crate::store::Database;
 
@@ -31,6 +32,21 @@ pub struct ServeOptions {
     pub ask_servers: AskServers,
     /// How many proxies share every rate budget and stream cap.
     pub proxy_share: u32,
+    /// The runner of hosted stdio servers.
+    pub runner: RunnerSettings,
+}
+
+/// Where the in-process runner listens and how it runs its processes.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// Its listener (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The URL proxies reach it at [default: `http://<the address it bound>`].
+    pub url: Option<String>,
+    /// How long a hosted server may take to answer `initialize`.
+    pub start_timeout: std::time::Duration,
+    /// Stop a hosted process no call used for this long; `None`: never.
+    pub idle_stop: Option<std::time::Duration>,
 }
 
 /// Options of `gatehouse up`: control plane + one proxy child process.
@@ -45,24 +61,66 @@ pub struct UpOptions {
     pub demo: bool,
 }
 
-/// The API, the dashboard, the demo MCP server and nothing else, on one listener.
-async fn start_api(
-    opts: &ServeOptions,
-) -> anyhow::Result<(
-    Arc<App>,
-    crate::state::Bootstrap,
-    String,
-    tokio::task::JoinHandle<()>,
-)> {
-    let (mut app, boot) = App::open(&opts.data_dir, &opts.database, opts.gateway_url.clone())
+/// What [`start_api`] started.
+struct Started {
+    app: Arc<App>,
+    boot: crate::state::Bootstrap,
+    api_url: String,
+    api: tokio::task::JoinHandle<()>,
+    runner: Arc<Runner>,
+}
+
+impl Started {
+    /// Stops the API and every hosted process.
+    async fn stop(self) {
+        self.api.abort();
+        self.runner.stop_all().await;
+    }
+}
+
+/// The API, the dashboard, the demo MCP server and nothing else, on one listener;
+/// the runner of hosted stdio servers on another.
+async fn start_api(opts: &ServeOptions) -> anyhow::Result<Started> {
+    let runner_listener = tokio::net::TcpListener::bind(opts.runner.listen)
         .await
-        .with_context(|| format!("opening the store at {}", opts.database))?;
+        .with_context(|| format!("cannot listen on {} (--runner-listen)", opts.runner.listen))?;
+    let runner_url = match &opts.runner.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", runner_listener.local_addr()?),
+    };
+    let (mut app, boot) = App::open(
+        &opts.data_dir,
+        &opts.database,
+        opts.gateway_url.clone(),
+        runner_url,
+    )
+    .await
+    .with_context(|| format!("opening the store at {}", opts.database))?;
     app.ask_servers = opts.ask_servers;
     if opts.proxy_share != app.proxy_share {
         app.proxy_share = opts.proxy_share;
         app.publish().await?;
     }
     let app = Arc::new(app);
+    let runner = Runner::start(
+        app.hosted.subscribe(),
+        &app.runner.token,
+        RunnerOptions {
+            dir: opts.data_dir.join("runner"),
+            start_timeout: opts.runner.start_timeout,
+            idle_stop: opts.runner.idle_stop,
+        },
+        app.metrics.hosted.clone(),
+    );
+    let runner_router = crate::runner::http::router(runner.clone());
+    let runner_listener = runner_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(runner_listener, runner_router).await {
+            tracing::error!(error = %e, "runner stopped");
+        }
+    });
     // Runs until the process ends, like the API.
     let _pruning = crate::calls::retention::spawn(app.clone(), opts.call_retention_days);
     follow_other_replicas(&app).await?;
@@ -83,7 +141,13 @@ async fn start_api(
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    Ok((app, boot, api_url, task))
+    Ok(Started {
+        app,
+        boot,
+        api_url,
+        api: task,
+        runner,
+    })
 }
 
 /// On a database other control planes share: republishes to this one's proxies
@@ -112,9 +176,11 @@ async fn follow_other_replicas(app: &Arc<App>) -> anyhow::Result<()> {
 
 /// Runs the control plane until Ctrl-C.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let (_app, boot, api_url, task) = start_api(&opts).await?;
+    let started = start_api(&opts).await?;
+    let (boot, api_url) = (&started.boot, &started.api_url);
     println!("Gatehouse control plane: {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
     println!("Dashboard: {api_url}{}", crate::dashboard::PATH);
+    println!("Runner of hosted stdio servers: {}", started.app.runner.url);
     if let Some(credential) = &boot.admin_credential {
         println!(
             "Bootstrap admin created: gatehouse login --api {api_url} --username admin --credential {credential}\n(also saved in {})",
@@ -134,18 +200,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // for it, so without a handler `docker stop` and Kubernetes wait out their grace
     // period and kill it.
     stop_signal().await?;
-    task.abort();
+    started.stop().await;
     Ok(())
 }
 
 /// Runs control plane + proxy until Ctrl-C, logging the CLI in as the bootstrap admin.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
-    let (app, boot, api_url, task) = start_api(&opts.serve).await?;
+    let started = start_api(&opts.serve).await?;
+    let (app, boot, api_url) = (&started.app, &started.boot, &started.api_url);
     let (token, _) = app.sessions.issue(&boot.admin);
-    crate::cli_config::save_login(&api_url, &token, &boot.admin.username)?;
+    crate::cli_config::save_login(api_url, &token, &boot.admin.username)?;
 
     let demo = if opts.demo {
-        Some(ensure_demo(&app, &boot.admin, &api_url).await?)
+        Some(ensure_demo(app, &boot.admin, api_url).await?)
     } else {
         None
     };
@@ -154,7 +221,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let state_dir = opts.serve.data_dir.join("proxy");
     let mut proxy = tokio::process::Command::new(&proxy_bin)
         .arg("--control-plane")
-        .arg(&api_url)
+        .arg(api_url)
         .arg("--listen")
         .arg(opts.proxy_listen.to_string())
         .arg("--admin-listen")
@@ -170,7 +237,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let version = app.snapshots.borrow().version;
     if let Err(e) = proxy_serving(&mut proxy, opts.proxy_admin_listen, version).await {
         stop_child(&mut proxy).await;
-        task.abort();
+        started.stop().await;
         return Err(e);
     }
 
@@ -182,6 +249,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         opts.serve.gateway_url.trim_end_matches('/')
     );
     println!("  Metrics:     http://{}/metrics", opts.proxy_admin_listen);
+    println!(
+        "  Runner:      {}  (hosted stdio servers; proxies only)",
+        app.runner.url
+    );
     println!(
         "  CLI logged in as {} (try: gatehouse workspace list)",
         boot.admin.username
@@ -204,7 +275,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         status = proxy.wait() => Err(anyhow::anyhow!("the proxy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
     };
     stop_child(&mut proxy).await;
-    task.abort();
+    started.stop().await;
     outcome
 }
 
@@ -295,6 +366,9 @@ async fn ensure_demo(
             installed_by: Some(admin.id.clone()),
             tools: None,
             naming: "prefixed".into(),
+            command: None,
+            args: None,
+            env: None,
         };
         app.store
             .insert_server(&ws, &server, &admin.username)

@@ -18,6 +18,7 @@ use crate::crypto::{random_key, random_token, write_private, MasterKey};
 use crate::metrics::ControlPlaneMetrics;
 use crate::outbound::AskServers;
 use crate::proxies::ProxyRegistry;
+use crate::runner::{Hosted, HostedKey, HostedSet, RunnerLink, STDIO};
 use crate::store::leases::Lease;
 use crate::store::{now, Database, Store, UserRow};
 
@@ -44,6 +45,10 @@ pub struct App {
     pub metrics: ControlPlaneMetrics,
     /// Which MCP servers this control plane connects to itself (`--ask-servers`).
     pub ask_servers: AskServers,
+    /// Where proxies reach this control plane's runner (hosted stdio servers).
+    pub runner: RunnerLink,
+    /// What the runner hosts, republished with every snapshot.
+    pub hosted: watch::Sender<Arc<HostedSet>>,
     /// How many proxies share every budget (`--proxy-share`): each enforces this
     /// share of it. Every control plane of a store must be given the same.
     pub proxy_share: u32,
@@ -63,11 +68,13 @@ pub struct Bootstrap {
 impl App {
     /// Opens the store (`database`; the master key, proxy token and admin credential
     /// files are in `data_dir`), creating keys and the bootstrap admin on the
-    /// database's first start, and publishes the current snapshot.
+    /// database's first start, and publishes the current snapshot. `runner_url` is
+    /// where proxies reach this control plane's runner.
     pub async fn open(
         data_dir: &Path,
         database: &Database,
         gateway_url: String,
+        runner_url: String,
     ) -> anyhow::Result<(App, Bootstrap)> {
         let store = Store::connect(database).await?;
         let master = MasterKey::load_or_create(data_dir)?;
@@ -110,6 +117,35 @@ impl App {
                 key
             }
         };
+
+        let runner_token = match store.setting("runner_token").await? {
+            Some(sealed) => String::from_utf8(master.open(&sealed, "settings/runner_token")?)?,
+            None => {
+                let token = random_token("grn_");
+                store
+                    .put_setting(
+                        "runner_token",
+                        master.seal(token.as_bytes(), "settings/runner_token"),
+                    )
+                    .await?;
+                token
+            }
+        };
+        // Proxies apply a snapshot only when its version is new: a runner that moved
+        // (another port after a restart) takes a new version when a hosted server
+        // is configured, or proxies would keep calling the old address.
+        let runner_moved = match store.setting("runner_url").await? {
+            Some(sealed) => master.open(&sealed, "settings/runner_url")? != runner_url.as_bytes(),
+            None => true,
+        };
+        if runner_moved {
+            let sealed = master.seal(runner_url.as_bytes(), "settings/runner_url");
+            if store.hosts_servers().await? {
+                store.put_published_setting("runner_url", sealed).await?;
+            } else {
+                store.put_setting("runner_url", sealed).await?;
+            }
+        }
 
         let (proxy_token, proxy_token_file) = match std::env::var("GATEHOUSE_PROXY_TOKEN") {
             Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), None),
@@ -161,6 +197,11 @@ impl App {
             proxies: ProxyRegistry::default(),
             metrics: ControlPlaneMetrics::new(),
             ask_servers: AskServers::default(),
+            runner: RunnerLink {
+                url: runner_url,
+                token: runner_token,
+            },
+            hosted: watch::channel(Arc::new(HostedSet::new())).0,
             proxy_share: 1,
         };
         crate::hub::load_catalog(&app.store).await?;
@@ -203,7 +244,7 @@ impl App {
     /// Rebuilds the snapshot from the store and hands it to every watching proxy.
     /// Concurrent publishes never move proxies backwards: an older version is dropped.
     pub async fn publish(&self) -> anyhow::Result<()> {
-        let snapshot = self.build_snapshot().await?;
+        let (snapshot, hosted) = self.build().await?;
         let problems = gatehouse_config::validate(&snapshot);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -216,7 +257,7 @@ impl App {
             version: snapshot.version as i64,
             json: serde_json::to_string(&snapshot)?,
         });
-        self.snapshots.send_if_modified(|current| {
+        let newer = self.snapshots.send_if_modified(|current| {
             // The same version differs only when this process's own settings
             // changed since it was built (`proxy_share` at start).
             if published.version > current.version
@@ -228,13 +269,28 @@ impl App {
                 false
             }
         });
+        if newer {
+            self.hosted.send_if_modified(|current| {
+                let changed = **current != hosted;
+                if changed {
+                    *current = Arc::new(hosted);
+                }
+                changed
+            });
+        }
         Ok(())
     }
 
     /// The snapshot every proxy should serve now, secrets opened.
     pub async fn build_snapshot(&self) -> anyhow::Result<Snapshot> {
+        Ok(self.build().await?.0)
+    }
+
+    /// The snapshot, and the stdio servers the runner hosts.
+    async fn build(&self) -> anyhow::Result<(Snapshot, HostedSet)> {
         let rows = self.store.snapshot_rows().await?;
         let now = now();
+        let mut hosted = HostedSet::new();
         let mut workspaces = Vec::with_capacity(rows.workspaces.len());
         for (ws_id, slug, name, limits) in &rows.workspaces {
             let mut servers = Vec::new();
@@ -246,17 +302,38 @@ impl App {
                         .open(&x.sealed, &secret_binding(&s.id, &x.name))?;
                     secrets.insert(x.name.clone(), Secret::new(String::from_utf8(plain)?));
                 }
+                let mut url = s.url.clone();
+                let mut headers: BTreeMap<String, String> = serde_json::from_str(&s.headers)?;
+                if s.transport == STDIO {
+                    // Proxies reach it through the runner like any Streamable HTTP
+                    // server; its secrets go to the process, not to them.
+                    let key = HostedKey {
+                        workspace: slug.clone(),
+                        server: s.slug.clone(),
+                    };
+                    url = self.runner.endpoint(&key);
+                    headers = BTreeMap::from([(
+                        "Authorization".to_owned(),
+                        format!("Bearer {}", self.runner.token),
+                    )]);
+                    let secrets = std::mem::take(&mut secrets);
+                    hosted.insert(key.clone(), Arc::new(hosted_of(s, key, secrets)?));
+                }
                 servers.push(McpServer {
                     slug: s.slug.clone(),
-                    url: s.url.clone(),
+                    url,
                     transport: serde_json::from_value(serde_json::Value::String(
-                        s.transport.clone(),
+                        if s.transport == STDIO {
+                            "streamable_http".to_owned()
+                        } else {
+                            s.transport.clone()
+                        },
                     ))
                     .unwrap_or_default(),
                     naming: serde_json::from_value(serde_json::Value::String(s.naming.clone()))
                         .unwrap_or_default(),
                     enabled: s.enabled != 0,
-                    headers: serde_json::from_str(&s.headers)?,
+                    headers,
                     secrets,
                     policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
                     call_timeout_ms: 300_000,
@@ -296,7 +373,7 @@ impl App {
                 },
             });
         }
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             version: rows.version as u64,
             session_keys: self.session_keys.clone(),
             allowed_origins: vec![],
@@ -305,8 +382,42 @@ impl App {
                 ..Limits::default()
             },
             workspaces,
-        })
+        };
+        Ok((snapshot, hosted))
     }
+}
+
+/// How the runner starts a stdio server: its command, arguments and plain values,
+/// then its secrets as environment variables.
+fn hosted_of(
+    s: &crate::store::ServerRow,
+    key: HostedKey,
+    secrets: BTreeMap<String, Secret>,
+) -> anyhow::Result<Hosted> {
+    let args: Vec<String> = match &s.args {
+        Some(json) => serde_json::from_str(json)?,
+        None => vec![],
+    };
+    let plain: BTreeMap<String, String> = match &s.env {
+        Some(json) => serde_json::from_str(json)?,
+        None => BTreeMap::new(),
+    };
+    let mut env: BTreeMap<String, Secret> = plain
+        .into_iter()
+        .map(|(k, v)| (k, Secret::new(v)))
+        .collect();
+    let secret_names: Vec<String> = secrets.keys().cloned().collect();
+    env.extend(secrets);
+    Ok(Hosted {
+        spec: crate::runner::HostedSpec {
+            key,
+            command: s.command.clone().unwrap_or_default(),
+            args,
+            env,
+        },
+        secret_names,
+        enabled: s.enabled != 0,
+    })
 }
 
 /// Where a secret is bound when sealed: it opens only for this server and name.

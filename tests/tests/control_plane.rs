@@ -21,6 +21,10 @@ mod authorisation;
 mod bad_input;
 #[path = "control_plane/fixture.rs"]
 mod fixture;
+#[path = "control_plane/hosted_npm.rs"]
+mod hosted_npm;
+#[path = "control_plane/hosted_stdio.rs"]
+mod hosted_stdio;
 #[path = "control_plane/install_probe.rs"]
 mod install_probe;
 #[path = "control_plane/lifecycle.rs"]

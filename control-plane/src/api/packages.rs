@@ -314,7 +314,19 @@ pub async fn install(
         )));
     }
     let reference = format!("@{owner}/{name}@{}", chosen.version);
+    let hosted = manifest.server.as_ref().and_then(|s| s.command.as_ref());
+    if hosted.is_some() && !user.admin {
+        return Err(ApiError::Forbidden(format!(
+            "only an admin may install @{owner}/{name}: it is a stdio server, whose command Gatehouse runs on the control plane's machine, as the control plane's user"
+        )));
+    }
     let (url, transport, headers, tools) = match (&manifest.server, manifest.kind.as_str()) {
+        (Some(_), "mcp-server") if hosted.is_some() => (
+            String::new(),
+            crate::runner::STDIO.to_string(),
+            "{}".to_string(),
+            None,
+        ),
         (Some(server), "mcp-server") => (
             server.url.clone(),
             server.transport.clone(),
@@ -343,6 +355,19 @@ pub async fn install(
         installed_by: Some(user.id.clone()),
         tools,
         naming: "prefixed".into(),
+        command: hosted.cloned(),
+        args: match (&manifest.server, hosted) {
+            (Some(server), Some(_)) => {
+                Some(serde_json::to_string(&server.args).map_err(anyhow::Error::from)?)
+            }
+            _ => None,
+        },
+        env: match (&manifest.server, hosted) {
+            (Some(server), Some(_)) => {
+                Some(serde_json::to_string(&server.env).map_err(anyhow::Error::from)?)
+            }
+            _ => None,
+        },
     };
     app.store.insert_server(&ws, &row, &user.username).await?;
     app.publish().await?;

@@ -18,17 +18,29 @@ use super::request::{AuthUser, Body};
 use super::workspaces::visible;
 use crate::crypto::random_id;
 use crate::probe;
+use crate::runner::spec::check_command;
+use crate::runner::STDIO;
 use crate::state::{secret_binding, App};
 use crate::store::{now, ServerRow, WorkspaceRow};
 
 fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
-    json!({
+    let mut server = json!({
         "slug": s.slug, "url": s.url, "transport": s.transport,
         "headers": serde_json::from_str::<Value>(&s.headers).unwrap_or(Value::Null),
         "policy": serde_json::from_str::<Value>(&s.policy).unwrap_or(Value::Null),
         "enabled": s.enabled != 0, "secrets": secrets, "created_at": s.created_at,
         "package": s.package, "naming": s.naming,
-    })
+    });
+    if let Some(command) = &s.command {
+        let parsed = |json: &Option<String>| {
+            json.as_deref()
+                .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        };
+        server["command"] = json!(command);
+        server["args"] = parsed(&s.args).unwrap_or_else(|| json!([]));
+        server["env"] = parsed(&s.env).unwrap_or_else(|| json!({}));
+    }
+    server
 }
 
 /// A requested naming, checked: `prefixed` or `bare`.
@@ -103,7 +115,18 @@ pub async fn list(
 
 #[derive(Deserialize)]
 pub struct Install {
-    pub url: String,
+    /// An MCP server reached over HTTP; or `command` (a hosted stdio server).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A stdio server Gatehouse runs itself: the program...
+    #[serde(default)]
+    pub command: Option<String>,
+    /// ... its arguments ...
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// ... and plain environment values (secrets are set apart, after install).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     pub slug: Option<String>,
     #[serde(default)]
     pub transport: Option<String>,
@@ -129,11 +152,30 @@ pub async fn install(
     Body(req): Body<Install>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let ws = visible(&app, &user, &ws).await?;
-    let url = url::Url::parse(&req.url)
+    let req_url = match (&req.url, &req.command) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give url (a server reached over HTTP) or command (a stdio server Gatehouse runs), not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "give url (a server reached over HTTP) or command (a stdio server Gatehouse runs)".into(),
+            ))
+        }
+        (None, Some(command)) => return install_hosted(app, user, ws, command.clone(), req).await,
+        (Some(url), None) => url.clone(),
+    };
+    if !req.args.is_empty() || !req.env.is_empty() {
+        return Err(ApiError::BadRequest(
+            "args and env apply to stdio servers (command), not to servers reached by url".into(),
+        ));
+    }
+    let url = url::Url::parse(&req_url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| {
-            ApiError::BadRequest(format!("{:?} is not an http:// or https:// URL", req.url))
+            ApiError::BadRequest(format!("{req_url:?} is not an http:// or https:// URL"))
         })?;
     let slug = match &req.slug {
         Some(s) => s.clone(),
@@ -177,8 +219,8 @@ pub async fn install(
         Some(transport) => (transport, Value::Null),
         None => {
             let headers: Vec<(String, String)> = req.headers.clone().into_iter().collect();
-            let found = match app.ask_servers.client(&req.url) {
-                Ok(client) => probe::probe(&client, &req.url, &headers)
+            let found = match app.ask_servers.client(&req_url) {
+                Ok(client) => probe::probe(&client, &req_url, &headers)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(refused) => Err(refused.to_string()),
@@ -193,7 +235,7 @@ pub async fn install(
         id: random_id("srv_"),
         workspace_id: ws.id.clone(),
         slug,
-        url: req.url.clone(),
+        url: req_url.clone(),
         transport,
         headers: serde_json::to_string(&req.headers).map_err(anyhow::Error::from)?,
         policy: serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?,
@@ -203,6 +245,9 @@ pub async fn install(
         installed_by: Some(user.id.clone()),
         tools: None,
         naming: naming.into(),
+        command: None,
+        args: None,
+        env: None,
     };
     app.store
         .insert_server(&ws, &row, &user.username)
@@ -215,6 +260,97 @@ pub async fn install(
             "server": server_json(&row, &[]),
             "missing_secrets": needed,
             "probe": probed,
+        })),
+    ))
+}
+
+/// Installs a stdio server the runner hosts: nothing is started until a client
+/// uses it (the runner starts it then, with the secrets set by then).
+async fn install_hosted(
+    app: Arc<App>,
+    user: AuthUser,
+    ws: WorkspaceRow,
+    command: String,
+    req: Install,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    // Its command runs on the control plane's machine as the control plane's user,
+    // which can read the master key and the store: only those trusted with them
+    // may choose it.
+    if !user.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may install a stdio server: Gatehouse runs its command on the control plane's machine, as the control plane's user".into(),
+        ));
+    }
+    if !req.headers.is_empty() {
+        return Err(ApiError::BadRequest(
+            "headers apply to servers reached by url; a stdio server gets its secrets as environment variables".into(),
+        ));
+    }
+    if let Some(transport) = req.transport.as_deref().filter(|t| *t != STDIO) {
+        return Err(ApiError::BadRequest(format!(
+            "transport {transport:?} does not go with command: a command is a stdio server"
+        )));
+    }
+    check_command(&command, &req.args, &req.env)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let slug = match &req.slug {
+        Some(s) => s.clone(),
+        None => slugify(
+            std::path::Path::new(&command)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("server"),
+        )
+        .into_owned(),
+    };
+    if !is_valid_slug(&slug) {
+        return Err(ApiError::BadRequest(format!(
+            "server slug {slug:?} must match ^[a-z0-9][a-z0-9-]{{0,31}}$ (no `_`: tools are named <server>__<tool>); pass --name"
+        )));
+    }
+    CompiledPolicy::compile(&req.policy)
+        .map_err(|e| ApiError::BadRequest(format!("policy: {e}")))?;
+    let naming = naming_of(req.naming.as_deref().unwrap_or("prefixed"))?;
+    if naming == "bare" {
+        only_bare(&app, &ws, &slug).await?;
+    }
+    if app.store.server(&ws.id, &slug).await?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "MCP server {slug:?} is already installed in {:?} (pass --name to install it again under another slug)",
+            ws.slug
+        )));
+    }
+    let args = serde_json::to_string(&req.args).map_err(anyhow::Error::from)?;
+    let env = serde_json::to_string(&req.env).map_err(anyhow::Error::from)?;
+    let row = ServerRow {
+        id: random_id("srv_"),
+        workspace_id: ws.id.clone(),
+        slug,
+        url: String::new(),
+        transport: STDIO.into(),
+        headers: "{}".into(),
+        policy: serde_json::to_string(&req.policy).map_err(anyhow::Error::from)?,
+        enabled: i64::from(req.enabled),
+        created_at: now(),
+        package: None,
+        installed_by: Some(user.id.clone()),
+        tools: None,
+        naming: naming.into(),
+        command: Some(command),
+        args: Some(args),
+        env: Some(env),
+    };
+    app.store
+        .insert_server(&ws, &row, &user.username)
+        .await
+        .map_err(|e| bare_race(e, &ws))?;
+    app.publish().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "server": server_json(&row, &[]),
+            "missing_secrets": Vec::<String>::new(),
+            "probe": Value::Null,
         })),
     ))
 }
@@ -241,6 +377,14 @@ pub struct ServerChange {
     /// `prefixed` or `bare`.
     #[serde(default)]
     pub naming: Option<String>,
+    /// A stdio server's program, arguments and plain environment (each replaces
+    /// what it had; admins only).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 /// Enables or disables a server, or replaces its tool policy (`PATCH`).
@@ -252,11 +396,17 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let mut row = server_of(&app, &ws, &server).await?;
-    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() {
+    let runs = req.command.is_some() || req.args.is_some() || req.env.is_some();
+    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() && !runs {
         return Err(ApiError::BadRequest(
-            "nothing to change: give enabled, policy or naming".into(),
+            "nothing to change: give enabled, policy, naming, or a stdio server's command, args or env".into(),
         ));
     }
+    let command_line = if runs {
+        Some(changed_command_line(&user, &row, &req)?)
+    } else {
+        None
+    };
     let naming = req.naming.as_deref().map(naming_of).transpose()?;
     if naming == Some("bare") {
         only_bare(&app, &ws, &row.slug).await?;
@@ -292,12 +442,72 @@ pub async fn update(
         row.naming = naming.into();
         changed = true;
     }
+    if let Some((command, args, env)) = command_line.filter(|(command, args, env)| {
+        Some(command) != row.command.as_ref()
+            || Some(args) != row.args.as_ref()
+            || Some(env) != row.env.as_ref()
+    }) {
+        row.command = Some(command);
+        row.args = Some(args);
+        row.env = Some(env);
+        app.store
+            .set_server_command(&ws, &row, &user.username)
+            .await?;
+        changed = true;
+    }
     if changed {
         app.publish().await?;
     }
     let names = secret_names(&app, &ws).await?;
     let secrets = names.get(&row.slug).map_or(&[][..], Vec::as_slice);
     Ok(Json(json!({"server": server_json(&row, secrets)})))
+}
+
+/// A stdio server's new command, args and env as stored (JSON), what the change
+/// leaves out kept; refused for other servers and for non-admins.
+fn changed_command_line(
+    user: &AuthUser,
+    row: &ServerRow,
+    req: &ServerChange,
+) -> ApiResult<(String, String, String)> {
+    if row.transport != STDIO {
+        return Err(ApiError::BadRequest(format!(
+            "command, args and env apply to stdio servers; {:?} is reached by url",
+            row.slug
+        )));
+    }
+    if !user.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may change what a stdio server runs: Gatehouse runs it on the control plane's machine, as the control plane's user".into(),
+        ));
+    }
+    let command = req
+        .command
+        .clone()
+        .or_else(|| row.command.clone())
+        .unwrap_or_default();
+    let args: Vec<String> = match &req.args {
+        Some(args) => args.clone(),
+        None => stored(&row.args)?,
+    };
+    let env: BTreeMap<String, String> = match &req.env {
+        Some(env) => env.clone(),
+        None => stored(&row.env)?,
+    };
+    check_command(&command, &args, &env).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((
+        command,
+        serde_json::to_string(&args).map_err(anyhow::Error::from)?,
+        serde_json::to_string(&env).map_err(anyhow::Error::from)?,
+    ))
+}
+
+/// A JSON column as its value; absent is empty.
+fn stored<T: serde::de::DeserializeOwned + Default>(json: &Option<String>) -> ApiResult<T> {
+    match json {
+        Some(json) => Ok(serde_json::from_str(json).map_err(anyhow::Error::from)?),
+        None => Ok(T::default()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -313,6 +523,14 @@ pub async fn set_secret(
 ) -> ApiResult<Json<Value>> {
     let ws = visible(&app, &user, &ws).await?;
     let row = server_of(&app, &ws, &server).await?;
+    // A stdio server's secrets become its environment (LD_PRELOAD, NODE_OPTIONS, ...),
+    // which decides what it runs: the same trust as choosing its command.
+    if row.transport == STDIO && !user.admin {
+        return Err(ApiError::Forbidden(format!(
+            "only an admin may set the secrets of {:?}: they become the environment of a command Gatehouse runs on the control plane's machine",
+            row.slug
+        )));
+    }
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(ApiError::BadRequest(format!(
             "secret name {name:?} must match [A-Za-z0-9_]+"

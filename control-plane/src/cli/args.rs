@@ -108,6 +108,8 @@ pub struct UpArgs {
     pub ask_servers: AskServers,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +156,8 @@ pub struct ServeArgs {
     pub proxy_share: u32,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +187,40 @@ pub struct RetentionArgs {
         default_value_t = crate::calls::retention::DEFAULT_CALL_RETENTION_DAYS
     )]
     pub call_retention_days: u32,
+}
+
+/// The runner of hosted stdio MCP servers (`up` and `serve`).
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// Where the runner of hosted stdio servers listens (proxies call it there)
+    #[arg(
+        long,
+        env = "GATEHOUSE_RUNNER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0"
+    )]
+    pub runner_listen: SocketAddr,
+    /// The runner's URL as proxies reach it [default: http://<the address it bound>]
+    #[arg(long, env = "GATEHOUSE_RUNNER_URL", value_name = "URL")]
+    pub runner_url: Option<String>,
+    /// Seconds a hosted server may take to answer initialize (npx may download it first)
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub runner_start_timeout: u64,
+    /// Stop a hosted server's process after this many seconds without calls (0 = never)
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub runner_idle_stop: u64,
+}
+
+impl RunnerArgs {
+    pub fn settings(&self) -> crate::server::RunnerSettings {
+        crate::server::RunnerSettings {
+            listen: self.runner_listen,
+            url: self.runner_url.clone(),
+            start_timeout: std::time::Duration::from_secs(self.runner_start_timeout.max(1)),
+            idle_stop: (self.runner_idle_stop > 0)
+                .then(|| std::time::Duration::from_secs(self.runner_idle_stop)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -404,12 +442,29 @@ pub struct WorkspaceFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum McpCommand {
-    /// Install an MCP server into a workspace by URL, or a Hub package (@owner/name)
+    /// Install an MCP server into a workspace by URL, a Hub package (@owner/name), or
+    /// a stdio server Gatehouse runs itself (--command)
     // `--version` is the package's here, not the CLI's.
     #[command(disable_version_flag = true)]
     Install {
         /// The server's Streamable HTTP or SSE URL, or a Hub package: @owner/name
-        url: String,
+        #[arg(required_unless_present = "command", conflicts_with = "command")]
+        url: Option<String>,
+        /// A stdio server Gatehouse hosts: the program to run (npx, uvx, a path)
+        #[arg(long, value_name = "PROGRAM")]
+        command: Option<String>,
+        /// An argument of --command (repeatable, in order; -y and the like are fine)
+        #[arg(
+            long = "arg",
+            value_name = "ARG",
+            allow_hyphen_values = true,
+            requires = "command"
+        )]
+        args: Vec<String>,
+        /// An environment variable of --command (repeatable); secrets are set apart, with
+        /// `gatehouse secrets set`, and reach the process as variables too
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
         /// Slug for the server, prefixing its tools (SLUG__tool) [default: derived from the URL]
         #[arg(long, value_name = "SLUG", value_parser = parse_slug)]
         name: Option<String>,
@@ -481,6 +536,29 @@ pub enum McpCommand {
         /// Expose every tool: no allow or deny globs, not read-only
         #[arg(long, conflicts_with_all = ["allow", "deny", "read_only"])]
         open: bool,
+    },
+    /// Replace what a stdio server runs: gatehouse mcp command fs -w WS npx -y PACKAGE DIR
+    /// (its process is replaced)
+    Command {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        /// The program
+        program: String,
+        /// Its arguments, in order (everything after the program, dashes included)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Replace a stdio server's plain environment variables (none: clears them; its
+    /// secrets are set apart, with `gatehouse secrets set`)
+    Env {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[arg(value_name = "NAME=VALUE", value_parser = parse_env)]
+        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
     },
     /// Set how an MCP server's tools, prompts and resources are named to clients
     Naming {
@@ -744,6 +822,22 @@ pub fn parse_slug(text: &str) -> Result<String, String> {
 }
 
 /// `Name: value` -> (`Name`, `value`); the value may itself contain colons.
+/// `NAME=VALUE` of `mcp install --env`.
+pub fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("invalid --env {text:?}: expected NAME=VALUE"))?;
+    let mut bytes = name.bytes();
+    let valid = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(format!(
+            "invalid --env {text:?}: {name:?} must match ^[A-Za-z_][A-Za-z0-9_]*$"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 pub fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once(':')
@@ -1048,7 +1142,7 @@ mod tests {
                 transport,
                 ..
             }) => {
-                assert_eq!(url, "https://example.com/mcp");
+                assert_eq!(url.as_deref(), Some("https://example.com/mcp"));
                 assert_eq!(name.as_deref(), Some("github-mcp"));
                 assert_eq!(workspace.workspace.as_deref(), Some("engineering"));
                 assert_eq!(headers.len(), 2);
@@ -1066,6 +1160,53 @@ mod tests {
             })
         ));
         assert!(parse(&["mcp", "install", "u", "--name", "git_hub"]).is_err());
+    }
+
+    #[test]
+    fn mcp_install_takes_a_command_with_arguments_and_environment() {
+        let cli = parse(&[
+            "mcp",
+            "install",
+            "--name",
+            "fs",
+            "--command",
+            "npx",
+            "--arg",
+            "-y",
+            "--arg",
+            "@modelcontextprotocol/server-filesystem",
+            "--arg",
+            "/srv/shared",
+            "--env",
+            "LOG_LEVEL=debug=verbose",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Mcp(McpCommand::Install {
+                url,
+                command,
+                args,
+                env,
+                ..
+            }) => {
+                assert_eq!(url, None);
+                assert_eq!(command.as_deref(), Some("npx"));
+                assert_eq!(
+                    args,
+                    [
+                        "-y",
+                        "@modelcontextprotocol/server-filesystem",
+                        "/srv/shared"
+                    ]
+                );
+                assert_eq!(env, [("LOG_LEVEL".into(), "debug=verbose".into())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A URL or a command, not both, not neither.
+        assert!(parse(&["mcp", "install", "http://u/mcp", "--command", "npx"]).is_err());
+        assert!(parse(&["mcp", "install"]).is_err());
+        assert!(parse(&["mcp", "install", "--command", "x", "--env", "1A=b"]).is_err());
     }
 
     #[test]
@@ -1218,13 +1359,46 @@ mod tests {
     }
 
     #[test]
+    fn mcp_command_and_env_replace_what_a_stdio_server_runs() {
+        match parse(&[
+            "mcp", "command", "fs", "-w", "eng", "npx", "-y", "pkg", "--flag",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Mcp(McpCommand::Command {
+                slug,
+                workspace,
+                program,
+                args,
+            }) => {
+                assert_eq!(slug, "fs");
+                assert_eq!(workspace.workspace.as_deref(), Some("eng"));
+                assert_eq!(program, "npx");
+                assert_eq!(args, ["-y", "pkg", "--flag"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["mcp", "env", "fs", "A=1", "B=x=y"])
+            .unwrap()
+            .command
+        {
+            Command::Mcp(McpCommand::Env { vars, .. }) => {
+                assert_eq!(vars, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["mcp", "env", "fs", "NOEQUALS"]).is_err());
+    }
+
+    #[test]
     fn mcp_install_takes_a_version_for_hub_packages() {
         match parse(&["mcp", "install", "@gatehouse/github", "--version", "1.0.0"])
             .unwrap()
             .command
         {
             Command::Mcp(McpCommand::Install { url, version, .. }) => {
-                assert_eq!(url, "@gatehouse/github");
+                assert_eq!(url.as_deref(), Some("@gatehouse/github"));
                 assert_eq!(version.as_deref(), Some("1.0.0"));
             }
             other => panic!("{other:?}"),

@@ -23,6 +23,7 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| gateway_url_for(args.listen)),
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
+        runner: args.runner.settings(),
         proxy_share: 1,
     };
     let options = UpOptions {
@@ -43,6 +44,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         gateway_url: args.gateway_url.trim_end_matches('/').to_owned(),
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
+        runner: args.runner.settings(),
         proxy_share: args.proxy_share,
     };
     block_on(server::serve(options))

@@ -189,6 +189,13 @@ pub fn transport_text(transport: &str) -> String {
 pub fn server_installed(installed: &ServerInstalled, workspace: &str) -> String {
     let slug = &installed.server.slug;
     let mut out = format!("Installed {slug} in {workspace}.\n");
+    if let Some(command) = &installed.server.command {
+        out += &format!(
+            "Gatehouse runs it when a client first uses it: {}\n\
+             Its secrets reach it as environment variables: gatehouse secrets set {slug} NAME VALUE --workspace {workspace}\n",
+            crate::runner::spec::command_line(command, &installed.server.args)
+        );
+    }
     match installed.probe.as_ref().map(|p| (&p.found, &p.error)) {
         Some((Some(found), _)) => {
             let transport = match found.transport.as_str() {
@@ -258,7 +265,18 @@ pub fn server_changed(server: &McpServer, workspace: &str) -> String {
     } else {
         format!("prefixed ({slug}__<tool>)")
     };
-    format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n")
+    let mut out = format!("{state}.\nTool policy: {policy}.\nNaming: {naming}.\n");
+    if let Some(command) = &server.command {
+        out += &format!(
+            "Runs: {}\n",
+            crate::runner::spec::command_line(command, &server.args)
+        );
+        if !server.env.is_empty() {
+            let names: Vec<&str> = server.env.keys().map(String::as_str).collect();
+            out += &format!("Environment: {}\n", names.join(", "));
+        }
+    }
+    out
 }
 
 /// `SLUG URL TRANSPORT ENABLED SECRETS`.
@@ -272,9 +290,10 @@ pub fn server_table(workspace: &str, servers: &[McpServer]) -> String {
         .iter()
         .map(|s| {
             // A skill has no upstream URL: the gateway runs it; show where it came from.
-            let source = match (&s.url, &s.package) {
-                (url, Some(package)) if url.is_empty() => package.clone(),
-                (url, _) => dash_if_empty(url),
+            let source = match (&s.url, &s.package, &s.command) {
+                (_, _, Some(command)) => crate::runner::spec::command_line(command, &s.args),
+                (url, Some(package), _) if url.is_empty() => package.clone(),
+                (url, _, _) => dash_if_empty(url),
             };
             vec![
                 s.slug.clone(),
@@ -818,11 +837,29 @@ mod tests {
             package: None,
             policy: Default::default(),
             naming: "prefixed".into(),
+            ..McpServer::default()
         }];
         assert_eq!(
             server_table("eng", &servers),
             "SLUG        URL           TRANSPORT        ENABLED  SECRETS\n\
              github-mcp  http://u/mcp  streamable-http  yes      A,B\n"
+        );
+    }
+
+    #[test]
+    fn hosted_servers_show_their_command_line() {
+        let servers = [McpServer {
+            slug: "fs".into(),
+            transport: "stdio".into(),
+            enabled: true,
+            command: Some("npx".into()),
+            args: vec!["-y".into(), "my server".into(), "it's".into()],
+            ..McpServer::default()
+        }];
+        assert_eq!(
+            server_table("eng", &servers),
+            "SLUG  URL                           TRANSPORT  ENABLED  SECRETS\n\
+             fs    npx -y 'my server' 'it'\\''s'  stdio      yes      -\n"
         );
     }
 

@@ -54,6 +54,14 @@ pub struct McpServer {
     /// `prefixed` or `bare`.
     #[serde(default)]
     pub naming: String,
+    /// A hosted stdio server's program and arguments (transport `stdio`).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its plain environment variables.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// A server's tool policy as the API shows it.

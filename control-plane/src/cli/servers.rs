@@ -20,6 +20,9 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
     match command {
         McpCommand::Install {
             url,
+            command,
+            args,
+            env,
             name,
             workspace,
             headers,
@@ -30,6 +33,55 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             read_only,
             version,
         } => {
+            let url = match (url, command) {
+                (Some(url), None) => {
+                    if let Some(flag) = [(!args.is_empty(), "--arg"), (!env.is_empty(), "--env")]
+                        .iter()
+                        .find_map(|(given, flag)| given.then_some(*flag))
+                    {
+                        return Err(CliError::usage(format!(
+                            "{flag} applies to a stdio server (--command), not to {url}"
+                        )));
+                    }
+                    url
+                }
+                (None, Some(command)) => {
+                    let refused = [
+                        (!headers.is_empty(), "--header"),
+                        (transport.is_some(), "--transport"),
+                        (version.is_some(), "--version"),
+                    ];
+                    if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
+                        return Err(CliError::usage(format!(
+                            "{flag} does not apply to a stdio server (--command); its secrets reach it as environment variables"
+                        )));
+                    }
+                    let ws = ctx.workspace(workspace.workspace)?;
+                    let body = hosted_body(
+                        &command,
+                        &args,
+                        &env,
+                        name,
+                        naming,
+                        Policy {
+                            allow,
+                            deny,
+                            read_only,
+                        },
+                    )?;
+                    let answer = ctx
+                        .client()?
+                        .post(&["v1", "workspaces", &ws, "servers"], &body)
+                        .await?;
+                    let installed: ServerInstalled = decode(&answer, "mcp install")?;
+                    return ctx.output(&answer, || Ok(render::server_installed(&installed, &ws)));
+                }
+                _ => {
+                    return Err(CliError::usage(
+                        "give a URL, a Hub package (@owner/name) or --command, one of them",
+                    ))
+                }
+            };
             if url.starts_with('@') {
                 let package = parse_package_ref(&url).map_err(CliError::usage)?;
                 let url_only = [
@@ -121,6 +173,30 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             )?;
             change(ctx, workspace.workspace, &slug, json!({"policy": policy})).await
         }
+        McpCommand::Command {
+            slug,
+            workspace,
+            program,
+            args,
+        } => {
+            let body = json!({"command": program, "args": args});
+            change(ctx, workspace.workspace, &slug, body).await
+        }
+        McpCommand::Env {
+            slug,
+            vars,
+            workspace,
+        } => {
+            let mut env = Map::new();
+            for (name, value) in vars {
+                if env.insert(name.clone(), json!(value)).is_some() {
+                    return Err(CliError::usage(format!(
+                        "{name} given twice: pass each variable once"
+                    )));
+                }
+            }
+            change(ctx, workspace.workspace, &slug, json!({"env": env})).await
+        }
         McpCommand::Naming {
             slug,
             naming,
@@ -167,6 +243,40 @@ struct Policy {
     allow: Vec<String>,
     deny: Vec<String>,
     read_only: bool,
+}
+
+/// The install request of a stdio server the runner hosts.
+fn hosted_body(
+    command: &str,
+    args: &[String],
+    env: &[(String, String)],
+    slug: Option<String>,
+    naming: Option<Naming>,
+    policy: Policy,
+) -> Result<Value, CliError> {
+    let mut vars = Map::new();
+    for (name, value) in env {
+        if vars.insert(name.clone(), json!(value)).is_some() {
+            return Err(CliError::usage(format!(
+                "--env {name} given twice: pass each variable once"
+            )));
+        }
+    }
+    let mut body = json!({"command": command, "args": args, "env": vars});
+    if let Some(slug) = slug {
+        body["slug"] = json!(slug);
+    }
+    if let Some(naming) = naming {
+        body["naming"] = json!(naming.api_name());
+    }
+    if !policy.allow.is_empty() || !policy.deny.is_empty() || policy.read_only {
+        body["policy"] = json!({
+            "allow": policy.allow,
+            "deny": policy.deny,
+            "read_only": policy.read_only,
+        });
+    }
+    Ok(body)
 }
 
 /// The install request; only what was given is sent, so the control plane's

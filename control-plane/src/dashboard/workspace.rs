@@ -30,6 +30,22 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
 
+/// Where a server is: its URL, or the command line Gatehouse runs for a stdio one.
+fn source_of(server: &Value) -> String {
+    match server["command"].as_str() {
+        Some(command) => {
+            let args: Vec<String> = server["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            crate::runner::spec::command_line(command, &args)
+        }
+        None => text(server, "url").to_owned(),
+    }
+}
+
 fn when(v: &Value, key: &str) -> String {
     v[key]
         .as_i64()
@@ -90,7 +106,7 @@ fn servers_section(session: &Session, here: &str, servers: &[Value]) -> Markup {
                     tbody { @for s in servers {
                         tr {
                             td { code { (text(s, "slug")) } }
-                            td.url { (text(s, "url")) }
+                            td.url { (source_of(s)) }
                             td { (text(s, "transport")) }
                             td { @if s["enabled"] == true { "enabled" } @else { "disabled" } }
                             td.policy {
@@ -311,6 +327,9 @@ pub async fn set_policy(
                 read_only: !form.read_only.is_empty(),
             }),
             naming: None,
+            command: None,
+            args: None,
+            env: None,
         }),
     )
     .await?;
@@ -373,7 +392,10 @@ pub async fn install(
         session.user.clone(),
         Path(ws.clone()),
         Body(Install {
-            url: form.url.trim().to_owned(),
+            url: Some(form.url.trim().to_owned()),
+            command: None,
+            args: Vec::new(),
+            env: Default::default(),
             slug: nonempty(form.slug),
             transport: nonempty(form.transport),
             headers,
@@ -434,6 +456,9 @@ pub async fn set_enabled(
             enabled: Some(enabled),
             policy: None,
             naming: None,
+            command: None,
+            args: None,
+            env: None,
         }),
     )
     .await?;

@@ -80,6 +80,9 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("installed_by", OptText),
             ("tools", OptText),
             ("naming", Text),
+            ("command", OptText),
+            ("args", OptText),
+            ("env", OptText),
         ],
     ),
     (

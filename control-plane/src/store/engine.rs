@@ -167,6 +167,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0007_server_naming.sql"),
     ),
     (8, include_str!("../../migrations/sqlite/0008_limits.sql")),
+    (
+        9,
+        include_str!("../../migrations/sqlite/0009_hosted_stdio.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -199,6 +203,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0007_server_naming.sql"),
     ),
     (8, include_str!("../../migrations/postgres/0008_limits.sql")),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_hosted_stdio.sql"),
+    ),
 ];
 
 /// How a write transaction starts. SQLite takes its write lock at BEGIN (IMMEDIATE),

@@ -125,6 +125,12 @@ pub struct ServerRow {
     pub tools: Option<String>,
     /// `prefixed` or `bare` (see migration 7).
     pub naming: String,
+    /// A hosted stdio server's program (transport `stdio`, see migration 9).
+    pub command: Option<String>,
+    /// Its arguments, a JSON array of strings.
+    pub args: Option<String>,
+    /// Its plain environment values, a JSON object (secrets are kept sealed apart).
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -308,6 +314,22 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Stores a setting that changes what proxies are told, with a new config version.
+    pub async fn put_published_setting(
+        &self,
+        name: &str,
+        sealed: Vec<u8>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO settings (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed")
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
     }
 
     // ---- users ----------------------------------------------------------------
@@ -596,7 +618,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming, command, args, env) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
             .bind(&server.id)
             .bind(&server.workspace_id)
             .bind(&server.slug)
@@ -610,6 +632,9 @@ impl Store {
             .bind(&server.installed_by)
             .bind(&server.tools)
             .bind(&server.naming)
+            .bind(&server.command)
+            .bind(&server.args)
+            .bind(&server.env)
             .execute(&mut *tx)
             .await?;
         let target = server.package.as_deref().unwrap_or(&server.slug);
@@ -733,6 +758,15 @@ impl Store {
     }
 
     /// The workspace's bare server, if it has one.
+    /// Whether any workspace has a stdio server (the runner hosts it).
+    pub async fn hosts_servers(&self) -> Result<bool, sqlx::Error> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM servers WHERE transport = 'stdio'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count > 0)
+    }
+
     pub async fn bare_server(&self, workspace_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT slug FROM servers WHERE workspace_id = $1 AND naming = 'bare'")
             .bind(workspace_id)
@@ -755,6 +789,27 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, &ws.slug, actor, "policy_set", &server.slug).await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Replaces a stdio server's command line and environment (the runner replaces
+    /// its process).
+    pub async fn set_server_command(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET command = $1, args = $2, env = $3 WHERE id = $4")
+            .bind(&server.command)
+            .bind(&server.args)
+            .bind(&server.env)
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, &ws.slug, actor, "command_set", &server.slug).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
     }

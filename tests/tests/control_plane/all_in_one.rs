@@ -116,7 +116,50 @@ async fn gatehouse_up_demo_serves_what_it_prints_at_once() -> anyhow::Result<()>
         "`workspace list` does not show demo: {workspaces}"
     );
 
-    // SIGTERM stops it, and its proxy with it.
+    // It hosts stdio servers: its runner starts one a client uses.
+    assert!(
+        output.contains("  Runner:      http://127.0.0.1:"),
+        "{output}"
+    );
+    cli.ok(&[
+        "mcp",
+        "install",
+        "--name",
+        "fx",
+        "--command",
+        env!("CARGO_BIN_EXE_gatehouse-stdio-fixture"),
+        "-w",
+        "demo",
+    ])
+    .await?;
+    let hosted = within(
+        "the hosted server answers through the gateway",
+        STEP_TIMEOUT,
+        async {
+            loop {
+                // The proxy applies the new config a moment after the install.
+                if let Ok(client) = connect(url, token).await {
+                    let call = client
+                        .peer()
+                        .call_tool(CallToolRequestParams::new("fx__pid"))
+                        .await;
+                    client.cancel().await?;
+                    if let Ok(result) = call {
+                        let pid: Value = serde_json::from_str(&text_of(&result))?;
+                        return anyhow::Ok(pid["pid"].as_u64().unwrap_or_default());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await??;
+    assert!(
+        std::path::Path::new(&format!("/proc/{hosted}")).exists(),
+        "no hosted process {hosted}"
+    );
+
+    // SIGTERM stops it, and its proxy and hosted servers with it.
     let pid = up.id().expect("running").to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -127,6 +170,10 @@ async fn gatehouse_up_demo_serves_what_it_prints_at_once() -> anyhow::Result<()>
     assert!(
         tokio::net::TcpStream::connect(listen).await.is_err(),
         "the proxy still accepts on {listen} after gatehouse up stopped"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{hosted}")).exists(),
+        "the hosted server {hosted} outlived gatehouse up"
     );
     Ok(())
 }

@@ -122,7 +122,13 @@ pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Removed since it was listed (see `bytes_of`).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
             let path = entry?.path();
             if path.is_dir() {
                 pending.push(path);
@@ -139,12 +145,22 @@ pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn files_containing(dir: &Path, needle: &str) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for path in files_under(dir)? {
-        let bytes = std::fs::read(&path)?;
+        let bytes = bytes_of(&path)?;
         if contains(&bytes, needle.as_bytes()) {
             found.push(path);
         }
     }
     Ok(found)
+}
+
+/// A file's bytes; empty when it is gone since it was listed (PostgreSQL recycles
+/// its write-ahead log segments while other tests write): what is gone holds nothing.
+pub fn bytes_of(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {

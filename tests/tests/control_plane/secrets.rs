@@ -5,7 +5,7 @@ use gatehouse_tests::config::random_base62;
 use gatehouse_tests::control_plane::Cli;
 use reqwest::Method;
 
-use crate::fixture::{contains, files_under, token_in};
+use crate::fixture::{bytes_of, contains, files_under, token_in};
 
 #[tokio::test]
 async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
@@ -112,7 +112,7 @@ async fn secret_values_never_leave_the_control_plane() -> anyhow::Result<()> {
     let holding = |needle: &str| -> anyhow::Result<Vec<std::path::PathBuf>> {
         let mut found = Vec::new();
         for file in &files {
-            if contains(&std::fs::read(file)?, needle.as_bytes()) {
+            if contains(&bytes_of(file)?, needle.as_bytes()) {
                 found.push(file.clone());
             }
         }
