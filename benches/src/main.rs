@@ -5,7 +5,7 @@
 //! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
 //! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
 //! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`revocation`]: config
-//! propagation, [`scale_out`]: two control planes on PostgreSQL and three proxies,
+//! propagation, [`overload`]: the rate limiter's cost and isolation, [`scale_out`]: two control planes on PostgreSQL and three proxies,
 //! against SQLite, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
 //! callgrind counts, [`all`]: every load scenario in one report) and the report they
 //! print ([`report`]).
@@ -23,6 +23,7 @@ mod harness;
 mod hot_paths;
 mod instructions;
 mod legacy_client;
+mod overload;
 mod procstat;
 mod prometheus;
 mod report;
@@ -86,6 +87,10 @@ enum Scenario {
     /// proxy, both direct, and a stateless call bridged to a session-era upstream.
     /// Writes eras/report.json.
     Eras(eras::Args),
+    /// The rate limiter: proxy CPU per call with budgets checked vs none (same run),
+    /// and quiet tokens' p99 beside one token sending 10x its budget vs without.
+    /// Writes overload/report.json.
+    Overload(overload::Args),
     /// Every load scenario in turn with its defaults; one combined report.json.
     All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
@@ -266,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Sessions(a) => runtime.block_on(sessions::run(a.options(&build, &out))),
         Scenario::Eras(a) => runtime.block_on(eras::run(a.options(&build, &out))),
+        Scenario::Overload(a) => runtime.block_on(overload::run(a.options(&build, &out))),
         Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
         Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
         Scenario::All => {

@@ -76,6 +76,8 @@ pub enum Target {
     EqualToBaseline,
     /// value / baseline value >= this ratio
     RatioAtLeast(f64),
+    /// value / baseline value <= this ratio
+    RatioAtMost(f64),
     /// value <= baseline value + this margin, in the measurement's unit
     AtMostAboveBaseline(f64),
 }
@@ -88,6 +90,7 @@ impl Target {
             Target::Ceiling(limit) => format!("<= {} {unit}", fmt_value(limit, unit)),
             Target::EqualToBaseline => "= baseline".into(),
             Target::RatioAtLeast(ratio) => format!(">= {ratio:.2}x baseline"),
+            Target::RatioAtMost(ratio) => format!("<= {ratio:.2}x baseline"),
             Target::AtMostAboveBaseline(margin) => {
                 format!("<= baseline + {} {unit}", fmt_value(margin, unit))
             }
@@ -163,6 +166,7 @@ impl Measurement {
             Target::Ceiling(limit) => Some(self.value <= limit),
             Target::EqualToBaseline => self.baseline_value.map(|b| self.value == b),
             Target::RatioAtLeast(ratio) => self.ratio.map(|r| r >= ratio),
+            Target::RatioAtMost(ratio) => self.ratio.map(|r| r <= ratio),
             Target::AtMostAboveBaseline(margin) => {
                 self.baseline_value.map(|b| self.value <= b + margin)
             }

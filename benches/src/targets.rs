@@ -245,6 +245,19 @@ impl GatehouseProxy {
                 }]
             }]
         });
+        Self::start_configured(binary, dir, label, config, token, threads).await
+    }
+
+    /// Writes `config` to `<dir>/<label>.json` and starts the proxy on it; `token` is
+    /// the workspace token clients present ([`GatehouseProxy::token`]).
+    pub async fn start_configured(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        config: serde_json::Value,
+        token: String,
+        threads: usize,
+    ) -> anyhow::Result<GatehouseProxy> {
         let config_path = dir.join(format!("{label}.json"));
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
         let source = vec!["--config".into(), config_path.into_os_string()];
