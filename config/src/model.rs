@@ -298,6 +298,13 @@ pub struct McpServer {
     /// Upper bound on one read from the upstream while a call is in flight, in ms.
     #[serde(default = "McpServer::default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// Routed `tools/call`s one proxy sends this server at once (0: no cap).
+    #[serde(default = "McpServer::default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Calls past `max_in_flight` that wait for one to finish (at most the call
+    /// timeout); a call past both is refused at once with a JSON-RPC error.
+    #[serde(default = "McpServer::default_max_queued")]
+    pub max_queued: u32,
     /// The tools of a skill (transport `skill`); empty for MCP servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<SkillTool>,
@@ -306,6 +313,14 @@ pub struct McpServer {
 impl McpServer {
     fn default_call_timeout_ms() -> u64 {
         300_000
+    }
+
+    pub fn default_max_in_flight() -> u32 {
+        256
+    }
+
+    pub fn default_max_queued() -> u32 {
+        1024
     }
 }
 

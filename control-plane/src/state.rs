@@ -337,6 +337,8 @@ impl App {
                     secrets,
                     policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
                     call_timeout_ms: 300_000,
+                    max_in_flight: McpServer::default_max_in_flight(),
+                    max_queued: McpServer::default_max_queued(),
                     tools: match &s.tools {
                         Some(json) => serde_json::from_str(json)?,
                         None => vec![],

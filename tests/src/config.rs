@@ -67,6 +67,8 @@ impl ServerSpec {
                 secrets: BTreeMap::new(),
                 policy: ToolPolicy::default(),
                 call_timeout_ms: 300_000,
+                max_in_flight: McpServer::default_max_in_flight(),
+                max_queued: McpServer::default_max_queued(),
                 tools: vec![],
             },
         }
@@ -121,6 +123,13 @@ impl ServerSpec {
 
     pub fn call_timeout_ms(mut self, ms: u64) -> Self {
         self.server.call_timeout_ms = ms;
+        self
+    }
+
+    /// The server's cap on routed calls in flight, and how many more may wait.
+    pub fn in_flight(mut self, max_in_flight: u32, max_queued: u32) -> Self {
+        self.server.max_in_flight = max_in_flight;
+        self.server.max_queued = max_queued;
         self
     }
 

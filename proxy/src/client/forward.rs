@@ -194,8 +194,11 @@ pub async fn to_client(
         }
     };
     match sent {
-        Ok(CallReply::Http(reply)) => relay_http(shared, session, ctx, &relay, &call, reply).await,
-        Ok(CallReply::Legacy(conn)) => {
+        // `_in_flight` holds the call's place at its upstream until it is relayed.
+        Ok((CallReply::Http(reply), _in_flight)) => {
+            relay_http(shared, session, ctx, &relay, &call, reply).await
+        }
+        Ok((CallReply::Legacy(conn), _in_flight)) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             let mut on_message = move |data: &str| {
                 let _ = tx.send(data.to_string());
@@ -205,7 +208,7 @@ pub async fn to_client(
                 .call_legacy(caller.rt, env, &call, conn, &mut on_message);
             relay_messages(shared, session, ctx, &relay, &call, answer, rx).await
         }
-        Ok(CallReply::Done(body)) => {
+        Ok((CallReply::Done(body), _)) => {
             ctx.outcome = Outcome::Ok;
             ctx.answered_call(Outcome::Ok, &body);
             respond::json(session, 200, &[], body).await
@@ -521,11 +524,11 @@ pub async fn to_messages(
 ) -> Result<String, UpstreamError> {
     // A legacy client's headers are its own business with the gateway: none are
     // passed on.
-    match shared
+    let (reply, _in_flight) = shared
         .upstreams
         .call(rt, env, call, &HeaderMap::new())
-        .await?
-    {
+        .await?;
+    match reply {
         CallReply::Done(body) => String::from_utf8(body.to_vec())
             .map_err(|_| UpstreamError::Protocol("reply is not UTF-8".into())),
         CallReply::Legacy(conn) => {

@@ -94,6 +94,9 @@ pub struct ServerRt {
     pub enabled: bool,
     pub policy: CompiledPolicy,
     pub call_timeout: Duration,
+    /// Routed calls sent at once (0: no cap), and how many more may wait.
+    pub max_in_flight: u32,
+    pub max_queued: u32,
     /// Changes whenever anything that could change the server's tool list changes.
     pub fingerprint: [u8; 16],
     /// Where routed calls connect; `None` when the server is unavailable.
@@ -243,6 +246,9 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout: Duration::from_millis(120_000),
+        // The gateway runs a skill's tools itself: no upstream to protect.
+        max_in_flight: 0,
+        max_queued: 0,
         fingerprint: digest[..16].try_into().expect("16 bytes"),
         target: None,
         skill: Some(Arc::new(skill)),
@@ -321,6 +327,8 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout,
+        max_in_flight: server.max_in_flight,
+        max_queued: server.max_queued,
         fingerprint: digest[..16].try_into().expect("16 bytes"),
         target,
         skill: None,

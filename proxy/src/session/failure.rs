@@ -22,6 +22,10 @@ pub fn session_gone(request_id: &str, server: &str) -> Bytes {
 pub fn unavailable(request_id: &str, server: &str, e: &UpstreamError) -> Bytes {
     let message = match e {
         UpstreamError::Timeout => format!("MCP server {server:?} did not answer in time"),
+        // These say what the server is ("is busy: ...", "is failing ...").
+        UpstreamError::Busy { .. } | UpstreamError::CircuitOpen { .. } => {
+            format!("MCP server {server:?} {e}")
+        }
         e => format!("MCP server {server:?} is unavailable: {e}"),
     };
     jsonrpc::error(request_id, INTERNAL_ERROR, &message)

@@ -29,6 +29,9 @@ pub enum UpstreamError {
     /// for a while.
     #[error("is failing (circuit breaker open after repeated failures); retry in {} s", retry_in.as_secs().max(1))]
     CircuitOpen { retry_in: std::time::Duration },
+    /// Its cap on calls in flight is reached and as many calls already wait.
+    #[error("is busy: {in_flight} calls in flight and {queued} waiting, the most it is sent; try again shortly")]
+    Busy { in_flight: u32, queued: u32 },
 }
 
 impl UpstreamError {
@@ -43,6 +46,7 @@ impl UpstreamError {
             UpstreamError::Rpc { .. } => "rpc_error",
             UpstreamError::Unusable(_) => "unusable",
             UpstreamError::CircuitOpen { .. } => "circuit_open",
+            UpstreamError::Busy { .. } => "busy",
         }
     }
 

@@ -4,11 +4,13 @@
 //! [`sse`] are the transports behind it (a skill, run by the gateway itself, is
 //! `crate::skill`), [`pool`] the per-thread HTTP/1.1
 //! client routed calls take, [`breaker`] the circuit breaker of each upstream,
+//! [`gate`] its cap on calls in flight,
 //! [`error`] what can go wrong. Nothing here knows about
 //! client transports, catalogs or Pingora's phases.
 
 pub mod breaker;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod pool;
 pub mod sse;

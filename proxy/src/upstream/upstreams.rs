@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::skill::SkillRt;
 use crate::upstream::breaker::{self, Breakers, Change};
 use crate::upstream::error::{Initialized, UpstreamError};
+use crate::upstream::gate::{Gates, InFlight};
 use crate::upstream::http::{Discovered, HttpUpstreams, ListenFraming, SessionRef};
 use crate::upstream::pool;
 use crate::upstream::sse::LegacySessions;
@@ -126,6 +127,8 @@ pub struct Upstreams {
     eras: DashMap<[u8; 16], Option<Arc<Discovered>>>,
     /// Each upstream's circuit breaker, by fingerprint.
     breakers: Breakers,
+    /// Each upstream's cap on calls in flight, by fingerprint.
+    gates: Gates,
     metrics: Arc<Metrics>,
 }
 
@@ -138,6 +141,7 @@ impl Upstreams {
             lazy_capabilities: DashMap::new(),
             eras: DashMap::new(),
             breakers: Breakers::default(),
+            gates: Gates::default(),
             metrics,
         }
     }
@@ -505,10 +509,40 @@ impl Upstreams {
     }
 
     /// Sends a routed `tools/call` (with the client's `forwarded` headers, to an HTTP
-    /// upstream) and hands back the reply to relay. Never repeated once the server may
-    /// have seen it: the tool may have run. Latency is measured from the send to the
-    /// reply's head.
+    /// upstream) once the server's cap on calls in flight lets it, and hands back the
+    /// reply to relay with the call's place among them: hold it until the reply has
+    /// been relayed. Never repeated once the server may have seen it: the tool may
+    /// have run. Latency is measured from the send to the reply's head.
     pub async fn call(
+        &self,
+        rt: &Runtime,
+        env: &SessionEnvelope,
+        call: &ToolCall,
+        forwarded: &HeaderMap,
+    ) -> Result<(CallReply, InFlight), UpstreamError> {
+        let server = &call.server;
+        self.breakers.admit(&server.fingerprint)?;
+        let entered = self
+            .gates
+            .enter(
+                &server.fingerprint,
+                server.max_in_flight,
+                server.max_queued,
+                server.call_timeout,
+            )
+            .await;
+        let in_flight = match entered {
+            Ok(in_flight) => in_flight,
+            Err(e) => {
+                self.count_error(&env.workspace, &server.slug, &e);
+                return Err(e);
+            }
+        };
+        let reply = self.send_call(rt, env, call, forwarded).await?;
+        Ok((reply, in_flight))
+    }
+
+    async fn send_call(
         &self,
         rt: &Runtime,
         env: &SessionEnvelope,
@@ -516,7 +550,6 @@ impl Upstreams {
         forwarded: &HeaderMap,
     ) -> Result<CallReply, UpstreamError> {
         let server = &call.server;
-        self.breakers.admit(&server.fingerprint)?;
         let mut started = Instant::now();
         let reply = match self.connector(rt, env, server).await {
             Connector::Skill(skill) => {

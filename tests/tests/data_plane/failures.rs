@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{connect, echo_of, wait_until, CallOutcome, RawClient, STEP_TIMEOUT};
+use gatehouse_tests::{
+    connect, echo_of, wait_until, CallOutcome, ConfigBuilder, Proxy, RawClient, ServerSpec,
+    TokenSpec, Upstream, UpstreamTool, STEP_TIMEOUT,
+};
 use serde_json::json;
 
 use crate::fixture::{call, tool_names, try_call, Gateway};
@@ -206,4 +209,91 @@ async fn a_failing_upstream_trips_its_circuit_breaker_and_closes_it_once_back() 
     assert!(metrics.lines().any(|l| l == closed), "{metrics}");
     client.cancel().await?;
     Ok(())
+}
+
+#[tokio::test]
+async fn calls_past_an_upstreams_cap_wait_and_past_its_queue_are_refused_at_once(
+) -> anyhow::Result<()> {
+    let github = Upstream::start("github", [UpstreamTool::new("slow")]).await?;
+    let notes = Upstream::start("notes", [UpstreamTool::new("search")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server(
+        "eng",
+        ServerSpec::new("github", &github.url()).in_flight(1, 1),
+    )
+    .server("eng", ServerSpec::new("notes", &notes.url()));
+    let alice = cfg.token_with("eng", TokenSpec::named("alice"));
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let client = connect(&proxy.ws_url("eng"), &alice).await?;
+
+    // One call runs at the upstream...
+    let running = tokio::spawn({
+        let peer = client.peer().clone();
+        async move { slow(&peer, 1_500).await }
+    });
+    wait_until("the first call runs", STEP_TIMEOUT, || async {
+        github.calls().len() == 1
+    })
+    .await?;
+    // ...one waits for it...
+    let waiting = tokio::spawn({
+        let peer = client.peer().clone();
+        async move {
+            let started = Instant::now();
+            slow(&peer, 1).await.map(|r| (r, started.elapsed()))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(github.calls().len(), 1, "the second call did not wait");
+    // ...and the third is refused at once, saying why.
+    let started = Instant::now();
+    let message = error_message(&client, "github__slow").await?;
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        message.contains("github") && message.contains("busy: 1 calls in flight and 1 waiting"),
+        "{message}"
+    );
+    // Another server of the workspace is not held up.
+    let result = call(&client, "notes__search", json!({"q": "x"})).await?;
+    assert_eq!(echo_of(&result)?["tool"], json!("search"));
+
+    assert!(matches!(running.await??, CallOutcome::Result(_)));
+    let (second, waited) = waiting.await??;
+    assert!(matches!(second, CallOutcome::Result(_)), "{second:?}");
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "the waiting call ran after {waited:?}, before the first finished"
+    );
+    assert_eq!(
+        github.calls().len(),
+        2,
+        "the refused call reached the upstream"
+    );
+    let (_, metrics) = proxy.metrics().await?;
+    let busy =
+        "gatehouse_upstream_errors_total{kind=\"busy\",server=\"github\",workspace=\"eng\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == busy),
+        "no {busy:?} in:\n{metrics}"
+    );
+    client.cancel().await?;
+    Ok(())
+}
+
+/// A call of the fixture's `slow` tool (`ms` long) on `peer`.
+async fn slow(peer: &rmcp::Peer<rmcp::RoleClient>, ms: u64) -> anyhow::Result<CallOutcome> {
+    let params = rmcp::model::CallToolRequestParams::new("github__slow")
+        .with_arguments(crate::fixture::args(json!({"ms": ms})));
+    let outcome = gatehouse_tests::within(
+        "tools/call github__slow",
+        STEP_TIMEOUT,
+        peer.call_tool(params),
+    )
+    .await?;
+    Ok(CallOutcome::from(outcome))
 }
