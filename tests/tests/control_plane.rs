@@ -27,6 +27,8 @@ mod hosted_npm;
 mod hosted_stdio;
 #[path = "control_plane/install_probe.rs"]
 mod install_probe;
+#[path = "control_plane/leak_sweep.rs"]
+mod leak_sweep;
 #[path = "control_plane/lifecycle.rs"]
 mod lifecycle;
 #[path = "control_plane/limits.rs"]
