@@ -297,11 +297,16 @@ async fn calls_older_than_the_retention_are_deleted() -> anyhow::Result<()> {
             other => anyhow::bail!("resending after the pruning acknowledged {other:?}"),
         }
     }
-    let metrics = scrape(&s.cp).await?;
-    assert!(
-        metrics.contains("gatehouse_control_plane_call_events_pruned_total 1\n"),
-        "{metrics}"
-    );
+    // The counter moves just after the delete commits, so a scrape can see the
+    // deletion's effect a moment before the count.
+    loop {
+        let metrics = scrape(&s.cp).await?;
+        if metrics.contains("gatehouse_control_plane_call_events_pruned_total 1\n") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no pruned count in {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let listed = s.audit(&["--action", "tool_call"]).await?;
     assert_eq!(ids_of(&listed), [recent.id.as_str()], "{listed:#?}");
     Ok(())
