@@ -191,6 +191,34 @@ async fn a_second_answer_is_not_taken_for_the_first() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn server_errors_are_json_rpc_errors_that_name_the_status() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    for _ in 0..3 {
+        let (outcome, elapsed) = f.fault(Fault::ServerError).await?;
+        assert_error(
+            &outcome,
+            INTERNAL_ERROR,
+            "\"faulty\" is unavailable: answered HTTP 50",
+        );
+        assert_took(elapsed, Duration::ZERO, SLACK);
+    }
+    // Counted as the server failing (what its circuit breaker goes by), not as an
+    // answer.
+    let (_, metrics) = f.proxy.metrics().await?;
+    let failed = gatehouse_tests::metrics::sample(
+        &metrics,
+        "gatehouse_upstream_errors_total",
+        &[
+            ("workspace", "eng"),
+            ("server", "faulty"),
+            ("kind", "http_status"),
+        ],
+    );
+    assert_eq!(failed, Some(3.0), "{metrics}");
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn a_server_stream_that_keeps_closing_is_reopened_without_a_storm() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let client: AnsweringClient = connect_as(&f.proxy.ws_url("eng"), &f.eng_token).await?;
