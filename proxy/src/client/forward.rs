@@ -325,14 +325,29 @@ async fn relay_http(
                     return client_left(ctx, call);
                 }
             };
+            // An event stream that ends before the response can still be answered.
+            let answerable = rewriter.is_some() && watch.outcome().is_none();
             let chunk = match frame {
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(chunk) => chunk,
                     Err(_) => continue,
                 },
+                Ok(None) if answerable => {
+                    let why =
+                        UpstreamError::Protocol("event stream ended without a response".into());
+                    return ended_unanswered(shared, session, ctx, call, why).await;
+                }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return broke_off(shared, ctx, call, UpstreamError::Protocol(e.to_string()))
+                    let why = UpstreamError::Protocol(e.to_string());
+                    if answerable {
+                        return ended_unanswered(shared, session, ctx, call, why).await;
+                    }
+                    return broke_off(shared, ctx, call, why);
+                }
+                Err(_) if answerable => {
+                    return ended_unanswered(shared, session, ctx, call, UpstreamError::Timeout)
+                        .await;
                 }
                 Err(_) => return broke_off(shared, ctx, call, UpstreamError::Timeout),
             };
@@ -399,6 +414,39 @@ async fn relay_http(
 
 fn call_workspace(ctx: &RequestCtx) -> String {
     ctx.workspace.clone().unwrap_or_default()
+}
+
+/// The upstream's event stream ended, broke off or stalled before it carried the
+/// call's response: the client's stream gets the JSON-RPC error a call that got no
+/// reply gets, and ends cleanly (its connection stays usable). What the rewriter
+/// holds of an unfinished event is dropped.
+async fn ended_unanswered(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    why: UpstreamError,
+) -> Result<bool> {
+    let error = unanswered(shared, ctx, call, &why);
+    session.write_response_body(event(&error), true).await?;
+    Ok(true)
+}
+
+/// A call the upstream did not answer usably: counted, and the error its client gets.
+fn unanswered(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    why: &UpstreamError,
+) -> Bytes {
+    ctx.outcome = Outcome::UpstreamError;
+    ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
+    shared.upstreams.count_error(
+        ctx.workspace.as_deref().unwrap_or(""),
+        &call.server.slug,
+        why,
+    );
+    failure::unavailable(&call.request_id, &call.server.slug, why)
 }
 
 /// The upstream's reply broke off after its head was relayed: the client's reply

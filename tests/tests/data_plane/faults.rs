@@ -160,6 +160,32 @@ async fn a_server_that_never_answers_times_out() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_reply_stream_that_stalls_times_out() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let (outcome, elapsed) = f.fault(Fault::StallMidStream).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" did not answer in time",
+    );
+    assert_took(elapsed, CALL_TIMEOUT, CALL_TIMEOUT + SLACK);
+    f.still_serves().await
+}
+
+#[tokio::test]
+async fn a_connection_reset_mid_reply_is_an_error() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let (outcome, elapsed) = f.fault(Fault::ResetMidReply).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" is unavailable: sent an invalid reply: error reading a body from connection",
+    );
+    assert_took(elapsed, Duration::ZERO, SLACK);
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn an_endless_reply_stream_is_let_go_when_the_client_gives_up() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let mut raw = RawClient::new(f.proxy.ws_url("eng"), Some(&f.eng_token));
