@@ -15,7 +15,7 @@ use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::envelope::SessionEnvelope;
 use gatehouse_mcp::modern;
 use gatehouse_mcp::outcome::Outcome;
-use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
+use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter, MAX_HELD_EVENT};
 use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
 use gatehouse_mcp::sse::SseSplitter;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -135,6 +135,9 @@ pub async fn resume(
                 }
             });
             session.write_response_body(out, false).await?;
+            if rewriter.oversized() {
+                break;
+            }
         }
         session.write_response_body(rewriter.finish(), true).await?;
         Ok(true)
@@ -352,14 +355,31 @@ async fn relay_http(
                 Err(_) => return broke_off(shared, ctx, call, UpstreamError::Timeout),
             };
             let out = match rewriter.as_mut() {
-                Some(w) => w.push(&chunk, relay, &mut |kind, json| {
-                    if kind == MessageKind::ToolsChanged {
-                        shared
-                            .catalogs
-                            .invalidate(&call_workspace(ctx), relay.server);
+                Some(w) => {
+                    let out = w.push(&chunk, relay, &mut |kind, json| {
+                        if kind == MessageKind::ToolsChanged {
+                            shared
+                                .catalogs
+                                .invalidate(&call_workspace(ctx), relay.server);
+                        }
+                        watch.message(kind, json);
+                    });
+                    if w.oversized() {
+                        if !out.is_empty() {
+                            session.write_response_body(out, false).await?;
+                        }
+                        if watch.outcome().is_some() {
+                            session.write_response_body(Bytes::new(), true).await?;
+                            return Ok(true);
+                        }
+                        let why = UpstreamError::Protocol(format!(
+                            "an event larger than {} MiB",
+                            MAX_HELD_EVENT >> 20
+                        ));
+                        return ended_unanswered(shared, session, ctx, call, why).await;
                     }
-                    watch.message(kind, json);
-                }),
+                    out
+                }
                 None => {
                     watch.body(&chunk);
                     match held.as_mut() {

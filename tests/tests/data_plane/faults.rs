@@ -186,6 +186,32 @@ async fn a_connection_reset_mid_reply_is_an_error() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_huge_event_is_refused_without_holding_it() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let before = f.proxy.usage()?;
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        let (outcome, elapsed) = f.fault(Fault::HugeEvent).await?;
+        assert_error(
+            &outcome,
+            INTERNAL_ERROR,
+            "\"faulty\" is unavailable: sent an invalid reply: an event larger than 16 MiB",
+        );
+        assert_took(elapsed, Duration::ZERO, STEP_TIMEOUT);
+        after.push(f.proxy.usage()?);
+    }
+    eprintln!("proxy before {before:?}, after each 50 MiB event {after:?}");
+    // Held up to the limit and let go: the allocator keeps some of it for the next
+    // one (mimalloc, per worker thread), but events do not add up.
+    let mib = |from: &gatehouse_tests::ProcessUsage, to: &gatehouse_tests::ProcessUsage| {
+        to.rss_kib.saturating_sub(from.rss_kib) / 1024
+    };
+    assert!(mib(&before, &after[0]) < 100, "{before:?} -> {after:?}");
+    assert!(mib(&after[0], &after[2]) < 64, "{before:?} -> {after:?}");
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn an_endless_reply_stream_is_let_go_when_the_client_gives_up() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let mut raw = RawClient::new(f.proxy.ws_url("eng"), Some(&f.eng_token));
