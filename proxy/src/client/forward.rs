@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::jsonrpc;
 use gatehouse_mcp::modern;
 use gatehouse_mcp::outcome::Outcome;
 use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter, MAX_HELD_EVENT};
@@ -75,6 +76,9 @@ static STRIPPED_REPLY: [HeaderName; 7] = [
 
 /// How much of a JSON reply is held looking for where its result starts.
 const MAX_HELD_PREFIX: usize = 64 * 1024;
+/// JSON replies up to this length are read whole and checked before they are relayed
+/// (larger ones stream through unchecked).
+const MAX_CHECKED_REPLY: u64 = 64 * 1024;
 
 /// The rest of an upstream's reply stream the client lost, asked for again with
 /// `Last-Event-ID` (the upstream's own id, behind the `<server>:` the gateway put on
@@ -310,6 +314,9 @@ async fn relay_http(
     // Bytes of a `Content-Length` reply still to relay: once none are, the client has
     // its whole reply and may send its next request, so it is no longer watched.
     let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
+    if (200..300).contains(&status) && unsent.is_some_and(|n| n <= MAX_CHECKED_REPLY) {
+        return relay_checked(shared, session, ctx, call, head, body).await;
+    }
     let mut watch = ReplyWatch::default();
     let relayed = async {
         session.write_response_header(Box::new(head)).await?;
@@ -430,6 +437,75 @@ async fn relay_http(
         ctx.call_outcome = watch.outcome();
     }
     relayed
+}
+
+/// A small JSON reply, read whole before its head goes out (at most
+/// [`MAX_CHECKED_REPLY`] bytes, each read within the call's timeout) and relayed only
+/// if it is the response to this call: one that is not JSON, or answers another
+/// request id, would leave the client with bytes it cannot use or waiting for an
+/// answer that never comes. It gets the error of a call without a reply instead.
+async fn relay_checked(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    head: ResponseHeader,
+    mut body: pool::PooledBody,
+) -> Result<bool> {
+    let mut whole = BytesMut::new();
+    let read = loop {
+        match tokio::time::timeout(call.server.call_timeout, body.frame()).await {
+            Err(_) => break Err(UpstreamError::Timeout),
+            Ok(None) => break Ok(whole.freeze()),
+            Ok(Some(Err(e))) => break Err(UpstreamError::Protocol(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    whole.extend_from_slice(&chunk);
+                }
+            }
+        }
+    };
+    let checked = read.and_then(|reply| {
+        answers(&reply, &call.request_id)
+            .map(|()| reply)
+            .map_err(|why| UpstreamError::Protocol(why.into()))
+    });
+    match checked {
+        Ok(reply) => {
+            let mut watch = ReplyWatch::default();
+            watch.body(&reply);
+            ctx.call_outcome = watch.outcome();
+            session.write_response_header(Box::new(head)).await?;
+            session.write_response_body(reply, true).await?;
+            Ok(true)
+        }
+        Err(why) => {
+            let error = unanswered(shared, ctx, call, &why);
+            respond::json(session, 200, &[], error).await
+        }
+    }
+}
+
+/// Whether `reply` is a JSON-RPC response to the request whose id is `request_id`
+/// (an error without an id, as a server that could not read the request sends it,
+/// counts); what it is instead.
+fn answers(reply: &[u8], request_id: &str) -> std::result::Result<(), &'static str> {
+    let message: jsonrpc::Message =
+        serde_json::from_slice(reply).map_err(|_| "the reply is not JSON")?;
+    if message.method.is_some() || (message.result.is_none() && message.error.is_none()) {
+        return Err("the reply is not a JSON-RPC response");
+    }
+    match message.id {
+        Some(id)
+            if id.get() == request_id
+                || jsonrpc::canonical_id(id.get()) == jsonrpc::canonical_id(request_id) =>
+        {
+            Ok(())
+        }
+        None if message.error.is_some() => Ok(()),
+        Some(id) if id.get() == "null" && message.error.is_some() => Ok(()),
+        _ => Err("the response is to another request"),
+    }
 }
 
 fn call_workspace(ctx: &RequestCtx) -> String {

@@ -186,6 +186,19 @@ async fn a_connection_reset_mid_reply_is_an_error() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_reply_that_is_not_json_is_an_error() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let (outcome, elapsed) = f.fault(Fault::InvalidJson).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" is unavailable: sent an invalid reply: the reply is not JSON",
+    );
+    assert_took(elapsed, Duration::ZERO, SLACK);
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn a_huge_event_is_refused_without_holding_it() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let before = f.proxy.usage()?;
@@ -227,6 +240,19 @@ async fn an_endless_reply_stream_is_let_go_when_the_client_gives_up() -> anyhow:
     // the upstream connection with it.
     assert!(!calling.is_finished(), "an endless stream ended by itself");
     calling.abort();
+    f.still_serves().await
+}
+
+#[tokio::test]
+async fn a_response_to_another_request_is_an_error() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let (outcome, elapsed) = f.fault(Fault::WrongId).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" is unavailable: sent an invalid reply: the response is to another request",
+    );
+    assert_took(elapsed, Duration::ZERO, SLACK);
     f.still_serves().await
 }
 
