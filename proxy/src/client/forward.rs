@@ -6,7 +6,9 @@
 //!
 //! A Streamable HTTP reply is relayed as it arrives: a JSON body byte for byte (its
 //! outcome scanned on the way), an event stream rewritten event by event; neither is
-//! buffered whole or re-serialised.
+//! re-serialised, and only a small JSON body is held whole, to be checked before it
+//! goes. A reply the client could not use (not the response to its call, an event
+//! stream that ends without one) becomes the JSON-RPC error of a call without a reply.
 
 use std::sync::Arc;
 
