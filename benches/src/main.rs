@@ -7,8 +7,8 @@
 //! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`revocation`]: config
 //! propagation, [`scale_out`]: two control planes on PostgreSQL and three proxies,
 //! against SQLite, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
-//! callgrind counts, [`all`]: every load scenario in one report) and the report they
-//! print ([`report`]).
+//! callgrind counts, [`faults`]: misbehaving upstreams, [`all`]: every load scenario
+//! in one report) and the report they print ([`report`]).
 //! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
 
 mod all;
@@ -18,6 +18,7 @@ mod control_plane;
 mod data_plane;
 mod eras;
 mod fast_upstream;
+mod faults;
 mod gateway;
 mod harness;
 mod hot_paths;
@@ -86,6 +87,10 @@ enum Scenario {
     /// proxy, both direct, and a stateless call bridged to a session-era upstream.
     /// Writes eras/report.json.
     Eras(eras::Args),
+    /// Misbehaving upstreams: healthy servers' tools/call p99 in the same and another
+    /// workspace without and during each fault (target: within 2x), and the proxy's
+    /// RSS and open fds over N faulty calls. Writes faults/report.json.
+    Faults(faults::Args),
     /// Every load scenario in turn with its defaults; one combined report.json.
     All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
@@ -268,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Eras(a) => runtime.block_on(eras::run(a.options(&build, &out))),
         Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
         Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
+        Scenario::Faults(a) => runtime.block_on(faults::run(a.options(&build, &out))),
         Scenario::All => {
             let commands: Vec<String> = Cli::command()
                 .get_subcommands()

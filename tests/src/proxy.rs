@@ -49,7 +49,17 @@ impl Proxy {
     /// [`start`](Self::start) with extra environment variables for the proxy (e.g. a
     /// short `GATEHOUSE_SSE_KEEPALIVE_MS`).
     pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Proxy> {
-        let bin = proxy_binary()?;
+        Self::start_binary(&proxy_binary()?, config, env).await
+    }
+
+    /// [`start_with_env`](Self::start_with_env) of the binary `bin` (a benchmark's
+    /// release build).
+    pub async fn start_binary(
+        bin: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proxy> {
+        let bin = bin.to_path_buf();
         let mut last_error = None;
         // A port picked by binding :0 can be taken by someone else before the proxy
         // binds it; that (and only that) is worth another try.
