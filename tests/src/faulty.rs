@@ -192,6 +192,7 @@ async fn serve_resetting(listener: tokio::net::TcpListener, router: Router) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
                 let _ = stream.set_zero_linger();
                 let service = TowerToHyperService::new(router.clone());
                 connections.spawn(async move {
