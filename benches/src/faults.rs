@@ -5,7 +5,8 @@
 //!
 //! - Latency: the healthy servers' tools/call p50/p99 (one client per workspace,
 //!   calls back to back), first with nothing else going on, then once per [`Fault`]
-//!   while a few clients call the faulty server's tool for that fault in a loop. The
+//!   while a few clients call the faulty server's tool for that fault in a loop
+//!   (paced: `--fault-rate` calls a second each). The
 //!   issue's target: p99 during a fault within 2x of the baseline's.
 //! - Leaks: N faulty calls that fail fast (mixed modes, with good calls between so the
 //!   circuit breaker stays closed) after a warm-up; the proxy's VmRSS and open fds are
@@ -58,6 +59,10 @@ pub struct Args {
     /// Clients calling the faulty server at once during a fault.
     #[arg(long, default_value_t = 4)]
     fault_clients: usize,
+    /// Faulty calls each of those clients starts per second, at most (0: back to
+    /// back, which on a small machine measures CPU contention more than isolation).
+    #[arg(long, default_value_t = 50.0)]
+    fault_rate: f64,
     /// Faulty calls of the leak measurement (after a tenth as many to warm up).
     #[arg(long, default_value_t = 10_000)]
     faulty_calls: usize,
@@ -72,6 +77,7 @@ impl Args {
         Options {
             healthy_calls: self.healthy_calls.max(10),
             fault_clients: self.fault_clients.max(1),
+            fault_rate: self.fault_rate.max(0.0),
             faulty_calls: self.faulty_calls.max(10),
             out: out.join("faults"),
             proxy_bin: self
@@ -85,6 +91,7 @@ impl Args {
 pub struct Options {
     pub healthy_calls: usize,
     pub fault_clients: usize,
+    pub fault_rate: f64,
     pub faulty_calls: usize,
     /// Where this scenario's files go (`<out>/faults`).
     pub out: PathBuf,
@@ -97,6 +104,7 @@ struct Environment {
     proxy_binary: String,
     healthy_calls: usize,
     fault_clients: usize,
+    fault_rate: f64,
     faulty_calls: usize,
     /// Faulty calls that reached the faulty server during each fault's measurement
     /// (fewer than were made once its circuit breaker opened).
@@ -162,7 +170,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     for fault in Fault::ALL {
         let before = bench.faulty.calls(fault.tool());
         let stop = CancellationToken::new();
-        let load = start_load(&bench, fault, opts.fault_clients, &stop).await?;
+        let load = start_load(&bench, fault, opts.fault_clients, opts.fault_rate, &stop).await?;
         let measured = healthy(&bench, opts.healthy_calls).await;
         stop.cancel();
         for task in load {
@@ -240,6 +248,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             proxy_binary: opts.proxy_bin.display().to_string(),
             healthy_calls: opts.healthy_calls,
             fault_clients: opts.fault_clients,
+            fault_rate: opts.fault_rate,
             faulty_calls: opts.faulty_calls,
             reached_upstream: reached,
             usage_samples: usage,
@@ -248,8 +257,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         runs: Vec::new(),
         problems,
         notes: vec![format!(
-            "each fault's tool called by {} clients in a loop while the healthy servers were measured; the faulty server's call_timeout_ms is {CALL_TIMEOUT_MS}; its circuit breaker may open during a fault (then fewer calls reach it)",
-            opts.fault_clients
+            "each fault's tool called by {} clients in a loop, each starting at most {} calls/s, while the healthy servers were measured; the faulty server's call_timeout_ms is {CALL_TIMEOUT_MS}; its circuit breaker may open during a fault (then fewer calls reach it)",
+            opts.fault_clients, opts.fault_rate
         )],
     };
     report.publish_saying(&opts.out, "no wrk in this scenario")
@@ -311,12 +320,14 @@ async fn healthy(bench: &Bench, n: usize) -> anyhow::Result<(Latency, Latency)> 
     Ok((latency(&hists[0]), latency(&hists[1])))
 }
 
-/// `clients` loops calling `fault`'s tool until `stop`; returns once the first call
+/// `clients` loops calling `fault`'s tool (each starting at most `rate` calls a
+/// second) until `stop`; returns once the first call
 /// reached the faulty server.
 async fn start_load(
     bench: &Bench,
     fault: Fault,
     clients: usize,
+    rate: f64,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let before = bench.faulty.calls(fault.tool());
@@ -326,7 +337,12 @@ async fn start_load(
             let (client, tool, stop) = (bench.eng.clone(), tool.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut id = 0u64;
+                let mut pace = (rate > 0.0)
+                    .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
                 while !stop.is_cancelled() {
+                    if let Some(pace) = pace.as_mut() {
+                        pace.tick().await;
+                    }
                     id += 1;
                     let call = client.call_tool(id, &tool, json!({}));
                     tokio::select! {
