@@ -5,10 +5,11 @@
 //! [`control_plane`]: `gatehouse serve` feeding proxies), wrk as the load generator
 //! ([`wrk`]), measured runs with CPU accounting from `/proc` ([`harness`],
 //! [`procstat`]), the scenarios ([`data_plane`], [`audit`], [`revocation`]: config
-//! propagation, [`overload`]: the rate limiter's cost and isolation, [`scale_out`]: two control planes on PostgreSQL and three proxies,
-//! against SQLite, [`hot_paths`], [`gateway`]: any other gateway, [`instructions`]:
-//! callgrind counts, [`all`]: every load scenario in one report) and the report they
-//! print ([`report`]).
+//! propagation, [`overload`]: the rate limiter's cost and isolation, [`faults`]:
+//! misbehaving upstreams, [`scale_out`]: two control planes on PostgreSQL and three
+//! proxies, against SQLite, [`hot_paths`], [`gateway`]: any other gateway,
+//! [`instructions`]: callgrind counts, [`all`]: every load scenario
+//! in one report) and the report they print ([`report`]).
 //! Micro-benchmarks of the hot paths live in `benches/hot_paths.rs` (criterion).
 
 mod all;
@@ -18,6 +19,7 @@ mod control_plane;
 mod data_plane;
 mod eras;
 mod fast_upstream;
+mod faults;
 mod gateway;
 mod harness;
 mod hot_paths;
@@ -91,6 +93,10 @@ enum Scenario {
     /// and quiet tokens' p99 beside one token sending 10x its budget vs without.
     /// Writes overload/report.json.
     Overload(overload::Args),
+    /// Misbehaving upstreams: healthy servers' tools/call p99 in the same and another
+    /// workspace without and during each fault (target: within 2x), and the proxy's
+    /// RSS and open fds over N faulty calls. Writes faults/report.json.
+    Faults(faults::Args),
     /// Every load scenario in turn with its defaults; one combined report.json.
     All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
@@ -274,6 +280,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Overload(a) => runtime.block_on(overload::run(a.options(&build, &out))),
         Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
         Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
+        Scenario::Faults(a) => runtime.block_on(faults::run(a.options(&build, &out))),
         Scenario::All => {
             let commands: Vec<String> = Cli::command()
                 .get_subcommands()

@@ -15,6 +15,9 @@
 //!   [`Upstream`] can also speak legacy SSE (`Upstream::builder(..).legacy_sse()`).
 //! - [`broken`]: [`BrokenUpstream`], the one server that is deliberately not a real MCP
 //!   peer: it sends garbage on its event stream, for the bad-input tests.
+//! - [`faulty`]: [`FaultyUpstream`], the other one: it fails each `tools/call` in one
+//!   of the ways a real server fails ([`Fault`]), for the fault-injection tests;
+//!   [`Proxy::usage`] samples what the proxy process holds meanwhile.
 //!
 //! Nothing here sleeps to synchronise: [`wait_until`] polls a condition with a deadline.
 
@@ -25,6 +28,7 @@ pub mod config;
 pub mod control_plane;
 pub mod deployment;
 pub mod events;
+pub mod faulty;
 pub mod forwarder;
 pub mod http_target;
 pub mod legacy_client;
@@ -50,8 +54,9 @@ pub use client::{
 };
 pub use config::{ConfigBuilder, ServerSpec, TokenSpec};
 pub use events::{Event, EventStream};
+pub use faulty::{Fault, FaultyUpstream};
 pub use legacy_client::LegacySession;
-pub use proxy::{Health, Proxy};
+pub use proxy::{Health, ProcessUsage, Proxy};
 pub use raw::{RawClient, RawPost, RawResponse};
 pub use upstream::{RecordedCall, RecordedRequest, Upstream, UpstreamBuilder, UpstreamTool};
 

@@ -49,7 +49,17 @@ impl Proxy {
     /// [`start`](Self::start) with extra environment variables for the proxy (e.g. a
     /// short `GATEHOUSE_SSE_KEEPALIVE_MS`).
     pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Proxy> {
-        let bin = proxy_binary()?;
+        Self::start_binary(&proxy_binary()?, config, env).await
+    }
+
+    /// [`start_with_env`](Self::start_with_env) of the binary `bin` (a benchmark's
+    /// release build).
+    pub async fn start_binary(
+        bin: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proxy> {
+        let bin = bin.to_path_buf();
         let mut last_error = None;
         // A port picked by binding :0 can be taken by someone else before the proxy
         // binds it; that (and only that) is worth another try.
@@ -218,6 +228,11 @@ impl Proxy {
         }
     }
 
+    /// What the proxy process holds right now, read from `/proc` (Linux only).
+    pub fn usage(&self) -> anyhow::Result<ProcessUsage> {
+        ProcessUsage::of(self.child.id())
+    }
+
     /// What the proxy wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -239,6 +254,31 @@ impl Drop for Proxy {
             tail.len(),
             tail.join("\n")
         );
+    }
+}
+
+/// A process's resident memory and open file descriptors at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessUsage {
+    /// `VmRSS` of `/proc/<pid>/status`, in KiB.
+    pub rss_kib: u64,
+    /// Entries of `/proc/<pid>/fd`.
+    pub open_fds: usize,
+}
+
+impl ProcessUsage {
+    pub fn of(pid: u32) -> anyhow::Result<ProcessUsage> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| anyhow::anyhow!("cannot read /proc/{pid}/status: {e}"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+        let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| anyhow::anyhow!("cannot list /proc/{pid}/fd: {e}"))?
+            .count();
+        Ok(ProcessUsage { rss_kib, open_fds })
     }
 }
 

@@ -540,6 +540,9 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, router: Router) {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // An event stream goes out in several writes: without this, Nagle
+                // and the peer's delayed ACK hold a reply's tail for 40 ms.
+                let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(router.clone());
                 connections.spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())

@@ -8,6 +8,8 @@
 mod access;
 #[path = "data_plane/failures.rs"]
 mod failures;
+#[path = "data_plane/faults.rs"]
+mod faults;
 #[path = "data_plane/fixture.rs"]
 mod fixture;
 #[path = "data_plane/framing.rs"]

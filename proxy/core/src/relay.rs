@@ -174,17 +174,19 @@ pub fn open_id(keys: &SessionKeys, sid: [u8; 16], id: &str) -> Option<RelayTarge
     })
 }
 
-/// Largest event the rewriter holds while waiting for its end; a bigger one is
-/// passed on unchanged.
-const MAX_HELD_EVENT: usize = 32 * 1024 * 1024;
+/// Largest event the rewriter holds while waiting for its end: what the reference
+/// SDK's clients accept (rmcp refuses a bigger event and drops its whole transport).
+/// A bigger one ends the stream; relayed, it would reach no client, and held, it
+/// would cost as much memory as the upstream cares to send.
+pub const MAX_HELD_EVENT: usize = 16 * 1024 * 1024;
 
 /// Rewrites an upstream's event stream relayed chunk by chunk (the reply to a routed
 /// `tools/call`): whole events are rewritten, the unfinished tail is held back.
 #[derive(Debug, Default)]
 pub struct SseRewriter {
     splitter: SseSplitter,
-    /// Set once an event outgrew the limit: the rest of the stream passes unchanged.
-    passthrough: bool,
+    /// Set once an event outgrew [`MAX_HELD_EVENT`]: nothing more is relayed.
+    oversized: bool,
 }
 
 impl SseRewriter {
@@ -196,8 +198,8 @@ impl SseRewriter {
         relay: &Relay<'_>,
         seen: &mut impl FnMut(MessageKind, &str),
     ) -> Bytes {
-        if self.passthrough {
-            return Bytes::copy_from_slice(chunk);
+        if self.oversized {
+            return Bytes::new();
         }
         self.splitter.push(chunk);
         let mut out = BytesMut::new();
@@ -227,10 +229,15 @@ impl SseRewriter {
             }
         }
         if self.splitter.buffered() > MAX_HELD_EVENT {
-            self.passthrough = true;
-            out.extend_from_slice(&self.splitter.take_rest());
+            self.oversized = true;
+            drop(self.splitter.take_rest());
         }
         out.freeze()
+    }
+
+    /// Whether an event outgrew [`MAX_HELD_EVENT`]: the stream cannot go on.
+    pub fn oversized(&self) -> bool {
+        self.oversized
     }
 
     /// What is still held when the stream ends (an event without its blank line).
@@ -376,6 +383,35 @@ mod tests {
         assert_eq!(r.outbound(changed).unwrap().kind, MessageKind::ToolsChanged);
         assert!(r.outbound("garbage").is_err());
         assert!(r.outbound(r#"{"jsonrpc":"2.0"}"#).is_err());
+    }
+
+    #[test]
+    fn an_event_too_big_to_hold_ends_the_stream() {
+        let keys = keys();
+        let r = Relay {
+            keys: &keys,
+            sid: [1; 16],
+            server: "github",
+            bare: false,
+            complete_results: false,
+        };
+        let mut w = SseRewriter::default();
+        let first =
+            b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: \"";
+        let out = w.push(first, &r, &mut |_, _| {});
+        assert!(out.starts_with(b"data: {"), "{out:?}");
+        let filler = vec![b'x'; 1024 * 1024];
+        // Up to just under the limit: held, nothing sent.
+        for _ in 0..MAX_HELD_EVENT / filler.len() - 1 {
+            assert!(w.push(&filler, &r, &mut |_, _| {}).is_empty());
+        }
+        assert!(!w.oversized());
+        assert!(w.push(&filler, &r, &mut |_, _| {}).is_empty());
+        assert!(w.oversized());
+        // Nothing more passes, not even a whole event.
+        let after = b"\"\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+        assert!(w.push(after, &r, &mut |_, _| {}).is_empty());
+        assert!(w.finish().is_empty());
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //!
 //! A Streamable HTTP reply is relayed as it arrives: a JSON body byte for byte (its
 //! outcome scanned on the way), an event stream rewritten event by event; neither is
-//! buffered whole or re-serialised.
+//! re-serialised, and only a small JSON body is held whole, to be checked before it
+//! goes. A reply the client could not use (not the response to its call, an event
+//! stream that ends without one) becomes the JSON-RPC error of a call without a reply.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::audit::CallOutcome;
 use gatehouse_mcp::envelope::SessionEnvelope;
+use gatehouse_mcp::jsonrpc;
 use gatehouse_mcp::modern;
 use gatehouse_mcp::outcome::Outcome;
-use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter};
+use gatehouse_mcp::relay::{MessageKind, Relay, SseRewriter, MAX_HELD_EVENT};
 use gatehouse_mcp::reply::{answer_outcome, status_outcome, ReplyWatch};
 use gatehouse_mcp::sse::SseSplitter;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
@@ -75,6 +78,9 @@ static STRIPPED_REPLY: [HeaderName; 7] = [
 
 /// How much of a JSON reply is held looking for where its result starts.
 const MAX_HELD_PREFIX: usize = 64 * 1024;
+/// JSON replies up to this length are read whole and checked before they are relayed
+/// (larger ones stream through unchecked).
+const MAX_CHECKED_REPLY: u64 = 64 * 1024;
 
 /// The rest of an upstream's reply stream the client lost, asked for again with
 /// `Last-Event-ID` (the upstream's own id, behind the `<server>:` the gateway put on
@@ -135,6 +141,9 @@ pub async fn resume(
                 }
             });
             session.write_response_body(out, false).await?;
+            if rewriter.oversized() {
+                break;
+            }
         }
         session.write_response_body(rewriter.finish(), true).await?;
         Ok(true)
@@ -310,6 +319,9 @@ async fn relay_http(
     // Bytes of a `Content-Length` reply still to relay: once none are, the client has
     // its whole reply and may send its next request, so it is no longer watched.
     let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
+    if (200..300).contains(&status) && unsent.is_some_and(|n| n <= MAX_CHECKED_REPLY) {
+        return relay_checked(shared, session, ctx, call, head, body).await;
+    }
     let mut watch = ReplyWatch::default();
     let relayed = async {
         session.write_response_header(Box::new(head)).await?;
@@ -328,26 +340,58 @@ async fn relay_http(
                     return client_left(ctx, call);
                 }
             };
+            // An event stream that ends before the response can still be answered.
+            let answerable = rewriter.is_some() && watch.outcome().is_none();
             let chunk = match frame {
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(chunk) => chunk,
                     Err(_) => continue,
                 },
+                Ok(None) if answerable => {
+                    let why =
+                        UpstreamError::Protocol("event stream ended without a response".into());
+                    return ended_unanswered(shared, session, ctx, call, why).await;
+                }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return broke_off(shared, ctx, call, UpstreamError::Protocol(e.to_string()))
+                    let why = UpstreamError::Protocol(e.to_string());
+                    if answerable {
+                        return ended_unanswered(shared, session, ctx, call, why).await;
+                    }
+                    return broke_off(shared, ctx, call, why);
+                }
+                Err(_) if answerable => {
+                    return ended_unanswered(shared, session, ctx, call, UpstreamError::Timeout)
+                        .await;
                 }
                 Err(_) => return broke_off(shared, ctx, call, UpstreamError::Timeout),
             };
             let out = match rewriter.as_mut() {
-                Some(w) => w.push(&chunk, relay, &mut |kind, json| {
-                    if kind == MessageKind::ToolsChanged {
-                        shared
-                            .catalogs
-                            .invalidate(&call_workspace(ctx), relay.server);
+                Some(w) => {
+                    let out = w.push(&chunk, relay, &mut |kind, json| {
+                        if kind == MessageKind::ToolsChanged {
+                            shared
+                                .catalogs
+                                .invalidate(&call_workspace(ctx), relay.server);
+                        }
+                        watch.message(kind, json);
+                    });
+                    if w.oversized() {
+                        if !out.is_empty() {
+                            session.write_response_body(out, false).await?;
+                        }
+                        if watch.outcome().is_some() {
+                            session.write_response_body(Bytes::new(), true).await?;
+                            return Ok(true);
+                        }
+                        let why = UpstreamError::Protocol(format!(
+                            "an event larger than {} MiB",
+                            MAX_HELD_EVENT >> 20
+                        ));
+                        return ended_unanswered(shared, session, ctx, call, why).await;
                     }
-                    watch.message(kind, json);
-                }),
+                    out
+                }
                 None => {
                     watch.body(&chunk);
                     match held.as_mut() {
@@ -400,8 +444,110 @@ async fn relay_http(
     relayed
 }
 
+/// A small JSON reply, read whole before its head goes out (at most
+/// [`MAX_CHECKED_REPLY`] bytes, each read within the call's timeout) and relayed only
+/// if it is the response to this call: one that is not JSON, or answers another
+/// request id, would leave the client with bytes it cannot use or waiting for an
+/// answer that never comes. It gets the error of a call without a reply instead.
+async fn relay_checked(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    head: ResponseHeader,
+    mut body: pool::PooledBody,
+) -> Result<bool> {
+    let mut whole = BytesMut::new();
+    let read = loop {
+        match tokio::time::timeout(call.server.call_timeout, body.frame()).await {
+            Err(_) => break Err(UpstreamError::Timeout),
+            Ok(None) => break Ok(whole.freeze()),
+            Ok(Some(Err(e))) => break Err(UpstreamError::Protocol(e.to_string())),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    whole.extend_from_slice(&chunk);
+                }
+            }
+        }
+    };
+    let checked = read.and_then(|reply| {
+        answers(&reply, &call.request_id)
+            .map(|()| reply)
+            .map_err(|why| UpstreamError::Protocol(why.into()))
+    });
+    match checked {
+        Ok(reply) => {
+            let mut watch = ReplyWatch::default();
+            watch.body(&reply);
+            ctx.call_outcome = watch.outcome();
+            session.write_response_header(Box::new(head)).await?;
+            session.write_response_body(reply, true).await?;
+            Ok(true)
+        }
+        Err(why) => {
+            let error = unanswered(shared, ctx, call, &why);
+            respond::json(session, 200, &[], error).await
+        }
+    }
+}
+
+/// Whether `reply` is a JSON-RPC response to the request whose id is `request_id`
+/// (an error without an id, as a server that could not read the request sends it,
+/// counts); what it is instead.
+fn answers(reply: &[u8], request_id: &str) -> std::result::Result<(), &'static str> {
+    let message: jsonrpc::Message =
+        serde_json::from_slice(reply).map_err(|_| "the reply is not JSON")?;
+    if message.method.is_some() || (message.result.is_none() && message.error.is_none()) {
+        return Err("the reply is not a JSON-RPC response");
+    }
+    match message.id {
+        Some(id)
+            if id.get() == request_id
+                || jsonrpc::canonical_id(id.get()) == jsonrpc::canonical_id(request_id) =>
+        {
+            Ok(())
+        }
+        None if message.error.is_some() => Ok(()),
+        Some(id) if id.get() == "null" && message.error.is_some() => Ok(()),
+        _ => Err("the response is to another request"),
+    }
+}
+
 fn call_workspace(ctx: &RequestCtx) -> String {
     ctx.workspace.clone().unwrap_or_default()
+}
+
+/// The upstream's event stream ended, broke off or stalled before it carried the
+/// call's response: the client's stream gets the JSON-RPC error a call that got no
+/// reply gets, and ends cleanly (its connection stays usable). What the rewriter
+/// holds of an unfinished event is dropped.
+async fn ended_unanswered(
+    shared: &Shared,
+    session: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    why: UpstreamError,
+) -> Result<bool> {
+    let error = unanswered(shared, ctx, call, &why);
+    session.write_response_body(event(&error), true).await?;
+    Ok(true)
+}
+
+/// A call the upstream did not answer usably: counted, and the error its client gets.
+fn unanswered(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    call: &ToolCall,
+    why: &UpstreamError,
+) -> Bytes {
+    ctx.outcome = Outcome::UpstreamError;
+    ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
+    shared.upstreams.count_error(
+        ctx.workspace.as_deref().unwrap_or(""),
+        &call.server.slug,
+        why,
+    );
+    failure::unavailable(&call.request_id, &call.server.slug, why)
 }
 
 /// The upstream's reply broke off after its head was relayed: the client's reply

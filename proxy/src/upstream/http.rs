@@ -463,8 +463,14 @@ impl HttpUpstreams {
                 }
                 pool::SendError::Http(e) => UpstreamError::Protocol(e.to_string()),
             })?;
-        if session_gone(reply.status().as_u16(), session.session_id.is_some()) {
+        let status = reply.status().as_u16();
+        if session_gone(status, session.session_id.is_some()) {
             return Err(UpstreamError::SessionGone);
+        }
+        // A refusal that is not the server's own JSON-RPC error (a proxy's 502 page, a
+        // crash's 500) is not the client's to parse: it is the server failing.
+        if !(200..300).contains(&status) && !is_json(reply.headers()) {
+            return Err(UpstreamError::Status(status));
         }
         Ok(reply)
     }
@@ -474,6 +480,12 @@ impl HttpUpstreams {
 /// 400 or 404 means the server no longer knows that session.
 pub fn session_gone(status: u16, named_a_session: bool) -> bool {
     named_a_session && matches!(status, 400 | 404)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"))
 }
 
 /// What a non-2xx reply means: the upstream's own JSON-RPC error when its body is one
