@@ -205,7 +205,15 @@ pub async fn to_client(
     match sent {
         // `_in_flight` holds the call's place at its upstream until it is relayed.
         Ok((CallReply::Http(reply), _in_flight)) => {
-            relay_http(shared, session, ctx, &relay, &call, reply).await
+            let relayed = relay_http(shared, session, ctx, &relay, &call, reply).await;
+            // A relay the client cut short says nothing of the upstream.
+            let failure = ctx.relay_failure.take();
+            if relayed.is_ok() || failure.is_some() {
+                shared
+                    .upstreams
+                    .relayed(&env.workspace, &call.server, failure.as_ref());
+            }
+            relayed
         }
         Ok((CallReply::Legacy(conn), _in_flight)) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -320,7 +328,7 @@ async fn relay_http(
     // its whole reply and may send its next request, so it is no longer watched.
     let mut unsent: Option<u64> = length.as_ref().and_then(|v| v.to_str().ok()?.parse().ok());
     if (200..300).contains(&status) && unsent.is_some_and(|n| n <= MAX_CHECKED_REPLY) {
-        return relay_checked(shared, session, ctx, call, head, body).await;
+        return relay_checked(session, ctx, call, head, body).await;
     }
     let mut watch = ReplyWatch::default();
     let relayed = async {
@@ -350,21 +358,20 @@ async fn relay_http(
                 Ok(None) if answerable => {
                     let why =
                         UpstreamError::Protocol("event stream ended without a response".into());
-                    return ended_unanswered(shared, session, ctx, call, why).await;
+                    return ended_unanswered(session, ctx, call, why).await;
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
                     let why = UpstreamError::Protocol(e.to_string());
                     if answerable {
-                        return ended_unanswered(shared, session, ctx, call, why).await;
+                        return ended_unanswered(session, ctx, call, why).await;
                     }
-                    return broke_off(shared, ctx, call, why);
+                    return broke_off(ctx, call, why);
                 }
                 Err(_) if answerable => {
-                    return ended_unanswered(shared, session, ctx, call, UpstreamError::Timeout)
-                        .await;
+                    return ended_unanswered(session, ctx, call, UpstreamError::Timeout).await;
                 }
-                Err(_) => return broke_off(shared, ctx, call, UpstreamError::Timeout),
+                Err(_) => return broke_off(ctx, call, UpstreamError::Timeout),
             };
             let out = match rewriter.as_mut() {
                 Some(w) => {
@@ -388,7 +395,7 @@ async fn relay_http(
                             "an event larger than {} MiB",
                             MAX_HELD_EVENT >> 20
                         ));
-                        return ended_unanswered(shared, session, ctx, call, why).await;
+                        return ended_unanswered(session, ctx, call, why).await;
                     }
                     out
                 }
@@ -450,7 +457,6 @@ async fn relay_http(
 /// request id, would leave the client with bytes it cannot use or waiting for an
 /// answer that never comes. It gets the error of a call without a reply instead.
 async fn relay_checked(
-    shared: &Shared,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     call: &ToolCall,
@@ -485,7 +491,7 @@ async fn relay_checked(
             Ok(true)
         }
         Err(why) => {
-            let error = unanswered(shared, ctx, call, &why);
+            let error = unanswered(ctx, call, why);
             respond::json(session, 200, &[], error).await
         }
     }
@@ -522,52 +528,33 @@ fn call_workspace(ctx: &RequestCtx) -> String {
 /// reply gets, and ends cleanly (its connection stays usable). What the rewriter
 /// holds of an unfinished event is dropped.
 async fn ended_unanswered(
-    shared: &Shared,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
     call: &ToolCall,
     why: UpstreamError,
 ) -> Result<bool> {
-    let error = unanswered(shared, ctx, call, &why);
+    let error = unanswered(ctx, call, why);
     session.write_response_body(event(&error), true).await?;
     Ok(true)
 }
 
-/// A call the upstream did not answer usably: counted, and the error its client gets.
-fn unanswered(
-    shared: &Shared,
-    ctx: &mut RequestCtx,
-    call: &ToolCall,
-    why: &UpstreamError,
-) -> Bytes {
+/// A call the upstream did not answer usably: noted for its breaker, and the error
+/// its client gets.
+fn unanswered(ctx: &mut RequestCtx, call: &ToolCall, why: UpstreamError) -> Bytes {
     ctx.outcome = Outcome::UpstreamError;
     ctx.call_outcome = Some(CallOutcome::UpstreamUnavailable);
-    shared.upstreams.count_error(
-        ctx.workspace.as_deref().unwrap_or(""),
-        &call.server.slug,
-        why,
-    );
-    failure::unavailable(&call.request_id, &call.server.slug, why)
+    let error = failure::unavailable(&call.request_id, &call.server.slug, &why);
+    ctx.relay_failure = Some(why);
+    error
 }
 
 /// The upstream's reply broke off after its head was relayed: the client's reply
 /// cannot be completed, so its connection goes.
-fn broke_off(
-    shared: &Shared,
-    ctx: &mut RequestCtx,
-    call: &ToolCall,
-    why: UpstreamError,
-) -> Result<bool> {
+fn broke_off(ctx: &mut RequestCtx, call: &ToolCall, why: UpstreamError) -> Result<bool> {
     ctx.outcome = Outcome::UpstreamError;
-    shared.upstreams.count_error(
-        ctx.workspace.as_deref().unwrap_or(""),
-        &call.server.slug,
-        &why,
-    );
-    Error::e_explain(
-        ErrorType::ReadError,
-        format!("upstream {} reply broke off: {why}", call.server.slug),
-    )
+    let said = format!("upstream {} reply broke off: {why}", call.server.slug);
+    ctx.relay_failure = Some(why);
+    Error::e_explain(ErrorType::ReadError, said)
 }
 
 /// Relays a legacy SSE upstream's call: plain JSON when the upstream said nothing
@@ -685,11 +672,9 @@ pub async fn to_messages(
         }
         CallReply::Http(reply) => {
             let read = read_messages(call, reply, on_message).await;
-            if let Err(e) = &read {
-                shared
-                    .upstreams
-                    .count_error(&env.workspace, &call.server.slug, e);
-            }
+            shared
+                .upstreams
+                .relayed(&env.workspace, &call.server, read.as_ref().err());
             read
         }
     }

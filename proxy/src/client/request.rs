@@ -23,6 +23,7 @@ use crate::limits::{self, Refusal};
 use crate::live::live;
 use crate::session::failure::SESSION_NOT_FOUND;
 use crate::shared::Shared;
+use crate::upstream::error::UpstreamError;
 use crate::upstream::http::SESSION_HEADER;
 
 /// An authenticated caller and the config it is served under.
@@ -47,6 +48,9 @@ pub struct RequestCtx {
     pub call_outcome: Option<CallOutcome>,
     /// False when the gateway refused the call itself (unknown tool, bad params).
     pub call_routed: bool,
+    /// Why the upstream's reply to a routed call turned out unusable after its head
+    /// came back, for its circuit breaker.
+    pub relay_failure: Option<UpstreamError>,
 }
 
 impl Default for RequestCtx {
@@ -60,6 +64,7 @@ impl Default for RequestCtx {
             call: None,
             call_outcome: None,
             call_routed: true,
+            relay_failure: None,
         }
     }
 }

@@ -4,8 +4,12 @@
 //! with a clear error instead of each waiting out a timeout; after [`COOL_DOWN`] one
 //! request goes through as a probe (half-open): its success closes the breaker, its
 //! failure opens it for another cool-down. An upstream's own JSON-RPC error, a 4xx or
-//! a forgotten session is an answer, not a failure. Lock-free: a few atomics per
-//! upstream, found in a map keyed by fingerprint.
+//! a forgotten session is an answer, not a failure. A reply whose head came back is
+//! judged when its relay ends ([`Breakers::settle`]): a reply stream that breaks off,
+//! stalls, carries an oversized event or is not a response to the call is a failure
+//! too, so an upstream that answers every call with a good head and a bad body is
+//! stopped like one that refuses connections. Lock-free: a few atomics per upstream,
+//! found in a map keyed by fingerprint.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -62,7 +66,11 @@ impl Breakers {
 
     /// Counts how a request to `upstream` ended.
     pub fn record<T>(&self, upstream: &[u8; 16], result: &Result<T, UpstreamError>) -> Change {
-        let failed = result.as_ref().err().is_some_and(is_failure);
+        self.settle(upstream, result.as_ref().err().is_some_and(is_failure))
+    }
+
+    /// Counts a request to `upstream` that `failed`, or was answered.
+    pub fn settle(&self, upstream: &[u8; 16], failed: bool) -> Change {
         if !failed {
             // The common case touches nothing unless a breaker exists.
             return match self.by_upstream.get(upstream) {
@@ -140,7 +148,7 @@ impl Breaker {
 }
 
 /// Whether an error says the upstream is failing (rather than answering).
-fn is_failure(e: &UpstreamError) -> bool {
+pub fn is_failure(e: &UpstreamError) -> bool {
     match e {
         UpstreamError::Connect | UpstreamError::Timeout => true,
         UpstreamError::Status(code) => *code >= 500,

@@ -183,10 +183,7 @@ impl Upstreams {
         let timeout = Duration::from_millis(rt.limits.initialize_timeout_ms);
         let started = Instant::now();
         let found = self.http.discover(server, timeout).await;
-        self.metrics
-            .upstream_seconds
-            .with_label_values(&[workspace, &server.slug])
-            .observe(started.elapsed().as_secs_f64());
+        self.latency(workspace, server, started);
         match found {
             Ok(found) => {
                 let modern = found.map(Arc::new);
@@ -512,7 +509,8 @@ impl Upstreams {
     /// upstream) once the server's cap on calls in flight lets it, and hands back the
     /// reply to relay with the call's place among them: hold it until the reply has
     /// been relayed. Never repeated once the server may have seen it: the tool may
-    /// have run. Latency is measured from the send to the reply's head.
+    /// have run. Latency is measured from the send to the reply's head; an HTTP
+    /// reply's relay must end in [`Upstreams::relayed`], for its circuit breaker.
     pub async fn call(
         &self,
         rt: &Runtime,
@@ -612,8 +610,12 @@ impl Upstreams {
                 sent
             }
         };
-        if !matches!(reply, Ok(CallReply::Legacy(_))) {
-            self.observe(env, server, started, &reply);
+        match &reply {
+            // Its answer arrives on the session's stream: [`Upstreams::call_legacy`].
+            Ok(CallReply::Legacy(_)) => {}
+            // Its head: the relay tells how it ends ([`Upstreams::relayed`]).
+            Ok(CallReply::Http(_)) => self.latency(&env.workspace, server, started),
+            _ => self.observe(env, server, started, &reply),
         }
         if matches!(reply, Err(UpstreamError::SessionGone)) {
             self.forget(env, server);
@@ -757,19 +759,46 @@ impl Upstreams {
         started: Instant,
         result: &Result<T, UpstreamError>,
     ) {
-        self.metrics
-            .upstream_seconds
-            .with_label_values(&[&env.workspace, &server.slug])
-            .observe(started.elapsed().as_secs_f64());
+        self.latency(&env.workspace, server, started);
         if let Err(e) = result {
             self.count_error(&env.workspace, &server.slug, e);
         }
-        let labels = [env.workspace.as_str(), server.slug.as_str()];
-        match self.breakers.record(&server.fingerprint, result) {
+        let change = self.breakers.record(&server.fingerprint, result);
+        self.breaker_moved(&env.workspace, server, change);
+    }
+
+    fn latency(&self, workspace: &str, server: &ServerRt, started: Instant) {
+        self.metrics
+            .upstream_seconds
+            .with_label_values(&[workspace, &server.slug])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// How the relay of a call's reply, whose head came back (see
+    /// [`Upstreams::call`]), ended: with `failure` when the upstream did not answer
+    /// usably after all (counted: a broken, stalled or oversized reply, or one that is
+    /// not the call's response), else answered.
+    pub fn relayed(&self, workspace: &str, server: &ServerRt, failure: Option<&UpstreamError>) {
+        if let Some(e) = failure {
+            self.count_error(workspace, &server.slug, e);
+        }
+        // A 4xx, or the server's own JSON-RPC error, is an answer however it is read.
+        let failed = match failure {
+            None | Some(UpstreamError::Rpc { .. }) => false,
+            Some(UpstreamError::Status(code)) => *code >= 500,
+            Some(_) => true,
+        };
+        let change = self.breakers.settle(&server.fingerprint, failed);
+        self.breaker_moved(workspace, server, change);
+    }
+
+    fn breaker_moved(&self, workspace: &str, server: &ServerRt, change: Change) {
+        let labels = [workspace, server.slug.as_str()];
+        match change {
             Change::None => {}
             Change::Opened => {
                 tracing::warn!(
-                    workspace = %env.workspace,
+                    workspace,
                     server = %server.slug,
                     "upstream failing: circuit breaker open for {} s",
                     breaker::COOL_DOWN.as_secs()
@@ -778,7 +807,11 @@ impl Upstreams {
                 self.metrics.circuit_open.with_label_values(&labels).set(1);
             }
             Change::Closed => {
-                tracing::info!(workspace = %env.workspace, server = %server.slug, "upstream answers again: circuit breaker closed");
+                tracing::info!(
+                    workspace,
+                    server = %server.slug,
+                    "upstream answers again: circuit breaker closed"
+                );
                 self.metrics.circuit_open.with_label_values(&labels).set(0);
             }
         }

@@ -15,7 +15,7 @@ use gatehouse_tests::{
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
-use crate::fixture::{args, call};
+use crate::fixture::{args, call, try_call};
 
 /// The faulty server's per-read timeout: short, so stalls end quickly.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
@@ -297,6 +297,45 @@ async fn server_errors_are_json_rpc_errors_that_name_the_status() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn a_server_whose_replies_are_unusable_is_stopped_by_its_breaker() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let wrong_id = format!("faulty__{}", Fault::WrongId.tool());
+    let ok = format!("faulty__{OK_TOOL}");
+    // Each reply has a good head and a body that is not the call's response: five in
+    // a row open the breaker, as five refused connections would.
+    for _ in 0..5 {
+        let outcome = try_call(&f.eng, &wrong_id, json!({})).await?;
+        assert_error(
+            &outcome,
+            INTERNAL_ERROR,
+            "the response is to another request",
+        );
+    }
+    let before = f.faulty.calls(OK_TOOL);
+    let refused = try_call(&f.eng, &ok, json!({})).await?;
+    assert_error(&refused, INTERNAL_ERROR, "circuit breaker open");
+    assert_eq!(
+        f.faulty.calls(OK_TOOL),
+        before,
+        "the open breaker let a call through"
+    );
+    let (_, metrics) = f.proxy.metrics().await?;
+    let opened = gatehouse_tests::metrics::sample(
+        &metrics,
+        "gatehouse_upstream_circuit_opened_total",
+        &[("workspace", "eng"), ("server", "faulty")],
+    );
+    assert_eq!(opened, Some(1.0), "{metrics}");
+    f.others_answer().await?;
+    // After the cool-down a good reply, relayed whole, closes it again.
+    wait_until("the breaker closes on a good reply", STEP_TIMEOUT, || async {
+        matches!(try_call(&f.eng, &ok, json!({})).await, Ok(CallOutcome::Result(r)) if text_of(&r) == "ok")
+    })
+    .await?;
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn a_server_stream_that_keeps_closing_is_reopened_without_a_storm() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let client: AnsweringClient = connect_as(&f.proxy.ws_url("eng"), &f.eng_token).await?;
@@ -330,13 +369,15 @@ async fn a_server_stream_that_keeps_closing_is_reopened_without_a_storm() -> any
     f.still_serves().await
 }
 
-/// Fast faults, mixed with good calls so the breaker stays closed, on one session.
-const FAST_FAULTS: [Option<Fault>; 6] = [
+/// Fast faults, each after a good call so the breaker stays closed, on one session.
+const FAST_FAULTS: [Option<Fault>; 8] = [
     None,
     Some(Fault::InvalidJson),
+    None,
     Some(Fault::ServerError),
     None,
     Some(Fault::ResetMidReply),
+    None,
     Some(Fault::AnswerTwice),
 ];
 
