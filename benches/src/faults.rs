@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use gatehouse_tests::faulty::OK_TOOL;
+use gatehouse_tests::faulty::mixed_call;
 use gatehouse_tests::{
     ConfigBuilder, Fault, FaultyUpstream, ProcessUsage, Proxy, RawClient, ServerSpec, TokenSpec,
     Upstream, UpstreamTool,
@@ -40,15 +40,6 @@ const CALL_TIMEOUT_MS: u64 = 1_000;
 const LOAD_CALL_LIMIT: Duration = Duration::from_secs(3);
 /// Times above this are recorded as this.
 const MAX_RECORDED_US: u64 = 60_000_000;
-/// Fast faults, with good calls between them so the breaker stays closed.
-const FAST_FAULTS: [Option<Fault>; 6] = [
-    None,
-    Some(Fault::InvalidJson),
-    Some(Fault::ServerError),
-    None,
-    Some(Fault::ResetMidReply),
-    Some(Fault::WrongId),
-];
 
 /// The scenario's command-line flags.
 #[derive(clap::Args, Debug)]
@@ -370,10 +361,7 @@ async fn leaks(bench: &Bench, n: usize) -> anyhow::Result<Vec<(usize, u64, usize
         async move {
             let each = (from..from + count).map(|i| {
                 let client = client.clone();
-                let tool = match FAST_FAULTS[i % FAST_FAULTS.len()] {
-                    Some(fault) => fault.tool(),
-                    None => OK_TOOL,
-                };
+                let tool = mixed_call(i);
                 async move {
                     let name = format!("faulty__{tool}");
                     let call = client.call_tool(i as u64, &name, json!({}));

@@ -93,6 +93,22 @@ impl Fault {
 /// The well-behaved tool: answers `ok` as JSON.
 pub const OK_TOOL: &str = "ok";
 
+/// Faults that end at once, each after a good call so the circuit breaker stays
+/// closed: the tool of the `i`th of a run of mixed calls.
+pub fn mixed_call(i: usize) -> &'static str {
+    const MIXED: [Option<Fault>; 8] = [
+        None,
+        Some(Fault::InvalidJson),
+        None,
+        Some(Fault::ServerError),
+        None,
+        Some(Fault::ResetMidReply),
+        None,
+        Some(Fault::WrongId),
+    ];
+    MIXED[i % MIXED.len()].map_or(OK_TOOL, Fault::tool)
+}
+
 #[derive(Default)]
 struct Counters {
     /// `tools/call`s received, by tool name.

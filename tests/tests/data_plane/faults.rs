@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gatehouse_tests::faulty::{GET_STREAM_LIFETIME, OK_TOOL};
+use gatehouse_tests::faulty::{mixed_call, GET_STREAM_LIFETIME, OK_TOOL};
 use gatehouse_tests::{
     connect, connect_as, text_of, wait_until, within, AnsweringClient, CallOutcome, ConfigBuilder,
     Fault, FaultyUpstream, McpClient, Proxy, RawClient, ServerSpec, TokenSpec, Upstream,
@@ -369,24 +369,10 @@ async fn a_server_stream_that_keeps_closing_is_reopened_without_a_storm() -> any
     f.still_serves().await
 }
 
-/// Fast faults, each after a good call so the breaker stays closed, on one session.
-const FAST_FAULTS: [Option<Fault>; 8] = [
-    None,
-    Some(Fault::InvalidJson),
-    None,
-    Some(Fault::ServerError),
-    None,
-    Some(Fault::ResetMidReply),
-    None,
-    Some(Fault::AnswerTwice),
-];
-
+/// `n` calls of [`mixed_call`], eight at a time, on one session.
 async fn faulty_calls(raw: &RawClient, n: usize) {
     let calls = (0..n).map(|i| {
-        let tool = match FAST_FAULTS[i % FAST_FAULTS.len()] {
-            Some(fault) => fault.tool(),
-            None => OK_TOOL,
-        };
+        let tool = mixed_call(i);
         let raw = raw.clone();
         async move {
             let _ = raw
