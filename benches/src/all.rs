@@ -65,6 +65,16 @@ const STEPS: &[Step] = &[
         out: "",
         report: "scale-out/report.json",
     },
+    Step {
+        command: "overload",
+        out: "",
+        report: "overload/report.json",
+    },
+    Step {
+        command: "faults",
+        out: "",
+        report: "faults/report.json",
+    },
 ];
 
 #[derive(Debug, Serialize)]

@@ -6,8 +6,9 @@
 //! - Latency: the healthy servers' tools/call p50/p99 (one client per workspace,
 //!   calls back to back), first with nothing else going on, then once per [`Fault`]
 //!   while a few clients call the faulty server's tool for that fault in a loop
-//!   (paced: `--fault-rate` calls a second each). The
-//!   issue's target: p99 during a fault within 2x of the baseline's.
+//!   (paced: `--fault-rate` calls a second each), each fault meeting a closed
+//!   circuit breaker. The target: p99 during a fault within 2x of the
+//!   baseline's.
 //! - Leaks: N faulty calls that fail fast (mixed modes, with good calls between so the
 //!   circuit breaker stays closed) after a warm-up; the proxy's VmRSS and open fds are
 //!   sampled every tenth of the way. Targets: RSS at most 20 MiB above the warm-up's,
@@ -26,7 +27,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use gatehouse_tests::faulty::mixed_call;
+use gatehouse_proxy::upstream::breaker;
+use gatehouse_tests::faulty::{mixed_call, OK_TOOL};
 use gatehouse_tests::{
     ConfigBuilder, Fault, FaultyUpstream, ProcessUsage, Proxy, RawClient, ServerSpec, TokenSpec,
     Upstream, UpstreamTool,
@@ -159,6 +161,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     measurements.extend(base.iter().cloned());
 
     for fault in Fault::ALL {
+        // Each fault meets a closed breaker: the previous one's may still be open.
+        breaker_closed(&bench).await?;
         let before = bench.faulty.calls(fault.tool());
         let stop = CancellationToken::new();
         let load = start_load(&bench, fault, opts.fault_clients, opts.fault_rate, &stop).await?;
@@ -248,11 +252,32 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         runs: Vec::new(),
         problems,
         notes: vec![format!(
-            "each fault's tool called by {} clients in a loop, each starting at most {} calls/s, while the healthy servers were measured; the faulty server's call_timeout_ms is {CALL_TIMEOUT_MS}; its circuit breaker may open during a fault (then fewer calls reach it)",
+            "each fault's tool called by {} clients in a loop, each starting at most {} calls/s, while the healthy servers were measured; the faulty server's call_timeout_ms is {CALL_TIMEOUT_MS}; each fault starts with its circuit breaker closed, which may open during the fault (then fewer calls reach it)",
             opts.fault_clients, opts.fault_rate
         )],
     };
     report.publish_saying(&opts.out, "no wrk in this scenario")
+}
+
+/// Waits until the faulty server's good tool answers through the proxy: its
+/// circuit breaker is closed (a probe after the cool-down closes it).
+async fn breaker_closed(bench: &Bench) -> anyhow::Result<()> {
+    let give_up = Instant::now() + 3 * breaker::COOL_DOWN;
+    loop {
+        let answer = bench
+            .eng
+            .call_tool(0, &format!("faulty__{OK_TOOL}"), json!({}))
+            .await?;
+        if answer.result().is_ok_and(|r| r["isError"] != json!(true)) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "the faulty server's breaker stayed open: {:?}",
+            answer.message()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn start(proxy_bin: &Path) -> anyhow::Result<Bench> {
