@@ -270,11 +270,14 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
         if let Err(e) = CompiledPolicy::compile(&server.policy) {
             out.push(format!("{at}.policy"), e.to_string());
         }
-        if server.call_timeout_ms == 0 {
-            out.push(
-                format!("{at}.call_timeout_ms"),
-                "must be greater than 0".into(),
-            );
+        for (field, ms) in [
+            ("call_timeout_ms", Some(server.call_timeout_ms)),
+            ("connect_timeout_ms", Some(server.connect_timeout_ms)),
+            ("first_byte_timeout_ms", server.first_byte_timeout_ms),
+        ] {
+            if ms == Some(0) {
+                out.push(format!("{at}.{field}"), "must be greater than 0".into());
+            }
         }
     }
 }

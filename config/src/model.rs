@@ -295,9 +295,17 @@ pub struct McpServer {
     pub secrets: BTreeMap<String, Secret>,
     #[serde(default)]
     pub policy: ToolPolicy,
-    /// Upper bound on one read from the upstream while a call is in flight, in ms.
+    /// Upper bound on one read from the upstream while a call is in flight, in ms:
+    /// the longest it may stay silent mid-reply (idle).
     #[serde(default = "McpServer::default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// How long connecting to the upstream may take, in ms.
+    #[serde(default = "McpServer::default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long a call may wait for the reply's head, connecting included, in ms;
+    /// `call_timeout_ms` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
     /// Routed `tools/call`s one proxy sends this server at once (0: no cap).
     #[serde(default = "McpServer::default_max_in_flight")]
     pub max_in_flight: u32,
@@ -311,8 +319,12 @@ pub struct McpServer {
 }
 
 impl McpServer {
-    fn default_call_timeout_ms() -> u64 {
+    pub fn default_call_timeout_ms() -> u64 {
         300_000
+    }
+
+    pub fn default_connect_timeout_ms() -> u64 {
+        5_000
     }
 
     pub fn default_max_in_flight() -> u32 {
@@ -321,6 +333,71 @@ impl McpServer {
 
     pub fn default_max_queued() -> u32 {
         1024
+    }
+}
+
+/// How a server is protected from the gateway and the gateway from the server: its
+/// timeouts and its cap on calls in flight, as an operator sets them (the control
+/// plane stores this; what is absent takes [`McpServer`]'s default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
+}
+
+impl ServerLimits {
+    /// The longest timeout accepted: a day.
+    pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+    pub fn is_default(&self) -> bool {
+        *self == ServerLimits::default()
+    }
+
+    /// What is wrong with these limits, as (field, problem).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (field, ms) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("call_timeout_ms", self.call_timeout_ms),
+        ] {
+            if let Some(ms) = ms.filter(|ms| *ms == 0 || *ms > Self::MAX_TIMEOUT_MS) {
+                out.push((
+                    field,
+                    format!(
+                        "{ms} must be between 1 and {} ms (a day)",
+                        Self::MAX_TIMEOUT_MS
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Sets these limits on `server`, each absent one to its default.
+    pub fn apply(&self, server: &mut McpServer) {
+        server.connect_timeout_ms = self
+            .connect_timeout_ms
+            .unwrap_or_else(McpServer::default_connect_timeout_ms);
+        server.first_byte_timeout_ms = self.first_byte_timeout_ms;
+        server.call_timeout_ms = self
+            .call_timeout_ms
+            .unwrap_or_else(McpServer::default_call_timeout_ms);
+        server.max_in_flight = self
+            .max_in_flight
+            .unwrap_or_else(McpServer::default_max_in_flight);
+        server.max_queued = self
+            .max_queued
+            .unwrap_or_else(McpServer::default_max_queued);
     }
 }
 

@@ -369,6 +369,7 @@ async fn ensure_demo(
             command: None,
             args: None,
             env: None,
+            limits: None,
         };
         app.store
             .insert_server(&ws, &server, &admin.username)

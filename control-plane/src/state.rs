@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse_config::{
-    Limits, McpServer, Secret, SessionKey, Snapshot, ToolPolicy, Workspace, WorkspaceToken,
+    Limits, McpServer, Secret, ServerLimits, SessionKey, Snapshot, ToolPolicy, Workspace,
+    WorkspaceToken,
 };
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -319,7 +320,7 @@ impl App {
                     let secrets = std::mem::take(&mut secrets);
                     hosted.insert(key.clone(), Arc::new(hosted_of(s, key, secrets)?));
                 }
-                servers.push(McpServer {
+                let mut server = McpServer {
                     slug: s.slug.clone(),
                     url,
                     transport: serde_json::from_value(serde_json::Value::String(
@@ -336,14 +337,20 @@ impl App {
                     headers,
                     secrets,
                     policy: serde_json::from_str::<ToolPolicy>(&s.policy)?,
-                    call_timeout_ms: 300_000,
+                    call_timeout_ms: McpServer::default_call_timeout_ms(),
+                    connect_timeout_ms: McpServer::default_connect_timeout_ms(),
+                    first_byte_timeout_ms: None,
                     max_in_flight: McpServer::default_max_in_flight(),
                     max_queued: McpServer::default_max_queued(),
                     tools: match &s.tools {
                         Some(json) => serde_json::from_str(json)?,
                         None => vec![],
                     },
-                });
+                };
+                if let Some(limits) = &s.limits {
+                    serde_json::from_str::<ServerLimits>(limits)?.apply(&mut server);
+                }
+                servers.push(server);
             }
             let tokens = rows
                 .tokens

@@ -66,7 +66,9 @@ impl ServerSpec {
                 headers: BTreeMap::new(),
                 secrets: BTreeMap::new(),
                 policy: ToolPolicy::default(),
-                call_timeout_ms: 300_000,
+                call_timeout_ms: McpServer::default_call_timeout_ms(),
+                connect_timeout_ms: McpServer::default_connect_timeout_ms(),
+                first_byte_timeout_ms: None,
                 max_in_flight: McpServer::default_max_in_flight(),
                 max_queued: McpServer::default_max_queued(),
                 tools: vec![],
@@ -123,6 +125,12 @@ impl ServerSpec {
 
     pub fn call_timeout_ms(mut self, ms: u64) -> Self {
         self.server.call_timeout_ms = ms;
+        self
+    }
+
+    /// How long a call waits for its reply's head (the call timeout otherwise).
+    pub fn first_byte_timeout_ms(mut self, ms: u64) -> Self {
+        self.server.first_byte_timeout_ms = Some(ms);
         self
     }
 

@@ -368,6 +368,7 @@ pub async fn install(
             }
             _ => None,
         },
+        limits: None,
     };
     app.store.insert_server(&ws, &row, &user.username).await?;
     app.publish().await?;

@@ -9,7 +9,7 @@ use axum::Json;
 use gatehouse_config::naming::{is_valid_slug, slugify};
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
-use gatehouse_config::ToolPolicy;
+use gatehouse_config::{ServerLimits, ToolPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -31,6 +31,13 @@ fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
         "enabled": s.enabled != 0, "secrets": secrets, "created_at": s.created_at,
         "package": s.package, "naming": s.naming,
     });
+    if let Some(limits) = s
+        .limits
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+    {
+        server["limits"] = limits;
+    }
     if let Some(command) = &s.command {
         let parsed = |json: &Option<String>| {
             json.as_deref()
@@ -41,6 +48,24 @@ fn server_json(s: &ServerRow, secrets: &[String]) -> Value {
         server["env"] = parsed(&s.env).unwrap_or_else(|| json!({}));
     }
     server
+}
+
+/// Requested limits, checked, as stored: `None` for the defaults.
+fn limits_json(limits: Option<&ServerLimits>) -> ApiResult<Option<String>> {
+    let Some(limits) = limits.filter(|l| !l.is_default()) else {
+        return Ok(None);
+    };
+    let problems: Vec<String> = limits
+        .problems()
+        .into_iter()
+        .map(|(field, problem)| format!("limits.{field}: {problem}"))
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::BadRequest(problems.join("; ")));
+    }
+    Ok(Some(
+        serde_json::to_string(limits).map_err(anyhow::Error::from)?,
+    ))
 }
 
 /// A requested naming, checked: `prefixed` or `bare`.
@@ -139,6 +164,9 @@ pub struct Install {
     /// `prefixed` (default) or `bare`.
     #[serde(default)]
     pub naming: Option<String>,
+    /// Its timeouts and cap on calls in flight; the defaults where absent.
+    #[serde(default)]
+    pub limits: Option<ServerLimits>,
 }
 
 fn yes() -> bool {
@@ -248,6 +276,7 @@ pub async fn install(
         command: None,
         args: None,
         env: None,
+        limits: limits_json(req.limits.as_ref())?,
     };
     app.store
         .insert_server(&ws, &row, &user.username)
@@ -339,6 +368,7 @@ async fn install_hosted(
         command: Some(command),
         args: Some(args),
         env: Some(env),
+        limits: limits_json(req.limits.as_ref())?,
     };
     app.store
         .insert_server(&ws, &row, &user.username)
@@ -377,6 +407,9 @@ pub struct ServerChange {
     /// `prefixed` or `bare`.
     #[serde(default)]
     pub naming: Option<String>,
+    /// Replaces its timeouts and cap on calls in flight; `{}`: the defaults.
+    #[serde(default)]
+    pub limits: Option<ServerLimits>,
     /// A stdio server's program, arguments and plain environment (each replaces
     /// what it had; admins only).
     #[serde(default)]
@@ -397,11 +430,21 @@ pub async fn update(
     let ws = visible(&app, &user, &ws).await?;
     let mut row = server_of(&app, &ws, &server).await?;
     let runs = req.command.is_some() || req.args.is_some() || req.env.is_some();
-    if req.enabled.is_none() && req.policy.is_none() && req.naming.is_none() && !runs {
+    if req.enabled.is_none()
+        && req.policy.is_none()
+        && req.naming.is_none()
+        && req.limits.is_none()
+        && !runs
+    {
         return Err(ApiError::BadRequest(
-            "nothing to change: give enabled, policy, naming, or a stdio server's command, args or env".into(),
+            "nothing to change: give enabled, policy, naming, limits, or a stdio server's command, args or env".into(),
         ));
     }
+    let limits = req
+        .limits
+        .as_ref()
+        .map(|l| limits_json(Some(l)))
+        .transpose()?;
     let command_line = if runs {
         Some(changed_command_line(&user, &row, &req)?)
     } else {
@@ -440,6 +483,13 @@ pub async fn update(
             .await
             .map_err(|e| bare_race(e, &ws))?;
         row.naming = naming.into();
+        changed = true;
+    }
+    if let Some(limits) = limits.filter(|l| *l != row.limits) {
+        app.store
+            .set_server_limits(&ws, &row, limits.as_deref(), &user.username)
+            .await?;
+        row.limits = limits;
         changed = true;
     }
     if let Some((command, args, env)) = command_line.filter(|(command, args, env)| {

@@ -491,6 +491,8 @@ pub enum McpCommand {
         /// Hub packages only: the version to install [default: the latest]
         #[arg(long, value_name = "V")]
         version: Option<String>,
+        #[command(flatten)]
+        limits: ServerLimitFlags,
     },
     /// Remove an MCP server from a workspace
     Remove {
@@ -560,6 +562,19 @@ pub enum McpCommand {
         #[command(flatten)]
         workspace: WorkspaceFlag,
     },
+    /// Set an MCP server's timeouts and cap on calls in flight (what is not given
+    /// returns to its default; --defaults: all of them)
+    Limits {
+        #[arg(value_parser = parse_slug)]
+        slug: String,
+        #[command(flatten)]
+        workspace: WorkspaceFlag,
+        #[command(flatten)]
+        limits: ServerLimitFlags,
+        /// Every timeout and cap back to its default
+        #[arg(long, conflicts_with_all = ["connect_timeout_ms", "first_byte_timeout_ms", "call_timeout_ms", "max_in_flight", "max_queued"])]
+        defaults: bool,
+    },
     /// Set how an MCP server's tools, prompts and resources are named to clients
     Naming {
         #[arg(value_parser = parse_slug)]
@@ -569,6 +584,50 @@ pub enum McpCommand {
         #[command(flatten)]
         workspace: WorkspaceFlag,
     },
+}
+
+/// A server's timeouts and cap on calls in flight; each one not given takes its default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerLimitFlags {
+    /// How long connecting to the server may take [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// How long a call waits for the server's reply to begin, connecting included
+    /// [default: the call timeout]
+    #[arg(long, value_name = "MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// How long the server may stay silent while a call is in flight [default: 300000]
+    #[arg(long, value_name = "MS")]
+    pub call_timeout_ms: Option<u64>,
+    /// Calls one proxy sends the server at once, 0 for no cap [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Calls past that cap that wait for a place (at most the call timeout) [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<u32>,
+}
+
+impl ServerLimitFlags {
+    /// The API's `limits` object: the flags given.
+    pub fn json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, value) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("max_in_flight", self.max_in_flight.map(u64::from)),
+            ("max_queued", self.max_queued.map(u64::from)),
+        ] {
+            if let Some(value) = value {
+                out.insert(name.into(), value.into());
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json().as_object().is_some_and(|m| m.is_empty())
+    }
 }
 
 #[derive(Debug, Subcommand)]

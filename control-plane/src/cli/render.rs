@@ -276,7 +276,36 @@ pub fn server_changed(server: &McpServer, workspace: &str) -> String {
             out += &format!("Environment: {}\n", names.join(", "));
         }
     }
+    out += &format!("Limits: {}.\n", server_limits(server.limits.as_ref()));
     out
+}
+
+/// A server's timeouts and cap, each as set or its default.
+fn server_limits(limits: Option<&gatehouse_config::ServerLimits>) -> String {
+    use gatehouse_config::McpServer as Defaults;
+    let l = limits.cloned().unwrap_or_default();
+    let call = l
+        .call_timeout_ms
+        .unwrap_or_else(Defaults::default_call_timeout_ms);
+    let first_byte = match l.first_byte_timeout_ms {
+        Some(ms) => format!("{ms} ms"),
+        None => "the call timeout".into(),
+    };
+    let cap = match l
+        .max_in_flight
+        .unwrap_or_else(Defaults::default_max_in_flight)
+    {
+        0 => "no cap on calls in flight".to_owned(),
+        n => format!(
+            "{n} calls in flight per proxy, {} more waiting",
+            l.max_queued.unwrap_or_else(Defaults::default_max_queued)
+        ),
+    };
+    format!(
+        "connect {} ms, first byte {first_byte}, silent mid-call {call} ms; {cap}",
+        l.connect_timeout_ms
+            .unwrap_or_else(Defaults::default_connect_timeout_ms)
+    )
 }
 
 /// `SLUG URL TRANSPORT ENABLED SECRETS`.

@@ -62,6 +62,9 @@ pub struct McpServer {
     /// Its plain environment variables.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Its timeouts and cap on calls in flight, where not the defaults.
+    #[serde(default)]
+    pub limits: Option<gatehouse_config::ServerLimits>,
 }
 
 /// A server's tool policy as the API shows it.

@@ -32,6 +32,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             deny,
             read_only,
             version,
+            limits,
         } => {
             let url = match (url, command) {
                 (Some(url), None) => {
@@ -57,7 +58,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                         )));
                     }
                     let ws = ctx.workspace(workspace.workspace)?;
-                    let body = hosted_body(
+                    let mut body = hosted_body(
                         &command,
                         &args,
                         &env,
@@ -69,6 +70,9 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                             read_only,
                         },
                     )?;
+                    if !limits.is_empty() {
+                        body["limits"] = limits.json();
+                    }
                     let answer = ctx
                         .client()?
                         .post(&["v1", "workspaces", &ws, "servers"], &body)
@@ -91,6 +95,10 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                     (!allow.is_empty(), "--allow"),
                     (!deny.is_empty(), "--deny"),
                     (read_only, "--read-only"),
+                    (
+                        !limits.is_empty(),
+                        "a timeout or cap (set it after: gatehouse mcp limits)",
+                    ),
                 ];
                 if let Some((_, flag)) = url_only.iter().find(|(given, _)| *given) {
                     return Err(CliError::usage(format!(
@@ -105,7 +113,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                 ));
             }
             let ws = ctx.workspace(workspace.workspace)?;
-            let body = install_body(
+            let mut body = install_body(
                 &url,
                 name,
                 &headers,
@@ -117,6 +125,9 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                     read_only,
                 },
             )?;
+            if !limits.is_empty() {
+                body["limits"] = limits.json();
+            }
             let answer = ctx
                 .client()?
                 .post(&["v1", "workspaces", &ws, "servers"], &body)
@@ -196,6 +207,25 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
                 }
             }
             change(ctx, workspace.workspace, &slug, json!({"env": env})).await
+        }
+        McpCommand::Limits {
+            slug,
+            workspace,
+            limits,
+            defaults,
+        } => {
+            if limits.is_empty() && !defaults {
+                return Err(CliError::usage(
+                    "give the new limits (--connect-timeout-ms, --first-byte-timeout-ms, --call-timeout-ms, --max-in-flight, --max-queued), or --defaults",
+                ));
+            }
+            change(
+                ctx,
+                workspace.workspace,
+                &slug,
+                json!({"limits": limits.json()}),
+            )
+            .await
         }
         McpCommand::Naming {
             slug,

@@ -327,6 +327,7 @@ pub async fn set_policy(
                 read_only: !form.read_only.is_empty(),
             }),
             naming: None,
+            limits: None,
             command: None,
             args: None,
             env: None,
@@ -406,6 +407,7 @@ pub async fn install(
             },
             enabled: true,
             naming: None,
+            limits: None,
         }),
     )
     .await?;
@@ -456,6 +458,7 @@ pub async fn set_enabled(
             enabled: Some(enabled),
             policy: None,
             naming: None,
+            limits: None,
             command: None,
             args: None,
             env: None,

@@ -83,6 +83,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("command", OptText),
             ("args", OptText),
             ("env", OptText),
+            ("limits", OptText),
         ],
     ),
     (

@@ -171,6 +171,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../migrations/sqlite/0009_hosted_stdio.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/sqlite/0010_server_limits.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -206,6 +210,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../migrations/postgres/0009_hosted_stdio.sql"),
+    ),
+    (
+        10,
+        include_str!("../../migrations/postgres/0010_server_limits.sql"),
     ),
 ];
 

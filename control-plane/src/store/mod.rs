@@ -131,6 +131,9 @@ pub struct ServerRow {
     pub args: Option<String>,
     /// Its plain environment values, a JSON object (secrets are kept sealed apart).
     pub env: Option<String>,
+    /// Its timeouts and cap on calls in flight, `ServerLimits` JSON (migration 10);
+    /// `None`: the defaults.
+    pub limits: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -618,7 +621,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming, command, args, env) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+        sqlx::query("INSERT INTO servers (id, workspace_id, slug, url, transport, headers, policy, enabled, created_at, package, installed_by, tools, naming, command, args, env, limits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
             .bind(&server.id)
             .bind(&server.workspace_id)
             .bind(&server.slug)
@@ -635,6 +638,7 @@ impl Store {
             .bind(&server.command)
             .bind(&server.args)
             .bind(&server.env)
+            .bind(&server.limits)
             .execute(&mut *tx)
             .await?;
         let target = server.package.as_deref().unwrap_or(&server.slug);
@@ -708,6 +712,26 @@ impl Store {
             &format!("{} {naming}", server.slug),
         )
         .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Sets a server's timeouts and cap (`ServerLimits` JSON; `None`: the defaults).
+    pub async fn set_server_limits(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        limits: Option<&str>,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE servers SET limits = $1 WHERE id = $2")
+            .bind(limits)
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
+        let target = format!("{} {}", server.slug, limits.unwrap_or("defaults"));
+        audit(&mut tx, &ws.slug, actor, "server_limits_set", &target).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
     }

@@ -93,7 +93,12 @@ pub struct ServerRt {
     pub unavailable: Option<String>,
     pub enabled: bool,
     pub policy: CompiledPolicy,
+    /// The longest the upstream may stay silent while a call is in flight (idle).
     pub call_timeout: Duration,
+    /// The longest connecting to it may take.
+    pub connect_timeout: Duration,
+    /// The longest a routed call waits for its reply's head, connecting included.
+    pub first_byte_timeout: Duration,
     /// Routed calls sent at once (0: no cap), and how many more may wait.
     pub max_in_flight: u32,
     pub max_queued: u32,
@@ -246,6 +251,8 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout: Duration::from_millis(120_000),
+        connect_timeout: Duration::from_millis(McpServer::default_connect_timeout_ms()),
+        first_byte_timeout: Duration::from_millis(120_000),
         // The gateway runs a skill's tools itself: no upstream to protect.
         max_in_flight: 0,
         max_queued: 0,
@@ -327,6 +334,10 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
         call_timeout,
+        connect_timeout: Duration::from_millis(server.connect_timeout_ms),
+        first_byte_timeout: server
+            .first_byte_timeout_ms
+            .map_or(call_timeout, Duration::from_millis),
         max_in_flight: server.max_in_flight,
         max_queued: server.max_queued,
         fingerprint: digest[..16].try_into().expect("16 bytes"),

@@ -453,7 +453,11 @@ impl HttpUpstreams {
         for (name, value) in &server.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let reply = pool::send(target, req, server.call_timeout)
+        let deadlines = pool::Deadlines {
+            connect: server.connect_timeout,
+            first_byte: server.first_byte_timeout,
+        };
+        let reply = pool::send(target, req, deadlines)
             .await
             .map_err(|e| match e {
                 pool::SendError::Timeout => UpstreamError::Timeout,

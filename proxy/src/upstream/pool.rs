@@ -35,7 +35,6 @@ use crate::config::runtime::Target;
 const IDLE_FOR: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream and worker thread.
 const MAX_IDLE: usize = 64;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -60,20 +59,33 @@ thread_local! {
 /// A reply whose body, once read to its end, gives the connection back to the pool.
 pub type Reply = http::Response<PooledBody>;
 
-/// Sends `request` to `target` and waits (at most `timeout`) for the reply's head.
+/// How long a request may take to reach its upstream and be answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Connecting, when no pooled connection is free.
+    pub connect: Duration,
+    /// The reply's head, from the send (connecting included).
+    pub first_byte: Duration,
+}
+
+/// Sends `request` to `target` and waits (within `deadlines`) for the reply's head.
 pub async fn send(
     target: &Target,
     request: http::Request<Full<Bytes>>,
-    timeout: Duration,
+    deadlines: Deadlines,
 ) -> Result<Reply, SendError> {
-    tokio::time::timeout(timeout, send_now(target, request))
-        .await
-        .map_err(|_| SendError::Timeout)?
+    tokio::time::timeout(
+        deadlines.first_byte,
+        send_now(target, request, deadlines.connect),
+    )
+    .await
+    .map_err(|_| SendError::Timeout)?
 }
 
 async fn send_now(
     target: &Target,
     request: http::Request<Full<Bytes>>,
+    connect_timeout: Duration,
 ) -> Result<Reply, SendError> {
     let request = match checkout(target).await {
         Some(mut sender) => match sender.try_send_request(request).await {
@@ -87,7 +99,7 @@ async fn send_now(
         },
         None => request,
     };
-    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect(target))
+    let mut sender = tokio::time::timeout(connect_timeout, connect(target))
         .await
         .map_err(|_| SendError::Connect("timed out".into()))??;
     let reply = sender.send_request(request).await?;
@@ -296,7 +308,11 @@ mod tests {
             .header(http::header::HOST, "upstream")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        let reply = send(target, request, Duration::from_secs(5)).await.unwrap();
+        let deadlines = Deadlines {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(5),
+        };
+        let reply = send(target, request, deadlines).await.unwrap();
         let body = reply.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }

@@ -43,6 +43,8 @@ async fn a_sqlite_store_moves_to_postgres_and_keeps_serving() -> anyhow::Result<
             "engineering",
             "--header",
             "Authorization: Bearer {{secrets.GITHUB_TOKEN}}",
+            "--call-timeout-ms",
+            "60000",
         ])
         .await?;
     admin
@@ -57,6 +59,12 @@ async fn a_sqlite_store_moves_to_postgres_and_keeps_serving() -> anyhow::Result<
         ])
         .await?;
     let before = listings(&admin).await?;
+    assert_eq!(
+        before[2]["servers"][0]["limits"],
+        json!({"call_timeout_ms": 60000}),
+        "{:?}",
+        before[2]
+    );
     let version = old.published_version().await?;
     assert!(
         version > 1,

@@ -1,9 +1,12 @@
 //! A server changed in place from the CLI (`mcp disable`, `mcp enable`, `mcp policy`,
-//! `mcp naming`, and `mcp install --naming`):
+//! `mcp naming`, `mcp limits`, and `mcp install --naming` / `--first-byte-timeout-ms`):
 //! each verb's answer, what a real MCP client then sees through the proxy, its audit
 //! event, and the mistakes it refuses.
 
-use gatehouse_tests::{connect, Upstream, UpstreamTool};
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::{connect, CallOutcome, Fault, FaultyUpstream, Upstream, UpstreamTool};
+use rmcp::model::CallToolRequestParams;
 
 use crate::fixture::{assert_fails, token_in, tool_names};
 
@@ -50,7 +53,9 @@ async fn mcp_disable_enable_and_policy_change_what_clients_see() -> anyhow::Resu
         disabled,
         "github in engineering is disabled: clients do not see its tools.\n\
          Tool policy: open (every tool).\n\
-         Naming: prefixed (github__<tool>).\n"
+         Naming: prefixed (github__<tool>).\n\
+         Limits: connect 5000 ms, first byte the call timeout, silent mid-call 300000 ms; \
+         256 calls in flight per proxy, 1024 more waiting.\n"
     );
     assert_eq!(listed().await?, Vec::<String>::new());
     let listing = d.admin.ok(&["mcp", "list", "-w", "engineering"]).await?;
@@ -237,7 +242,7 @@ async fn one_server_of_a_workspace_can_expose_its_own_names() -> anyhow::Result<
         .ok(&["mcp", "naming", "github", "prefixed", "-w", "naming"])
         .await?;
     assert!(
-        changed.ends_with("Naming: prefixed (github__<tool>).\n"),
+        changed.contains("\nNaming: prefixed (github__<tool>).\n"),
         "{changed}"
     );
     let changed = d
@@ -245,7 +250,7 @@ async fn one_server_of_a_workspace_can_expose_its_own_names() -> anyhow::Result<
         .ok(&["mcp", "naming", "linear", "bare", "-w", "naming"])
         .await?;
     assert!(
-        changed.ends_with("Naming: bare (the server's own names).\n"),
+        changed.contains("\nNaming: bare (the server's own names).\n"),
         "{changed}"
     );
     assert_eq!(listed().await?, ["github__create_issue", "create_ticket"]);
@@ -272,5 +277,111 @@ async fn one_server_of_a_workspace_can_expose_its_own_names() -> anyhow::Result<
             "no naming_set {change} in the audit log:\n{audit}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_servers_timeouts_and_cap_are_set_from_the_cli() -> anyhow::Result<()> {
+    let d = crate::fixture::deployment().await?;
+    let ws_url = d.proxy.ws_url("slow");
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Slow"]).await?)?;
+    let faulty = FaultyUpstream::start().await?;
+    let installed = d
+        .admin
+        .json(&[
+            "mcp",
+            "install",
+            &faulty.url(),
+            "--name",
+            "faulty",
+            "--first-byte-timeout-ms",
+            "400",
+            "--max-in-flight",
+            "4",
+            "-w",
+            "slow",
+        ])
+        .await?;
+    assert_eq!(
+        installed["server"]["limits"],
+        serde_json::json!({"first_byte_timeout_ms": 400, "max_in_flight": 4})
+    );
+    d.synced().await?;
+
+    // A server that never starts its reply: the call ends after the first-byte
+    // timeout, not the default call timeout of five minutes.
+    let client = connect(&ws_url, &token).await?;
+    let started = Instant::now();
+    let params =
+        CallToolRequestParams::new(format!("faulty__{}", Fault::StallBeforeHeaders.tool()));
+    match CallOutcome::from(client.peer().call_tool(params).await) {
+        CallOutcome::JsonRpcError(e) => assert!(
+            e.message
+                .contains("MCP server \"faulty\" did not answer in time"),
+            "{e:?}"
+        ),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    client.cancel().await?;
+
+    // Refused before anything changes: no limit given, a timeout of 0.
+    assert_fails(
+        &d.admin
+            .run(&["mcp", "limits", "faulty", "-w", "slow"])
+            .await?,
+        1,
+        "--defaults",
+    );
+    assert_fails(
+        &d.admin
+            .run(&[
+                "mcp",
+                "limits",
+                "faulty",
+                "--call-timeout-ms",
+                "0",
+                "-w",
+                "slow",
+            ])
+            .await?,
+        2,
+        "limits.call_timeout_ms: 0 must be between 1 and 86400000 ms",
+    );
+    let changed = d
+        .admin
+        .ok(&[
+            "mcp",
+            "limits",
+            "faulty",
+            "--connect-timeout-ms",
+            "800",
+            "-w",
+            "slow",
+        ])
+        .await?;
+    assert!(
+        changed.ends_with(
+            "Limits: connect 800 ms, first byte the call timeout, silent mid-call 300000 ms; \
+             256 calls in flight per proxy, 1024 more waiting.\n"
+        ),
+        "{changed}"
+    );
+    let reset = d
+        .admin
+        .json(&["mcp", "limits", "faulty", "--defaults", "-w", "slow"])
+        .await?;
+    assert_eq!(reset["server"].get("limits"), None, "{reset}");
+
+    let audit = d.admin.ok(&["workspace", "audit", "slow"]).await?;
+    let set: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("server_limits_set"))
+        .collect();
+    assert_eq!(set.len(), 2, "{audit}");
     Ok(())
 }
