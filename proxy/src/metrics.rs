@@ -13,6 +13,7 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub circuit_opened: IntCounterVec,
+    pub retries: IntCounterVec,
     pub circuit_open: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub limited: IntCounterVec,
@@ -108,6 +109,11 @@ impl Metrics {
             circuit_opened: counter_vec(
                 "gatehouse_upstream_circuit_opened_total",
                 "Times an upstream's circuit breaker opened after consecutive failures",
+                &["workspace", "server"],
+            ),
+            retries: counter_vec(
+                "gatehouse_upstream_retries_total",
+                "tools/call sent again after the upstream refused it (a connection that failed, HTTP 502/503/504); only tools annotated read-only or idempotent",
                 &["workspace", "server"],
             ),
             circuit_open: gauge_vec(

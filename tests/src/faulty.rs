@@ -92,6 +92,11 @@ impl Fault {
 
 /// The well-behaved tool: answers `ok` as JSON.
 pub const OK_TOOL: &str = "ok";
+/// A tool whose every odd call (the first, the third, ...) is refused with an HTTP 503
+/// page and every even one answered `ok`; annotated idempotent.
+pub const FLAKY_IDEMPOTENT: &str = "flaky_idempotent";
+/// The same, without annotations.
+pub const FLAKY: &str = "flaky";
 
 /// Faults that end at once, each after a good call so the circuit breaker stays
 /// closed: the tool of the `i`th of a run of mixed calls.
@@ -168,10 +173,11 @@ impl FaultyUpstream {
         format!("http://{}/mcp", self.addr)
     }
 
-    /// Every tool it lists: one per [`Fault`], then [`OK_TOOL`].
+    /// Every tool it lists: one per [`Fault`], then [`OK_TOOL`], [`FLAKY_IDEMPOTENT`]
+    /// and [`FLAKY`].
     pub fn tools() -> Vec<&'static str> {
         let mut tools: Vec<_> = Fault::ALL.iter().map(|f| f.tool()).collect();
-        tools.push(OK_TOOL);
+        tools.extend([OK_TOOL, FLAKY_IDEMPOTENT, FLAKY]);
         tools
     }
 
@@ -308,7 +314,13 @@ async fn answer(method: Method, body: Bytes, counters: &Arc<Counters>) -> Respon
         Some("tools/list") => {
             let tools: Vec<Value> = FaultyUpstream::tools()
                 .into_iter()
-                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
+                .map(|name| {
+                    let mut tool = json!({"name": name, "inputSchema": {"type": "object"}});
+                    if name == FLAKY_IDEMPOTENT {
+                        tool["annotations"] = json!({"idempotentHint": true});
+                    }
+                    tool
+                })
                 .collect();
             json_reply(json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}))
         }
@@ -318,9 +330,19 @@ async fn answer(method: Method, body: Bytes, counters: &Arc<Counters>) -> Respon
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            *lock(&counters.calls).entry(tool.clone()).or_default() += 1;
+            let n = {
+                let mut calls = lock(&counters.calls);
+                let n = calls.entry(tool.clone()).or_default();
+                *n += 1;
+                *n
+            };
             match Fault::of_tool(&tool) {
                 Some(fault) => misbehave(fault, id, counters).await,
+                None if (tool == FLAKY || tool == FLAKY_IDEMPOTENT) && n % 2 == 1 => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/html",
+                    Body::from("<html><body><h1>503</h1></body></html>"),
+                ),
                 None => json_reply(text_result(&id, "ok")),
             }
         }

@@ -75,6 +75,16 @@ pub struct Collision {
 pub struct ToolRoute {
     pub server: String,
     pub upstream_name: String,
+    /// Annotated read-only or idempotent: running it twice does no more than once, so
+    /// a call its server refused may be sent again.
+    pub retry_safe: bool,
+}
+
+/// Whether a tool's annotations say calling it again does no harm.
+fn retry_safe(tool: &Value) -> bool {
+    ["/annotations/readOnlyHint", "/annotations/idempotentHint"]
+        .iter()
+        .any(|hint| tool.pointer(hint).and_then(Value::as_bool) == Some(true))
 }
 
 pub struct ToolCatalog {
@@ -156,6 +166,7 @@ impl ToolCatalog {
                     ToolRoute {
                         server: server.server.to_string(),
                         upstream_name: name.clone(),
+                        retry_safe: retry_safe(tool),
                     },
                 );
             }
@@ -249,7 +260,8 @@ mod tests {
                 catalog.route("search").unwrap(),
                 &ToolRoute {
                     server: bare_slug.into(),
-                    upstream_name: "search".into()
+                    upstream_name: "search".into(),
+                    retry_safe: false,
                 }
             );
             assert_eq!(
@@ -261,5 +273,30 @@ mod tests {
                 }]
             );
         }
+    }
+
+    #[test]
+    fn only_read_only_or_idempotent_tools_are_retry_safe() {
+        let policy = CompiledPolicy::compile(&Default::default()).unwrap();
+        let list = Arc::new(vec![
+            serde_json::json!({"name": "get", "annotations": {"readOnlyHint": true}}),
+            serde_json::json!({"name": "put", "annotations": {"idempotentHint": true}}),
+            serde_json::json!({"name": "post", "annotations": {"idempotentHint": false}}),
+            serde_json::json!({"name": "bare"}),
+        ]);
+        let catalog = ToolCatalog::build(
+            1,
+            &[ServerTools {
+                server: "api",
+                bare: false,
+                policy: &policy,
+                tools: Some(list),
+            }],
+        );
+        let safe = |name: &str| catalog.route(name).unwrap().retry_safe;
+        assert!(safe("api__get"));
+        assert!(safe("api__put"));
+        assert!(!safe("api__post"));
+        assert!(!safe("api__bare"));
     }
 }

@@ -476,6 +476,7 @@ async fn tool_call(
                 upstream_name: name.name.to_string(),
                 server,
                 request_id: id.to_string(),
+                retry_safe: false,
             });
         }
         return Reply::error(
@@ -500,6 +501,7 @@ async fn tool_call(
         upstream_name: route.upstream_name.clone(),
         server,
         request_id: id.to_string(),
+        retry_safe: route.retry_safe,
     })
 }
 

@@ -88,6 +88,17 @@ pub struct ToolCall {
     /// The request with the tool name the upstream knows.
     pub body: Bytes,
     pub request_id: String,
+    /// The tool is annotated read-only or idempotent: refused, it is sent once more.
+    pub retry_safe: bool,
+}
+
+/// How long a refused call of a retry-safe tool waits before it is sent again.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether an upstream refused a call before running it, by all signs: no connection,
+/// or a gateway's or overloaded server's 502/503/504 (not its own JSON-RPC error).
+fn refused(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Connect | UpstreamError::Status(502..=504))
 }
 
 /// What an upstream answers a routed call with.
@@ -508,8 +519,10 @@ impl Upstreams {
     /// Sends a routed `tools/call` (with the client's `forwarded` headers, to an HTTP
     /// upstream) once the server's cap on calls in flight lets it, and hands back the
     /// reply to relay with the call's place among them: hold it until the reply has
-    /// been relayed. Never repeated once the server may have seen it: the tool may
-    /// have run. Latency is measured from the send to the reply's head; an HTTP
+    /// been relayed. Never repeated once the server may have seen it (the tool may
+    /// have run), except a tool annotated read-only or idempotent whose server
+    /// refused it (no connection, HTTP 502/503/504): once more, after
+    /// [`RETRY_AFTER`]. Latency is measured from the send to the reply's head; an HTTP
     /// reply's relay must end in [`Upstreams::relayed`], for its circuit breaker.
     pub async fn call(
         &self,
@@ -536,8 +549,21 @@ impl Upstreams {
                 return Err(e);
             }
         };
-        let reply = self.send_call(rt, env, call, forwarded).await?;
-        Ok((reply, in_flight))
+        let mut reply = self.send_call(rt, env, call, forwarded).await;
+        // Sent again once, for a tool that does no more the second time, unless its
+        // failures just opened the breaker.
+        if call.retry_safe
+            && reply.as_ref().err().is_some_and(refused)
+            && self.breakers.admit(&server.fingerprint).is_ok()
+        {
+            self.metrics
+                .retries
+                .with_label_values(&[&env.workspace, &server.slug])
+                .inc();
+            tokio::time::sleep(RETRY_AFTER).await;
+            reply = self.send_call(rt, env, call, forwarded).await;
+        }
+        Ok((reply?, in_flight))
     }
 
     async fn send_call(

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gatehouse_tests::faulty::{mixed_call, GET_STREAM_LIFETIME, OK_TOOL};
+use gatehouse_tests::faulty::{mixed_call, FLAKY, FLAKY_IDEMPOTENT, GET_STREAM_LIFETIME, OK_TOOL};
 use gatehouse_tests::{
     connect, connect_as, text_of, wait_until, within, AnsweringClient, CallOutcome, ConfigBuilder,
     Fault, FaultyUpstream, McpClient, Proxy, RawClient, ServerSpec, TokenSpec, Upstream,
@@ -332,6 +332,35 @@ async fn a_server_whose_replies_are_unusable_is_stopped_by_its_breaker() -> anyh
         matches!(try_call(&f.eng, &ok, json!({})).await, Ok(CallOutcome::Result(r)) if text_of(&r) == "ok")
     })
     .await?;
+    f.still_serves().await
+}
+
+#[tokio::test]
+async fn a_refused_call_is_sent_again_only_for_an_idempotent_tool() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    // Its server refuses the first call with a 503 page: the gateway sends it again,
+    // and the client gets the second call's answer.
+    let retried = try_call(&f.eng, &format!("faulty__{FLAKY_IDEMPOTENT}"), json!({})).await?;
+    match &retried {
+        CallOutcome::Result(result) => assert_eq!(text_of(result), "ok"),
+        other => panic!("expected the retried call's answer, got {other:?}"),
+    }
+    assert_eq!(f.faulty.calls(FLAKY_IDEMPOTENT), 2);
+    // A tool not annotated idempotent may have run: sent once, the refusal answers.
+    let refused = try_call(&f.eng, &format!("faulty__{FLAKY}"), json!({})).await?;
+    assert_error(
+        &refused,
+        INTERNAL_ERROR,
+        "\"faulty\" is unavailable: answered HTTP 503",
+    );
+    assert_eq!(f.faulty.calls(FLAKY), 1);
+    let (_, metrics) = f.proxy.metrics().await?;
+    let retries = gatehouse_tests::metrics::sample(
+        &metrics,
+        "gatehouse_upstream_retries_total",
+        &[("workspace", "eng"), ("server", "faulty")],
+    );
+    assert_eq!(retries, Some(1.0), "{metrics}");
     f.still_serves().await
 }
 
