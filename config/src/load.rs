@@ -274,6 +274,7 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
             ("call_timeout_ms", Some(server.call_timeout_ms)),
             ("connect_timeout_ms", Some(server.connect_timeout_ms)),
             ("first_byte_timeout_ms", server.first_byte_timeout_ms),
+            ("max_call_ms", Some(server.max_call_ms)),
         ] {
             if ms == Some(0) {
                 out.push(format!("{at}.{field}"), "must be greater than 0".into());

@@ -306,6 +306,10 @@ pub struct McpServer {
     /// `call_timeout_ms` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout_ms: Option<u64>,
+    /// How long a call may take in all, a reply stream that keeps sending but never
+    /// answers included, in ms.
+    #[serde(default = "McpServer::default_max_call_ms")]
+    pub max_call_ms: u64,
     /// Routed `tools/call`s one proxy sends this server at once (0: no cap).
     #[serde(default = "McpServer::default_max_in_flight")]
     pub max_in_flight: u32,
@@ -325,6 +329,10 @@ impl McpServer {
 
     pub fn default_connect_timeout_ms() -> u64 {
         5_000
+    }
+
+    pub fn default_max_call_ms() -> u64 {
+        60 * 60 * 1000
     }
 
     pub fn default_max_in_flight() -> u32 {
@@ -349,6 +357,8 @@ pub struct ServerLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_call_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queued: Option<u32>,
@@ -369,6 +379,7 @@ impl ServerLimits {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("first_byte_timeout_ms", self.first_byte_timeout_ms),
             ("call_timeout_ms", self.call_timeout_ms),
+            ("max_call_ms", self.max_call_ms),
         ] {
             if let Some(ms) = ms.filter(|ms| *ms == 0 || *ms > Self::MAX_TIMEOUT_MS) {
                 out.push((
@@ -392,6 +403,9 @@ impl ServerLimits {
         server.call_timeout_ms = self
             .call_timeout_ms
             .unwrap_or_else(McpServer::default_call_timeout_ms);
+        server.max_call_ms = self
+            .max_call_ms
+            .unwrap_or_else(McpServer::default_max_call_ms);
         server.max_in_flight = self
             .max_in_flight
             .unwrap_or_else(McpServer::default_max_in_flight);

@@ -340,6 +340,7 @@ impl App {
                     call_timeout_ms: McpServer::default_call_timeout_ms(),
                     connect_timeout_ms: McpServer::default_connect_timeout_ms(),
                     first_byte_timeout_ms: None,
+                    max_call_ms: McpServer::default_max_call_ms(),
                     max_in_flight: McpServer::default_max_in_flight(),
                     max_queued: McpServer::default_max_queued(),
                     tools: match &s.tools {

@@ -69,6 +69,7 @@ impl ServerSpec {
                 call_timeout_ms: McpServer::default_call_timeout_ms(),
                 connect_timeout_ms: McpServer::default_connect_timeout_ms(),
                 first_byte_timeout_ms: None,
+                max_call_ms: McpServer::default_max_call_ms(),
                 max_in_flight: McpServer::default_max_in_flight(),
                 max_queued: McpServer::default_max_queued(),
                 tools: vec![],
@@ -125,6 +126,12 @@ impl ServerSpec {
 
     pub fn call_timeout_ms(mut self, ms: u64) -> Self {
         self.server.call_timeout_ms = ms;
+        self
+    }
+
+    /// How long a call may take in all.
+    pub fn max_call_ms(mut self, ms: u64) -> Self {
+        self.server.max_call_ms = ms;
         self
     }
 

@@ -572,7 +572,7 @@ pub enum McpCommand {
         #[command(flatten)]
         limits: ServerLimitFlags,
         /// Every timeout and cap back to its default
-        #[arg(long, conflicts_with_all = ["connect_timeout_ms", "first_byte_timeout_ms", "call_timeout_ms", "max_in_flight", "max_queued"])]
+        #[arg(long, conflicts_with_all = ["connect_timeout_ms", "first_byte_timeout_ms", "call_timeout_ms", "max_call_ms", "max_in_flight", "max_queued"])]
         defaults: bool,
     },
     /// Set how an MCP server's tools, prompts and resources are named to clients
@@ -599,6 +599,9 @@ pub struct ServerLimitFlags {
     /// How long the server may stay silent while a call is in flight [default: 300000]
     #[arg(long, value_name = "MS")]
     pub call_timeout_ms: Option<u64>,
+    /// How long a call may take in all, however much its reply streams [default: 3600000]
+    #[arg(long, value_name = "MS")]
+    pub max_call_ms: Option<u64>,
     /// Calls one proxy sends the server at once, 0 for no cap [default: 256]
     #[arg(long, value_name = "N")]
     pub max_in_flight: Option<u32>,
@@ -615,6 +618,7 @@ impl ServerLimitFlags {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("first_byte_timeout_ms", self.first_byte_timeout_ms),
             ("call_timeout_ms", self.call_timeout_ms),
+            ("max_call_ms", self.max_call_ms),
             ("max_in_flight", self.max_in_flight.map(u64::from)),
             ("max_queued", self.max_queued.map(u64::from)),
         ] {

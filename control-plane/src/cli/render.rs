@@ -302,9 +302,10 @@ fn server_limits(limits: Option<&gatehouse_config::ServerLimits>) -> String {
         ),
     };
     format!(
-        "connect {} ms, first byte {first_byte}, silent mid-call {call} ms; {cap}",
+        "connect {} ms, first byte {first_byte}, silent mid-call {call} ms, whole call {} ms; {cap}",
         l.connect_timeout_ms
-            .unwrap_or_else(Defaults::default_connect_timeout_ms)
+            .unwrap_or_else(Defaults::default_connect_timeout_ms),
+        l.max_call_ms.unwrap_or_else(Defaults::default_max_call_ms)
     )
 }
 

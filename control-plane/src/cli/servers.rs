@@ -216,7 +216,7 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
         } => {
             if limits.is_empty() && !defaults {
                 return Err(CliError::usage(
-                    "give the new limits (--connect-timeout-ms, --first-byte-timeout-ms, --call-timeout-ms, --max-in-flight, --max-queued), or --defaults",
+                    "give the new limits (--connect-timeout-ms, --first-byte-timeout-ms, --call-timeout-ms, --max-call-ms, --max-in-flight, --max-queued), or --defaults",
                 ));
             }
             change(

@@ -11,6 +11,7 @@
 //! stream that ends without one) becomes the JSON-RPC error of a call without a reply.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gatehouse_config::audit::CallOutcome;
@@ -337,7 +338,7 @@ async fn relay_http(
             let waiting = unsent != Some(0);
             let frame = tokio::select! {
                 biased;
-                frame = tokio::time::timeout(call.server.call_timeout, body.frame()) => frame,
+                frame = tokio::time::timeout(read_within(call, ctx.started()), body.frame()) => frame,
                 _ = client_gone(session), if waiting => {
                     if watch.outcome().is_some() {
                         // The client has its response and hung up before the upstream
@@ -465,7 +466,7 @@ async fn relay_checked(
 ) -> Result<bool> {
     let mut whole = BytesMut::new();
     let read = loop {
-        match tokio::time::timeout(call.server.call_timeout, body.frame()).await {
+        match tokio::time::timeout(read_within(call, ctx.started()), body.frame()).await {
             Err(_) => break Err(UpstreamError::Timeout),
             Ok(None) => break Ok(whole.freeze()),
             Ok(Some(Err(e))) => break Err(UpstreamError::Protocol(e.to_string())),
@@ -495,6 +496,13 @@ async fn relay_checked(
             respond::json(session, 200, &[], error).await
         }
     }
+}
+
+/// How long the next read of a call's reply may wait: the server's silence limit,
+/// less once the call, sent at `since`, nears its whole time.
+fn read_within(call: &ToolCall, since: Instant) -> Duration {
+    let left = (since + call.server.max_call).saturating_duration_since(Instant::now());
+    call.server.call_timeout.min(left)
 }
 
 /// Whether `reply` is a JSON-RPC response to the request whose id is `request_id`
@@ -655,6 +663,7 @@ pub async fn to_messages(
     call: &ToolCall,
     on_message: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, UpstreamError> {
+    let since = Instant::now();
     // A legacy client's headers are its own business with the gateway: none are
     // passed on.
     let (reply, _in_flight) = shared
@@ -671,7 +680,7 @@ pub async fn to_messages(
                 .await
         }
         CallReply::Http(reply) => {
-            let read = read_messages(call, reply, on_message).await;
+            let read = read_messages(call, reply, since, on_message).await;
             shared
                 .upstreams
                 .relayed(&env.workspace, &call.server, read.as_ref().err());
@@ -685,9 +694,9 @@ pub async fn to_messages(
 async fn read_messages(
     call: &ToolCall,
     reply: pool::Reply,
+    since: Instant,
     on_message: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, UpstreamError> {
-    let timeout = call.server.call_timeout;
     let status = reply.status().as_u16();
     if !(200..300).contains(&status) {
         return Err(UpstreamError::Status(status));
@@ -699,7 +708,7 @@ async fn read_messages(
     let mut body = reply.into_body();
     let mut next = async move || -> Result<Option<Bytes>, UpstreamError> {
         loop {
-            match tokio::time::timeout(timeout, body.frame()).await {
+            match tokio::time::timeout(read_within(call, since), body.frame()).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(e))) => return Err(UpstreamError::Protocol(e.to_string())),

@@ -99,6 +99,8 @@ pub struct ServerRt {
     pub connect_timeout: Duration,
     /// The longest a routed call waits for its reply's head, connecting included.
     pub first_byte_timeout: Duration,
+    /// The longest a routed call takes in all, its reply included.
+    pub max_call: Duration,
     /// Routed calls sent at once (0: no cap), and how many more may wait.
     pub max_in_flight: u32,
     pub max_queued: u32,
@@ -253,6 +255,7 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         call_timeout: Duration::from_millis(120_000),
         connect_timeout: Duration::from_millis(McpServer::default_connect_timeout_ms()),
         first_byte_timeout: Duration::from_millis(120_000),
+        max_call: Duration::from_millis(120_000),
         // The gateway runs a skill's tools itself: no upstream to protect.
         max_in_flight: 0,
         max_queued: 0,
@@ -317,6 +320,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         unavailable = Some(format!("cannot resolve host {host}"));
     }
     let call_timeout = Duration::from_millis(server.call_timeout_ms);
+    let max_call = Duration::from_millis(server.max_call_ms);
     let target = addr.map(|addr| Target {
         addr,
         tls_name: tls.then(|| host.as_str().into()),
@@ -337,7 +341,9 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         connect_timeout: Duration::from_millis(server.connect_timeout_ms),
         first_byte_timeout: server
             .first_byte_timeout_ms
-            .map_or(call_timeout, Duration::from_millis),
+            .map_or(call_timeout, Duration::from_millis)
+            .min(max_call),
+        max_call,
         max_in_flight: server.max_in_flight,
         max_queued: server.max_queued,
         fingerprint: digest[..16].try_into().expect("16 bytes"),

@@ -677,15 +677,17 @@ impl Upstreams {
                     }
                 };
             }
-            outcome = conn
-                .call_streaming(
-                    call.body.clone(),
-                    &call.request_id,
-                    progress_token.clone(),
-                    server.call_timeout,
-                    on_message,
-                )
-                .await;
+            let left = server.max_call.saturating_sub(started.elapsed());
+            let calling = conn.call_streaming(
+                call.body.clone(),
+                &call.request_id,
+                progress_token.clone(),
+                server.call_timeout.min(left),
+                on_message,
+            );
+            outcome = tokio::time::timeout(left, calling)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout));
             if !matches!(outcome, Err(UpstreamError::SessionGone)) {
                 break;
             }

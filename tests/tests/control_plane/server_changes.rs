@@ -54,7 +54,7 @@ async fn mcp_disable_enable_and_policy_change_what_clients_see() -> anyhow::Resu
         "github in engineering is disabled: clients do not see its tools.\n\
          Tool policy: open (every tool).\n\
          Naming: prefixed (github__<tool>).\n\
-         Limits: connect 5000 ms, first byte the call timeout, silent mid-call 300000 ms; \
+         Limits: connect 5000 ms, first byte the call timeout, silent mid-call 300000 ms, whole call 3600000 ms; \
          256 calls in flight per proxy, 1024 more waiting.\n"
     );
     assert_eq!(listed().await?, Vec::<String>::new());
@@ -366,7 +366,7 @@ async fn a_servers_timeouts_and_cap_are_set_from_the_cli() -> anyhow::Result<()>
         .await?;
     assert!(
         changed.ends_with(
-            "Limits: connect 800 ms, first byte the call timeout, silent mid-call 300000 ms; \
+            "Limits: connect 800 ms, first byte the call timeout, silent mid-call 300000 ms, whole call 3600000 ms; \
              256 calls in flight per proxy, 1024 more waiting.\n"
         ),
         "{changed}"

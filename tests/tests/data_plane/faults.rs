@@ -244,6 +244,41 @@ async fn an_endless_reply_stream_is_let_go_when_the_client_gives_up() -> anyhow:
 }
 
 #[tokio::test]
+async fn an_endless_reply_stream_ends_at_the_servers_whole_call_time() -> anyhow::Result<()> {
+    const MAX_CALL: Duration = Duration::from_millis(1_500);
+    let faulty = FaultyUpstream::start().await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server(
+        "eng",
+        ServerSpec::new("faulty", &faulty.url()).max_call_ms(MAX_CALL.as_millis() as u64),
+    );
+    let token = cfg.token_with("eng", TokenSpec::named("alice"));
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let eng = connect(&proxy.ws_url("eng"), &token).await?;
+    // Log messages every 20 ms, never a response: each read is well within the call
+    // timeout, the whole call is not.
+    let started = Instant::now();
+    let tool = format!("faulty__{}", Fault::EndlessStream.tool());
+    let outcome = try_call(&eng, &tool, json!({})).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" did not answer in time",
+    );
+    assert_took(started.elapsed(), MAX_CALL, MAX_CALL + SLACK);
+    wait_until(
+        "the proxy let go of the endless reply",
+        STEP_TIMEOUT,
+        || async { faulty.open_replies() == 0 },
+    )
+    .await?;
+    let ok = call(&eng, &format!("faulty__{OK_TOOL}"), json!({})).await?;
+    assert_eq!(text_of(&ok), "ok");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_response_to_another_request_is_an_error() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let (outcome, elapsed) = f.fault(Fault::WrongId).await?;
