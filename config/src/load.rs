@@ -156,6 +156,12 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
             "must be greater than 0".into(),
         );
     }
+    if snapshot.limits.slow_read_timeout_ms == 0 {
+        out.push(
+            "limits.slow_read_timeout_ms",
+            "must be greater than 0".into(),
+        );
+    }
 
     let mut slugs = HashSet::new();
     let mut token_ids = HashSet::new();

@@ -73,6 +73,11 @@ pub struct Limits {
     /// that trickles its head byte by byte (slowloris) holds a connection no longer.
     #[serde(default = "Limits::default_request_head_timeout_ms")]
     pub request_head_timeout_ms: u64,
+    /// How long one write of an answer may wait for a client that does not read it,
+    /// in milliseconds: a client that stops reading (slow read) holds its connection,
+    /// and what the gateway buffered for it, no longer.
+    #[serde(default = "Limits::default_slow_read_timeout_ms")]
+    pub slow_read_timeout_ms: u64,
 }
 
 impl Limits {
@@ -93,6 +98,9 @@ impl Limits {
     fn default_request_head_timeout_ms() -> u64 {
         60_000
     }
+    fn default_slow_read_timeout_ms() -> u64 {
+        60_000
+    }
 }
 
 impl Default for Limits {
@@ -104,6 +112,7 @@ impl Default for Limits {
             proxy_share: Self::default_proxy_share(),
             max_stream_seconds: Self::default_max_stream_seconds(),
             request_head_timeout_ms: Self::default_request_head_timeout_ms(),
+            slow_read_timeout_ms: Self::default_slow_read_timeout_ms(),
         }
     }
 }

@@ -51,11 +51,18 @@ impl HttpServerApp for Gateway {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let head_timeout =
-            Duration::from_millis(self.state.config.load().limits.request_head_timeout_ms);
+        let (head_timeout, write_timeout) = {
+            let limits = &self.state.config.load().limits;
+            (
+                Duration::from_millis(limits.request_head_timeout_ms),
+                Duration::from_millis(limits.slow_read_timeout_ms),
+            )
+        };
         if !read_head(&mut session, shutdown, head_timeout).await {
             return None;
         }
+        // A client that stops reading its answer loses its connection.
+        session.set_write_timeout(Some(write_timeout));
         if *shutdown.borrow() {
             // Closed after this answer rather than kept for a next request.
             session.set_keepalive(None);

@@ -247,3 +247,74 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() -> anyhow::Result<()>
     client.initialize().await?;
     Ok(())
 }
+
+/// Reads what `stream` gives until it ends or fails; how many bytes that was.
+async fn drain(stream: &mut tokio::net::TcpStream) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_let_go() -> anyhow::Result<()> {
+    use gatehouse_tests::{ConfigBuilder, Proxy, ServerSpec, TokenSpec, Upstream, UpstreamTool};
+    use tokio::io::AsyncWriteExt;
+    // Far more than the sockets between the proxy and the client buffer.
+    const DESCRIPTION: usize = 24 << 20;
+    let big = Upstream::start(
+        "big",
+        [UpstreamTool::new("tool").description("x".repeat(DESCRIPTION))],
+    )
+    .await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("eng", ServerSpec::new("big", &big.url()));
+    cfg.limits_mut().slow_read_timeout_ms = 1_000;
+    let token = cfg.token_with("eng", TokenSpec::named("alice"));
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let raw = RawClient::new(proxy.ws_url("eng"), Some(&token));
+    let init = raw.send_initialize().await?;
+    let session = init
+        .session_id()
+        .ok_or_else(|| anyhow::anyhow!("no session: {}", init.text()))?
+        .to_owned();
+    // Its tools/list answer is as large as the description.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr()).await?;
+    let head = format!(
+        "POST /ws/eng HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
+         Mcp-Session-Id: {session}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await?;
+    // The client reads nothing for well past the timeout: the proxy gives up on it.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let read = within(
+        "the rest of the cut-off answer",
+        STEP_TIMEOUT,
+        drain(&mut client),
+    )
+    .await?;
+    assert!(
+        read < DESCRIPTION,
+        "a client that stopped reading got its whole answer ({read} bytes)"
+    );
+    // A client that reads gets all of it.
+    let mut reader = RawClient::new(proxy.ws_url("eng"), Some(&token));
+    reader.initialize().await?;
+    let listed = reader.list_tools(2).await?;
+    assert!(
+        listed.body.len() > DESCRIPTION,
+        "{} bytes",
+        listed.body.len()
+    );
+    Ok(())
+}
