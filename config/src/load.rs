@@ -156,6 +156,9 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
             "must be greater than 0".into(),
         );
     }
+    if snapshot.limits.max_connections == 0 {
+        out.push("limits.max_connections", "must be at least 1".into());
+    }
     if snapshot.limits.slow_read_timeout_ms == 0 {
         out.push(
             "limits.slow_read_timeout_ms",

@@ -78,6 +78,10 @@ pub struct Limits {
     /// and what the gateway buffered for it, no longer.
     #[serde(default = "Limits::default_slow_read_timeout_ms")]
     pub slow_read_timeout_ms: u64,
+    /// Client connections one proxy holds open at once, idle kept-alive ones and
+    /// event streams included; one more is answered 503 and closed.
+    #[serde(default = "Limits::default_max_connections")]
+    pub max_connections: u32,
 }
 
 impl Limits {
@@ -101,6 +105,9 @@ impl Limits {
     fn default_slow_read_timeout_ms() -> u64 {
         60_000
     }
+    fn default_max_connections() -> u32 {
+        10_000
+    }
 }
 
 impl Default for Limits {
@@ -113,6 +120,7 @@ impl Default for Limits {
             max_stream_seconds: Self::default_max_stream_seconds(),
             request_head_timeout_ms: Self::default_request_head_timeout_ms(),
             slow_read_timeout_ms: Self::default_slow_read_timeout_ms(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod gateway;
 pub mod limits;
 pub mod live;

@@ -10,6 +10,7 @@ use gatehouse_config::{Secret, SessionKey, Snapshot};
 use gatehouse_proxy::admin::{AdminApp, ClientListener};
 use gatehouse_proxy::audit::journal::Journal;
 use gatehouse_proxy::audit::record::AuditSink;
+use gatehouse_proxy::connections::Connections;
 use gatehouse_proxy::gateway::Gateway;
 use gatehouse_proxy::shared::Shared;
 use gatehouse_proxy::uplink::audit_ship::{AuditShipper, Spool};
@@ -139,7 +140,10 @@ fn main() -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = Service::new("gatehouse".to_string(), Gateway::new(state.clone()));
+    let mut proxy = Service::new(
+        "gatehouse".to_string(),
+        Connections::new(Gateway::new(state.clone()), state.clone()),
+    );
     proxy.add_listener(
         ListenerConfig::tcp(args.listen.clone()).l4_buffer(L4BufferSettings::new(
             CLIENT_READ_BUFFER,

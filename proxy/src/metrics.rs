@@ -20,6 +20,8 @@ pub struct Metrics {
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
     pub sessions_active: IntGauge,
+    pub open_connections: IntGauge,
+    pub connections_refused: IntCounter,
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
     pub config_updated: IntGauge,
@@ -142,6 +144,14 @@ impl Metrics {
             sessions_active: gauge(
                 "gatehouse_sessions_active",
                 "Sessions initialized on this proxy and not yet deleted (sessions are stateless: clients that vanish are not subtracted)",
+            ),
+            open_connections: gauge(
+                "gatehouse_open_connections",
+                "Client connections this proxy holds open (idle kept-alive ones included)",
+            ),
+            connections_refused: counter(
+                "gatehouse_connections_refused_total",
+                "Client connections refused at once because limits.max_connections were open",
             ),
             config_version: gauge(
                 "gatehouse_config_version",

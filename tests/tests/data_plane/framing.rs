@@ -318,3 +318,57 @@ async fn a_client_that_stops_reading_its_answer_is_let_go() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_at_once() -> anyhow::Result<()> {
+    use gatehouse_tests::metrics::sample;
+    use tokio::net::TcpStream;
+    let gw = Gateway::start_with(|cfg| cfg.limits_mut().max_connections = 2).await?;
+    let open = || async {
+        let (_, metrics) = gw.proxy.metrics().await?;
+        anyhow::Ok(sample(&metrics, "gatehouse_open_connections", &[]).unwrap_or(-1.0))
+    };
+    gatehouse_tests::wait_until("no client connection open", STEP_TIMEOUT, || async {
+        open().await.is_ok_and(|n| n == 0.0)
+    })
+    .await?;
+    // Two idle connections hold both places.
+    let first = TcpStream::connect(gw.proxy.addr()).await?;
+    let _second = TcpStream::connect(gw.proxy.addr()).await?;
+    gatehouse_tests::wait_until("two connections open", STEP_TIMEOUT, || async {
+        open().await.is_ok_and(|n| n == 2.0)
+    })
+    .await?;
+    // A third is answered at once, before it sends anything, and closed.
+    let mut third = TcpStream::connect(gw.proxy.addr()).await?;
+    let mut answer = Vec::new();
+    within("the refusal", STEP_TIMEOUT, async {
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut answer).await
+    })
+    .await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "{answer}");
+    assert!(
+        answer.contains("Gateway busy: 2 client connections are open"),
+        "{answer}"
+    );
+    let (_, metrics) = gw.proxy.metrics().await?;
+    assert_eq!(
+        sample(&metrics, "gatehouse_connections_refused_total", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+    // One closes: its place serves a new client.
+    drop(first);
+    gatehouse_tests::wait_until("a place free again", STEP_TIMEOUT, || async {
+        open().await.is_ok_and(|n| n == 1.0)
+    })
+    .await?;
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    Ok(())
+}
