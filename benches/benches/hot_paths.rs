@@ -154,6 +154,7 @@ fn limits_benches(c: &mut Criterion) {
         requests_per_second: Some(1e9),
         burst: Some(1_000_000),
         tool_calls_per_minute: Some(u32::MAX),
+        sessions_per_minute: None,
     };
     let ws = Workspace {
         slug: "ws".into(),

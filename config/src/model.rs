@@ -157,11 +157,18 @@ pub struct RateLimit {
     /// `tools/call` requests per minute, a minute's worth at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls_per_minute: Option<u32>,
+    /// New sessions (`initialize` requests) per minute, a minute's worth at once:
+    /// what bounds the upstream sessions a token makes the gateway open (sessions are
+    /// sealed envelopes the client holds, so there is no table of open ones to cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_per_minute: Option<u32>,
 }
 
 impl RateLimit {
     pub fn is_unlimited(&self) -> bool {
-        self.requests_per_second.is_none() && self.tool_calls_per_minute.is_none()
+        self.requests_per_second.is_none()
+            && self.tool_calls_per_minute.is_none()
+            && self.sessions_per_minute.is_none()
     }
 
     /// Each field of `self`, or `fallback`'s where `self` has none.
@@ -172,6 +179,7 @@ impl RateLimit {
             tool_calls_per_minute: self
                 .tool_calls_per_minute
                 .or(fallback.tool_calls_per_minute),
+            sessions_per_minute: self.sessions_per_minute.or(fallback.sessions_per_minute),
         }
     }
 
@@ -193,6 +201,12 @@ impl RateLimit {
         if self.tool_calls_per_minute == Some(0) {
             out.push((
                 "tool_calls_per_minute",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        if self.sessions_per_minute == Some(0) {
+            out.push((
+                "sessions_per_minute",
                 "must be at least 1 (leave it out for no limit)".into(),
             ));
         }

@@ -1,6 +1,7 @@
 //! Budgets: how much each token and each workspace may ask of this proxy — requests
-//! per second, `tools/call` per minute, event streams open at once — checked on the
-//! request path with one atomic operation per budget, no lock and no call to anyone.
+//! per second, `tools/call` and new sessions per minute, event streams open at once —
+//! checked on the request path with one atomic operation per budget, no lock and no
+//! call to anyone.
 //!
 //! Every proxy enforces its share of each budget (`limits.proxy_share` of the pushed
 //! config, the number of proxies behind the balancer): with N proxies behind a
@@ -35,6 +36,7 @@ pub struct Schedules {
 pub struct Schedule {
     requests: AtomicU64,
     tool_calls: AtomicU64,
+    sessions: AtomicU64,
     streams: AtomicU32,
 }
 
@@ -105,6 +107,7 @@ impl Schedules {
 pub struct Budget {
     requests: Option<Rate>,
     tool_calls: Option<Rate>,
+    sessions: Option<Rate>,
     max_streams: Option<u32>,
     schedule: Arc<Schedule>,
 }
@@ -124,10 +127,15 @@ impl Budget {
             .tool_calls_per_minute
             .and_then(|n| Rate::per_minute(n, n))
             .map(|r| r.share(share));
+        let sessions = limit
+            .sessions_per_minute
+            .and_then(|n| Rate::per_minute(n, n))
+            .map(|r| r.share(share));
         let max_streams = max_streams.map(|m| m.div_ceil(share.max(1)).max(1));
         Budget {
             requests,
             tool_calls,
+            sessions,
             max_streams,
             schedule,
         }
@@ -141,6 +149,8 @@ pub enum Exceeded {
     WorkspaceRequests,
     TokenToolCalls,
     WorkspaceToolCalls,
+    TokenSessions,
+    WorkspaceSessions,
     TokenStreams,
 }
 
@@ -151,6 +161,8 @@ impl Exceeded {
             Exceeded::WorkspaceRequests => "workspace_requests",
             Exceeded::TokenToolCalls => "token_tool_calls",
             Exceeded::WorkspaceToolCalls => "workspace_tool_calls",
+            Exceeded::TokenSessions => "token_sessions",
+            Exceeded::WorkspaceSessions => "workspace_sessions",
             Exceeded::TokenStreams => "token_streams",
         }
     }
@@ -177,6 +189,8 @@ impl Refusal {
             Exceeded::WorkspaceRequests => "this workspace's request rate",
             Exceeded::TokenToolCalls => "this token's tool calls per minute",
             Exceeded::WorkspaceToolCalls => "this workspace's tool calls per minute",
+            Exceeded::TokenSessions => "this token's new sessions per minute",
+            Exceeded::WorkspaceSessions => "this workspace's new sessions per minute",
             Exceeded::TokenStreams => "this token's open streams",
         };
         match self.retry_after() {
@@ -205,6 +219,18 @@ pub fn admit_tool_call(token: Option<&Budget>, ws: Option<&Budget>) -> Result<()
         |b| (b.tool_calls, &b.schedule.tool_calls),
         Exceeded::TokenToolCalls,
         Exceeded::WorkspaceToolCalls,
+    )
+}
+
+/// Lets one `initialize` (a new session) in against the token's and then the
+/// workspace's session rate.
+pub fn admit_session(token: Option<&Budget>, ws: Option<&Budget>) -> Result<(), Refusal> {
+    admit(
+        token,
+        ws,
+        |b| (b.sessions, &b.schedule.sessions),
+        Exceeded::TokenSessions,
+        Exceeded::WorkspaceSessions,
     )
 }
 
@@ -290,6 +316,7 @@ mod tests {
             requests_per_second: Some(rps),
             burst: Some(burst),
             tool_calls_per_minute: None,
+            sessions_per_minute: None,
         }
     }
 
@@ -323,6 +350,7 @@ mod tests {
                 requests_per_second: Some(100.0),
                 burst: None,
                 tool_calls_per_minute: Some(1),
+                sessions_per_minute: None,
             },
             ..Default::default()
         });

@@ -78,9 +78,7 @@ pub async fn set_token(
         })
         .collect();
     checked(problems)?;
-    let own = limits.requests_per_second.is_some()
-        || limits.burst.is_some()
-        || limits.tool_calls_per_minute.is_some();
+    let own = !limits.is_unlimited() || limits.burst.is_some();
     let stored = own
         .then(|| serde_json::to_string(&limits))
         .transpose()

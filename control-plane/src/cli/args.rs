@@ -292,11 +292,14 @@ pub enum WorkspaceCommand {
         /// tools/call requests per minute each token may make
         #[arg(long, value_name = "N")]
         token_calls_per_minute: Option<u32>,
+        /// New sessions (initialize) per minute each token may open
+        #[arg(long, value_name = "N")]
+        token_sessions_per_minute: Option<u32>,
         /// Event streams (GET, SSE, subscriptions/listen) one token may hold open
         #[arg(long, value_name = "N")]
         streams_per_token: Option<u32>,
         /// Remove every limit of the workspace
-        #[arg(long, conflicts_with_all = ["rps", "burst", "calls_per_minute", "token_rps", "token_burst", "token_calls_per_minute", "streams_per_token"])]
+        #[arg(long, conflicts_with_all = ["rps", "burst", "calls_per_minute", "sessions_per_minute", "token_rps", "token_burst", "token_calls_per_minute", "token_sessions_per_minute", "streams_per_token"])]
         clear: bool,
     },
     /// Show a workspace's audit log: admin changes and the MCP calls routed through it
@@ -341,6 +344,9 @@ pub struct RateFlags {
     /// tools/call requests per minute
     #[arg(long, value_name = "N")]
     pub calls_per_minute: Option<u32>,
+    /// New sessions (initialize) per minute
+    #[arg(long, value_name = "N")]
+    pub sessions_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

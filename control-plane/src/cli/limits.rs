@@ -135,6 +135,9 @@ fn set_rate(rate: &mut Value, flags: &RateFlags) {
     if let Some(n) = flags.calls_per_minute {
         rate["tool_calls_per_minute"] = json!(n);
     }
+    if let Some(n) = flags.sessions_per_minute {
+        rate["sessions_per_minute"] = json!(n);
+    }
 }
 
 /// One rate as a line: `5 req/s (burst 10), 60 tool calls/min`, or `no limit`.
@@ -148,6 +151,9 @@ fn rate_line(rate: &Value) -> String {
     }
     if let Some(n) = rate["tool_calls_per_minute"].as_u64() {
         parts.push(format!("{n} tool calls/min"));
+    }
+    if let Some(n) = rate["sessions_per_minute"].as_u64() {
+        parts.push(format!("{n} new sessions/min"));
     }
     if parts.is_empty() {
         "no limit".into()

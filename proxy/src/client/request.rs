@@ -106,9 +106,9 @@ pub async fn over_budget(
     respond::limited(session, id, refusal).await
 }
 
-/// The `tools/call` budgets for a request about to be served: `None` when it may go
-/// on (any other message, or a call within budget); otherwise the call is recorded as
-/// refused (`rate_limited`, never sent upstream) and answered 429.
+/// The `tools/call` and new-session budgets for a request about to be served: `None`
+/// when it may go on (any other message, or one within budget); otherwise it is
+/// answered 429, and a call recorded as refused (`rate_limited`, never sent upstream).
 pub async fn over_call_budget(
     shared: &Shared,
     session: &mut ServerSession,
@@ -116,6 +116,14 @@ pub async fn over_call_budget(
     caller: &Caller<'_>,
     msg: &Message<'_>,
 ) -> Option<Result<bool>> {
+    if msg.method.as_deref() == Some("initialize") {
+        let refusal =
+            limits::admit_session(caller.token.budget.as_deref(), caller.ws.budget.as_deref())
+                .err()?;
+        ctx.method = Method::Initialize;
+        let id = jsonrpc::raw_id(msg.id);
+        return Some(over_budget(shared, session, ctx, id, &refusal).await);
+    }
     if msg.method.as_deref() != Some("tools/call") {
         return None;
     }

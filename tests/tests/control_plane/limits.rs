@@ -241,3 +241,62 @@ async fn a_token_holds_no_more_streams_than_its_cap() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_token_opens_no_more_sessions_per_minute_than_its_budget() -> anyhow::Result<()> {
+    let d = crate::fixture::deployment().await?;
+    let alice = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    let bob = token_in(
+        &d.admin
+            .ok(&["workspace", "token", "create", WS, "--name", "Bob"])
+            .await?,
+    )?;
+    let set = d
+        .admin
+        .ok(&[
+            "workspace",
+            "limits",
+            WS,
+            "--token-sessions-per-minute",
+            "2",
+        ])
+        .await?;
+    assert!(
+        set.contains("  each token:         2 new sessions/min\n"),
+        "{set}"
+    );
+    d.synced().await?;
+    let url = d.proxy.ws_url(WS);
+    // Two sessions at once (a minute's worth), the third is refused...
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut client = RawClient::new(&url, Some(&alice));
+        client.initialize().await?;
+        sessions.push(client);
+    }
+    let third = RawClient::new(&url, Some(&alice)).send_initialize().await?;
+    let wait = assert_limited(&third, json!(0), "token_sessions")?;
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+    // ...while the sessions it has keep serving, and another token opens its own.
+    for client in &sessions {
+        assert_eq!(client.list_tools(2).await?.status, 200);
+    }
+    RawClient::new(&url, Some(&bob)).initialize().await?;
+    let metrics = d.proxy.metrics().await?;
+    let line = format!(
+        "gatehouse_limited_requests_total{{reason=\"token_sessions\",workspace=\"{WS}\"}} 1"
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in:\n{metrics}"
+    );
+    // A budget of nothing is refused, naming the field.
+    assert_fails(
+        &d.admin
+            .run(&["workspace", "limits", WS, "--sessions-per-minute", "0"])
+            .await?,
+        2,
+        "sessions_per_minute",
+    );
+    Ok(())
+}
