@@ -51,6 +51,8 @@ pub enum Fault {
     EndlessStream,
     /// Answers with a well-formed response to another request id.
     WrongId,
+    /// The same on an event stream, which then ends.
+    WrongIdStream,
     /// Answers twice on one event stream: `first`, then `second`, with the same id.
     AnswerTwice,
     /// Answers HTTP 500, 502 or 503 (chosen at random) with an HTML body.
@@ -58,7 +60,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::StallBeforeHeaders,
         Fault::StallMidStream,
         Fault::ResetMidReply,
@@ -66,6 +68,7 @@ impl Fault {
         Fault::HugeEvent,
         Fault::EndlessStream,
         Fault::WrongId,
+        Fault::WrongIdStream,
         Fault::AnswerTwice,
         Fault::ServerError,
     ];
@@ -80,6 +83,7 @@ impl Fault {
             Fault::HugeEvent => "huge_event",
             Fault::EndlessStream => "endless_stream",
             Fault::WrongId => "wrong_id",
+            Fault::WrongIdStream => "wrong_id_stream",
             Fault::AnswerTwice => "answer_twice",
             Fault::ServerError => "server_error",
         }
@@ -353,6 +357,14 @@ async fn answer(method: Method, body: Bytes, counters: &Arc<Counters>) -> Respon
     }
 }
 
+/// An id no request of the gateway's has: `id`'s, changed.
+fn another_id(id: &Value) -> Value {
+    match id.as_i64() {
+        Some(n) => json!(n + 1_000_000),
+        None => json!(format!("not-{id}")),
+    }
+}
+
 async fn misbehave(fault: Fault, id: Value, counters: &Arc<Counters>) -> Response {
     match fault {
         Fault::StallBeforeHeaders => {
@@ -404,12 +416,15 @@ async fn misbehave(fault: Fault, id: Value, counters: &Arc<Counters>) -> Respons
             }
         }),
         Fault::WrongId => {
-            let other = match id.as_i64() {
-                Some(n) => json!(n + 1_000_000),
-                None => json!(format!("not-{id}")),
-            };
+            let other = another_id(&id);
             json_reply(text_result(&other, "for someone else"))
         }
+        Fault::WrongIdStream => event_stream(counters, move |tx| async move {
+            let other = another_id(&id);
+            let _ = tx
+                .send(Ok(event(&text_result(&other, "for someone else"))))
+                .await;
+        }),
         Fault::AnswerTwice => event_stream(counters, move |tx| async move {
             let _ = tx.send(Ok(event(&text_result(&id, "first")))).await;
             let _ = tx.send(Ok(event(&text_result(&id, "second")))).await;

@@ -190,13 +190,13 @@ pub struct SseRewriter {
 }
 
 impl SseRewriter {
-    /// Feeds one chunk; returns what can be sent now. `seen` is told the kind of every
-    /// message relayed.
+    /// Feeds one chunk; returns what can be sent now. `keep` is told the kind of
+    /// every message, and drops it by answering false.
     pub fn push(
         &mut self,
         chunk: &[u8],
         relay: &Relay<'_>,
-        seen: &mut impl FnMut(MessageKind, &str),
+        keep: &mut impl FnMut(MessageKind, &str) -> bool,
     ) -> Bytes {
         if self.oversized {
             return Bytes::new();
@@ -214,15 +214,17 @@ impl SseRewriter {
                     json: Cow::Borrowed(_),
                     kind,
                 }) => {
-                    seen(kind, &event.data);
-                    out.extend_from_slice(&raw);
+                    if keep(kind, &event.data) {
+                        out.extend_from_slice(&raw);
+                    }
                 }
                 Ok(Outbound {
                     json: Cow::Owned(json),
                     kind,
                 }) => {
-                    seen(kind, &event.data);
-                    write_event(&mut out, &raw, &json);
+                    if keep(kind, &event.data) {
+                        write_event(&mut out, &raw, &json);
+                    }
                 }
                 // Not ours to judge on the client's reply stream: pass it on.
                 Err(_) => out.extend_from_slice(&raw),
@@ -398,19 +400,19 @@ mod tests {
         let mut w = SseRewriter::default();
         let first =
             b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: \"";
-        let out = w.push(first, &r, &mut |_, _| {});
+        let out = w.push(first, &r, &mut |_, _| true);
         assert!(out.starts_with(b"data: {"), "{out:?}");
         let filler = vec![b'x'; 1024 * 1024];
         // Up to just under the limit: held, nothing sent.
         for _ in 0..MAX_HELD_EVENT / filler.len() - 1 {
-            assert!(w.push(&filler, &r, &mut |_, _| {}).is_empty());
+            assert!(w.push(&filler, &r, &mut |_, _| true).is_empty());
         }
         assert!(!w.oversized());
-        assert!(w.push(&filler, &r, &mut |_, _| {}).is_empty());
+        assert!(w.push(&filler, &r, &mut |_, _| true).is_empty());
         assert!(w.oversized());
         // Nothing more passes, not even a whole event.
         let after = b"\"\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
-        assert!(w.push(after, &r, &mut |_, _| {}).is_empty());
+        assert!(w.push(after, &r, &mut |_, _| true).is_empty());
         assert!(w.finish().is_empty());
     }
 
@@ -430,7 +432,10 @@ mod tests {
             let mut kinds = Vec::new();
             let mut out = Vec::new();
             for piece in stream.chunks(cut) {
-                out.extend_from_slice(&w.push(piece, &r, &mut |k, _| kinds.push(k)));
+                out.extend_from_slice(&w.push(piece, &r, &mut |k, _| {
+                    kinds.push(k);
+                    true
+                }));
             }
             out.extend_from_slice(&w.finish());
             assert_eq!(
@@ -456,6 +461,24 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_message_the_caller_refuses_is_left_out() {
+        let keys = keys();
+        let r = Relay {
+            keys: &keys,
+            sid: [1; 16],
+            server: "github",
+            bare: false,
+            complete_results: false,
+        };
+        let stream = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\n\n";
+        let mut w = SseRewriter::default();
+        let out = w.push(stream, &r, &mut |kind, _| kind != MessageKind::Response);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains("notifications/message"), "{text}");
+        assert!(!text.contains("\"id\":9"), "{text}");
     }
 
     #[test]

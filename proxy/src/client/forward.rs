@@ -140,6 +140,7 @@ pub async fn resume(
                 if kind == MessageKind::ToolsChanged {
                     shared.catalogs.invalidate(&workspace, &server.slug);
                 }
+                true
             });
             session.write_response_body(out, false).await?;
             if rewriter.oversized() {
@@ -332,6 +333,8 @@ async fn relay_http(
         return relay_checked(session, ctx, call, head, body).await;
     }
     let mut watch = ReplyWatch::default();
+    // Why a response on the event stream was not taken for the call's.
+    let mut stray: Option<&'static str> = None;
     let relayed = async {
         session.write_response_header(Box::new(head)).await?;
         loop {
@@ -357,8 +360,8 @@ async fn relay_http(
                     Err(_) => continue,
                 },
                 Ok(None) if answerable => {
-                    let why =
-                        UpstreamError::Protocol("event stream ended without a response".into());
+                    let why = stray.unwrap_or("event stream ended without a response");
+                    let why = UpstreamError::Protocol(why.into());
                     return ended_unanswered(session, ctx, call, why).await;
                 }
                 Ok(None) => break,
@@ -382,7 +385,16 @@ async fn relay_http(
                                 .catalogs
                                 .invalidate(&call_workspace(ctx), relay.server);
                         }
+                        // A response to another request would leave the client
+                        // waiting for its own: dropped, and the call unanswered.
+                        if kind == MessageKind::Response {
+                            if let Err(why) = answers(json.as_bytes(), &call.request_id) {
+                                stray = Some(why);
+                                return false;
+                            }
+                        }
                         watch.message(kind, json);
+                        true
                     });
                     if w.oversized() {
                         if !out.is_empty() {

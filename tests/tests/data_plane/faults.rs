@@ -292,6 +292,19 @@ async fn a_response_to_another_request_is_an_error() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_response_to_another_request_on_an_event_stream_is_an_error() -> anyhow::Result<()> {
+    let f = Faults::start().await?;
+    let (outcome, elapsed) = f.fault(Fault::WrongIdStream).await?;
+    assert_error(
+        &outcome,
+        INTERNAL_ERROR,
+        "\"faulty\" is unavailable: sent an invalid reply: the response is to another request",
+    );
+    assert_took(elapsed, Duration::ZERO, SLACK);
+    f.still_serves().await
+}
+
+#[tokio::test]
 async fn a_second_answer_is_not_taken_for_the_first() -> anyhow::Result<()> {
     let f = Faults::start().await?;
     let (outcome, elapsed) = f.fault(Fault::AnswerTwice).await?;
