@@ -413,3 +413,33 @@ async fn a_legacy_initialize_fetches_the_tool_lists_too() -> anyhow::Result<()> 
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_legacy_client_meets_its_tokens_budgets() -> anyhow::Result<()> {
+    let gw = Gateway::start_with(|cfg| {
+        cfg.workspace("eng").limits.per_token.tool_calls_per_minute = Some(1);
+    })
+    .await?;
+    let mut client = LegacySession::open(&gw.proxy.url("/ws/eng/sse"), Some(&gw.alice)).await?;
+    client.initialize(json!({})).await?;
+    let call = json!({"name": "github__create_issue", "arguments": {}});
+    let first = client.request(1, "tools/call", call.clone()).await?;
+    assert!(first.get("result").is_some(), "{first}");
+    // The second call is refused on its POST, never reaching the upstream.
+    let (status, body) = client
+        .post(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}))
+        .await?;
+    assert_eq!(status.as_u16(), 429, "{body}");
+    let refused: Value = serde_json::from_str(&body)?;
+    assert_eq!(refused["error"]["code"], json!(-32029), "{body}");
+    assert_eq!(
+        refused["error"]["data"]["limit"],
+        json!("token_tool_calls"),
+        "{body}"
+    );
+    assert_eq!(gw.github.calls().len(), 1);
+    // The session serves on.
+    let ping = client.request(3, "ping", json!({})).await?;
+    assert_eq!(ping["result"], json!({}));
+    Ok(())
+}

@@ -449,3 +449,30 @@ async fn a_listen_stream_hears_config_changes_and_upstream_changes_it_asked_for(
     assert!(tool_names(listed.result()?).contains(&"extra__new_tool".to_string()));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stateless_client_meets_its_tokens_budgets() -> anyhow::Result<()> {
+    let up = Upstream::start("up", [UpstreamTool::new("echo")]).await?;
+    let mut cfg = ConfigBuilder::new()?;
+    cfg.server("ws", ServerSpec::new("up", &up.url()));
+    cfg.workspace("ws").limits.per_token.tool_calls_per_minute = Some(1);
+    let token = cfg.token("ws");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let client = ModernClient::new(&proxy.ws_url("ws"), &token);
+    let call = json!({"name": "up__echo", "arguments": {}});
+    client.request("tools/call", call.clone()).await?.result()?;
+    let refused = client.request("tools/call", call).await?;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    let error = &refused.messages[0]["error"];
+    assert_eq!(error["code"], json!(-32029), "{refused:?}");
+    assert_eq!(
+        error["data"]["limit"],
+        json!("token_tool_calls"),
+        "{refused:?}"
+    );
+    // Never sent upstream; other methods are not tool calls.
+    assert_eq!(up.calls().len(), 1);
+    client.request("tools/list", json!({})).await?.result()?;
+    Ok(())
+}
