@@ -372,3 +372,43 @@ async fn connections_past_the_cap_are_refused_at_once() -> anyhow::Result<()> {
     client.initialize().await?;
     Ok(())
 }
+
+/// Sends `head` (a request head with its blank line) on a new connection; what came
+/// back before the proxy closed it.
+async fn answer_to_head(addr: std::net::SocketAddr, head: &str) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut client = tokio::net::TcpStream::connect(addr).await?;
+    // The proxy may answer and close before it has read all of a huge head.
+    let _ = client.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let read = within("the answer to a bad head", STEP_TIMEOUT, async {
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut answer).await
+    })
+    .await?;
+    if let Err(e) = read {
+        anyhow::ensure!(!answer.is_empty(), "no answer, then {e}");
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn request_heads_with_too_many_or_too_large_headers_are_refused() -> anyhow::Result<()> {
+    let gw = Gateway::start().await?;
+    let start = "POST /ws/eng HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n";
+    let many: String = (0..300).map(|i| format!("X-Many-{i}: y\r\n")).collect();
+    let answer = answer_to_head(gw.proxy.addr(), &format!("{start}{many}\r\n")).await?;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 "),
+        "300 headers: {answer:?}"
+    );
+    let huge = format!("X-Huge: {}\r\n", "y".repeat(2 << 20));
+    let answer = answer_to_head(gw.proxy.addr(), &format!("{start}{huge}\r\n")).await?;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 "),
+        "a 2 MiB header: {answer:?}"
+    );
+    // Everyone else is served as before.
+    let mut client = RawClient::new(gw.eng_url(), Some(&gw.alice));
+    client.initialize().await?;
+    Ok(())
+}
