@@ -30,8 +30,9 @@ pub struct ServeOptions {
     pub call_retention_days: u32,
     /// Which MCP servers the control plane connects to itself.
     pub ask_servers: AskServers,
-    /// How many proxies share every rate budget and stream cap.
-    pub proxy_share: u32,
+    /// What every proxy enforces of its own: how many proxies share every rate
+    /// budget and stream cap, its connection cap and client timeouts.
+    pub proxy_limits: gatehouse_config::Limits,
     /// The runner of hosted stdio servers.
     pub runner: RunnerSettings,
 }
@@ -97,8 +98,8 @@ async fn start_api(opts: &ServeOptions) -> anyhow::Result<Started> {
     .await
     .with_context(|| format!("opening the store at {}", opts.database))?;
     app.ask_servers = opts.ask_servers;
-    if opts.proxy_share != app.proxy_share {
-        app.proxy_share = opts.proxy_share;
+    if opts.proxy_limits != app.proxy_limits {
+        app.proxy_limits = opts.proxy_limits.clone();
         app.publish().await?;
     }
     let app = Arc::new(app);

@@ -50,9 +50,10 @@ pub struct App {
     pub runner: RunnerLink,
     /// What the runner hosts, republished with every snapshot.
     pub hosted: watch::Sender<Arc<HostedSet>>,
-    /// How many proxies share every budget (`--proxy-share`): each enforces this
-    /// share of it. Every control plane of a store must be given the same.
-    pub proxy_share: u32,
+    /// What every proxy enforces of its own (`gatehouse serve` flags): the share of
+    /// each budget it takes (`--proxy-share`), its connection cap and client
+    /// timeouts. Every control plane of a store must be given the same.
+    pub proxy_limits: Limits,
 }
 
 /// What the first start created, for `gatehouse up` to print and use.
@@ -203,7 +204,7 @@ impl App {
                 token: runner_token,
             },
             hosted: watch::channel(Arc::new(HostedSet::new())).0,
-            proxy_share: 1,
+            proxy_limits: Limits::default(),
         };
         crate::hub::load_catalog(&app.store).await?;
         start.release().await?;
@@ -260,7 +261,7 @@ impl App {
         });
         let newer = self.snapshots.send_if_modified(|current| {
             // The same version differs only when this process's own settings
-            // changed since it was built (`proxy_share` at start).
+            // changed since it was built (`proxy_limits` at start).
             if published.version > current.version
                 || (published.version == current.version && published.json != current.json)
             {
@@ -387,10 +388,7 @@ impl App {
             version: rows.version as u64,
             session_keys: self.session_keys.clone(),
             allowed_origins: vec![],
-            limits: Limits {
-                proxy_share: self.proxy_share,
-                ..Limits::default()
-            },
+            limits: self.proxy_limits.clone(),
             workspaces,
         };
         Ok((snapshot, hosted))

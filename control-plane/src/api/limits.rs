@@ -23,7 +23,7 @@ pub async fn show(
     let ws = visible(&app, &user, &ws).await?;
     let limits: WorkspaceLimits = parse(ws.limits.as_deref())?;
     Ok(Json(
-        json!({"limits": limits, "proxy_share": app.proxy_share}),
+        json!({"limits": limits, "proxy_share": app.proxy_limits.proxy_share}),
     ))
 }
 
@@ -50,7 +50,7 @@ pub async fn set(
         .await?;
     app.publish().await?;
     Ok(Json(
-        json!({"limits": limits, "proxy_share": app.proxy_share}),
+        json!({"limits": limits, "proxy_share": app.proxy_limits.proxy_share}),
     ))
 }
 

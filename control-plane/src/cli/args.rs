@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use gatehouse_config::naming::{is_valid_slug, slugify};
+use gatehouse_config::Limits;
 
 use crate::dates::{parse_duration, parse_since, Since};
 use crate::outbound::AskServers;
@@ -155,9 +156,70 @@ pub struct ServeArgs {
     )]
     pub proxy_share: u32,
     #[command(flatten)]
+    pub proxy_limits: ProxyLimitArgs,
+    #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]
     pub runner: RunnerArgs,
+}
+
+/// What every proxy enforces of its own, pushed to them with the config.
+#[derive(Debug, Args)]
+pub struct ProxyLimitArgs {
+    /// Client connections one proxy holds open at once (idle ones and streams
+    /// included); one more is answered 503 and closed
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = Limits::default().max_connections,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub proxy_max_connections: u32,
+    /// How long a proxy waits for a client's whole request head, waiting included
+    /// (slowloris), in milliseconds
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_REQUEST_HEAD_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = Limits::default().request_head_timeout_ms,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub proxy_request_head_timeout_ms: u64,
+    /// How long one write of an answer waits for a client that does not read it, in
+    /// milliseconds
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_SLOW_READ_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = Limits::default().slow_read_timeout_ms,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub proxy_slow_read_timeout_ms: u64,
+    /// How long a client event stream (GET, legacy SSE, subscriptions/listen) stays
+    /// open before the proxy ends it cleanly, in seconds
+    #[arg(
+        long,
+        env = "GATEHOUSE_PROXY_MAX_STREAM_SECONDS",
+        value_name = "S",
+        default_value_t = Limits::default().max_stream_seconds,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub proxy_max_stream_seconds: u64,
+}
+
+impl ProxyLimitArgs {
+    /// The proxies' limits, each proxy taking `proxy_share` of every budget.
+    pub fn limits(&self, proxy_share: u32) -> Limits {
+        Limits {
+            proxy_share,
+            max_connections: self.proxy_max_connections,
+            request_head_timeout_ms: self.proxy_request_head_timeout_ms,
+            slow_read_timeout_ms: self.proxy_slow_read_timeout_ms,
+            max_stream_seconds: self.proxy_max_stream_seconds,
+            ..Limits::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]

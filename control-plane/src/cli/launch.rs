@@ -24,7 +24,7 @@ pub fn up(args: UpArgs) -> Result<(), CliError> {
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
         runner: args.runner.settings(),
-        proxy_share: 1,
+        proxy_limits: gatehouse_config::Limits::default(),
     };
     let options = UpOptions {
         serve,
@@ -45,7 +45,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         call_retention_days: args.retention.call_retention_days,
         ask_servers: args.ask_servers,
         runner: args.runner.settings(),
-        proxy_share: args.proxy_share,
+        proxy_limits: args.proxy_limits.limits(args.proxy_share),
     };
     block_on(server::serve(options))
 }

@@ -300,3 +300,46 @@ async fn a_token_opens_no_more_sessions_per_minute_than_its_budget() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_proxies_connection_cap_is_set_on_the_control_plane() -> anyhow::Result<()> {
+    use gatehouse_tests::control_plane::{ControlPlane, GatewayProxy};
+    use tokio::net::TcpStream;
+    let cp = ControlPlane::start_with_args(&["--proxy-max-connections", "2"]).await?;
+    let state = gatehouse_tests::TempDir::new("gw-state")?;
+    let proxy = GatewayProxy::start(
+        &cp.api_url(),
+        cp.proxy_token(),
+        state.path(),
+        cp.gateway_ports(),
+    )
+    .await?;
+    proxy
+        .wait_for_config_version(u64::try_from(cp.published_version().await?)?)
+        .await?;
+    let addr = proxy
+        .url("")
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()?;
+    let _first = TcpStream::connect(addr).await?;
+    let _second = TcpStream::connect(addr).await?;
+    // The third is answered 503 at once; retried until the two above are counted.
+    wait_until(
+        "a connection past the cap refused",
+        Duration::from_secs(10),
+        || async {
+            let Ok(mut third) = TcpStream::connect(addr).await else {
+                return false;
+            };
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::io::AsyncReadExt::read_to_end(&mut third, &mut answer),
+            )
+            .await;
+            read.is_ok() && answer.starts_with(b"HTTP/1.1 503 ")
+        },
+    )
+    .await?;
+    Ok(())
+}
