@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use gatehouse_tests::{wait_until, RawClient, RawResponse, Upstream, UpstreamTool};
+use gatehouse_tests::{wait_until, RawClient, RawResponse, Upstream, UpstreamTool, STEP_TIMEOUT};
 use serde_json::{json, Value};
 
 use crate::fixture::{assert_fails, token_in};
@@ -323,23 +323,24 @@ async fn the_proxies_connection_cap_is_set_on_the_control_plane() -> anyhow::Res
         .parse::<std::net::SocketAddr>()?;
     let _first = TcpStream::connect(addr).await?;
     let _second = TcpStream::connect(addr).await?;
-    // The third is answered 503 at once; retried until the two above are counted.
-    wait_until(
-        "a connection past the cap refused",
-        Duration::from_secs(10),
-        || async {
-            let Ok(mut third) = TcpStream::connect(addr).await else {
-                return false;
-            };
-            let mut answer = Vec::new();
-            let read = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::io::AsyncReadExt::read_to_end(&mut third, &mut answer),
-            )
-            .await;
-            read.is_ok() && answer.starts_with(b"HTTP/1.1 503 ")
-        },
-    )
+    wait_until("the proxy holds both connections", STEP_TIMEOUT, || async {
+        proxy.metrics().await.is_ok_and(|m| {
+            gatehouse_tests::metrics::sample(&m, "gatehouse_open_connections", &[]) == Some(2.0)
+        })
+    })
     .await?;
+    // The third is answered 503 at once, and closed.
+    let mut third = TcpStream::connect(addr).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut answer),
+    )
+    .await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
     Ok(())
 }
