@@ -177,6 +177,7 @@ async fn follow_other_replicas(app: &Arc<App>) -> anyhow::Result<()> {
 
 /// Runs the control plane until Ctrl-C.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let stop = stop_signal()?;
     let started = start_api(&opts).await?;
     let (boot, api_url) = (&started.boot, &started.api_url);
     println!("Gatehouse control plane: {api_url}  (OpenAPI: {api_url}/v1/openapi.yaml)");
@@ -200,13 +201,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // SIGTERM too: in a container `serve` is process 1, which has no default action
     // for it, so without a handler `docker stop` and Kubernetes wait out their grace
     // period and kill it.
-    stop_signal().await?;
+    stop.await;
     started.stop().await;
     Ok(())
 }
 
 /// Runs control plane + proxy until Ctrl-C, logging the CLI in as the bootstrap admin.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let stop = stop_signal()?;
     let started = start_api(&opts.serve).await?;
     let (app, boot, api_url) = (&started.app, &started.boot, &started.api_url);
     let (token, _) = app.sessions.issue(&boot.admin);
@@ -272,7 +274,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     println!("\nCtrl-C stops everything.");
 
     let outcome = tokio::select! {
-        signal = stop_signal() => signal,
+        () = stop => Ok(()),
         status = proxy.wait() => Err(anyhow::anyhow!("the proxy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
     };
     stop_child(&mut proxy).await;
@@ -383,17 +385,20 @@ async fn ensure_demo(
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP: any of them stops `serve`, and the all-in-one with
-/// its proxy.
-async fn stop_signal() -> anyhow::Result<()> {
+/// its proxy. The handlers are in place from this call on, so it is made before the
+/// API listens: a signal sent to a process that just answered would kill it instead.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-        _ = hangup.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+        }
+    })
 }
 
 /// A binary installed next to this one (`cargo build` puts them side by side).
