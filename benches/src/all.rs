@@ -75,6 +75,11 @@ const STEPS: &[Step] = &[
         out: "",
         report: "faults/report.json",
     },
+    Step {
+        command: "hosted",
+        out: "",
+        report: "hosted/report.json",
+    },
 ];
 
 #[derive(Debug, Serialize)]

@@ -248,6 +248,17 @@ impl Admin<'_> {
         Ok(())
     }
 
+    /// `POST /v1/workspaces/{ws}/servers`: the stdio server `command` (no arguments),
+    /// hosted by the control plane's runner, as `slug`.
+    pub async fn install_stdio(&self, ws: &str, slug: &str, command: &str) -> anyhow::Result<()> {
+        self.post(
+            &format!("/v1/workspaces/{ws}/servers"),
+            json!({"command": command, "slug": slug}),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// `POST /v1/workspaces/{ws}/tokens`: a new token's secret, shown this once.
     pub async fn create_token(&self, ws: &str, name: &str) -> anyhow::Result<String> {
         let answer = self

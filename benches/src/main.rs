@@ -22,6 +22,7 @@ mod fast_upstream;
 mod faults;
 mod gateway;
 mod harness;
+mod hosted;
 mod hot_paths;
 mod instructions;
 mod legacy_client;
@@ -97,6 +98,10 @@ enum Scenario {
     /// workspace without and during each fault (target: within 2x), and the proxy's
     /// RSS and open fds over N faulty calls. Writes faults/report.json.
     Faults(faults::Args),
+    /// A hosted stdio server through the gateway vs the same server over its stdio,
+    /// both with rmcp's client: p50 of one call at a time, calls/s with 32 in flight;
+    /// the runner's memory per hosted process. Writes hosted/report.json.
+    Hosted(hosted::Args),
     /// Every load scenario in turn with its defaults; one combined report.json.
     All,
     /// Summarises the last `cargo bench --bench hot_paths` run against its budgets.
@@ -281,6 +286,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Target(a) => runtime.block_on(gateway::run(a.options(&out)?)),
         Scenario::Instructions(a) => runtime.block_on(instructions::run(a.options(&build, &out))),
         Scenario::Faults(a) => runtime.block_on(faults::run(a.options(&build, &out))),
+        Scenario::Hosted(a) => runtime.block_on(hosted::run(a.options(&build, &out))),
         Scenario::All => {
             let commands: Vec<String> = Cli::command()
                 .get_subcommands()
