@@ -150,20 +150,22 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
     if snapshot.limits.max_stream_seconds == 0 {
         out.push("limits.max_stream_seconds", "must be at least 1".into());
     }
-    if snapshot.limits.request_head_timeout_ms == 0 {
-        out.push(
+    for (field, ms) in [
+        (
             "limits.request_head_timeout_ms",
-            "must be greater than 0".into(),
-        );
+            snapshot.limits.request_head_timeout_ms,
+        ),
+        (
+            "limits.slow_read_timeout_ms",
+            snapshot.limits.slow_read_timeout_ms,
+        ),
+    ] {
+        if ms == 0 {
+            out.push(field, "must be greater than 0".into());
+        }
     }
     if snapshot.limits.max_connections == 0 {
         out.push("limits.max_connections", "must be at least 1".into());
-    }
-    if snapshot.limits.slow_read_timeout_ms == 0 {
-        out.push(
-            "limits.slow_read_timeout_ms",
-            "must be greater than 0".into(),
-        );
     }
 
     let mut slugs = HashSet::new();

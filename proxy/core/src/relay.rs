@@ -301,6 +301,17 @@ mod tests {
     use base64::Engine;
     use gatehouse_config::{Secret, SessionKey};
 
+    /// Server `github`'s relay for session `[1; 16]`.
+    fn github(keys: &SessionKeys) -> Relay<'_> {
+        Relay {
+            keys,
+            sid: [1; 16],
+            server: "github",
+            bare: false,
+            complete_results: false,
+        }
+    }
+
     fn keys() -> SessionKeys {
         SessionKeys::from_config(&[SessionKey {
             id: "k".into(),
@@ -390,13 +401,7 @@ mod tests {
     #[test]
     fn an_event_too_big_to_hold_ends_the_stream() {
         let keys = keys();
-        let r = Relay {
-            keys: &keys,
-            sid: [1; 16],
-            server: "github",
-            bare: false,
-            complete_results: false,
-        };
+        let r = github(&keys);
         let mut w = SseRewriter::default();
         let first =
             b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: \"";
@@ -419,13 +424,7 @@ mod tests {
     #[test]
     fn the_stream_rewriter_handles_any_chunking() {
         let keys = keys();
-        let r = Relay {
-            keys: &keys,
-            sid: [1; 16],
-            server: "github",
-            bare: false,
-            complete_results: false,
-        };
+        let r = github(&keys);
         let stream = b"id: 0\nretry: 3000\ndata:\n\nevent: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"elicitation/create\",\"params\":{}}\r\n\r\n: ping\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         for cut in 1..stream.len() {
             let mut w = SseRewriter::default();
@@ -466,13 +465,7 @@ mod tests {
     #[test]
     fn a_message_the_caller_refuses_is_left_out() {
         let keys = keys();
-        let r = Relay {
-            keys: &keys,
-            sid: [1; 16],
-            server: "github",
-            bare: false,
-            complete_results: false,
-        };
+        let r = github(&keys);
         let stream = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\n\n";
         let mut w = SseRewriter::default();
         let out = w.push(stream, &r, &mut |kind, _| kind != MessageKind::Response);

@@ -281,27 +281,18 @@ async fn an_endless_reply_stream_ends_at_the_servers_whole_call_time() -> anyhow
 #[tokio::test]
 async fn a_response_to_another_request_is_an_error() -> anyhow::Result<()> {
     let f = Faults::start().await?;
-    let (outcome, elapsed) = f.fault(Fault::WrongId).await?;
-    assert_error(
-        &outcome,
-        INTERNAL_ERROR,
-        "\"faulty\" is unavailable: sent an invalid reply: the response is to another request",
-    );
-    assert_took(elapsed, Duration::ZERO, SLACK);
-    f.still_serves().await
-}
-
-#[tokio::test]
-async fn a_response_to_another_request_on_an_event_stream_is_an_error() -> anyhow::Result<()> {
-    let f = Faults::start().await?;
-    let (outcome, elapsed) = f.fault(Fault::WrongIdStream).await?;
-    assert_error(
-        &outcome,
-        INTERNAL_ERROR,
-        "\"faulty\" is unavailable: sent an invalid reply: the response is to another request",
-    );
-    assert_took(elapsed, Duration::ZERO, SLACK);
-    f.still_serves().await
+    // As plain JSON, and as the one response of an event stream.
+    for fault in [Fault::WrongId, Fault::WrongIdStream] {
+        let (outcome, elapsed) = f.fault(fault).await?;
+        assert_error(
+            &outcome,
+            INTERNAL_ERROR,
+            "\"faulty\" is unavailable: sent an invalid reply: the response is to another request",
+        );
+        assert_took(elapsed, Duration::ZERO, SLACK);
+        f.still_serves().await?;
+    }
+    Ok(())
 }
 
 #[tokio::test]
