@@ -45,9 +45,13 @@ pub struct GatewayPorts {
 
 impl GatewayPorts {
     pub fn pick() -> anyhow::Result<Self> {
+        // Both held while picking: released one by one, the kernel may hand the same
+        // port out twice, and Pingora's listeners (SO_REUSEPORT) would then share it.
+        let listen = TcpListener::bind("127.0.0.1:0")?;
+        let admin = TcpListener::bind("127.0.0.1:0")?;
         Ok(GatewayPorts {
-            listen: free_addr()?,
-            admin: free_addr()?,
+            listen: listen.local_addr()?,
+            admin: admin.local_addr()?,
         })
     }
 

@@ -329,14 +329,17 @@ async fn clients_through_a_balancer_ride_out_a_dead_control_plane_and_proxy() ->
         );
     }
     // A call the killed proxy had in flight is there as `interrupted` (from its
-    // journal); never one a client saw answered.
+    // journal): one its client retried, or, per proxy killed, at most one whose
+    // answer went out just before the kill, ahead of its final journal line (the
+    // proxy cannot know the client got it; "interrupted" says the outcome is unknown).
     let interrupted: u64 = set
         .psql("SELECT COUNT(*) FROM call_events WHERE outcome = 'interrupted'")?
         .trim()
         .parse()?;
     println!("{interrupted} call(s) recorded as interrupted by the killed proxy");
+    const PROXIES_KILLED: u64 = 1;
     assert!(
-        interrupted <= reconnects,
+        interrupted <= reconnects + PROXIES_KILLED,
         "{interrupted} interrupted, {reconnects} retried"
     );
     for proxy in &proxies {
