@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::envelope::SessionKeys;
@@ -56,6 +57,8 @@ pub enum MessageKind {
 pub struct Outbound<'a> {
     pub json: Cow<'a, str>,
     pub kind: MessageKind,
+    /// The message's id as the upstream wrote it (a response's is the request's).
+    pub id: Option<&'a RawValue>,
 }
 
 /// The upstream sent something that is not a JSON-RPC message.
@@ -95,6 +98,7 @@ impl<'a> Relay<'a> {
             return Ok(Outbound {
                 json: Cow::Borrowed(data),
                 kind,
+                id: msg.id,
             });
         }
         let mut value: Value = serde_json::from_str(data).map_err(|e| Garbage(e.to_string()))?;
@@ -129,6 +133,7 @@ impl<'a> Relay<'a> {
         Ok(Outbound {
             json: Cow::Owned(value.to_string()),
             kind,
+            id: msg.id,
         })
     }
 
@@ -190,13 +195,13 @@ pub struct SseRewriter {
 }
 
 impl SseRewriter {
-    /// Feeds one chunk; returns what can be sent now. `keep` is told the kind of
-    /// every message, and drops it by answering false.
+    /// Feeds one chunk; returns what can be sent now. `keep` is told the kind, the id
+    /// and the text of every message, and drops it by answering false.
     pub fn push(
         &mut self,
         chunk: &[u8],
         relay: &Relay<'_>,
-        keep: &mut impl FnMut(MessageKind, &str) -> bool,
+        keep: &mut impl FnMut(MessageKind, Option<&RawValue>, &str) -> bool,
     ) -> Bytes {
         if self.oversized {
             return Bytes::new();
@@ -210,20 +215,12 @@ impl SseRewriter {
                 continue;
             };
             match relay.outbound(&event.data) {
-                Ok(Outbound {
-                    json: Cow::Borrowed(_),
-                    kind,
-                }) => {
-                    if keep(kind, &event.data) {
-                        out.extend_from_slice(&raw);
-                    }
-                }
-                Ok(Outbound {
-                    json: Cow::Owned(json),
-                    kind,
-                }) => {
-                    if keep(kind, &event.data) {
-                        write_event(&mut out, &raw, &json);
+                Ok(message) => {
+                    if keep(message.kind, message.id, &event.data) {
+                        match message.json {
+                            Cow::Borrowed(_) => out.extend_from_slice(&raw),
+                            Cow::Owned(json) => write_event(&mut out, &raw, &json),
+                        }
                     }
                 }
                 // Not ours to judge on the client's reply stream: pass it on.
@@ -405,19 +402,19 @@ mod tests {
         let mut w = SseRewriter::default();
         let first =
             b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: \"";
-        let out = w.push(first, &r, &mut |_, _| true);
+        let out = w.push(first, &r, &mut |_, _, _| true);
         assert!(out.starts_with(b"data: {"), "{out:?}");
         let filler = vec![b'x'; 1024 * 1024];
         // Up to just under the limit: held, nothing sent.
         for _ in 0..MAX_HELD_EVENT / filler.len() - 1 {
-            assert!(w.push(&filler, &r, &mut |_, _| true).is_empty());
+            assert!(w.push(&filler, &r, &mut |_, _, _| true).is_empty());
         }
         assert!(!w.oversized());
-        assert!(w.push(&filler, &r, &mut |_, _| true).is_empty());
+        assert!(w.push(&filler, &r, &mut |_, _, _| true).is_empty());
         assert!(w.oversized());
         // Nothing more passes, not even a whole event.
         let after = b"\"\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
-        assert!(w.push(after, &r, &mut |_, _| true).is_empty());
+        assert!(w.push(after, &r, &mut |_, _, _| true).is_empty());
         assert!(w.finish().is_empty());
     }
 
@@ -431,7 +428,7 @@ mod tests {
             let mut kinds = Vec::new();
             let mut out = Vec::new();
             for piece in stream.chunks(cut) {
-                out.extend_from_slice(&w.push(piece, &r, &mut |k, _| {
+                out.extend_from_slice(&w.push(piece, &r, &mut |k, _, _| {
                     kinds.push(k);
                     true
                 }));
@@ -468,7 +465,7 @@ mod tests {
         let r = github(&keys);
         let stream = b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{}}\n\n";
         let mut w = SseRewriter::default();
-        let out = w.push(stream, &r, &mut |kind, _| kind != MessageKind::Response);
+        let out = w.push(stream, &r, &mut |kind, _, _| kind != MessageKind::Response);
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.contains("notifications/message"), "{text}");
         assert!(!text.contains("\"id\":9"), "{text}");

@@ -136,7 +136,7 @@ pub async fn resume(
                 }
             };
             let Some(Ok(chunk)) = chunk else { break };
-            let out = rewriter.push(&chunk, &relay, &mut |kind, _| {
+            let out = rewriter.push(&chunk, &relay, &mut |kind, _, _| {
                 if kind == MessageKind::ToolsChanged {
                     shared.catalogs.invalidate(&workspace, &server.slug);
                 }
@@ -379,7 +379,7 @@ async fn relay_http(
             };
             let out = match rewriter.as_mut() {
                 Some(w) => {
-                    let out = w.push(&chunk, relay, &mut |kind, json| {
+                    let out = w.push(&chunk, relay, &mut |kind, id, json| {
                         if kind == MessageKind::ToolsChanged {
                             shared
                                 .catalogs
@@ -387,11 +387,11 @@ async fn relay_http(
                         }
                         // A response to another request would leave the client
                         // waiting for its own: dropped, and the call unanswered.
-                        if kind == MessageKind::Response {
-                            if let Err(why) = answers(json.as_bytes(), &call.request_id) {
-                                stray = Some(why);
-                                return false;
-                            }
+                        if kind == MessageKind::Response
+                            && !id.is_some_and(|id| same_id(id, &call.request_id))
+                        {
+                            stray = Some(ANOTHER_REQUEST);
+                            return false;
                         }
                         watch.message(kind, json);
                         true
@@ -527,16 +527,19 @@ fn answers(reply: &[u8], request_id: &str) -> std::result::Result<(), &'static s
         return Err("the reply is not a JSON-RPC response");
     }
     match message.id {
-        Some(id)
-            if id.get() == request_id
-                || jsonrpc::canonical_id(id.get()) == jsonrpc::canonical_id(request_id) =>
-        {
-            Ok(())
-        }
+        Some(id) if same_id(id, request_id) => Ok(()),
         None if message.error.is_some() => Ok(()),
         Some(id) if id.get() == "null" && message.error.is_some() => Ok(()),
-        _ => Err("the response is to another request"),
+        _ => Err(ANOTHER_REQUEST),
     }
+}
+
+/// What a reply that answers another request id is told apart by.
+const ANOTHER_REQUEST: &str = "the response is to another request";
+
+/// Whether the JSON-RPC id `id` is the request's (raw JSON, written either way).
+fn same_id(id: &serde_json::value::RawValue, request_id: &str) -> bool {
+    id.get() == request_id || jsonrpc::canonical_id(id.get()) == jsonrpc::canonical_id(request_id)
 }
 
 fn call_workspace(ctx: &RequestCtx) -> String {
