@@ -109,6 +109,7 @@ fn auth_benches(c: &mut Criterion) {
                     expires_at: None,
                     revoked: false,
                     limits: None,
+                    scope: None,
                 })
                 .collect(),
             limits: Default::default(),

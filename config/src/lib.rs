@@ -17,8 +17,8 @@ pub mod template;
 pub use load::{load_file, parse, validate, validate_skill_tools, ConfigError, Format, Problem};
 pub use model::{
     Limits, McpServer, Naming, RateLimit, Secret, ServerLimits, SessionKey, SkillRequest,
-    SkillResponse, SkillTool, Snapshot, ToolPolicy, Transport, Workspace, WorkspaceLimits,
-    WorkspaceToken,
+    SkillResponse, SkillTool, Snapshot, TokenScope, ToolPolicy, Transport, Workspace,
+    WorkspaceLimits, WorkspaceToken,
 };
 
 use sha2::{Digest, Sha256};

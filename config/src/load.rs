@@ -9,7 +9,7 @@ use base64::Engine;
 
 use crate::model::{McpServer, Naming, RateLimit, SkillTool, Snapshot, Transport, Workspace};
 use crate::naming::is_valid_slug;
-use crate::policy::CompiledPolicy;
+use crate::policy::{CompiledPolicy, CompiledScope};
 use crate::template::HeaderTemplate;
 
 /// One thing wrong with a snapshot, at a path such as `workspaces[0].servers[1].slug`.
@@ -193,6 +193,9 @@ pub fn validate(snapshot: &Snapshot) -> Vec<Problem> {
             let at = format!("{at}.tokens[{t}]");
             for (field, problem) in token.limits.iter().flat_map(RateLimit::problems) {
                 out.push(format!("{at}.limits.{field}"), problem);
+            }
+            if let Some(Err(e)) = token.scope.as_ref().map(CompiledScope::compile) {
+                out.push(format!("{at}.scope.tools"), e.to_string());
             }
             if token.id.is_empty() {
                 out.push(format!("{at}.id"), "must not be empty".into());

@@ -538,6 +538,30 @@ pub struct WorkspaceToken {
     /// This token's own budget, field by field over the workspace's `per_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RateLimit>,
+    /// The tools this token may see and call; every tool of the workspace when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<TokenScope>,
+}
+
+/// A token's subset of its workspace's tools. A tool outside it is, to the token,
+/// a tool that does not exist: not listed, and a call gets "Unknown tool".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenScope {
+    /// Globs over exposed names (`github__list_*`); when non-empty a tool must match
+    /// one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Only tools annotated `readOnlyHint: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl TokenScope {
+    /// Whether it limits nothing.
+    pub fn is_everything(&self) -> bool {
+        self.tools.is_empty() && !self.read_only
+    }
 }
 
 /// A value that must never be printed: `Debug` and `Display` redact it.

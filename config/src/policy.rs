@@ -1,8 +1,10 @@
-//! Tool policy compiled once per snapshot: allow/deny globs and read-only mode.
+//! Tool policy compiled once per snapshot: a server's allow/deny globs and read-only
+//! mode over its own tool names, and a token's scope over the workspace's exposed
+//! names.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::model::ToolPolicy;
+use crate::model::{TokenScope, ToolPolicy};
 
 /// A [`ToolPolicy`] with its globs compiled.
 #[derive(Debug, Clone)]
@@ -46,6 +48,31 @@ impl CompiledPolicy {
     }
 }
 
+/// A [`TokenScope`] with its globs compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledScope {
+    tools: Option<GlobSet>,
+    read_only: bool,
+}
+
+impl CompiledScope {
+    pub fn compile(scope: &TokenScope) -> Result<Self, globset::Error> {
+        Ok(CompiledScope {
+            tools: (!scope.tools.is_empty())
+                .then(|| build(&scope.tools))
+                .transpose()?,
+            read_only: scope.read_only,
+        })
+    }
+
+    /// Whether the token may see and call the tool exposed as `exposed`, annotated
+    /// `readOnlyHint` = `read_only_hint`.
+    pub fn permits(&self, exposed: &str, read_only_hint: bool) -> bool {
+        (!self.read_only || read_only_hint)
+            && self.tools.as_ref().is_none_or(|g| g.is_match(exposed))
+    }
+}
+
 fn build(globs: &[String]) -> Result<GlobSet, globset::Error> {
     let mut builder = GlobSetBuilder::new();
     for g in globs {
@@ -86,5 +113,34 @@ mod tests {
         assert!(ro.exposes("search", true));
         assert!(!ro.exposes("write", false));
         assert!(!ro.exposes("dangerous", true));
+    }
+
+    #[test]
+    fn a_scope_limits_exposed_names_and_read_only() {
+        let scope = |tools: &[&str], read_only| {
+            CompiledScope::compile(&TokenScope {
+                tools: tools.iter().map(|s| s.to_string()).collect(),
+                read_only,
+            })
+            .unwrap()
+        };
+        let all = scope(&[], false);
+        assert!(all.permits("github__delete_repo", false));
+        let listing = scope(&["github__list_*", "jira__get_*"], false);
+        assert!(listing.permits("github__list_issues", false));
+        assert!(listing.permits("jira__get_issue", true));
+        assert!(!listing.permits("github__create_issue", true));
+        let reading = scope(&[], true);
+        assert!(reading.permits("github__create_issue", true));
+        assert!(!reading.permits("github__list_issues", false));
+        let both = scope(&["github__*"], true);
+        assert!(both.permits("github__list_issues", true));
+        assert!(!both.permits("github__create_issue", false));
+        assert!(!both.permits("jira__get_issue", true));
+        assert!(CompiledScope::compile(&TokenScope {
+            tools: vec!["github__[".into()],
+            read_only: false,
+        })
+        .is_err());
     }
 }

@@ -334,6 +334,7 @@ async fn ensure_demo(
         sha256: crate::state::sha256_hex(&token_secret),
         expires_at: None,
         created_by: admin.id.clone(),
+        scope: None,
     };
     let ws = match app.store.visible_workspace(&admin.id, "demo").await? {
         Some(ws) => {

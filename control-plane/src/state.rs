@@ -369,6 +369,7 @@ impl App {
                         expires_at: t.expires_at.map(|e| e.max(0) as u64),
                         revoked: t.revoked_at.is_some(),
                         limits: t.limits.as_deref().map(serde_json::from_str).transpose()?,
+                        scope: t.scope.as_deref().map(serde_json::from_str).transpose()?,
                     })
                 })
                 .collect::<anyhow::Result<_>>()?;

@@ -162,6 +162,8 @@ pub struct TokenSpec {
     pub revoked: bool,
     /// Its own rate budget.
     pub limits: Option<gatehouse_config::RateLimit>,
+    /// The tools it may see and call.
+    pub scope: Option<gatehouse_config::TokenScope>,
 }
 
 impl TokenSpec {
@@ -181,6 +183,19 @@ impl TokenSpec {
         TokenSpec {
             name: name.to_owned(),
             expires_at: Some(now.saturating_sub(60)),
+            ..TokenSpec::default()
+        }
+    }
+
+    /// A token limited to the tools matching `tools` (exposed names), and to
+    /// read-only tools when `read_only`.
+    pub fn scoped(name: &str, tools: &[&str], read_only: bool) -> Self {
+        TokenSpec {
+            name: name.to_owned(),
+            scope: Some(gatehouse_config::TokenScope {
+                tools: tools.iter().map(|t| t.to_string()).collect(),
+                read_only,
+            }),
             ..TokenSpec::default()
         }
     }
@@ -285,6 +300,7 @@ impl ConfigBuilder {
             expires_at: spec.expires_at,
             revoked: spec.revoked,
             limits: spec.limits,
+            scope: spec.scope,
         });
         text
     }

@@ -45,6 +45,8 @@ mod migrate;
 mod replicas;
 #[path = "control_plane/resilience.rs"]
 mod resilience;
+#[path = "control_plane/scopes.rs"]
+mod scopes;
 #[path = "control_plane/secrets.rs"]
 mod secrets;
 #[path = "control_plane/server_changes.rs"]

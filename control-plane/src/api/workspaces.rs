@@ -6,7 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use gatehouse_config::naming::{is_valid_slug, slugify};
-use gatehouse_config::TOKEN_PREFIX;
+use gatehouse_config::policy::CompiledScope;
+use gatehouse_config::{Problem, TokenScope, TOKEN_PREFIX};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -42,12 +43,11 @@ fn token_json(t: &TokenRow) -> Value {
     } else {
         "active"
     };
-    let limits: Option<Value> = t
-        .limits
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok());
+    let stored =
+        |json: Option<&str>| -> Option<Value> { json.and_then(|j| serde_json::from_str(j).ok()) };
     json!({"id": t.id, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at,
-           "last_used_at": t.last_used_at, "status": status, "limits": limits})
+           "last_used_at": t.last_used_at, "status": status, "limits": stored(t.limits.as_deref()),
+           "scope": stored(t.scope.as_deref())})
 }
 
 fn mcp_json(app: &App, slug: &str, secret: &str) -> Value {
@@ -55,10 +55,12 @@ fn mcp_json(app: &App, slug: &str, secret: &str) -> Value {
     json!({"mcpServers": {slug: {"url": url, "headers": {"Authorization": format!("Bearer {secret}")}}}})
 }
 
-/// A fresh token: the secret text (shown once) and what is stored.
+/// A fresh token: the secret text (shown once) and what is stored. A scope that
+/// limits nothing is stored as none.
 fn new_token(
     name: &str,
     expires_in: Option<i64>,
+    scope: Option<&TokenScope>,
     created_by: &str,
 ) -> ApiResult<(String, NewToken)> {
     let name = name.trim();
@@ -72,6 +74,16 @@ fn new_token(
             "expires_in must be a positive number of seconds".into(),
         ));
     }
+    let scope = scope.filter(|s| !s.is_everything());
+    if let Some(Err(e)) = scope.map(CompiledScope::compile) {
+        return Err(ApiError::Invalid {
+            message: "invalid token scope".into(),
+            problems: vec![Problem {
+                path: "scope.tools".into(),
+                message: e.to_string(),
+            }],
+        });
+    }
     let secret = random_token(TOKEN_PREFIX);
     let stored = NewToken {
         id: random_id("tok_"),
@@ -79,6 +91,10 @@ fn new_token(
         sha256: sha256_hex(&secret),
         expires_at: expires_in.map(|s| now() + s),
         created_by: created_by.to_string(),
+        scope: scope
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.into()))?,
     };
     Ok((secret, stored))
 }
@@ -129,7 +145,7 @@ pub async fn create(
             "workspace {slug:?} already exists"
         )));
     }
-    let (secret, token) = new_token("default", None, &user.id)?;
+    let (secret, token) = new_token("default", None, None, &user.id)?;
     app.store
         .insert_workspace(&slug, name, &user.id, &token, &user.username)
         .await
@@ -192,6 +208,8 @@ pub async fn tokens(
 pub struct NewTokenRequest {
     pub name: String,
     pub expires_in: Option<i64>,
+    /// The tools it may see and call; every tool when absent.
+    pub scope: Option<TokenScope>,
 }
 
 pub async fn create_token(
@@ -201,7 +219,7 @@ pub async fn create_token(
     Body(req): Body<NewTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let ws = visible(&app, &user, &ws).await?;
-    let (secret, token) = new_token(&req.name, req.expires_in, &user.id)?;
+    let (secret, token) = new_token(&req.name, req.expires_in, req.scope.as_ref(), &user.id)?;
     app.store
         .create_token(&ws, &token, &user.username)
         .await

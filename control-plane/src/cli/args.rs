@@ -424,6 +424,13 @@ pub enum TokenCommand {
         /// Lifetime in seconds, or with a unit (90m, 12h, 30d) [default: never expires]
         #[arg(long, value_name = "SECONDS", value_parser = parse_lifetime)]
         expires_in: Option<u64>,
+        /// Limit the token to the tools matching this glob over exposed names, e.g.
+        /// 'github__list_*' (repeatable) [default: every tool of the workspace]
+        #[arg(long = "tools", value_name = "GLOB")]
+        tools: Vec<String>,
+        /// Limit the token to tools annotated read-only
+        #[arg(long)]
+        read_only: bool,
     },
     /// List a workspace's tokens
     List {
@@ -1096,6 +1103,11 @@ mod tests {
             "Alice",
             "--expires-in",
             "86400",
+            "--tools",
+            "github__list_*",
+            "--tools",
+            "jira__*",
+            "--read-only",
         ])
         .unwrap();
         match cli.command {
@@ -1103,10 +1115,14 @@ mod tests {
                 workspace,
                 name,
                 expires_in,
+                tools,
+                read_only,
             })) => {
                 assert_eq!(workspace.as_deref(), Some("engineering"));
                 assert_eq!(name, "Alice");
                 assert_eq!(expires_in, Some(86_400));
+                assert_eq!(tools, ["github__list_*", "jira__*"]);
+                assert!(read_only);
             }
             other => panic!("{other:?}"),
         }

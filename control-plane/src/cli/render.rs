@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::resources::{
     scalar_text, AuditEvent, InvitationCreated, McpServer, MemberRemoved, Package,
     PackageInstalled, PackageVersion, Proxy, SecretEntry, ServerInstalled, Team, TokenCreated,
-    Workspace, WorkspaceCreated, WorkspaceToken,
+    TokenScope, Workspace, WorkspaceCreated, WorkspaceToken,
 };
 use crate::dates::{format_ago, format_date, format_minute};
 
@@ -123,6 +123,12 @@ pub fn token_created(created: &TokenCreated) -> String {
     if let Some(expires) = created.token.expires_at {
         out += &format!("Expires: {}\n", format_minute(expires));
     }
+    if created.token.scope.is_some() {
+        out += &format!(
+            "Tools: {}\n",
+            TokenScope::describe(created.token.scope.as_ref())
+        );
+    }
     out += &mcp_json_block(&created.mcp_json);
     out
 }
@@ -134,20 +140,33 @@ pub fn token_table(workspace: &str, tokens: &[WorkspaceToken]) -> String {
             "No tokens in {workspace}. Create one: gatehouse workspace token create {workspace} --name NAME\n"
         );
     }
+    // The TOOLS column only where some token is limited to some tools.
+    let scoped = tokens.iter().any(|t| t.scope.is_some());
     let rows = tokens
         .iter()
         .map(|t| {
-            vec![
+            let mut row = vec![
                 t.name.clone(),
                 format_date(t.created_at),
                 t.last_used_at
                     .map(format_date)
                     .unwrap_or_else(|| "never".to_owned()),
-                t.status.clone(),
-            ]
+            ];
+            if scoped {
+                row.push(TokenScope::describe(t.scope.as_ref()));
+            }
+            row.push(t.status.clone());
+            row
         })
         .collect();
-    table(&["TOKEN NAME", "CREATED", "LAST USED", "STATUS"], rows)
+    if scoped {
+        table(
+            &["TOKEN NAME", "CREATED", "LAST USED", "TOOLS", "STATUS"],
+            rows,
+        )
+    } else {
+        table(&["TOKEN NAME", "CREATED", "LAST USED", "STATUS"], rows)
+    }
 }
 
 pub fn token_revoked(token: &WorkspaceToken) -> String {
@@ -792,6 +811,17 @@ mod tests {
              Bob VSCode    2026-03-02  never       revoked\n"
         );
         assert!(token_table("acme-team", &[]).contains("workspace token create acme-team"));
+        let mut scoped = tokens.clone();
+        scoped[1].scope = Some(TokenScope {
+            tools: vec!["github__list_*".into()],
+            read_only: true,
+        });
+        assert_eq!(
+            token_table("acme-team", &scoped),
+            "TOKEN NAME    CREATED     LAST USED   TOOLS                       STATUS\n\
+             Alice Cursor  2026-03-01  2026-03-07  all                         active\n\
+             Bob VSCode    2026-03-02  never       github__list_* (read-only)  revoked\n"
+        );
     }
 
     #[test]

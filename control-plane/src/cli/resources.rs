@@ -36,6 +36,36 @@ pub struct WorkspaceToken {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub status: String,
+    /// The tools it may see and call; every tool when absent.
+    pub scope: Option<TokenScope>,
+}
+
+/// A token's subset of its workspace's tools.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TokenScope {
+    /// Globs over exposed names.
+    pub tools: Vec<String>,
+    pub read_only: bool,
+}
+
+impl TokenScope {
+    /// "github__list_*, jira__get_* (read-only)", or "all".
+    pub fn describe(scope: Option<&TokenScope>) -> String {
+        let Some(scope) = scope.filter(|s| !s.tools.is_empty() || s.read_only) else {
+            return "all".into();
+        };
+        let globs = if scope.tools.is_empty() {
+            "all".to_string()
+        } else {
+            scope.tools.join(", ")
+        };
+        if scope.read_only {
+            format!("{globs} (read-only)")
+        } else {
+            globs
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -139,6 +139,8 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<String, CliError>
             workspace,
             name,
             expires_in,
+            tools,
+            read_only,
         } => {
             let ws = ctx.workspace(workspace)?;
             if name.trim().is_empty() {
@@ -147,6 +149,9 @@ async fn token(ctx: &Context, command: TokenCommand) -> Result<String, CliError>
             let mut body = json!({"name": name});
             if let Some(secs) = expires_in {
                 body["expires_in"] = json!(secs);
+            }
+            if !tools.is_empty() || read_only {
+                body["scope"] = json!({"tools": tools, "read_only": read_only});
             }
             let answer = ctx
                 .client()?

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use gatehouse_config::ToolPolicy;
+use gatehouse_config::{TokenScope, ToolPolicy};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
@@ -203,13 +203,14 @@ fn tokens_section(session: &Session, here: &str, tokens: &[Value]) -> Markup {
         section aria-labelledby="tokens" {
             h2 #tokens { "Tokens" }
             div.scroll { table {
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { "Tools" } th scope="col" { "Status" } th scope="col" { span.sr { "Actions" } } } }
                 tbody { @for t in tokens {
                     tr {
                         td { (text(t, "name")) }
                         td { (t["created_at"].as_i64().map(format_minute).unwrap_or_default()) }
                         td { (when(t, "last_used_at")) }
                         td { (t["expires_at"].as_i64().map_or_else(|| "never".to_owned(), format_minute)) }
+                        td { (scope_text(&t["scope"])) }
                         td { span class={ "status " (text(t, "status")) } { (text(t, "status")) } }
                         td {
                             @if text(t, "status") == "active" {
@@ -230,9 +231,34 @@ fn tokens_section(session: &Session, here: &str, tokens: &[Value]) -> Markup {
                 input #tok-name name="name" required maxlength="100" placeholder="Alice Cursor";
                 label for="tok-expires" { "Expires in (seconds, optional)" }
                 input #tok-expires name="expires_in" type="number" min="1" placeholder="86400";
+                label for="tok-tools" { "Only the tools matching (globs over exposed names, comma-separated, optional)" }
+                input #tok-tools name="tools" placeholder="github__list_*, jira__get_*";
+                label.check for="tok-read-only" {
+                    input #tok-read-only name="read_only" type="checkbox" value="on";
+                    " Only read-only tools"
+                }
                 button type="submit" { "Create token" }
             }
         }
+    }
+}
+
+/// A token's scope in a few words: "all", or its globs and "read-only".
+fn scope_text(scope: &Value) -> String {
+    let mut parts: Vec<String> = scope["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if scope["read_only"].as_bool() == Some(true) {
+        parts.push("read-only".into());
+    }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -505,6 +531,12 @@ pub struct TokenForm {
     name: String,
     #[serde(default)]
     expires_in: String,
+    /// Comma-separated globs over exposed tool names.
+    #[serde(default)]
+    tools: String,
+    /// "on" when checked.
+    #[serde(default)]
+    read_only: Option<String>,
 }
 
 pub async fn create_token(
@@ -531,6 +563,16 @@ pub async fn create_token(
         Body(NewTokenRequest {
             name: form.name,
             expires_in,
+            scope: Some(TokenScope {
+                tools: form
+                    .tools
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                read_only: form.read_only.is_some(),
+            }),
         }),
     )
     .await?;

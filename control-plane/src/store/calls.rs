@@ -265,6 +265,7 @@ mod tests {
             sha256: "00".repeat(32),
             expires_at: None,
             created_by: admin.id.clone(),
+            scope: None,
         };
         store
             .insert_workspace("eng", "Eng", &admin.id, &token, "admin")

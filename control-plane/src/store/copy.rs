@@ -62,6 +62,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("revoked_at", OptInt),
             ("created_by", OptText),
             ("limits", OptText),
+            ("scope", OptText),
         ],
     ),
     (

@@ -175,6 +175,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/sqlite/0010_server_limits.sql"),
     ),
+    (
+        11,
+        include_str!("../../migrations/sqlite/0011_token_scope.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -214,6 +218,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../migrations/postgres/0010_server_limits.sql"),
+    ),
+    (
+        11,
+        include_str!("../../migrations/postgres/0011_token_scope.sql"),
     ),
 ];
 

@@ -102,6 +102,9 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
     /// Its own budget as `RateLimit` JSON; `None`: the workspace's `per_token`.
     pub limits: Option<String>,
+    /// The tools it may see and call as `TokenScope` JSON (migration 11); `None`:
+    /// every tool of its workspace.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -522,7 +525,11 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
         insert_token(&mut tx, &ws.id, token).await?;
-        audit(&mut tx, &ws.slug, actor, "token_create", &token.name).await?;
+        let target = match &token.scope {
+            Some(scope) => format!("{} scope {scope}", token.name),
+            None => token.name.clone(),
+        };
+        audit(&mut tx, &ws.slug, actor, "token_create", &target).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
     }
@@ -1024,6 +1031,8 @@ pub struct NewToken {
     pub expires_at: Option<i64>,
     /// User id of the creator.
     pub created_by: String,
+    /// `TokenScope` JSON; `None`: every tool.
+    pub scope: Option<String>,
 }
 
 async fn insert_token(
@@ -1031,7 +1040,7 @@ async fn insert_token(
     workspace_id: &str,
     t: &NewToken,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workspace_tokens (id, workspace_id, name, sha256, created_at, expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+    sqlx::query("INSERT INTO workspace_tokens (id, workspace_id, name, sha256, created_at, expires_at, created_by, scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&t.id)
         .bind(workspace_id)
         .bind(&t.name)
@@ -1039,6 +1048,7 @@ async fn insert_token(
         .bind(now())
         .bind(t.expires_at)
         .bind(&t.created_by)
+        .bind(&t.scope)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -1112,6 +1122,7 @@ mod tests {
             sha256: format!("{i:064x}"),
             expires_at: None,
             created_by: owner.id.clone(),
+            scope: None,
         };
         one.insert_workspace("eng", "Eng", &owner.id, &token(0), "test").await.unwrap();
         let ws = one.visible_workspace(&owner.id, "eng").await.unwrap().unwrap();

@@ -1,9 +1,12 @@
 //! A workspace's merged tool list: every exposed tool of every server, prefixed
 //! `<server>__<tool>` (or bare, for a server exposed as it names its tools), policy
 //! applied, in a deterministic order, rendered to JSON once so a warm `tools/list` is a
-//! memcpy, with the reverse map `tools/call` routes by.
+//! memcpy, with the reverse map `tools/call` routes by. A token limited to some tools
+//! (its [`CompiledScope`]) gets the rendered tools it may see, copied out of the same
+//! rendering, and a route only to those.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,7 @@ use bytes::Bytes;
 use gatehouse_config::naming::exposed_name;
 use serde_json::Value;
 
-use gatehouse_config::policy::CompiledPolicy;
+use gatehouse_config::policy::{CompiledPolicy, CompiledScope};
 
 /// How long a catalog missing an unreachable server is served before trying again.
 pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
@@ -19,12 +22,9 @@ pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
 /// An upstream's full tool list as it sent it, shared between catalogs.
 pub type ToolList = Arc<Vec<Value>>;
 
-/// A `tools/list` result as rendered: the upstreams' tools, written straight from their
-/// cached lists with only the name replaced (no copy of 500 tool trees per build).
-#[derive(serde::Serialize)]
-struct ListResult<'a> {
-    tools: Vec<Exposed<'a>>,
-}
+/// The start and end of a rendered `tools/list` result, `{"tools":[...]}`.
+const LIST_OPEN: &[u8] = br#"{"tools":["#;
+const LIST_CLOSE: &[u8] = b"]}";
 
 /// One upstream tool under its exposed name.
 struct Exposed<'a> {
@@ -78,6 +78,8 @@ pub struct ToolRoute {
     /// Annotated read-only or idempotent: running it twice does no more than once, so
     /// a call its server refused may be sent again.
     pub retry_safe: bool,
+    /// Annotated `readOnlyHint: true`.
+    pub read_only: bool,
 }
 
 /// Whether a tool's annotations say calling it again does no harm.
@@ -96,9 +98,18 @@ pub struct ToolCatalog {
     /// The whole `tools/list` result, `{"tools":[...]}`: a warm `tools/list` copies it
     /// once, into the response.
     pub rendered: Bytes,
+    /// Where each listed tool lies in `rendered`, in list order, by exposed name.
+    spans: Vec<(String, Range<usize>)>,
     routes: HashMap<String, ToolRoute>,
     /// Tools left out for a name another tool has.
     pub collisions: Vec<Collision>,
+}
+
+/// Whether a tool is annotated `readOnlyHint: true` (absent means false, per the spec).
+fn read_only(tool: &Value) -> bool {
+    tool.pointer("/annotations/readOnlyHint")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// A server's tools its policy exposes: (the tool, its name, its exposed name).
@@ -109,11 +120,7 @@ fn exposed_of<'a>(server: &'a ServerTools<'_>) -> Vec<(&'a Value, String, String
         .flat_map(|tools| tools.iter())
         .filter_map(|tool| {
             let name = tool.get("name").and_then(Value::as_str)?;
-            let read_only = tool
-                .pointer("/annotations/readOnlyHint")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            server.policy.exposes(name, read_only).then(|| {
+            server.policy.exposes(name, read_only(tool)).then(|| {
                 let exposed = if server.bare {
                     name.to_string()
                 } else {
@@ -129,7 +136,8 @@ impl ToolCatalog {
     /// Merges upstream lists, given in the workspace's server order.
     pub fn build(generation: u64, lists: &[ServerTools<'_>]) -> ToolCatalog {
         let mut routes = HashMap::new();
-        let mut merged = Vec::new();
+        let mut rendered = LIST_OPEN.to_vec();
+        let mut spans = Vec::new();
         let mut collisions = Vec::new();
         let mut complete = true;
         // Prefixed names first, so a bare tool never takes one of theirs.
@@ -157,27 +165,34 @@ impl ToolCatalog {
                     });
                     continue;
                 }
-                merged.push(Exposed {
+                if !spans.is_empty() {
+                    rendered.push(b',');
+                }
+                let start = rendered.len();
+                let tool = Exposed {
                     tool,
                     name: exposed.clone(),
-                });
+                };
+                serde_json::to_writer(&mut rendered, &tool).expect("tools serialise");
+                spans.push((exposed.clone(), start..rendered.len()));
                 routes.insert(
                     exposed.clone(),
                     ToolRoute {
                         server: server.server.to_string(),
                         upstream_name: name.clone(),
-                        retry_safe: retry_safe(tool),
+                        retry_safe: retry_safe(tool.tool),
+                        read_only: read_only(tool.tool),
                     },
                 );
             }
         }
+        rendered.extend_from_slice(LIST_CLOSE);
         ToolCatalog {
             generation,
             built: Instant::now(),
             complete,
-            rendered: Bytes::from(
-                serde_json::to_vec(&ListResult { tools: merged }).expect("tools serialise"),
-            ),
+            rendered: Bytes::from(rendered),
+            spans,
             routes,
             collisions,
         }
@@ -185,6 +200,33 @@ impl ToolCatalog {
 
     pub fn route(&self, exposed: &str) -> Option<&ToolRoute> {
         self.routes.get(exposed)
+    }
+
+    /// The route of a tool a token limited to `scope` may call; `None` for a tool
+    /// outside it, as for one that does not exist.
+    pub fn route_in(&self, exposed: &str, scope: Option<&CompiledScope>) -> Option<&ToolRoute> {
+        self.route(exposed)
+            .filter(|r| scope.is_none_or(|s| s.permits(exposed, r.read_only)))
+    }
+
+    /// The `tools/list` result a token limited to `scope` sees: the whole rendering,
+    /// or the tools in its scope copied out of it, in the same order.
+    pub fn rendered_in(&self, scope: Option<&CompiledScope>) -> Bytes {
+        let Some(scope) = scope else {
+            return self.rendered.clone();
+        };
+        let mut out = Vec::with_capacity(self.rendered.len());
+        out.extend_from_slice(LIST_OPEN);
+        for (name, span) in &self.spans {
+            if scope.permits(name, self.routes[name].read_only) {
+                if out.len() > LIST_OPEN.len() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&self.rendered[span.clone()]);
+            }
+        }
+        out.extend_from_slice(LIST_CLOSE);
+        Bytes::from(out)
     }
 
     pub fn len(&self) -> usize {
@@ -262,6 +304,7 @@ mod tests {
                     server: bare_slug.into(),
                     upstream_name: "search".into(),
                     retry_safe: false,
+                    read_only: false,
                 }
             );
             assert_eq!(
@@ -298,5 +341,65 @@ mod tests {
         assert!(safe("api__put"));
         assert!(!safe("api__post"));
         assert!(!safe("api__bare"));
+    }
+
+    #[test]
+    fn a_scope_sees_and_routes_only_its_tools_in_list_order() {
+        let policy = CompiledPolicy::compile(&Default::default()).unwrap();
+        let list = Arc::new(vec![
+            serde_json::json!({"name": "list_issues", "annotations": {"readOnlyHint": true}}),
+            serde_json::json!({"name": "create_issue", "description": "Opens one"}),
+            serde_json::json!({"name": "list_repos", "annotations": {"readOnlyHint": false}}),
+        ]);
+        let catalog = ToolCatalog::build(
+            1,
+            &[ServerTools {
+                server: "github",
+                bare: false,
+                policy: &policy,
+                tools: Some(list),
+            }],
+        );
+        let scope = |tools: &[&str], read_only| {
+            CompiledScope::compile(&gatehouse_config::TokenScope {
+                tools: tools.iter().map(|s| s.to_string()).collect(),
+                read_only,
+            })
+            .unwrap()
+        };
+        let names = |bytes: Bytes| -> Vec<String> {
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            v["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(catalog.rendered_in(None), catalog.rendered);
+        let everything = scope(&["*"], false);
+        assert_eq!(catalog.rendered_in(Some(&everything)), catalog.rendered);
+        let listing = scope(&["github__list_*"], false);
+        assert_eq!(
+            names(catalog.rendered_in(Some(&listing))),
+            ["github__list_issues", "github__list_repos"]
+        );
+        let reading = scope(&["github__list_*"], true);
+        assert_eq!(
+            names(catalog.rendered_in(Some(&reading))),
+            ["github__list_issues"]
+        );
+        let nothing = scope(&["jira__*"], false);
+        assert_eq!(&catalog.rendered_in(Some(&nothing))[..], br#"{"tools":[]}"#);
+        assert!(catalog
+            .route_in("github__list_repos", Some(&listing))
+            .is_some());
+        assert!(catalog
+            .route_in("github__list_repos", Some(&reading))
+            .is_none());
+        assert!(catalog
+            .route_in("github__create_issue", Some(&listing))
+            .is_none());
+        assert!(catalog.route_in("github__create_issue", None).is_some());
     }
 }

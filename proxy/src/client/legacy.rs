@@ -219,6 +219,7 @@ async fn handle(
         rt: &rt,
         ws: &ws,
         name: None,
+        tools: token.scope.as_deref(),
     };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {

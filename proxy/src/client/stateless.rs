@@ -116,6 +116,7 @@ pub async fn message(
         rt: caller.rt,
         ws: caller.ws,
         name: read.name,
+        tools: caller.token.scope.as_deref(),
     };
     // The audited target is the name `Mcp-Name` mirrors, read once above.
     ctx.call = CallRecord::for_target(

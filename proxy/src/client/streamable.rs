@@ -53,6 +53,7 @@ pub async fn message(
         rt: caller.rt,
         ws: caller.ws,
         name: None,
+        tools: caller.token.scope.as_deref(),
     };
     if let Parsed::Request(msg) = &parsed {
         if msg.method.as_deref() == Some("initialize") {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use gatehouse_config::policy::CompiledScope;
 use gatehouse_config::{hash_token, Snapshot, TOKEN_PREFIX};
 use subtle::ConstantTimeEq;
 
@@ -29,6 +30,8 @@ pub struct TokenRt {
     last_used: Arc<AtomicU64>,
     /// Its rate budget and stream cap, if it has any.
     pub budget: Option<Arc<Budget>>,
+    /// The tools it may see and call, if it is limited to some.
+    pub scope: Option<Arc<CompiledScope>>,
 }
 
 /// When each token was last used on this proxy, and what was already reported to the
@@ -136,6 +139,14 @@ impl TokenIndex {
                     revoked: t.revoked,
                     last_used: usage.handle(&t.id),
                     budget: schedules.token(snapshot, ws, &t.id, t.limits.as_ref()),
+                    scope: t
+                        .scope
+                        .as_ref()
+                        .filter(|s| !s.is_everything())
+                        .map(CompiledScope::compile)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("token {}: scope: {e}", t.id))?
+                        .map(Arc::new),
                 });
             }
         }
@@ -249,6 +260,7 @@ mod tests {
             expires_at,
             revoked,
             limits: None,
+            scope: None,
         };
         let snapshot = Snapshot {
             workspaces: vec![Workspace {

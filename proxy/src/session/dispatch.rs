@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_config::naming::{exposed_name, split_exposed};
+use gatehouse_config::policy::CompiledScope;
 use gatehouse_config::Naming;
 use gatehouse_mcp::envelope::SessionEnvelope;
 use gatehouse_mcp::jsonrpc::{self, Message, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND};
@@ -37,6 +38,8 @@ pub struct Scope<'a> {
     /// `params.name` of the request, when its transport has already found it (the
     /// stateless era reads it to check `Mcp-Name`); read here otherwise.
     pub name: Option<&'a serde_json::value::RawValue>,
+    /// The tools the caller's token may see and call, when it is limited to some.
+    pub tools: Option<&'a CompiledScope>,
 }
 
 impl<'a> Scope<'a> {
@@ -154,7 +157,7 @@ pub async fn request(
                 .catalog(scope.upstreams, scope.rt, scope.ws, env)
                 .await
             {
-                Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered)),
+                Ok(catalog) => Reply::ok(jsonrpc::result(rid, &catalog.rendered_in(scope.tools))),
                 Err(_) => Reply::session_gone(id, "an upstream"),
             }
         }
@@ -465,12 +468,19 @@ async fn tool_call(
         Ok(c) => c,
         Err(_) => return Reply::session_gone(id, "an upstream"),
     };
-    // Unknown server, unknown tool and a tool hidden by policy are indistinguishable.
+    // Unknown server, unknown tool, a tool hidden by policy and one outside the
+    // token's scope are indistinguishable.
     let Some((route, server)) = catalog
-        .route(&name.name)
+        .route_in(&name.name, scope.tools)
         .and_then(|r| scope.ws.server(&r.server).map(|s| (r, s.clone())))
     else {
-        if let Some(server) = unlisted_bare_call(scope.ws, &name.name) {
+        // A token limited to some tools calls only those the catalog lists.
+        let unlisted = scope
+            .tools
+            .is_none()
+            .then(|| unlisted_bare_call(scope.ws, &name.name))
+            .flatten();
+        if let Some(server) = unlisted {
             return Reply::ToolCall(ToolCall {
                 body: body.clone(),
                 upstream_name: name.name.to_string(),

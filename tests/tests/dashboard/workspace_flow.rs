@@ -273,6 +273,23 @@ async fn a_user_runs_a_workspace_from_the_browser() -> anyhow::Result<()> {
         )
         .await?;
 
+    // A token limited to the read-only tools of tickets sees only those.
+    browser.fill("#tok-name", "Search bot").await?;
+    browser.fill("#tok-tools", "tickets__*").await?;
+    browser.click("#tok-read-only").await?;
+    browser.click("form[action$='/tokens'] button").await?;
+    browser.find_text("main h1", "Token created.").await?;
+    let bot = browser.value("#token").await?;
+    browser.click("main a.button").await?;
+    browser
+        .find_texts(
+            "section[aria-labelledby=tokens] tr",
+            &["Search bot", "tickets__*, read-only", "active"],
+        )
+        .await?;
+    d.synced().await?;
+    assert_eq!(sorted_tools(&gateway, &bot).await?, ["tickets__search"]);
+
     // Workspace Audit shows the tool call the real client made.
     let audit = format!("{api}/dashboard/workspaces/support/audit");
     let deadline = Instant::now() + STEP_TIMEOUT;

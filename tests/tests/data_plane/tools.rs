@@ -1,14 +1,15 @@
 //! Tool listing (names, order, policy) and call routing.
 
+use gatehouse_tests::client::connect_stateless;
 use gatehouse_tests::{
-    connect, echo_of, wait_until, within, CallOutcome, ConfigBuilder, Proxy, RawClient, ServerSpec,
-    Upstream, UpstreamTool, STEP_TIMEOUT,
+    connect, echo_of, wait_until, within, CallOutcome, ConfigBuilder, LegacySession, Proxy,
+    RawClient, ServerSpec, TokenSpec, Upstream, UpstreamTool, STEP_TIMEOUT,
 };
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
 use crate::fixture::{
-    args, call, tool_names, try_call, Gateway, ENG_TOOLS, GITHUB_SECRET, NOTES_SECRET,
+    args, call, names, tool_names, try_call, Gateway, ENG_TOOLS, GITHUB_SECRET, NOTES_SECRET,
 };
 
 #[tokio::test]
@@ -390,5 +391,106 @@ async fn a_routed_call_carries_the_clients_trace_headers_but_not_its_credentials
         Some(format!("Bearer {GITHUB_SECRET}").as_str()),
         "the upstream must get its own credential, not the client's"
     );
+    Ok(())
+}
+
+/// A token limited to some tools (globs over exposed names, and/or read-only) sees
+/// and calls only those, over every client transport and both protocol eras; to it a
+/// tool outside its scope is a tool that does not exist. Tokens without a scope still
+/// see everything.
+#[tokio::test]
+async fn a_token_sees_and_calls_only_the_tools_of_its_scope() -> anyhow::Result<()> {
+    let (mut lister, mut reader, mut nothing) = (String::new(), String::new(), String::new());
+    let gw = Gateway::start_with(|cfg| {
+        let scoped = |name, tools: &[&str], read_only| TokenSpec::scoped(name, tools, read_only);
+        lister = cfg.token_with(
+            "eng",
+            scoped("lister", &["github__list_*", "notes__*"], false),
+        );
+        reader = cfg.token_with("eng", scoped("reader", &["notes__*"], true));
+        nothing = cfg.token_with("eng", scoped("nothing", &["jira__*"], false));
+    })
+    .await?;
+    let url = gw.eng_url();
+    let scopes: [(&str, &[&str]); 3] = [
+        (
+            &lister,
+            &[
+                "github__list_issues",
+                "notes__search",
+                "notes__write_note",
+                "notes__echo_size",
+            ],
+        ),
+        (&reader, &["notes__search", "notes__echo_size"]),
+        (&nothing, &[]),
+    ];
+    let sse_url = gw.proxy.url("/ws/eng/sse");
+    for (token, expected) in scopes {
+        // Session era (Streamable HTTP), stateless era, legacy HTTP+SSE.
+        let session = connect(&url, token).await?;
+        assert_eq!(tool_names(&session).await?, expected);
+        let stateless = connect_stateless(&url, token).await?;
+        assert_eq!(tool_names(&stateless).await?, expected);
+        let mut legacy = LegacySession::open(&sse_url, Some(token)).await?;
+        legacy.initialize(json!({})).await?;
+        let listed = legacy.request(1, "tools/list", json!({})).await?;
+        assert_eq!(names(&listed["result"], "tools", "name"), expected);
+
+        // Outside the scope: the answer an unknown tool gets, on every transport.
+        for name in [
+            "github__create_issue",
+            "notes__write_note",
+            "github__list_issues",
+        ] {
+            if expected.contains(&name) {
+                continue;
+            }
+            let unknown = format!("Unknown tool: {name}");
+            for client in [&session, &stateless] {
+                match try_call(client, name, json!({"title": "t"})).await? {
+                    CallOutcome::JsonRpcError(e) => {
+                        assert_eq!(e.code.0, -32602, "{name}: {e:?}");
+                        assert_eq!(e.message, unknown);
+                    }
+                    other => panic!("{name} outside the scope answered {other:?}"),
+                }
+            }
+            let answer = legacy
+                .request(2, "tools/call", json!({"name": name, "arguments": {}}))
+                .await?;
+            assert_eq!(answer["error"]["message"], json!(unknown), "{answer}");
+        }
+        session.cancel().await?;
+        stateless.cancel().await?;
+    }
+    assert!(
+        gw.github.calls().iter().all(|c| c.tool == "list_issues"),
+        "a call outside a token's scope reached the upstream: {:?}",
+        gw.github.calls()
+    );
+    assert!(gw.notes.calls().iter().all(|c| c.tool != "write_note"));
+
+    // Inside it, calls go through as for any token.
+    let session = connect(&url, &lister).await?;
+    call(&session, "github__list_issues", json!({})).await?;
+    call(&session, "notes__write_note", json!({"text": "hi"})).await?;
+    let stateless = connect_stateless(&url, &reader).await?;
+    call(&stateless, "notes__search", json!({"q": "x"})).await?;
+    let executed: Vec<String> = gw
+        .github
+        .calls()
+        .iter()
+        .chain(gw.notes.calls().iter())
+        .map(|c| c.tool.clone())
+        .collect();
+    assert_eq!(executed, ["list_issues", "write_note", "search"]);
+
+    // A token without a scope is unchanged.
+    let alice = connect(&url, &gw.alice).await?;
+    assert_eq!(tool_names(&alice).await?, ENG_TOOLS);
+    for c in [session, stateless, alice] {
+        c.cancel().await?;
+    }
     Ok(())
 }
