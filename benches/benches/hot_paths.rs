@@ -15,9 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gatehouse_config::audit::CallOutcome;
+use gatehouse_config::policy::CompiledScope;
 use gatehouse_config::{
-    hash_token_hex, McpServer, RateLimit, SessionKey, Snapshot, Workspace, WorkspaceLimits,
-    WorkspaceToken,
+    hash_token_hex, McpServer, RateLimit, SessionKey, Snapshot, TokenScope, Workspace,
+    WorkspaceLimits, WorkspaceToken,
 };
 use gatehouse_mcp::catalog::{ServerTools, ToolCatalog, ToolList};
 use gatehouse_mcp::envelope::{SessionEnvelope, SessionKeys, UpstreamSession};
@@ -322,6 +323,17 @@ fn catalog_benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(500));
     g.bench_function("build_10x50", |b| {
         b.iter(|| ToolCatalog::build(1, black_box(&lists)))
+    });
+    // A warm tools/list: the whole rendering, and a token's read-only scope over
+    // half the servers copied out of it (125 of 500 tools).
+    g.bench_function("list_all_500", |b| b.iter(|| built.rendered_in(None)));
+    let scope = CompiledScope::compile(&TokenScope {
+        tools: vec!["s[0-4]__*".into()],
+        read_only: true,
+    })
+    .expect("scope compiles");
+    g.bench_function("list_scoped_125_of_500", |b| {
+        b.iter(|| built.rendered_in(black_box(Some(&scope))))
     });
     g.finish();
 }

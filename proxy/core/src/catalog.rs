@@ -98,8 +98,9 @@ pub struct ToolCatalog {
     /// The whole `tools/list` result, `{"tools":[...]}`: a warm `tools/list` copies it
     /// once, into the response.
     pub rendered: Bytes,
-    /// Where each listed tool lies in `rendered`, in list order, by exposed name.
-    spans: Vec<(String, Range<usize>)>,
+    /// Each listed tool in list order: its exposed name, whether it is read-only, and
+    /// where it lies in `rendered`.
+    spans: Vec<(String, bool, Range<usize>)>,
     routes: HashMap<String, ToolRoute>,
     /// Tools left out for a name another tool has.
     pub collisions: Vec<Collision>,
@@ -174,7 +175,7 @@ impl ToolCatalog {
                     name: exposed.clone(),
                 };
                 serde_json::to_writer(&mut rendered, &tool).expect("tools serialise");
-                spans.push((exposed.clone(), start..rendered.len()));
+                spans.push((exposed.clone(), read_only(tool.tool), start..rendered.len()));
                 routes.insert(
                     exposed.clone(),
                     ToolRoute {
@@ -217,8 +218,8 @@ impl ToolCatalog {
         };
         let mut out = Vec::with_capacity(self.rendered.len());
         out.extend_from_slice(LIST_OPEN);
-        for (name, span) in &self.spans {
-            if scope.permits(name, self.routes[name].read_only) {
+        for (name, read_only, span) in &self.spans {
+            if scope.permits(name, *read_only) {
                 if out.len() > LIST_OPEN.len() {
                     out.push(b',');
                 }
