@@ -313,6 +313,7 @@ fn catalog_benches(c: &mut Criterion) {
                 server: &s.slug,
                 bare: false,
                 policy: &s.policy,
+                overrides: &s.overrides,
                 tools: Some(tools),
             }
         })

@@ -17,7 +17,7 @@ pub mod template;
 pub use load::{load_file, parse, validate, validate_skill_tools, ConfigError, Format, Problem};
 pub use model::{
     Limits, McpServer, Naming, RateLimit, Secret, ServerLimits, SessionKey, SkillRequest,
-    SkillResponse, SkillTool, Snapshot, TokenScope, ToolPolicy, Transport, Workspace,
+    SkillResponse, SkillTool, Snapshot, TokenScope, ToolOverride, ToolPolicy, Transport, Workspace,
     WorkspaceLimits, WorkspaceToken,
 };
 

@@ -284,6 +284,25 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
         if let Err(e) = CompiledPolicy::compile(&server.policy) {
             out.push(format!("{at}.policy"), e.to_string());
         }
+        for (tool, how) in &server.overrides {
+            let valid = |n: &str| {
+                (1..=128).contains(&n.len())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            };
+            if tool.is_empty() {
+                out.push(
+                    format!("{at}.overrides"),
+                    "a tool name must not be empty".into(),
+                );
+            }
+            if let Some(name) = how.name.as_deref().filter(|n| !valid(n)) {
+                out.push(
+                    format!("{at}.overrides.{tool}.name"),
+                    format!("{name:?} must be 1 to 128 of A-Z a-z 0-9 _ - . (a tool name)"),
+                );
+            }
+        }
         for (field, ms) in [
             ("call_timeout_ms", Some(server.call_timeout_ms)),
             ("connect_timeout_ms", Some(server.connect_timeout_ms)),
@@ -545,9 +564,9 @@ workspaces:
   - slug: Engineering
     servers:
       - {{slug: git_hub, url: "ftp://x"}}
-      - {{slug: ok, url: "http://x", headers: {{X: "{{{{secrets.A"}}}}
+      - {{slug: ok, url: "http://x", headers: {{X: "{{{{secrets.A"}}, overrides: {{create: {{name: "open ticket"}}}}}}
     tokens:
-      - {{id: t1, sha256: "nothex"}}
+      - {{id: t1, sha256: "nothex", scope: {{tools: ["a["]}}}}
   - slug: dup
     tokens: [{{id: t1, sha256: "{h}"}}]
   - slug: dup
@@ -568,15 +587,18 @@ workspaces:
                 "workspaces[0].servers[0].slug",
                 "workspaces[0].servers[0].url",
                 "workspaces[0].servers[1].headers.X",
+                "workspaces[0].servers[1].overrides.create.name",
+                "workspaces[0].tokens[0].scope.tools",
                 "workspaces[0].tokens[0].sha256",
                 "workspaces[1].tokens[0].id",
                 "workspaces[2].slug",
                 "workspaces[2].tokens[0].sha256",
             ]
         );
-        assert!(problems[6].message.contains("duplicate token id"));
-        assert!(problems[7].message.contains("duplicate workspace"));
-        assert!(problems[8].message.contains("twice"));
+        assert!(problems[5].message.contains("a tool name"));
+        assert!(problems[8].message.contains("duplicate token id"));
+        assert!(problems[9].message.contains("duplicate workspace"));
+        assert!(problems[10].message.contains("twice"));
     }
 
     #[test]

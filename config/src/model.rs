@@ -351,6 +351,33 @@ pub struct McpServer {
     /// The tools of a skill (transport `skill`); empty for MCP servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<SkillTool>,
+    /// How some of its tools are shaped for clients, by the upstream's tool name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, ToolOverride>,
+}
+
+/// One upstream tool as the workspace shows it: applied to `tools/list`, reversed on
+/// `tools/call`, so the upstream sees its own name and its own schema satisfied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOverride {
+    /// The name clients see in place of the upstream's (still prefixed
+    /// `<server>__` where the server's names are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replaces the description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Appended to the (upstream's or replaced) description, after a blank line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_description: Option<String>,
+    /// Arguments set to a fixed value on every call: left out of the schema clients
+    /// see, and whatever a client sends for them is replaced.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fixed_arguments: serde_json::Map<String, serde_json::Value>,
+    /// Annotations set over the upstream's (`readOnlyHint`, `destructiveHint`, ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
 }
 
 impl McpServer {

@@ -348,6 +348,7 @@ impl App {
                         Some(json) => serde_json::from_str(json)?,
                         None => vec![],
                     },
+                    overrides: Default::default(),
                 };
                 if let Some(limits) = &s.limits {
                     serde_json::from_str::<ServerLimits>(limits)?.apply(&mut server);

@@ -73,6 +73,7 @@ impl ServerSpec {
                 max_in_flight: McpServer::default_max_in_flight(),
                 max_queued: McpServer::default_max_queued(),
                 tools: vec![],
+                overrides: BTreeMap::new(),
             },
         }
     }
@@ -145,6 +146,12 @@ impl ServerSpec {
     pub fn in_flight(mut self, max_in_flight: u32, max_queued: u32) -> Self {
         self.server.max_in_flight = max_in_flight;
         self.server.max_queued = max_queued;
+        self
+    }
+
+    /// Shapes the upstream's tool `tool` for clients as `how` says.
+    pub fn override_tool(mut self, tool: &str, how: gatehouse_config::ToolOverride) -> Self {
+        self.server.overrides.insert(tool.to_owned(), how);
         self
     }
 

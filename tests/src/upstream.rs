@@ -70,6 +70,8 @@ pub struct UpstreamTool {
     pub description: String,
     /// `annotations.readOnlyHint`; `None` leaves the annotation out.
     pub read_only_hint: Option<bool>,
+    /// Its `inputSchema`; an object with any properties when `None`.
+    pub input_schema: Option<Value>,
 }
 
 impl UpstreamTool {
@@ -79,7 +81,14 @@ impl UpstreamTool {
             description: format!("The {name} tool"),
             name,
             read_only_hint: None,
+            input_schema: None,
         }
+    }
+
+    /// Gives the tool `schema` as its `inputSchema`.
+    pub fn schema(mut self, schema: Value) -> Self {
+        self.input_schema = Some(schema);
+        self
     }
 
     /// Annotates the tool `readOnlyHint: value`.
@@ -94,7 +103,10 @@ impl UpstreamTool {
     }
 
     fn to_tool(&self) -> Tool {
-        let schema: JsonObject = json!({"type": "object", "additionalProperties": true})
+        let schema: JsonObject = self
+            .input_schema
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "additionalProperties": true}))
             .as_object()
             .cloned()
             .unwrap_or_default();

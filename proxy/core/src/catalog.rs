@@ -5,7 +5,8 @@
 //! (its [`CompiledScope`]) gets the rendered tools it may see, copied out of the same
 //! rendering, and a route only to those.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use gatehouse_config::naming::exposed_name;
 use serde_json::Value;
 
 use gatehouse_config::policy::{CompiledPolicy, CompiledScope};
+use gatehouse_config::ToolOverride;
 
 /// How long a catalog missing an unreachable server is served before trying again.
 pub const INCOMPLETE_RETRY: Duration = Duration::from_secs(5);
@@ -51,13 +53,18 @@ impl serde::Serialize for Exposed<'_> {
 }
 
 /// One server's part of a catalog: its slug, whether its names are exposed bare, its
-/// tool policy and its tool list (`None` when the list could not be fetched).
+/// tool policy, its tool overrides (by upstream name) and its tool list (`None` when
+/// the list could not be fetched).
 pub struct ServerTools<'a> {
     pub server: &'a str,
     pub bare: bool,
     pub policy: &'a CompiledPolicy,
+    pub overrides: &'a BTreeMap<String, ToolOverride>,
     pub tools: Option<ToolList>,
 }
+
+/// Arguments a call's `params.arguments` gets set to, whatever the client sent.
+pub type FixedArguments = Arc<serde_json::Map<String, Value>>;
 
 /// A tool left out because another tool already has its exposed name. A prefixed name
 /// always wins over a bare one, whatever the server order: the prefixed namespace is
@@ -80,6 +87,8 @@ pub struct ToolRoute {
     pub retry_safe: bool,
     /// Annotated `readOnlyHint: true`.
     pub read_only: bool,
+    /// Arguments an override fixes, set on every call.
+    pub fixed: Option<FixedArguments>,
 }
 
 /// Whether a tool's annotations say calling it again does no harm.
@@ -113,21 +122,84 @@ fn read_only(tool: &Value) -> bool {
         .unwrap_or(false)
 }
 
-/// A server's tools its policy exposes: (the tool, its name, its exposed name).
-fn exposed_of<'a>(server: &'a ServerTools<'_>) -> Vec<(&'a Value, String, String)> {
+/// A tool as an override shapes it: its description replaced or extended, its
+/// annotations set, its fixed arguments left out of its input schema. The name is
+/// written by [`Exposed`].
+fn shaped(tool: &Value, how: &ToolOverride) -> Value {
+    let mut tool = tool.clone();
+    let Value::Object(fields) = &mut tool else {
+        return tool;
+    };
+    if let Some(text) = &how.description {
+        fields.insert("description".into(), Value::String(text.clone()));
+    }
+    if let Some(more) = &how.extend_description {
+        let text = match fields.get("description").and_then(Value::as_str) {
+            Some(base) if !base.is_empty() => format!("{base}\n\n{more}"),
+            _ => more.clone(),
+        };
+        fields.insert("description".into(), Value::String(text));
+    }
+    if !how.annotations.is_empty() {
+        let annotations = fields
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(annotations) = annotations {
+            annotations.extend(how.annotations.clone());
+        }
+    }
+    if let Some(Value::Object(schema)) = fields.get_mut("inputSchema") {
+        if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+            properties.retain(|name, _| !how.fixed_arguments.contains_key(name));
+        }
+        if let Some(Value::Array(required)) = schema.get_mut("required") {
+            required.retain(|name| {
+                name.as_str()
+                    .is_none_or(|n| !how.fixed_arguments.contains_key(n))
+            });
+        }
+    }
+    tool
+}
+
+/// One tool a server's policy exposes, as clients see it.
+struct Shown<'a> {
+    tool: Cow<'a, Value>,
+    /// The upstream's name.
+    name: String,
+    exposed: String,
+    fixed: Option<FixedArguments>,
+}
+
+/// A server's tools its policy exposes, shaped by its overrides.
+fn exposed_of<'a>(server: &'a ServerTools<'_>) -> Vec<Shown<'a>> {
     server
         .tools
         .iter()
         .flat_map(|tools| tools.iter())
         .filter_map(|tool| {
             let name = tool.get("name").and_then(Value::as_str)?;
-            server.policy.exposes(name, read_only(tool)).then(|| {
+            let how = server.overrides.get(name);
+            let tool = match how {
+                Some(how) => Cow::Owned(shaped(tool, how)),
+                None => Cow::Borrowed(tool),
+            };
+            server.policy.exposes(name, read_only(&tool)).then(|| {
+                let shown = how.and_then(|h| h.name.as_deref()).unwrap_or(name);
                 let exposed = if server.bare {
-                    name.to_string()
+                    shown.to_string()
                 } else {
-                    exposed_name(server.server, name)
+                    exposed_name(server.server, shown)
                 };
-                (tool, name.to_string(), exposed)
+                let fixed = how
+                    .filter(|h| !h.fixed_arguments.is_empty())
+                    .map(|h| Arc::new(h.fixed_arguments.clone()));
+                Shown {
+                    tool,
+                    name: name.to_string(),
+                    exposed,
+                    fixed,
+                }
             })
         })
         .collect()
@@ -142,20 +214,25 @@ impl ToolCatalog {
         let mut collisions = Vec::new();
         let mut complete = true;
         // Prefixed names first, so a bare tool never takes one of theirs.
-        let parts: Vec<Vec<(&Value, String, String)>> =
-            lists.iter().map(|server| exposed_of(server)).collect();
+        let parts: Vec<Vec<Shown<'_>>> = lists.iter().map(|server| exposed_of(server)).collect();
         let prefixed: std::collections::HashSet<&str> = lists
             .iter()
             .zip(&parts)
             .filter(|(server, _)| !server.bare)
-            .flat_map(|(_, tools)| tools.iter().map(|(_, _, exposed)| exposed.as_str()))
+            .flat_map(|(_, tools)| tools.iter().map(|t| t.exposed.as_str()))
             .collect();
         for (server, tools) in lists.iter().zip(&parts) {
             if server.tools.is_none() {
                 complete = false;
                 continue;
             }
-            for (tool, name, exposed) in tools {
+            for Shown {
+                tool,
+                name,
+                exposed,
+                fixed,
+            } in tools
+            {
                 let taken = routes.contains_key(exposed)
                     || (server.bare && prefixed.contains(exposed.as_str()));
                 if taken {
@@ -171,7 +248,7 @@ impl ToolCatalog {
                 }
                 let start = rendered.len();
                 let tool = Exposed {
-                    tool,
+                    tool: tool.as_ref(),
                     name: exposed.clone(),
                 };
                 serde_json::to_writer(&mut rendered, &tool).expect("tools serialise");
@@ -183,6 +260,7 @@ impl ToolCatalog {
                         upstream_name: name.clone(),
                         retry_safe: retry_safe(tool.tool),
                         read_only: read_only(tool.tool),
+                        fixed: fixed.clone(),
                     },
                 );
             }
@@ -271,6 +349,7 @@ mod tests {
     #[test]
     fn a_bare_tool_never_takes_a_prefixed_name_whatever_the_order() {
         let open = CompiledPolicy::compile(&ToolPolicy::default()).unwrap();
+        let none = BTreeMap::new();
         // The bare server listed after, then before, the prefixed one (the
         // workspace's server order is by slug).
         for bare_slug in ["zz", "aa"] {
@@ -279,12 +358,14 @@ mod tests {
                     server: bare_slug,
                     bare: true,
                     policy: &open,
+                    overrides: &none,
                     tools: tools(&["search", "github__create_issue"]),
                 },
                 ServerTools {
                     server: "github",
                     bare: false,
                     policy: &open,
+                    overrides: &none,
                     tools: tools(&["create_issue"]),
                 },
             ];
@@ -306,6 +387,7 @@ mod tests {
                     upstream_name: "search".into(),
                     retry_safe: false,
                     read_only: false,
+                    fixed: None,
                 }
             );
             assert_eq!(
@@ -334,6 +416,7 @@ mod tests {
                 server: "api",
                 bare: false,
                 policy: &policy,
+                overrides: &BTreeMap::new(),
                 tools: Some(list),
             }],
         );
@@ -358,6 +441,7 @@ mod tests {
                 server: "github",
                 bare: false,
                 policy: &policy,
+                overrides: &BTreeMap::new(),
                 tools: Some(list),
             }],
         );

@@ -147,6 +147,32 @@ pub fn splice_name(body: &[u8], span: Range<usize>, name: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// A `tools/call` body for the upstream when an override fixes some arguments: the
+/// upstream's tool `name`, and `fixed` set in `params.arguments` over whatever the
+/// client sent. Re-serialises the body (only such calls pay for it); `None` when it
+/// is not a JSON object with object `params` (the caller already checked both).
+pub fn with_fixed_arguments(
+    body: &[u8],
+    name: &str,
+    fixed: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Bytes> {
+    use serde_json::Value;
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let params = message.get_mut("params")?.as_object_mut()?;
+    params.insert("name".into(), Value::String(name.to_string()));
+    let arguments = params
+        .entry("arguments")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !arguments.is_object() {
+        *arguments = Value::Object(Default::default());
+    }
+    let arguments = arguments.as_object_mut().expect("made an object above");
+    for (key, value) in fixed {
+        arguments.insert(key.clone(), value.clone());
+    }
+    serde_json::to_vec(&message).ok().map(Bytes::from)
+}
+
 /// `{"jsonrpc":"2.0","id":ID,"result":RESULT}` around an already-rendered result.
 pub fn result(id: &RawValue, result: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(40 + id.get().len() + result.len());
@@ -246,5 +272,30 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["error"]["message"], "Unknown tool: \"a\"");
         assert_eq!(v["id"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn fixed_arguments_replace_the_clients_and_the_name_is_the_upstreams() {
+        let fixed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"owner":"acme"}"#).unwrap();
+        let body = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"gh__open","arguments":{"owner":"evil","title":"t"},"_meta":{"progressToken":1}}}"#;
+        let out = with_fixed_arguments(body, "create_issue", &fixed).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["params"]["name"], "create_issue");
+        assert_eq!(
+            v["params"]["arguments"],
+            serde_json::json!({"owner": "acme", "title": "t"})
+        );
+        assert_eq!(v["params"]["_meta"]["progressToken"], 1);
+        assert_eq!(v["id"], 3);
+        let bare =
+            br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"gh__open"}}"#;
+        let v: serde_json::Value =
+            serde_json::from_slice(&with_fixed_arguments(bare, "create_issue", &fixed).unwrap())
+                .unwrap();
+        assert_eq!(
+            v["params"]["arguments"],
+            serde_json::json!({"owner": "acme"})
+        );
     }
 }

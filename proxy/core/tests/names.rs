@@ -55,6 +55,7 @@ proptest! {
         servers in vec((slug(), btree_set(tool(), 1..12)), 1..4),
     ) {
         let open = CompiledPolicy::compile(&ToolPolicy::default()).unwrap();
+        let none = std::collections::BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
         let servers: Vec<_> = servers.into_iter().filter(|(s, _)| seen.insert(s.clone())).collect();
         let parts: Vec<ServerTools> = servers
@@ -63,6 +64,7 @@ proptest! {
                 server,
                 bare: false,
                 policy: &open,
+                overrides: &none,
                 tools: Some(Arc::new(
                     tools.iter().map(|t| json!({"name": t, "inputSchema": {"type": "object"}})).collect(),
                 )),

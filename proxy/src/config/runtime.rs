@@ -2,7 +2,7 @@
 //! server with its headers rendered, policy compiled and address resolved. Built once per
 //! config change, read lock-free by every request through an `ArcSwap`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use gatehouse_config::naming::exposed_name;
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
-use gatehouse_config::{Limits, McpServer, Naming, Snapshot, Transport};
+use gatehouse_config::{Limits, McpServer, Naming, Snapshot, ToolOverride, Transport};
 use gatehouse_mcp::uris;
 use http::{HeaderName, HeaderValue, Uri};
 use sha2::{Digest, Sha256};
@@ -93,6 +93,8 @@ pub struct ServerRt {
     pub unavailable: Option<String>,
     pub enabled: bool,
     pub policy: CompiledPolicy,
+    /// How some of its tools are shaped for clients, by upstream name.
+    pub overrides: BTreeMap<String, ToolOverride>,
     /// The longest the upstream may stay silent while a call is in flight (idle).
     pub call_timeout: Duration,
     /// The longest connecting to it may take.
@@ -252,6 +254,7 @@ fn compile_skill(server: &McpServer) -> anyhow::Result<ServerRt> {
         unavailable,
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
+        overrides: server.overrides.clone(),
         call_timeout: Duration::from_millis(120_000),
         connect_timeout: Duration::from_millis(McpServer::default_connect_timeout_ms()),
         first_byte_timeout: Duration::from_millis(120_000),
@@ -337,6 +340,7 @@ fn compile_server(server: &McpServer) -> anyhow::Result<ServerRt> {
         unavailable,
         enabled: server.enabled,
         policy: CompiledPolicy::compile(&server.policy)?,
+        overrides: server.overrides.clone(),
         call_timeout,
         connect_timeout: Duration::from_millis(server.connect_timeout_ms),
         first_byte_timeout: server

@@ -506,13 +506,31 @@ async fn tool_call(
             );
         }
     }
+    let upstream_body = match &route.fixed {
+        Some(fixed) => match jsonrpc::with_fixed_arguments(body, &route.upstream_name, fixed) {
+            Some(b) => b,
+            None => return not_an_object_call(id),
+        },
+        None => jsonrpc::splice_name(body, name.span.clone(), &route.upstream_name),
+    };
     Reply::ToolCall(ToolCall {
-        body: jsonrpc::splice_name(body, name.span.clone(), &route.upstream_name),
+        body: upstream_body,
         upstream_name: route.upstream_name.clone(),
         server,
         request_id: id.to_string(),
         retry_safe: route.retry_safe,
     })
+}
+
+/// A `tools/call` whose params are not an object (only a call with fixed arguments
+/// reads them whole).
+fn not_an_object_call(id: &str) -> Reply {
+    Reply::error(
+        id,
+        INVALID_PARAMS,
+        "Invalid params: params must be an object",
+        Outcome::InvalidParams,
+    )
 }
 
 /// The bare server a `tools/call` of a name not in the catalog goes to, as it is: a

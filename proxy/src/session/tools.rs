@@ -119,6 +119,7 @@ impl Catalogs {
                 server: &server.slug,
                 bare: server.naming == Naming::Bare,
                 policy: &server.policy,
+                overrides: &server.overrides,
                 tools,
             })
             .collect();

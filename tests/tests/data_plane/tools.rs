@@ -494,3 +494,100 @@ async fn a_token_sees_and_calls_only_the_tools_of_its_scope() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// A tool shaped by an override: renamed, its description extended, an argument
+/// fixed (gone from the schema clients see, and set on every call whatever the client
+/// sends) and an annotation set. Clients of both eras see the shaped tool; the
+/// upstream gets its own name and its schema satisfied; the old name is unknown.
+#[tokio::test]
+async fn an_overridden_tool_is_shaped_for_clients_and_reversed_for_the_upstream(
+) -> anyhow::Result<()> {
+    let tracker = Upstream::start(
+        "tracker",
+        [UpstreamTool::new("create_issue")
+            .description("Create an issue in a repository")
+            .schema(json!({
+                "type": "object",
+                "properties": {
+                    "owner": {"type": "string"},
+                    "title": {"type": "string"}
+                },
+                "required": ["owner", "title"]
+            }))],
+    )
+    .await?;
+    let mut cfg = ConfigBuilder::new()?;
+    let how: gatehouse_config::ToolOverride = serde_json::from_value(json!({
+        "name": "open_ticket",
+        "extend_description": "Tickets always go to acme.",
+        "fixed_arguments": {"owner": "acme"},
+        "annotations": {"destructiveHint": false, "readOnlyHint": false}
+    }))?;
+    cfg.server(
+        "eng",
+        ServerSpec::new("gh", &tracker.url()).override_tool("create_issue", how),
+    );
+    let token = cfg.token("eng");
+    cfg.write()?;
+    let proxy = Proxy::start(cfg.path()).await?;
+    let url = proxy.ws_url("eng");
+
+    let session = connect(&url, &token).await?;
+    let stateless = connect_stateless(&url, &token).await?;
+    for client in [&session, &stateless] {
+        let tools = within("tools/list", STEP_TIMEOUT, client.peer().list_all_tools()).await??;
+        assert_eq!(tools.len(), 1);
+        let tool = &tools[0];
+        assert_eq!(tool.name, "gh__open_ticket");
+        assert_eq!(
+            tool.description.as_deref(),
+            Some("Create an issue in a repository\n\nTickets always go to acme.")
+        );
+        let schema = serde_json::to_value(&*tool.input_schema)?;
+        assert_eq!(schema["properties"], json!({"title": {"type": "string"}}));
+        assert_eq!(schema["required"], json!(["title"]));
+        let annotations = tool.annotations.as_ref().expect("annotations set");
+        assert_eq!(annotations.destructive_hint, Some(false));
+        assert_eq!(annotations.read_only_hint, Some(false));
+    }
+    // The client cannot see or change the fixed argument.
+    call(&session, "gh__open_ticket", json!({"title": "one"})).await?;
+    call(
+        &stateless,
+        "gh__open_ticket",
+        json!({"title": "two", "owner": "evil"}),
+    )
+    .await?;
+    let received: Vec<(String, serde_json::Value)> = tracker
+        .calls()
+        .iter()
+        .map(|c| (c.tool.clone(), c.arguments.clone()))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            (
+                "create_issue".to_string(),
+                json!({"owner": "acme", "title": "one"})
+            ),
+            (
+                "create_issue".to_string(),
+                json!({"owner": "acme", "title": "two"})
+            ),
+        ]
+    );
+    match try_call(
+        &session,
+        "gh__create_issue",
+        json!({"owner": "x", "title": "t"}),
+    )
+    .await?
+    {
+        CallOutcome::JsonRpcError(e) => assert_eq!(e.message, "Unknown tool: gh__create_issue"),
+        other => panic!("the upstream's own name answered {other:?}"),
+    }
+    assert_eq!(tracker.calls().len(), 2);
+    session.cancel().await?;
+    stateless.cancel().await?;
+    Ok(())
+}
