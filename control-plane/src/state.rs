@@ -348,7 +348,12 @@ impl App {
                         Some(json) => serde_json::from_str(json)?,
                         None => vec![],
                     },
-                    overrides: Default::default(),
+                    overrides: rows
+                        .overrides
+                        .iter()
+                        .filter(|(server_id, _, _)| *server_id == s.id)
+                        .map(|(_, tool, shape)| Ok((tool.clone(), serde_json::from_str(shape)?)))
+                        .collect::<anyhow::Result<_>>()?,
                 };
                 if let Some(limits) = &s.limits {
                     serde_json::from_str::<ServerLimits>(limits)?.apply(&mut server);

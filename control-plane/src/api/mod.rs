@@ -74,6 +74,14 @@ pub fn router(app: Arc<App>, other: Router) -> Router {
             delete(servers::remove).patch(servers::update),
         )
         .route(
+            "/v1/workspaces/{ws}/servers/{server}/tools",
+            get(servers::tool_overrides),
+        )
+        .route(
+            "/v1/workspaces/{ws}/servers/{server}/tools/{tool}",
+            put(servers::set_tool_override),
+        )
+        .route(
             "/v1/workspaces/{ws}/servers/{server}/secrets/{name}",
             put(servers::set_secret).delete(servers::delete_secret),
         )

@@ -29,6 +29,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/workspaces/{ws}/servers"),
     ("delete", "/v1/workspaces/{ws}/servers/{server}"),
     ("patch", "/v1/workspaces/{ws}/servers/{server}"),
+    ("get", "/v1/workspaces/{ws}/servers/{server}/tools"),
+    ("put", "/v1/workspaces/{ws}/servers/{server}/tools/{tool}"),
     ("put", "/v1/workspaces/{ws}/servers/{server}/secrets/{name}"),
     (
         "delete",

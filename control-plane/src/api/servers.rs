@@ -9,7 +9,7 @@ use axum::Json;
 use gatehouse_config::naming::{is_valid_slug, slugify};
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
-use gatehouse_config::{ServerLimits, ToolPolicy};
+use gatehouse_config::{ServerLimits, ToolOverride, ToolPolicy};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -645,4 +645,63 @@ pub async fn secrets(
         .map(|(server, row)| json!({"server": server, "name": row.name, "updated_at": row.updated_at}))
         .collect();
     Ok(Json(json!({"secrets": list})))
+}
+
+/// Sets how one of a server's tools is shaped for clients (`PUT`); an override that
+/// changes nothing (`{}`) removes it, and the tool is shown as the server has it.
+pub async fn set_tool_override(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server, tool)): Path<(String, String, String)>,
+    Body(shape): Body<ToolOverride>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let row = server_of(&app, &ws, &server).await?;
+    if tool.is_empty() || tool.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "a tool name has 1 to 128 characters".into(),
+        ));
+    }
+    if let Some(name) = shape.name.as_deref() {
+        let valid = (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !valid {
+            return Err(ApiError::BadRequest(format!(
+                "name {name:?} must be 1 to 128 of A-Z a-z 0-9 _ - . (a tool name)"
+            )));
+        }
+    }
+    let stored = (shape != ToolOverride::default())
+        .then(|| serde_json::to_string(&shape))
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    app.store
+        .set_tool_override(&ws, &row, &tool, stored.as_deref(), &user.username)
+        .await?;
+    app.publish().await?;
+    Ok(Json(json!({
+        "server": row.slug,
+        "tool": tool,
+        "override": stored.is_some().then_some(shape),
+    })))
+}
+
+/// The tool overrides of a server, by upstream tool name.
+pub async fn tool_overrides(
+    State(app): State<Arc<App>>,
+    user: AuthUser,
+    Path((ws, server)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ws = visible(&app, &user, &ws).await?;
+    let row = server_of(&app, &ws, &server).await?;
+    let mut overrides = serde_json::Map::new();
+    for (tool, shape) in app.store.tool_overrides(&row.id).await? {
+        overrides.insert(
+            tool,
+            serde_json::from_str(&shape).map_err(anyhow::Error::from)?,
+        );
+    }
+    Ok(Json(json!({"server": row.slug, "overrides": overrides})))
 }

@@ -659,6 +659,48 @@ pub enum McpCommand {
         #[command(flatten)]
         workspace: WorkspaceFlag,
     },
+    /// Shape an MCP server's tools for clients: rename, describe, fix arguments,
+    /// annotate
+    #[command(subcommand)]
+    Tool(ToolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolCommand {
+    /// Set how one tool is shown (replaces its override; --clear: as the server has it)
+    Set {
+        #[arg(value_parser = parse_slug)]
+        workspace: String,
+        #[arg(value_parser = parse_slug)]
+        server: String,
+        /// The tool's name as the server has it
+        tool: String,
+        /// The name clients see instead (still prefixed with the server's slug)
+        #[arg(long, value_name = "NAME")]
+        rename: Option<String>,
+        /// Replace its description
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Append to its description
+        #[arg(long, value_name = "TEXT")]
+        extend_description: Option<String>,
+        /// Set an argument on every call, hidden from clients (VALUE is JSON, or else
+        /// a string): --fix-arg owner=acme (repeatable)
+        #[arg(long = "fix-arg", value_name = "NAME=VALUE")]
+        fix_arg: Vec<String>,
+        /// Set an annotation: --annotate destructiveHint=true (repeatable)
+        #[arg(long, value_name = "HINT=VALUE")]
+        annotate: Vec<String>,
+        /// Mark it read-only (readOnlyHint: true)
+        #[arg(long)]
+        read_only: bool,
+        /// Mark it destructive (destructiveHint: true, readOnlyHint: false)
+        #[arg(long, conflicts_with = "read_only")]
+        destructive: bool,
+        /// Remove its override
+        #[arg(long, conflicts_with_all = ["rename", "description", "extend_description", "fix_arg", "annotate", "read_only", "destructive"])]
+        clear: bool,
+    },
 }
 
 /// A server's timeouts and cap on calls in flight; each one not given takes its default.

@@ -133,6 +133,34 @@ pub fn token_created(created: &TokenCreated) -> String {
     out
 }
 
+/// What `mcp tool set` changed, from the API's answer.
+pub fn tool_override(workspace: &str, answer: &Value) -> String {
+    let server = answer["server"].as_str().unwrap_or_default();
+    let tool = answer["tool"].as_str().unwrap_or_default();
+    let shape = &answer["override"];
+    if shape.is_null() {
+        return format!("✓ {server}'s tool {tool} is shown in {workspace} as the server has it.\n");
+    }
+    let mut out = format!("✓ {server}'s tool {tool} in {workspace}:\n");
+    if let Some(name) = shape["name"].as_str() {
+        out += &format!("  shown as:     {name}\n");
+    }
+    if let Some(text) = shape["description"].as_str() {
+        out += &format!("  description:  {text}\n");
+    }
+    if let Some(text) = shape["extend_description"].as_str() {
+        out += &format!("  + description: {text}\n");
+    }
+    for (field, label) in [("fixed_arguments", "fixed"), ("annotations", "annotated")] {
+        if let Some(map) = shape[field].as_object() {
+            for (name, value) in map {
+                out += &format!("  {:<13} {name} = {value}\n", format!("{label}:"));
+            }
+        }
+    }
+    out
+}
+
 /// `TOKEN NAME  CREATED  LAST USED  STATUS`.
 pub fn token_table(workspace: &str, tokens: &[WorkspaceToken]) -> String {
     if tokens.is_empty() {

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::api::decode;
-use super::args::{parse_package_ref, McpCommand, Naming, SecretsCommand, Transport};
+use super::args::{parse_package_ref, McpCommand, Naming, SecretsCommand, ToolCommand, Transport};
 use super::error::CliError;
 use super::packages;
 use super::prompt::ask_secret;
@@ -227,6 +227,66 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
             )
             .await
         }
+        McpCommand::Tool(ToolCommand::Set {
+            workspace,
+            server,
+            tool,
+            rename,
+            description,
+            extend_description,
+            fix_arg,
+            annotate,
+            read_only,
+            destructive,
+            clear,
+        }) => {
+            let mut body = json!({});
+            if let Some(name) = rename {
+                body["name"] = json!(name);
+            }
+            if let Some(text) = description {
+                body["description"] = json!(text);
+            }
+            if let Some(text) = extend_description {
+                body["extend_description"] = json!(text);
+            }
+            let fixed = pairs(&fix_arg, "--fix-arg")?;
+            if !fixed.is_empty() {
+                body["fixed_arguments"] = Value::Object(fixed);
+            }
+            let mut annotations = pairs(&annotate, "--annotate")?;
+            if read_only {
+                annotations.insert("readOnlyHint".into(), json!(true));
+            }
+            if destructive {
+                annotations.insert("destructiveHint".into(), json!(true));
+                annotations.insert("readOnlyHint".into(), json!(false));
+            }
+            if !annotations.is_empty() {
+                body["annotations"] = Value::Object(annotations);
+            }
+            if body == json!({}) && !clear {
+                return Err(CliError::usage(
+                    "give --rename, --description, --extend-description, --fix-arg, --annotate, --read-only or --destructive; or --clear",
+                ));
+            }
+            let answer = ctx
+                .client()?
+                .put(
+                    &[
+                        "v1",
+                        "workspaces",
+                        &workspace,
+                        "servers",
+                        &server,
+                        "tools",
+                        &tool,
+                    ],
+                    &body,
+                )
+                .await?;
+            ctx.output(&answer, || Ok(render::tool_override(&workspace, &answer)))
+        }
         McpCommand::Naming {
             slug,
             naming,
@@ -239,6 +299,21 @@ pub async fn mcp(ctx: &Context, command: McpCommand) -> Result<String, CliError>
 }
 
 /// `PATCH` one server with `body` and say what it is now.
+/// `NAME=VALUE` flags as a JSON object; a VALUE that is not JSON is a string.
+fn pairs(flags: &[String], flag: &str) -> Result<Map<String, Value>, CliError> {
+    let mut out = Map::new();
+    for pair in flags {
+        let Some((name, value)) = pair.split_once('=').filter(|(n, _)| !n.is_empty()) else {
+            return Err(CliError::usage(format!(
+                "{flag} takes NAME=VALUE, not {pair:?}"
+            )));
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+        out.insert(name.to_owned(), value);
+    }
+    Ok(out)
+}
+
 async fn change(
     ctx: &Context,
     workspace: Option<String>,

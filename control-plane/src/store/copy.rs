@@ -88,6 +88,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "tool_overrides",
+        &[("server_id", Text), ("tool", Text), ("shape", Text)],
+    ),
+    (
         "secrets",
         &[
             ("server_id", Text),

@@ -179,6 +179,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../migrations/sqlite/0011_token_scope.sql"),
     ),
+    (
+        12,
+        include_str!("../../migrations/sqlite/0012_tool_overrides.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -222,6 +226,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         11,
         include_str!("../../migrations/postgres/0011_token_scope.sql"),
+    ),
+    (
+        12,
+        include_str!("../../migrations/postgres/0012_tool_overrides.sql"),
     ),
 ];
 

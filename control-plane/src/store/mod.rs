@@ -489,6 +489,12 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query(
+            "DELETE FROM tool_overrides WHERE server_id IN (SELECT id FROM servers WHERE workspace_id = $1)",
+        )
+        .bind(&ws.id)
+        .execute(&mut *tx)
+        .await?;
         let secrets = sqlx::query(
             "DELETE FROM secrets WHERE server_id IN (SELECT id FROM servers WHERE workspace_id = $1)",
         )
@@ -661,6 +667,10 @@ impl Store {
         actor: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM tool_overrides WHERE server_id = $1")
+            .bind(&server.id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM secrets WHERE server_id = $1")
             .bind(&server.id)
             .execute(&mut *tx)
@@ -719,6 +729,58 @@ impl Store {
             &format!("{} {naming}", server.slug),
         )
         .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// The tool overrides of a server: (upstream tool name, `ToolOverride` JSON).
+    pub async fn tool_overrides(
+        &self,
+        server_id: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT tool, shape FROM tool_overrides WHERE server_id = $1 ORDER BY tool")
+            .bind(server_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Sets how a server's tool is shaped for clients (`ToolOverride` JSON), or
+    /// removes its override (`None`).
+    pub async fn set_tool_override(
+        &self,
+        ws: &WorkspaceRow,
+        server: &ServerRow,
+        tool: &str,
+        shape: Option<&str>,
+        actor: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        match shape {
+            Some(shape) => {
+                sqlx::query(
+                    "INSERT INTO tool_overrides (server_id, tool, shape) VALUES ($1, $2, $3) \
+                     ON CONFLICT (server_id, tool) DO UPDATE SET shape = excluded.shape",
+                )
+                .bind(&server.id)
+                .bind(tool)
+                .bind(shape)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM tool_overrides WHERE server_id = $1 AND tool = $2")
+                    .bind(&server.id)
+                    .bind(tool)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let target = format!(
+            "{} {tool} {}",
+            server.slug,
+            shape.unwrap_or("as the server has it")
+        );
+        audit(&mut tx, &ws.slug, actor, "tool_override_set", &target).await?;
         bump_version(&mut tx).await?;
         tx.commit().await
     }
@@ -1002,6 +1064,11 @@ impl Store {
             sqlx::query_as("SELECT * FROM workspace_tokens ORDER BY workspace_id, created_at")
                 .fetch_all(&mut *tx)
                 .await?;
+        let overrides = sqlx::query_as(
+            "SELECT server_id, tool, shape FROM tool_overrides ORDER BY server_id, tool",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(SnapshotRows {
             version,
@@ -1009,6 +1076,7 @@ impl Store {
             servers,
             secrets,
             tokens,
+            overrides,
         })
     }
 }
@@ -1021,6 +1089,8 @@ pub struct SnapshotRows {
     pub servers: Vec<ServerRow>,
     pub secrets: Vec<SecretRow>,
     pub tokens: Vec<TokenRow>,
+    /// (server id, upstream tool name, `ToolOverride` JSON)
+    pub overrides: Vec<(String, String, String)>,
 }
 
 /// A token about to be stored: only its hash is kept.

@@ -249,6 +249,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for (server_id, ws_slug, package) in &rows {
+            sqlx::query("DELETE FROM tool_overrides WHERE server_id = $1")
+                .bind(server_id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM secrets WHERE server_id = $1")
                 .bind(server_id)
                 .execute(&mut *tx)

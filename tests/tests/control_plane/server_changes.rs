@@ -1,5 +1,6 @@
 //! A server changed in place from the CLI (`mcp disable`, `mcp enable`, `mcp policy`,
-//! `mcp naming`, `mcp limits`, and `mcp install --naming` / `--first-byte-timeout-ms`):
+//! `mcp naming`, `mcp limits`, `mcp tool set`, and `mcp install --naming` /
+//! `--first-byte-timeout-ms`):
 //! each verb's answer, what a real MCP client then sees through the proxy, its audit
 //! event, and the mistakes it refuses.
 
@@ -383,5 +384,135 @@ async fn a_servers_timeouts_and_cap_are_set_from_the_cli() -> anyhow::Result<()>
         .filter(|l| l.contains("server_limits_set"))
         .collect();
     assert_eq!(set.len(), 2, "{audit}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tool_shaped_from_the_cli_is_what_clients_see_and_call() -> anyhow::Result<()> {
+    let d = crate::fixture::deployment().await?;
+    let ws_url = d.proxy.ws_url("engineering");
+    let token = token_in(&d.admin.ok(&["workspace", "create", "Engineering"]).await?)?;
+    let github = Upstream::start(
+        "github",
+        [UpstreamTool::new("create_issue").schema(serde_json::json!({
+            "type": "object",
+            "properties": {"owner": {"type": "string"}, "title": {"type": "string"}},
+            "required": ["owner", "title"]
+        }))],
+    )
+    .await?;
+    d.admin
+        .ok(&[
+            "mcp",
+            "install",
+            &github.url(),
+            "--name",
+            "github",
+            "-w",
+            "engineering",
+        ])
+        .await?;
+    let set = d
+        .admin
+        .ok(&[
+            "mcp",
+            "tool",
+            "set",
+            "engineering",
+            "github",
+            "create_issue",
+            "--rename",
+            "open_ticket",
+            "--extend-description",
+            "Goes to acme.",
+            "--fix-arg",
+            "owner=acme",
+            "--destructive",
+        ])
+        .await?;
+    assert_eq!(
+        set,
+        "✓ github's tool create_issue in engineering:\n  shown as:     open_ticket\n  + description: Goes to acme.\n  fixed:        owner = \"acme\"\n  annotated:    destructiveHint = true\n  annotated:    readOnlyHint = false\n"
+    );
+    d.synced().await?;
+    let client = connect(&ws_url, &token).await?;
+    let tools = client.peer().list_all_tools().await?;
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!(tools[0].name, "github__open_ticket");
+    assert_eq!(
+        tools[0].description.as_deref(),
+        Some("The create_issue tool\n\nGoes to acme.")
+    );
+    let schema = serde_json::to_value(&*tools[0].input_schema)?;
+    assert_eq!(schema["required"], serde_json::json!(["title"]), "{schema}");
+    let annotations = tools[0].annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.destructive_hint, Some(true));
+    let params = CallToolRequestParams::new("github__open_ticket").with_arguments(
+        serde_json::json!({"title": "t", "owner": "someone-else"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    client.peer().call_tool(params).await?;
+    let calls = github.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].tool, "create_issue");
+    assert_eq!(
+        calls[0].arguments,
+        serde_json::json!({"owner": "acme", "title": "t"})
+    );
+    client.cancel().await?;
+
+    let audit = d.admin.ok(&["workspace", "audit", "engineering"]).await?;
+    assert!(audit.contains("tool_override_set"), "{audit}");
+
+    // Cleared, the tool is the server's own again.
+    let cleared = d
+        .admin
+        .ok(&[
+            "mcp",
+            "tool",
+            "set",
+            "engineering",
+            "github",
+            "create_issue",
+            "--clear",
+        ])
+        .await?;
+    assert_eq!(
+        cleared,
+        "✓ github's tool create_issue is shown in engineering as the server has it.\n"
+    );
+    d.synced().await?;
+    let client = connect(&ws_url, &token).await?;
+    assert_eq!(tool_names(&client).await?, ["github__create_issue"]);
+    client.cancel().await?;
+
+    let nothing = d
+        .admin
+        .run(&[
+            "mcp",
+            "tool",
+            "set",
+            "engineering",
+            "github",
+            "create_issue",
+        ])
+        .await?;
+    assert_fails(&nothing, 1, "--clear");
+    let bad = d
+        .admin
+        .run(&[
+            "mcp",
+            "tool",
+            "set",
+            "engineering",
+            "github",
+            "create_issue",
+            "--rename",
+            "open ticket",
+        ])
+        .await?;
+    assert_fails(&bad, 2, "a tool name");
     Ok(())
 }
