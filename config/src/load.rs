@@ -285,18 +285,17 @@ fn validate_servers(ws: &Workspace, at: &str, out: &mut Problems) {
             out.push(format!("{at}.policy"), e.to_string());
         }
         for (tool, how) in &server.overrides {
-            let valid = |n: &str| {
-                (1..=128).contains(&n.len())
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            };
             if tool.is_empty() {
                 out.push(
                     format!("{at}.overrides"),
                     "a tool name must not be empty".into(),
                 );
             }
-            if let Some(name) = how.name.as_deref().filter(|n| !valid(n)) {
+            if let Some(name) = how
+                .name
+                .as_deref()
+                .filter(|n| !crate::naming::is_valid_tool_name(n))
+            {
                 out.push(
                     format!("{at}.overrides.{tool}.name"),
                     format!("{name:?} must be 1 to 128 of A-Z a-z 0-9 _ - . (a tool name)"),

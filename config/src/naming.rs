@@ -67,6 +67,14 @@ pub fn slugify(name: &str) -> Cow<'_, str> {
     Cow::Owned(trimmed.trim_end_matches('-').to_string())
 }
 
+/// The tool name an override may give: 1 to 128 of `A-Z a-z 0-9 _ - .`, as the MCP
+/// spec recommends.
+pub fn is_valid_tool_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
 /// Slug rule for workspaces and servers: `^[a-z0-9][a-z0-9-]{0,31}$`.
 pub fn is_valid_slug(s: &str) -> bool {
     let bytes = s.as_bytes();

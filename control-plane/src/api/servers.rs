@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use gatehouse_config::naming::{is_valid_slug, slugify};
+use gatehouse_config::naming::{is_valid_slug, is_valid_tool_name, slugify};
 use gatehouse_config::policy::CompiledPolicy;
 use gatehouse_config::template::HeaderTemplate;
 use gatehouse_config::{ServerLimits, ToolOverride, ToolPolicy};
@@ -663,11 +663,7 @@ pub async fn set_tool_override(
         ));
     }
     if let Some(name) = shape.name.as_deref() {
-        let valid = (1..=128).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !valid {
+        if !is_valid_tool_name(name) {
             return Err(ApiError::BadRequest(format!(
                 "name {name:?} must be 1 to 128 of A-Z a-z 0-9 _ - . (a tool name)"
             )));
